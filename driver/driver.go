@@ -1,0 +1,353 @@
+// Package driver is snapvol's Docker VolumeDriver: it maps Docker volume
+// names to records in the store and to clones in a snapshot.Backend, counts
+// mounts, and repairs what a crash interrupted. It knows nothing of btrfs
+// or HTTP.
+package driver
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/docker/go-plugins-helpers/volume"
+	"github.com/sirupsen/logrus"
+
+	"github.com/snapvol/snapvol/driver/names"
+	"github.com/snapvol/snapvol/driver/store"
+	"github.com/snapvol/snapvol/snapshot"
+)
+
+// Config wires a Driver.
+type Config struct {
+	Backend  snapshot.Backend
+	Store    *store.Store
+	DataRoot string
+	// LatestMaxAge is how old a snapshot @latest may reuse.
+	LatestMaxAge time.Duration
+	// IdleTTL is how long an unmounted clone lives (0 = forever).
+	IdleTTL time.Duration
+	// Sources are glob patterns of sources that may be cloned.
+	Sources []string
+	// Claim makes Get answer for grammar names not yet created.
+	Claim bool
+	// OpTimeout bounds each backend call, well inside Docker's 30 s.
+	OpTimeout time.Duration
+	Log       *logrus.Logger
+	Now       func() time.Time
+}
+
+// Driver implements volume.Driver.
+type Driver struct {
+	cfg      Config
+	b        snapshot.Backend
+	st       *store.Store
+	log      *logrus.Logger
+	resolver *snapshot.Resolver
+	locks    keyedLocks
+	// gc is held for reading from choosing a snapshot until the clone made
+	// from it is recorded, and for writing while snapshots are collected,
+	// so a snapshot is never collected between the two.
+	gc       sync.RWMutex
+	inflight sync.WaitGroup
+
+	claimMu    sync.Mutex
+	claimCache map[string]claimEntry
+}
+
+type claimEntry struct {
+	ok bool
+	at time.Time
+}
+
+var _ volume.Driver = (*Driver)(nil)
+
+// New returns a driver; call Reconcile before serving.
+func New(cfg Config) *Driver {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.OpTimeout == 0 {
+		cfg.OpTimeout = 25 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = logrus.StandardLogger()
+	}
+	return &Driver{
+		cfg: cfg, b: cfg.Backend, st: cfg.Store, log: cfg.Log,
+		resolver:   &snapshot.Resolver{Backend: cfg.Backend, MaxAge: cfg.LatestMaxAge, Now: cfg.Now},
+		claimCache: map[string]claimEntry{},
+	}
+}
+
+func (d *Driver) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d.cfg.OpTimeout)
+}
+
+// op tracks one Docker request: the returned func logs one line with the
+// volume, duration and outcome, and lets Drain wait for it.
+func (d *Driver) op(op, name string, err *error) func() {
+	d.inflight.Add(1)
+	start := time.Now()
+	return func() {
+		defer d.inflight.Done()
+		e := d.log.WithFields(logrus.Fields{"op": op, "volume": name, "ms": time.Since(start).Milliseconds()})
+		if *err != nil {
+			e.WithError(*err).Warn(op + " failed")
+			return
+		}
+		e.Info(op)
+	}
+}
+
+// Drain waits up to timeout for requests in flight to finish.
+func (d *Driver) Drain(timeout time.Duration) bool {
+	done := make(chan struct{})
+	go func() { d.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(timeout):
+		return false
+	}
+}
+
+// target is where a volume (or one +each mount of it) is mounted. It is
+// derived from the name, never the name itself, so no name reaches the
+// filesystem as a path.
+func (d *Driver) target(name, mountID string) string {
+	sum := sha256.Sum256([]byte(name + "\x00" + mountID))
+	safe := strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_':
+			return r
+		}
+		return '_'
+	}, name)
+	if len(safe) > 80 {
+		safe = safe[:80]
+	}
+	return filepath.Join(d.cfg.DataRoot, safe+"-"+hex.EncodeToString(sum[:6]))
+}
+
+func (d *Driver) sourceAllowed(source string) bool {
+	if len(d.cfg.Sources) == 0 {
+		return true
+	}
+	for _, p := range d.cfg.Sources {
+		if ok, _ := path.Match(p, source); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// newRecord validates a name and its options and returns the record it
+// would make, without writing anything.
+func (d *Driver) newRecord(ctx context.Context, raw string, opts map[string]string) (*store.Record, error) {
+	n, err := names.Parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	n, o, err := names.Resolve(n, opts, d.b.OptionKey)
+	if err != nil {
+		return nil, err
+	}
+	r := &store.Record{Name: raw, TTL: o.TTL, Options: o.Backend, Created: d.cfg.Now().UTC(), LastUsed: d.cfg.Now().UTC()}
+	if !n.IsClone() {
+		return r, nil
+	}
+	r.Source, r.Ref, r.Tag, r.Each = n.Source, n.Ref, n.Tag, n.Each()
+	if !d.sourceAllowed(n.Source) {
+		return nil, fmt.Errorf("%w: volume %q: source %q does not match SOURCES=%s; add a pattern for it with `docker plugin set snapvol SOURCES=...`",
+			ErrNotAllowed, raw, n.Source, strings.Join(d.cfg.Sources, ","))
+	}
+	src, err := d.b.Volume(ctx, n.Source)
+	if errors.Is(err, snapshot.ErrNotFound) {
+		return nil, fmt.Errorf("%w: volume %q: source %q does not exist; create it first (docker volume create -d snapvol %s) or check the name", ErrNoSource, raw, n.Source, n.Source)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("volume %q: looking up source %q: %w", raw, n.Source, err)
+	}
+	if n.Ref != names.RefLatest && n.Ref != names.RefNow {
+		if _, err := d.b.SnapshotByName(ctx, src, n.Ref); err != nil {
+			if errors.Is(err, snapshot.ErrNotFound) {
+				return nil, fmt.Errorf("volume %q: snapshot %q of source %q does not exist; use @latest, @now or an existing snapshot: %w", raw, n.Ref, n.Source, err)
+			}
+			return nil, fmt.Errorf("volume %q: looking up snapshot %q: %w", raw, n.Ref, err)
+		}
+	}
+	return r, nil
+}
+
+// Create makes the record of a volume. A plain name makes an empty regular
+// volume now; a clone is made at the first Mount, so it is as fresh as the
+// container that uses it.
+func (d *Driver) Create(req *volume.CreateRequest) (err error) {
+	defer d.op("create", req.Name, &err)()
+	ctx, cancel := d.ctx()
+	defer cancel()
+	r, err := d.newRecord(ctx, req.Name, req.Options)
+	if err != nil {
+		return err
+	}
+	defer d.locks.lock(req.Name)()
+	if _, ok := d.st.Get(req.Name); ok {
+		return nil // Docker ignores options on later creates; so do we.
+	}
+	if r.IsClone() {
+		return d.st.Put(r)
+	}
+	r.Pending = &store.Pending{Op: store.OpCreate, Since: d.cfg.Now().UTC()}
+	if err := d.st.Put(r); err != nil {
+		return err
+	}
+	obj, err := d.b.CreateVolume(ctx, req.Name, r.Options)
+	if err != nil {
+		if derr := d.st.Delete(req.Name); derr != nil {
+			d.log.WithError(derr).WithField("volume", req.Name).Error("could not drop record of failed create; reconcile will")
+		}
+		return fmt.Errorf("volume %q: creating: %w", req.Name, err)
+	}
+	r.Object, r.Pending = obj.ID, nil
+	return d.st.Put(r)
+}
+
+func rfc3339(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func (d *Driver) ttl(r *store.Record) time.Duration {
+	if r.TTL != nil {
+		return *r.TTL
+	}
+	return d.cfg.IdleTTL
+}
+
+func (d *Driver) status(r *store.Record) map[string]interface{} {
+	s := map[string]interface{}{"created": rfc3339(r.Created), "mounts": r.TotalMounts()}
+	if !r.IsClone() {
+		s["kind"] = "volume"
+		return s
+	}
+	s["kind"] = "clone"
+	s["source"], s["ref"] = r.Source, r.Ref
+	if r.Tag != "" {
+		s["tag"] = r.Tag
+	}
+	clones := r.Clones()
+	s["state"] = "not materialized"
+	s["snapshot"], s["snapshot_time"], s["expires"] = "", "", ""
+	if len(clones) > 0 {
+		s["state"] = "materialized"
+		last := clones[len(clones)-1]
+		if r.Clone != nil {
+			last = r.Clone
+		}
+		s["snapshot"], s["snapshot_time"] = last.SnapshotName, rfc3339(last.SnapshotTime)
+		s["clones"] = len(clones)
+		if ttl := d.ttl(r); ttl == 0 {
+			s["expires"] = "never"
+		} else if r.TotalMounts() > 0 {
+			s["expires"] = fmt.Sprintf("%s after the last unmount", ttl)
+		} else {
+			s["expires"] = rfc3339(r.LastUsed.Add(ttl))
+		}
+	}
+	if r.Pending != nil {
+		s["pending"] = r.Pending.Op
+	}
+	return s
+}
+
+func (d *Driver) apiVolume(r *store.Record) *volume.Volume {
+	v := &volume.Volume{Name: r.Name, CreatedAt: rfc3339(r.Created), Status: d.status(r)}
+	switch {
+	case r.Target != "" && r.Mounts > 0:
+		v.Mountpoint = r.Target
+	case r.Clone != nil && r.Clone.Mounts > 0:
+		v.Mountpoint = r.Clone.Target
+	}
+	return v
+}
+
+// Get answers from the index only. For a grammar name not yet created it
+// claims the name when CLAIM is on and its source is allowed and exists.
+func (d *Driver) Get(req *volume.GetRequest) (*volume.GetResponse, error) {
+	if r, ok := d.st.Get(req.Name); ok {
+		return &volume.GetResponse{Volume: d.apiVolume(r)}, nil
+	}
+	if d.cfg.Claim && d.claimable(req.Name) {
+		return &volume.GetResponse{Volume: &volume.Volume{Name: req.Name, Status: map[string]interface{}{
+			"state": "not materialized", "claimed": true, "mounts": 0,
+		}}}, nil
+	}
+	return nil, fmt.Errorf("%w: %q", ErrNoSuchVolume, req.Name)
+}
+
+// claimable reports, cheaply, whether Get should answer for an unknown
+// name. Docker asks every plugin about every name it does not know, so
+// anything not in the grammar is answered from the name alone, and source
+// existence is cached for a few seconds.
+func (d *Driver) claimable(raw string) bool {
+	n, err := names.Parse(raw)
+	if err != nil || !n.IsClone() || !d.sourceAllowed(n.Source) {
+		return false
+	}
+	if r, ok := d.st.Get(n.Source); ok && !r.IsClone() {
+		return true
+	}
+	now := d.cfg.Now()
+	d.claimMu.Lock()
+	e, ok := d.claimCache[n.Source]
+	d.claimMu.Unlock()
+	if ok && now.Sub(e.at) < 10*time.Second {
+		return e.ok
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = d.b.Volume(ctx, n.Source)
+	exists := err == nil
+	if err == nil || errors.Is(err, snapshot.ErrNotFound) {
+		d.claimMu.Lock()
+		if len(d.claimCache) > 1024 {
+			d.claimCache = map[string]claimEntry{}
+		}
+		d.claimCache[n.Source] = claimEntry{ok: exists, at: now}
+		d.claimMu.Unlock()
+	}
+	return exists
+}
+
+// List answers from the index only.
+func (d *Driver) List() (*volume.ListResponse, error) {
+	var out []*volume.Volume
+	d.st.Each(func(r *store.Record) {
+		out = append(out, &volume.Volume{Name: r.Name, Mountpoint: d.apiVolume(r).Mountpoint, CreatedAt: rfc3339(r.Created)})
+	})
+	return &volume.ListResponse{Volumes: out}, nil
+}
+
+// Path returns the mount point of a mounted volume, or "" if unmounted.
+func (d *Driver) Path(req *volume.PathRequest) (*volume.PathResponse, error) {
+	r, ok := d.st.Get(req.Name)
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrNoSuchVolume, req.Name)
+	}
+	return &volume.PathResponse{Mountpoint: d.apiVolume(r).Mountpoint}, nil
+}
+
+// Capabilities: the scope is the backend's (local btrfs pool, or storage
+// shared by a cluster).
+func (d *Driver) Capabilities() *volume.CapabilitiesResponse {
+	return &volume.CapabilitiesResponse{Capabilities: volume.Capability{Scope: d.b.Scope()}}
+}

@@ -1,0 +1,366 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/docker/go-plugins-helpers/volume"
+	"github.com/sirupsen/logrus"
+
+	"github.com/snapvol/snapvol/driver/store"
+	"github.com/snapvol/snapvol/snapshot"
+)
+
+// Mount mounts a volume for one container mount point (req.ID), making
+// the clone first if it does not exist yet. Mounts are counted, never kept
+// as a set: Docker reuses IDs (docker cp) and may pair extra Mount/Unmount
+// calls (docker create).
+func (d *Driver) Mount(req *volume.MountRequest) (resp *volume.MountResponse, err error) {
+	defer d.op("mount", req.Name, &err)()
+	ctx, cancel := d.ctx()
+	defer cancel()
+	defer d.locks.lock(req.Name)()
+
+	r, ok := d.st.Get(req.Name)
+	claimed := false
+	if !ok {
+		if !d.cfg.Claim {
+			return nil, fmt.Errorf("%w: %q; create it first with docker volume create -d snapvol", ErrNoSuchVolume, req.Name)
+		}
+		// A claimed name: Docker never calls Create for it, so the record is
+		// made here, from the name alone.
+		if r, err = d.newRecord(ctx, req.Name, nil); err != nil {
+			return nil, err
+		}
+		if !r.IsClone() {
+			return nil, fmt.Errorf("%w: %q", ErrNoSuchVolume, req.Name)
+		}
+		claimed = true
+	}
+
+	var c *store.Clone
+	switch {
+	case !r.IsClone():
+		if r.Mounts == 0 || !d.b.Mounted(r.Target) {
+			r.Target = d.target(r.Name, "")
+			if err := d.b.Mount(ctx, r.Object, r.Target); err != nil {
+				return nil, fmt.Errorf("volume %q: mount: %w", r.Name, err)
+			}
+		}
+		r.Mounts++
+		if err := d.st.Put(r); err != nil {
+			return nil, err
+		}
+		return &volume.MountResponse{Mountpoint: r.Target}, nil
+	case r.Each:
+		c = r.EachClones[req.ID]
+	default:
+		c = r.Clone
+	}
+	if c == nil {
+		key := ""
+		if r.Each {
+			key = req.ID
+		}
+		if c, err = d.materialize(ctx, r, key); err != nil {
+			if claimed {
+				_ = d.st.Delete(r.Name)
+			}
+			return nil, err
+		}
+	} else if c.Mounts == 0 || !d.b.Mounted(c.Target) {
+		if err := d.b.Mount(ctx, c.Object, c.Target); err != nil {
+			return nil, fmt.Errorf("volume %q: mount clone: %w", r.Name, err)
+		}
+	}
+	c.Mounts++
+	if err := d.st.Put(r); err != nil {
+		return nil, err
+	}
+	return &volume.MountResponse{Mountpoint: c.Target}, nil
+}
+
+// materialize makes and mounts a clone of r (for +each, the clone of mount
+// ID key) and records it in r, which the caller saves. The intent is saved
+// first, so a crash in between leaves a labelled clone that reconcile finds
+// unreferenced and destroys.
+func (d *Driver) materialize(ctx context.Context, r *store.Record, key string) (*store.Clone, error) {
+	start := time.Now()
+	r.Pending = &store.Pending{Op: store.OpMaterialize, MountID: key, Since: d.cfg.Now().UTC()}
+	if err := d.st.Put(r); err != nil {
+		return nil, err
+	}
+	c, err := d.makeClone(ctx, r, key)
+	r.Pending = nil
+	if err != nil {
+		if perr := d.st.Put(r); perr != nil {
+			d.log.WithError(perr).WithField("volume", r.Name).Error("could not clear intent; reconcile will")
+		}
+		return nil, err
+	}
+	if r.Each {
+		if r.EachClones == nil {
+			r.EachClones = map[string]*store.Clone{}
+		}
+		r.EachClones[key] = c
+	} else {
+		r.Clone = c
+	}
+	if err := d.st.Put(r); err != nil {
+		// Without a record the clone would be an orphan: undo it now.
+		d.destroyClone(r.Name, c)
+		return nil, err
+	}
+	d.log.WithFields(logrus.Fields{
+		"audit": "clone made", "volume": r.Name, "source": r.Source, "snapshot": c.SnapshotName,
+		"snapshot_time": rfc3339(c.SnapshotTime), "clone": c.Object, "ms": time.Since(start).Milliseconds(),
+	}).Info("clone made")
+	return c, nil
+}
+
+func (d *Driver) makeClone(ctx context.Context, r *store.Record, key string) (*store.Clone, error) {
+	d.gc.RLock()
+	defer d.gc.RUnlock()
+	src, err := d.b.Volume(ctx, r.Source)
+	if errors.Is(err, snapshot.ErrNotFound) {
+		return nil, fmt.Errorf("%w: volume %q: source %q no longer exists", ErrNoSource, r.Name, r.Source)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("volume %q: looking up source %q: %w", r.Name, r.Source, err)
+	}
+	snap, _, err := d.resolver.Resolve(ctx, src, r.Ref)
+	if err != nil {
+		return nil, fmt.Errorf("volume %q: %w", r.Name, err)
+	}
+	labels := map[string]string{snapshot.LabelOwner: "1", snapshot.LabelVolume: r.Name, snapshot.LabelSource: r.Source}
+	obj, err := d.b.Clone(ctx, snap, labels, r.Options)
+	if err != nil {
+		return nil, fmt.Errorf("volume %q: cloning snapshot %q of %q: %w", r.Name, snap.Name, r.Source, err)
+	}
+	c := &store.Clone{
+		Object: obj.ID, Snapshot: snap.ID, SnapshotName: snap.Name, SnapshotTime: snap.Created.UTC(),
+		Made: d.cfg.Now().UTC(), Target: d.target(r.Name, key),
+	}
+	if err := d.b.Mount(ctx, c.Object, c.Target); err != nil {
+		d.destroyClone(r.Name, c)
+		return nil, fmt.Errorf("volume %q: mounting clone: %w", r.Name, err)
+	}
+	return c, nil
+}
+
+// destroyClone unmounts and deletes a clone, logging the audit line.
+func (d *Driver) destroyClone(volName string, c *store.Clone) error {
+	ctx, cancel := d.ctx()
+	defer cancel()
+	if err := d.b.Unmount(ctx, c.Object, c.Target); err != nil {
+		return fmt.Errorf("volume %q: unmounting clone: %w", volName, err)
+	}
+	if err := d.b.Delete(ctx, c.Object); err != nil {
+		return fmt.Errorf("volume %q: deleting clone %s: %w", volName, c.Object, err)
+	}
+	d.log.WithFields(logrus.Fields{
+		"audit": "clone destroyed", "volume": volName, "snapshot": c.SnapshotName, "clone": c.Object,
+	}).Info("clone destroyed")
+	return nil
+}
+
+// release destroys one clone of r (key is the +each mount ID, "" for the
+// volume's clone) and keeps the record: the next Mount makes a fresh one.
+func (d *Driver) release(r *store.Record, key string) error {
+	c := r.Clone
+	if r.Each {
+		c = r.EachClones[key]
+	}
+	if c == nil {
+		return nil
+	}
+	r.Pending = &store.Pending{Op: store.OpRelease, MountID: key, Object: c.Object, Since: d.cfg.Now().UTC()}
+	if err := d.st.Put(r); err != nil {
+		return err
+	}
+	if err := d.destroyClone(r.Name, c); err != nil {
+		return err // the intent stays; reconcile finishes it
+	}
+	if r.Each {
+		delete(r.EachClones, key)
+	} else {
+		r.Clone = nil
+	}
+	r.Pending = nil
+	r.LastUsed = d.cfg.Now().UTC()
+	return d.st.Put(r)
+}
+
+// Unmount ends one mount. Counts never go below zero; data is never
+// deleted here except a +each clone at its mount ID's last Unmount.
+func (d *Driver) Unmount(req *volume.UnmountRequest) (err error) {
+	defer d.op("unmount", req.Name, &err)()
+	ctx, cancel := d.ctx()
+	defer cancel()
+	defer d.locks.lock(req.Name)()
+	r, ok := d.st.Get(req.Name)
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrNoSuchVolume, req.Name)
+	}
+	if !r.IsClone() {
+		if r.Mounts == 0 {
+			return nil
+		}
+		r.Mounts--
+		if r.Mounts == 0 {
+			if err := d.b.Unmount(ctx, r.Object, r.Target); err != nil {
+				return fmt.Errorf("volume %q: unmount: %w", r.Name, err)
+			}
+			r.LastUsed = d.cfg.Now().UTC()
+		}
+		return d.st.Put(r)
+	}
+	c := r.Clone
+	if r.Each {
+		c = r.EachClones[req.ID]
+	}
+	if c == nil || c.Mounts == 0 {
+		return nil
+	}
+	c.Mounts--
+	if c.Mounts > 0 {
+		return d.st.Put(r)
+	}
+	if r.Each {
+		if err := d.release(r, req.ID); err != nil {
+			return err
+		}
+		d.collectSnapshots(r.Source)
+		return nil
+	}
+	if err := d.b.Unmount(ctx, c.Object, c.Target); err != nil {
+		return fmt.Errorf("volume %q: unmount clone: %w", r.Name, err)
+	}
+	r.LastUsed = d.cfg.Now().UTC()
+	return d.st.Put(r)
+}
+
+// Remove destroys a volume. A clone volume loses its clones and record;
+// a plain volume is deleted only when no clone volume comes from it.
+func (d *Driver) Remove(req *volume.RemoveRequest) (err error) {
+	defer d.op("remove", req.Name, &err)()
+	unlock := d.locks.lock(req.Name)
+	r, ok := d.st.Get(req.Name)
+	if !ok {
+		unlock()
+		return nil
+	}
+	if n := r.TotalMounts(); n > 0 {
+		unlock()
+		return fmt.Errorf("%w: volume %q is mounted %d time(s); stop the containers using it first", ErrInUse, r.Name, n)
+	}
+	if !r.IsClone() {
+		var users []string
+		d.st.Each(func(o *store.Record) {
+			if o.Source == r.Name {
+				users = append(users, o.Name)
+			}
+		})
+		if len(users) > 0 {
+			unlock()
+			sort.Strings(users)
+			return fmt.Errorf("%w: volume %q is the source of %s; remove those first", ErrInUse, r.Name, strings.Join(users, ", "))
+		}
+	}
+	err = d.remove(r)
+	unlock()
+	if err == nil {
+		source := r.Source
+		if source == "" {
+			source = r.Name
+		}
+		d.collectSnapshots(source)
+	}
+	return err
+}
+
+// remove finishes a Remove whose intent may already be recorded.
+func (d *Driver) remove(r *store.Record) error {
+	ctx, cancel := d.ctx()
+	defer cancel()
+	if r.Pending == nil || r.Pending.Op != store.OpRemove {
+		r.Pending = &store.Pending{Op: store.OpRemove, Since: d.cfg.Now().UTC()}
+		if err := d.st.Put(r); err != nil {
+			return err
+		}
+	}
+	if !r.IsClone() {
+		if r.Target != "" {
+			if err := d.b.Unmount(ctx, r.Object, r.Target); err != nil {
+				return fmt.Errorf("volume %q: unmount: %w", r.Name, err)
+			}
+		}
+		if r.Object != "" {
+			if err := d.b.RemoveVolume(ctx, snapshot.Object{ID: r.Object, Name: r.Name, Kind: snapshot.KindVolume}); err != nil {
+				return fmt.Errorf("volume %q: deleting: %w", r.Name, err)
+			}
+		}
+	}
+	for _, c := range r.Clones() {
+		if err := d.destroyClone(r.Name, c); err != nil {
+			return err
+		}
+	}
+	return d.st.Delete(r.Name)
+}
+
+// collectSnapshots deletes the snapshots of source the plugin took that no
+// clone uses, except the newest while @latest may still reuse it. Sources
+// and snapshots the plugin did not take are never touched.
+func (d *Driver) collectSnapshots(source string) {
+	ctx, cancel := d.ctx()
+	defer cancel()
+	d.gc.Lock()
+	defer d.gc.Unlock()
+	owned, err := d.b.Owned(ctx)
+	if err != nil {
+		d.log.WithError(err).WithField("source", source).Warn("listing snapshots to collect")
+		return
+	}
+	d.collect(ctx, owned, func(s string) bool { return source == "" || s == source })
+}
+
+// collect deletes unneeded plugin snapshots among owned whose source
+// matches; the caller holds d.gc for writing.
+func (d *Driver) collect(ctx context.Context, owned []snapshot.Object, match func(string) bool) {
+	inUse := map[string]bool{}
+	d.st.Each(func(r *store.Record) {
+		for _, c := range r.Clones() {
+			inUse[c.Snapshot] = true
+		}
+	})
+	bySource := map[string][]snapshot.Object{}
+	for _, o := range owned {
+		if o.Kind == snapshot.KindSnapshot && match(o.Labels[snapshot.LabelSource]) {
+			bySource[o.Labels[snapshot.LabelSource]] = append(bySource[o.Labels[snapshot.LabelSource]], o)
+		}
+	}
+	now := d.cfg.Now()
+	for source, snaps := range bySource {
+		newest, _ := snapshot.Newest(snaps)
+		for _, s := range snaps {
+			if inUse[s.ID] {
+				continue
+			}
+			if s.ID == newest.ID && now.Sub(s.Created) < d.cfg.LatestMaxAge {
+				if _, err := d.b.Volume(ctx, source); err == nil {
+					continue // @latest may still reuse it
+				}
+			}
+			if err := d.b.Delete(ctx, s.ID); err != nil {
+				d.log.WithError(err).WithFields(logrus.Fields{"source": source, "snapshot": s.Name}).Warn("deleting unused snapshot")
+				continue
+			}
+			d.log.WithFields(logrus.Fields{"audit": "snapshot deleted", "source": source, "snapshot": s.Name}).Info("snapshot deleted")
+		}
+	}
+}

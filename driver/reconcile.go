@@ -1,0 +1,200 @@
+package driver
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/snapvol/snapvol/driver/store"
+	"github.com/snapvol/snapvol/snapshot"
+)
+
+// Reconcile repairs what a crash left: it finishes or undoes every recorded
+// intent, restores the mounts the records count, and destroys plugin-made
+// objects no record owns. Run it before serving; it also runs periodically.
+func (d *Driver) Reconcile(ctx context.Context) error {
+	for _, name := range d.st.Names() {
+		if err := d.reconcileVolume(name); err != nil {
+			d.log.WithError(err).WithField("volume", name).Warn("reconcile")
+		}
+	}
+	return d.sweep(ctx)
+}
+
+func (d *Driver) reconcileVolume(name string) error {
+	defer d.locks.lock(name)()
+	ctx, cancel := d.ctx()
+	defer cancel()
+	r, ok := d.st.Get(name)
+	if !ok {
+		return nil
+	}
+	if p := r.Pending; p != nil {
+		log := d.log.WithFields(logrus.Fields{"volume": name, "intent": p.Op, "since": rfc3339(p.Since)})
+		switch p.Op {
+		case store.OpCreate:
+			// Roll forward if the volume got made, else back.
+			obj, err := d.b.Volume(ctx, name)
+			if err != nil {
+				log.Info("reconcile: interrupted create made nothing; dropping the record")
+				return d.st.Delete(name)
+			}
+			r.Object, r.Pending = obj.ID, nil
+			log.Info("reconcile: finished interrupted create")
+		case store.OpMaterialize:
+			// The half-made clone, if any, is unreferenced; sweep destroys it.
+			r.Pending = nil
+			log.Info("reconcile: undid interrupted clone")
+		case store.OpRelease:
+			log.Info("reconcile: finishing interrupted clone destruction")
+			return d.release(r, p.MountID)
+		case store.OpRemove:
+			log.Info("reconcile: finishing interrupted remove")
+			return d.remove(r)
+		default:
+			return fmt.Errorf("unknown intent %q", p.Op)
+		}
+		if err := d.st.Put(r); err != nil {
+			return err
+		}
+	}
+	return d.restoreMounts(ctx, r)
+}
+
+// restoreMounts makes the mounts match the counts: a plugin restarted in
+// a new mount namespace must serve running containers' volumes again, and
+// a mount whose count dropped to zero while we were down goes away.
+func (d *Driver) restoreMounts(ctx context.Context, r *store.Record) error {
+	type m struct {
+		obj, target string
+		n           int
+	}
+	var ms []m
+	if !r.IsClone() && r.Target != "" {
+		ms = append(ms, m{r.Object, r.Target, r.Mounts})
+	}
+	for _, c := range r.Clones() {
+		ms = append(ms, m{c.Object, c.Target, c.Mounts})
+	}
+	for _, x := range ms {
+		mounted := d.b.Mounted(x.target)
+		switch {
+		case x.n > 0 && !mounted:
+			if err := d.b.Mount(ctx, x.obj, x.target); err != nil {
+				return fmt.Errorf("volume %q: restoring mount: %w", r.Name, err)
+			}
+		case x.n == 0 && mounted:
+			if err := d.b.Unmount(ctx, x.obj, x.target); err != nil {
+				return fmt.Errorf("volume %q: dropping stale mount: %w", r.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// sweep destroys plugin-made clones no record references and collects
+// unneeded snapshots. Each orphan is re-checked under its volume's lock, so
+// a clone being made right now is never taken for an orphan.
+func (d *Driver) sweep(ctx context.Context) error {
+	owned, err := d.b.Owned(ctx)
+	if err != nil {
+		return fmt.Errorf("listing plugin objects: %w", err)
+	}
+	for _, o := range owned {
+		if o.Kind != snapshot.KindClone {
+			continue
+		}
+		vol := o.Labels[snapshot.LabelVolume]
+		if d.cloneReferenced(vol, o.ID) {
+			continue
+		}
+		unlock := d.locks.lock(vol)
+		if !d.cloneReferenced(vol, o.ID) {
+			if err := d.b.Delete(ctx, o.ID); err != nil {
+				d.log.WithError(err).WithField("clone", o.ID).Warn("deleting orphan clone")
+			} else {
+				d.log.WithFields(logrus.Fields{"audit": "orphan destroyed", "volume": vol, "clone": o.ID}).Info("orphan clone destroyed")
+			}
+		}
+		unlock()
+	}
+	d.gc.Lock()
+	defer d.gc.Unlock()
+	d.collect(ctx, owned, func(string) bool { return true })
+	return nil
+}
+
+func (d *Driver) cloneReferenced(vol, id string) bool {
+	r, ok := d.st.Get(vol)
+	if !ok {
+		return false
+	}
+	if r.Pending != nil && r.Pending.Op == store.OpMaterialize {
+		return true // being made under the lock we do not hold yet
+	}
+	for _, c := range r.Clones() {
+		if c.Object == id {
+			return true
+		}
+	}
+	return false
+}
+
+// Reap destroys clones idle longer than their ttl; records stay.
+func (d *Driver) Reap() {
+	now := d.cfg.Now()
+	var due []string
+	d.st.Each(func(r *store.Record) {
+		ttl := d.ttl(r)
+		if r.IsClone() && r.Clone != nil && ttl > 0 && r.Clone.Mounts == 0 && now.Sub(r.LastUsed) >= ttl {
+			due = append(due, r.Name)
+		}
+	})
+	for _, name := range due {
+		func() {
+			defer d.locks.lock(name)()
+			r, ok := d.st.Get(name)
+			if !ok || r.Clone == nil || r.Clone.Mounts > 0 || now.Sub(r.LastUsed) < d.ttl(r) {
+				return
+			}
+			d.log.WithFields(logrus.Fields{"volume": name, "idle": now.Sub(r.LastUsed).Round(time.Second).String()}).Info("reaping idle clone")
+			if err := d.release(r, ""); err != nil {
+				d.log.WithError(err).WithField("volume", name).Warn("reaping idle clone")
+			}
+		}()
+	}
+}
+
+// ReapInterval is how often Run reaps: at least every minute, and twice
+// per IDLE_TTL when that is shorter.
+func (d *Driver) ReapInterval() time.Duration {
+	iv := time.Minute
+	if d.cfg.IdleTTL > 0 && d.cfg.IdleTTL/2 < iv {
+		iv = d.cfg.IdleTTL / 2
+	}
+	if iv < 100*time.Millisecond {
+		iv = 100 * time.Millisecond
+	}
+	return iv
+}
+
+// Run reaps idle clones and sweeps orphans until ctx ends.
+func (d *Driver) Run(ctx context.Context) {
+	t := time.NewTicker(d.ReapInterval())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			d.Reap()
+			sctx, cancel := d.ctx()
+			if err := d.sweep(sctx); err != nil {
+				d.log.WithError(err).Warn("sweep")
+			}
+			cancel()
+		}
+	}
+}

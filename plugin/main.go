@@ -1,0 +1,127 @@
+// Command snapvol is the snapvol Docker volume plugin: it serves the
+// VolumeDriver protocol on a unix socket, runs directly on a host (a legacy
+// plugin) or as a managed plugin.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/docker/go-plugins-helpers/volume"
+	"github.com/sirupsen/logrus"
+
+	"github.com/snapvol/snapvol/driver"
+	"github.com/snapvol/snapvol/driver/store"
+	"github.com/snapvol/snapvol/snapshot"
+	"github.com/snapvol/snapvol/snapshot/local"
+)
+
+func main() {
+	log := logrus.New()
+	log.SetOutput(os.Stdout) // dockerd files a plugin's stderr as errors
+	log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: time.RFC3339Nano})
+	if err := run(log); err != nil {
+		log.WithError(err).Error("snapvol stopped")
+		os.Exit(1)
+	}
+}
+
+func openBackend(s Settings) (snapshot.Backend, error) {
+	switch s.Backend {
+	case "portworx":
+		return nil, fmt.Errorf("the portworx backend is not built into this binary yet")
+	default:
+		return local.Open(local.Config{Pool: s.Pool, StateDir: s.StateDir, PoolSize: s.PoolSize})
+	}
+}
+
+func run(log *logrus.Logger) error {
+	s, err := LoadSettings(environ)
+	if err != nil {
+		return err
+	}
+	lvl, err := logrus.ParseLevel(s.LogLevel)
+	if err != nil {
+		return fmt.Errorf("LOG_LEVEL=%q: %w", s.LogLevel, err)
+	}
+	log.SetLevel(lvl)
+	log.WithFields(logrus.Fields{"backend": s.Backend, "state_dir": s.StateDir, "data_root": s.DataRoot, "socket": s.Socket}).Info("snapvol starting")
+
+	if err := os.MkdirAll(s.DataRoot, 0o755); err != nil {
+		return fmt.Errorf("DATA_ROOT %s: %w", s.DataRoot, err)
+	}
+	st, err := store.Open(filepath.Join(s.StateDir, "snapvol.db"))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	b, err := openBackend(s)
+	if err != nil {
+		return fmt.Errorf("backend %s: %w", s.Backend, err)
+	}
+	defer b.Close()
+
+	d := driver.New(driver.Config{
+		Backend: b, Store: st, DataRoot: s.DataRoot, LatestMaxAge: s.LatestMaxAge, IdleTTL: s.IdleTTL,
+		Sources: s.Sources, Claim: s.Claim, Log: log,
+	})
+	start := time.Now()
+	rctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	if err := d.Reconcile(rctx); err != nil {
+		// Serving matters more than a clean sweep: the loop retries it.
+		log.WithError(err).Warn("reconcile at start")
+	}
+	cancel()
+	log.WithField("ms", time.Since(start).Milliseconds()).Info("reconciled")
+
+	l, err := listen(s.Socket)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	go d.Run(ctx)
+	served := make(chan error, 1)
+	go func() { served <- volume.NewHandler(d).Serve(l) }()
+	log.WithField("socket", s.Socket).Info("snapvol ready")
+
+	select {
+	case <-ctx.Done():
+		log.Info("snapvol shutting down")
+		l.Close()
+		os.Remove(s.Socket)
+		// Let operations already in flight finish their bbolt writes.
+		d.Drain(20 * time.Second)
+		return nil
+	case err := <-served:
+		return fmt.Errorf("serving %s: %w", s.Socket, err)
+	}
+}
+
+// listen binds the socket, replacing a stale one left by a crash. The
+// socket appears only once the driver is ready, so Docker never sees a
+// half-started plugin.
+func listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("SOCKET %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Settings are read from the environment (config.json's env in managed
+// mode, the shell's when run on a host). DESIGN.md has the table.
+type Settings struct {
+	Backend      string
+	StateDir     string
+	DataRoot     string
+	Pool         string
+	PoolSize     int64
+	Socket       string
+	LatestMaxAge time.Duration
+	IdleTTL      time.Duration
+	Sources      []string
+	Claim        bool
+	PXEndpoint   string
+	PXDriver     string
+	PXToken      string
+	LogLevel     string
+}
+
+var defaults = map[string]string{
+	"BACKEND":        "local",
+	"STATE_DIR":      "/var/lib/snapvol",
+	"DATA_ROOT":      "/mnt/snapvol",
+	"POOL":           "",
+	"POOL_SIZE":      "20G",
+	"SOCKET":         "/run/docker/plugins/snapvol.sock",
+	"LATEST_MAX_AGE": "5m",
+	"IDLE_TTL":       "24h",
+	"SOURCES":        "*",
+	"CLAIM":          "true",
+	"PX_ENDPOINT":    "http://127.0.0.1:9001",
+	"PX_DRIVER":      "pxd",
+	"PX_TOKEN":       "",
+	"LOG_LEVEL":      "info",
+}
+
+// LoadSettings reads settings through getenv, naming the setting in every
+// error so a user knows what to fix.
+func LoadSettings(getenv func(string) string) (Settings, error) {
+	get := func(k string) string {
+		if v, ok := lookup(getenv, k); ok {
+			return v
+		}
+		return defaults[k]
+	}
+	var s Settings
+	var err error
+	s.Backend = get("BACKEND")
+	if s.Backend != "local" && s.Backend != "portworx" {
+		return s, fmt.Errorf("BACKEND=%q: must be local or portworx", s.Backend)
+	}
+	s.StateDir, s.DataRoot, s.Pool, s.Socket = get("STATE_DIR"), get("DATA_ROOT"), get("POOL"), get("SOCKET")
+	for k, v := range map[string]string{"STATE_DIR": s.StateDir, "DATA_ROOT": s.DataRoot, "SOCKET": s.Socket} {
+		if !strings.HasPrefix(v, "/") {
+			return s, fmt.Errorf("%s=%q: must be an absolute path", k, v)
+		}
+	}
+	if s.PoolSize, err = ParseSize(get("POOL_SIZE")); err != nil {
+		return s, fmt.Errorf("POOL_SIZE: %w", err)
+	}
+	if s.LatestMaxAge, err = parseDuration(get("LATEST_MAX_AGE")); err != nil {
+		return s, fmt.Errorf("LATEST_MAX_AGE: %w", err)
+	}
+	if s.IdleTTL, err = parseDuration(get("IDLE_TTL")); err != nil {
+		return s, fmt.Errorf("IDLE_TTL: %w", err)
+	}
+	for _, p := range strings.Split(get("SOURCES"), ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			s.Sources = append(s.Sources, p)
+		}
+	}
+	if s.Claim, err = strconv.ParseBool(get("CLAIM")); err != nil {
+		return s, fmt.Errorf("CLAIM=%q: must be true or false", get("CLAIM"))
+	}
+	s.PXEndpoint, s.PXDriver, s.PXToken, s.LogLevel = get("PX_ENDPOINT"), get("PX_DRIVER"), get("PX_TOKEN"), get("LOG_LEVEL")
+	return s, nil
+}
+
+// lookup treats an empty variable as unset, except where empty is a value
+// (POOL, PX_TOKEN): docker plugin set cannot unset a variable.
+func lookup(getenv func(string) string, k string) (string, bool) {
+	v := getenv(k)
+	return v, v != ""
+}
+
+func parseDuration(v string) (time.Duration, error) {
+	if v == "0" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%q is not a duration like 90s, 5m or 2h", v)
+	}
+	return d, nil
+}
+
+// ParseSize parses sizes like 20G, 512M, 1T or a byte count.
+func ParseSize(v string) (int64, error) {
+	s := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(v)), "B"), "I")
+	mult := int64(1)
+	if s != "" {
+		switch s[len(s)-1] {
+		case 'K':
+			mult = 1 << 10
+		case 'M':
+			mult = 1 << 20
+		case 'G':
+			mult = 1 << 30
+		case 'T':
+			mult = 1 << 40
+		}
+		if mult > 1 {
+			s = s[:len(s)-1]
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is not a size like 20G or 512M", v)
+	}
+	size := n * mult
+	if size < 128<<20 {
+		return 0, fmt.Errorf("%q is below btrfs's practical minimum of 128M", v)
+	}
+	return size, nil
+}
+
+// environ is the real environment.
+func environ(k string) string { return os.Getenv(k) }

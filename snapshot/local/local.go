@@ -1,0 +1,359 @@
+// Package local is the embedded default backend: a btrfs pool on the Docker
+// host. Regular volumes are subvolumes under volumes/, snapshots are
+// read-only subvolume snapshots under snapshots/SOURCE/, clones are writable
+// snapshots under clones/. Labels of plugin-made objects are small JSON files
+// under labels/, written before the object so a crash never leaves an
+// unlabelled plugin object.
+package local
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/snapvol/snapvol/snapshot"
+)
+
+const (
+	dirVolumes   = "volumes"
+	dirSnapshots = "snapshots"
+	dirClones    = "clones"
+	dirLabels    = "labels"
+)
+
+// Config holds the settings the local backend reads.
+type Config struct {
+	Pool     string // POOL
+	StateDir string // STATE_DIR
+	PoolSize int64  // POOL_SIZE in bytes
+}
+
+// Backend is the btrfs implementation of snapshot.Backend.
+type Backend struct {
+	root string
+}
+
+var _ snapshot.Backend = (*Backend)(nil)
+
+// Open mounts (or creates) the pool and prepares its layout.
+func Open(cfg Config) (*Backend, error) {
+	root, err := openPool(cfg.Pool, cfg.StateDir, cfg.PoolSize)
+	if err != nil {
+		return nil, err
+	}
+	return OpenDir(root)
+}
+
+// OpenDir uses an already mounted btrfs directory as the pool.
+func OpenDir(root string) (*Backend, error) {
+	if !isBtrfs(root) {
+		return nil, fmt.Errorf("pool %s is not on btrfs", root)
+	}
+	for _, d := range []string{dirVolumes, dirSnapshots, dirClones, dirLabels} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	b := &Backend{root: root}
+	b.dropStaleLabels()
+	return b, nil
+}
+
+// Root is the pool directory.
+func (b *Backend) Root() string { return b.root }
+
+// Scope is local: the pool is on this host only.
+func (b *Backend) Scope() string { return "local" }
+
+// OptionKey: the local backend takes no options of its own.
+func (b *Backend) OptionKey(string) bool { return false }
+
+func (b *Backend) Close() error { return nil }
+
+// path maps an object ID to its directory, refusing anything that is not
+// one of the three layouts, so an ID can never point outside the pool.
+func (b *Backend) path(id string) (string, snapshot.Kind, error) {
+	parts := strings.Split(id, "/")
+	for _, p := range parts {
+		if p == "" || p == "." || p == ".." || strings.ContainsRune(p, 0) {
+			return "", "", fmt.Errorf("invalid object id %q", id)
+		}
+	}
+	switch {
+	case len(parts) == 2 && parts[0] == dirVolumes:
+		return filepath.Join(b.root, id), snapshot.KindVolume, nil
+	case len(parts) == 2 && parts[0] == dirClones:
+		return filepath.Join(b.root, id), snapshot.KindClone, nil
+	case len(parts) == 3 && parts[0] == dirSnapshots:
+		return filepath.Join(b.root, id), snapshot.KindSnapshot, nil
+	}
+	return "", "", fmt.Errorf("invalid object id %q", id)
+}
+
+func labelFile(root, id string) string {
+	return filepath.Join(root, dirLabels, strings.ReplaceAll(id, "/", "%")+".json")
+}
+
+func (b *Backend) writeLabels(id string, labels map[string]string) error {
+	data, err := json.Marshal(labels)
+	if err != nil {
+		return err
+	}
+	f := labelFile(b.root, id)
+	tmp := f + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, f)
+}
+
+func (b *Backend) readLabels(id string) map[string]string {
+	data, err := os.ReadFile(labelFile(b.root, id))
+	if err != nil {
+		return nil
+	}
+	var l map[string]string
+	if json.Unmarshal(data, &l) != nil {
+		return nil
+	}
+	return l
+}
+
+// dropStaleLabels removes label files whose object is gone (a crash between
+// deleting an object and its labels). Only called when nothing else runs.
+func (b *Backend) dropStaleLabels() {
+	ents, _ := os.ReadDir(filepath.Join(b.root, dirLabels))
+	for _, e := range ents {
+		name := e.Name()
+		if strings.HasSuffix(name, ".tmp") {
+			os.Remove(filepath.Join(b.root, dirLabels, name))
+			continue
+		}
+		id := strings.ReplaceAll(strings.TrimSuffix(name, ".json"), "%", "/")
+		if p, _, err := b.path(id); err == nil && !isSubvolume(p) {
+			os.Remove(filepath.Join(b.root, dirLabels, name))
+		}
+	}
+}
+
+func (b *Backend) object(id, name string, kind snapshot.Kind, parent string) (snapshot.Object, error) {
+	p, _, err := b.path(id)
+	if err != nil {
+		return snapshot.Object{}, err
+	}
+	if !isSubvolume(p) {
+		return snapshot.Object{}, fmt.Errorf("%s %q: %w", kind, name, snapshot.ErrNotFound)
+	}
+	o := snapshot.Object{ID: id, Name: name, Kind: kind, Parent: parent, Labels: b.readLabels(id)}
+	if stx, err := birthTime(p); err == nil && stx.Mask&unix.STATX_BTIME != 0 {
+		o.Created = time.Unix(stx.Btime.Sec, int64(stx.Btime.Nsec))
+	}
+	return o, nil
+}
+
+func checkName(what, name string) error {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") || len(name) > 255 {
+		return fmt.Errorf("invalid %s name %q", what, name)
+	}
+	return nil
+}
+
+func wrapErr(err error) error {
+	switch {
+	case errors.Is(err, unix.ENOSPC), errors.Is(err, unix.EDQUOT):
+		return fmt.Errorf("%w: %v", snapshot.ErrNoSpace, err)
+	}
+	return err
+}
+
+func (b *Backend) Volume(_ context.Context, name string) (snapshot.Object, error) {
+	if err := checkName("volume", name); err != nil {
+		return snapshot.Object{}, err
+	}
+	return b.object(dirVolumes+"/"+name, name, snapshot.KindVolume, "")
+}
+
+func (b *Backend) CreateVolume(ctx context.Context, name string, _ map[string]string) (snapshot.Object, error) {
+	if err := checkName("volume", name); err != nil {
+		return snapshot.Object{}, err
+	}
+	p := filepath.Join(b.root, dirVolumes, name)
+	if err := subvolCreate(p); err != nil && !errors.Is(err, unix.EEXIST) {
+		return snapshot.Object{}, wrapErr(err)
+	}
+	return b.Volume(ctx, name)
+}
+
+func (b *Backend) RemoveVolume(_ context.Context, v snapshot.Object) error {
+	p, kind, err := b.path(v.ID)
+	if err != nil {
+		return err
+	}
+	if kind != snapshot.KindVolume {
+		return fmt.Errorf("%s is not a volume: %w", v.ID, snapshot.ErrProtected)
+	}
+	if !isSubvolume(p) {
+		return nil
+	}
+	return subvolDelete(p)
+}
+
+func (b *Backend) Snapshots(_ context.Context, source snapshot.Object) ([]snapshot.Object, error) {
+	dir := filepath.Join(b.root, dirSnapshots, source.Name)
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []snapshot.Object
+	for _, e := range ents {
+		if o, err := b.object(dirSnapshots+"/"+source.Name+"/"+e.Name(), e.Name(), snapshot.KindSnapshot, source.ID); err == nil {
+			out = append(out, o)
+		}
+	}
+	return out, nil
+}
+
+func (b *Backend) SnapshotByName(_ context.Context, source snapshot.Object, name string) (snapshot.Object, error) {
+	if err := checkName("snapshot", name); err != nil {
+		return snapshot.Object{}, err
+	}
+	return b.object(dirSnapshots+"/"+source.Name+"/"+name, name, snapshot.KindSnapshot, source.ID)
+}
+
+func randHex(n int) string {
+	buf := make([]byte, n)
+	_, _ = rand.Read(buf)
+	return hex.EncodeToString(buf)
+}
+
+func (b *Backend) Snapshot(_ context.Context, source snapshot.Object, labels map[string]string) (snapshot.Object, error) {
+	src, kind, err := b.path(source.ID)
+	if err != nil || kind != snapshot.KindVolume {
+		return snapshot.Object{}, fmt.Errorf("cannot snapshot %q: not a volume", source.ID)
+	}
+	// A valid snapshot word, so users can also name it as @REF.
+	name := "snapvol-" + time.Now().UTC().Format("20060102-150405.000000") + "-" + randHex(2)
+	id := dirSnapshots + "/" + source.Name + "/" + name
+	if err := os.MkdirAll(filepath.Join(b.root, dirSnapshots, source.Name), 0o755); err != nil {
+		return snapshot.Object{}, err
+	}
+	return b.make(id, name, snapshot.KindSnapshot, source.ID, labels, func(dst string) error {
+		return snapCreate(src, dst, true)
+	})
+}
+
+func (b *Backend) Clone(_ context.Context, snap snapshot.Object, labels map[string]string, _ map[string]string) (snapshot.Object, error) {
+	src, kind, err := b.path(snap.ID)
+	if err != nil || kind != snapshot.KindSnapshot {
+		return snapshot.Object{}, fmt.Errorf("cannot clone %q: not a snapshot", snap.ID)
+	}
+	name := "c-" + randHex(12)
+	return b.make(dirClones+"/"+name, name, snapshot.KindClone, snap.ID, labels, func(dst string) error {
+		return snapCreate(src, dst, false)
+	})
+}
+
+// make writes the labels, then the object, so that whatever a crash leaves
+// is either a stale label (dropped at Open) or a labelled object.
+func (b *Backend) make(id, name string, kind snapshot.Kind, parent string, labels map[string]string, create func(dst string) error) (snapshot.Object, error) {
+	dst, _, err := b.path(id)
+	if err != nil {
+		return snapshot.Object{}, err
+	}
+	if err := b.writeLabels(id, labels); err != nil {
+		return snapshot.Object{}, wrapErr(err)
+	}
+	if err := create(dst); err != nil {
+		os.Remove(labelFile(b.root, id))
+		return snapshot.Object{}, wrapErr(err)
+	}
+	return b.object(id, name, kind, parent)
+}
+
+func (b *Backend) Delete(_ context.Context, id string) error {
+	p, kind, err := b.path(id)
+	if err != nil {
+		return err
+	}
+	labels := b.readLabels(id)
+	switch {
+	case kind == snapshot.KindClone:
+	case kind == snapshot.KindSnapshot && labels[snapshot.LabelOwner] == "1":
+	default:
+		return fmt.Errorf("delete %s: %w", id, snapshot.ErrProtected)
+	}
+	if isSubvolume(p) {
+		if err := subvolDelete(p); err != nil {
+			return err
+		}
+	}
+	if err := os.Remove(labelFile(b.root, id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+func (b *Backend) Owned(_ context.Context) ([]snapshot.Object, error) {
+	var out []snapshot.Object
+	clones, err := os.ReadDir(filepath.Join(b.root, dirClones))
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range clones {
+		o, err := b.object(dirClones+"/"+e.Name(), e.Name(), snapshot.KindClone, "")
+		if err != nil {
+			continue
+		}
+		if o.Labels == nil {
+			// clones/ holds only plugin objects: an unlabelled one is an orphan.
+			o.Labels = map[string]string{snapshot.LabelOwner: "1"}
+		}
+		out = append(out, o)
+	}
+	sources, err := os.ReadDir(filepath.Join(b.root, dirSnapshots))
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range sources {
+		snaps, _ := os.ReadDir(filepath.Join(b.root, dirSnapshots, s.Name()))
+		for _, e := range snaps {
+			o, err := b.object(dirSnapshots+"/"+s.Name()+"/"+e.Name(), e.Name(), snapshot.KindSnapshot, dirVolumes+"/"+s.Name())
+			if err == nil && o.Owned() {
+				out = append(out, o)
+			}
+		}
+	}
+	return out, nil
+}
+
+func (b *Backend) Mount(_ context.Context, id, target string) error {
+	p, kind, err := b.path(id)
+	if err != nil {
+		return err
+	}
+	if kind == snapshot.KindSnapshot {
+		return fmt.Errorf("mount %s: snapshots are not mounted", id)
+	}
+	if !isSubvolume(p) {
+		return fmt.Errorf("mount %s: %w", id, snapshot.ErrNotFound)
+	}
+	return snapshot.BindMount(p, target)
+}
+
+func (b *Backend) Unmount(_ context.Context, _, target string) error {
+	return snapshot.Unbind(target)
+}
+
+func (b *Backend) Mounted(target string) bool { return snapshot.IsMountPoint(target) }

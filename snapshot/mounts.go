@@ -1,0 +1,81 @@
+package snapshot
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// IsMountPoint reports whether path is a mount point in this mount
+// namespace, from /proc/self/mountinfo (a stat-based test misses bind
+// mounts of a directory on the same filesystem).
+func IsMountPoint(path string) bool {
+	path = filepath.Clean(path)
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && unescapeMountPath(fields[4]) == path {
+			return true
+		}
+	}
+	return false
+}
+
+// mountinfo escapes space, tab, newline and backslash as octal.
+func unescapeMountPath(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			var v int
+			if _, err := fmt.Sscanf(s[i+1:i+4], "%03o", &v); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// BindMount mounts dir at target (created if needed) unless target is
+// already a mount point.
+func BindMount(dir, target string) error {
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		return err
+	}
+	if IsMountPoint(target) {
+		return nil
+	}
+	if err := unix.Mount(dir, target, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind mount %s at %s: %w", dir, target, err)
+	}
+	return nil
+}
+
+// Unbind detaches the mount at target, if any, and removes the directory.
+// Detaching lazily lets a late reader finish without failing Unmount.
+func Unbind(target string) error {
+	for IsMountPoint(target) {
+		if err := unix.Unmount(target, unix.MNT_DETACH); err != nil && err != unix.EINVAL {
+			return fmt.Errorf("unmount %s: %w", target, err)
+		}
+	}
+	if err := os.Remove(target); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("remove mount point %s: %w", target, err)
+	}
+	return nil
+}
