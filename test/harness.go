@@ -1,0 +1,315 @@
+// Package test holds snapvol's integration and end-to-end tests and the
+// helpers they share. The tests use the real thing: the bin/snapvol binary,
+// a btrfs pool on a loop file, the VolumeDriver protocol over a unix socket.
+package test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/docker/go-plugins-helpers/volume"
+	"golang.org/x/sys/unix"
+)
+
+// RequireRoot fails (never skips) a test that needs root, with the reason.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatalf("this test needs root (btrfs loop pool, mounts); run `make test` as root")
+	}
+}
+
+// RequireTool fails if a command is missing, naming the Debian package.
+func RequireTool(t testing.TB, tool, pkg string) {
+	t.Helper()
+	if _, err := exec.LookPath(tool); err != nil {
+		t.Fatalf("%s not found: install Debian's %s (bash .ci/run installs everything the tests need)", tool, pkg)
+	}
+}
+
+// RepoRoot is the module root, found from this file's location.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Dir(filepath.Dir(file))
+}
+
+var buildOnce sync.Once
+var buildErr error
+
+// Binary builds bin/snapvol once per test process and returns its path.
+func Binary(t testing.TB) string {
+	t.Helper()
+	root := RepoRoot()
+	buildOnce.Do(func() {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(root, "bin", "snapvol"), "./plugin")
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("building bin/snapvol: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(root, "bin", "snapvol")
+}
+
+// Plugin is a bin/snapvol process serving on its own socket, with its own
+// STATE_DIR (and so its own loop-mounted pool) and DATA_ROOT.
+type Plugin struct {
+	t        testing.TB
+	Dir      string
+	StateDir string
+	DataRoot string
+	Socket   string
+	Env      map[string]string
+	cmd      *exec.Cmd
+	log      *lockedBuffer
+	client   *http.Client
+	waitCh   chan struct{}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// StartPlugin starts bin/snapvol with the default local backend on a fresh
+// 1 GiB pool file; env overrides or adds settings. Everything it mounted is
+// unmounted at the end of the test.
+func StartPlugin(t testing.TB, env map[string]string) *Plugin {
+	t.Helper()
+	RequireRoot(t)
+	RequireTool(t, "mkfs.btrfs", "btrfs-progs")
+	dir, err := os.MkdirTemp("", "snapvol-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Plugin{
+		t: t, Dir: dir, StateDir: filepath.Join(dir, "state"), DataRoot: filepath.Join(dir, "data"),
+		Socket: filepath.Join(dir, "snapvol.sock"), log: &lockedBuffer{},
+		Env: map[string]string{"POOL_SIZE": "1G", "LOG_LEVEL": "debug"},
+	}
+	for k, v := range env {
+		p.Env[k] = v
+	}
+	p.client = &http.Client{Timeout: 40 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", p.Socket)
+		},
+	}}
+	t.Cleanup(p.cleanup)
+	p.Start()
+	return p
+}
+
+// Start (re)starts the process and waits for its socket.
+func (p *Plugin) Start() {
+	p.t.Helper()
+	bin := Binary(p.t)
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), "STATE_DIR="+p.StateDir, "DATA_ROOT="+p.DataRoot, "SOCKET="+p.Socket)
+	for k, v := range p.Env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	cmd.Stdout, cmd.Stderr = p.log, p.log
+	_ = os.Remove(p.Socket)
+	if err := cmd.Start(); err != nil {
+		p.t.Fatalf("starting snapvol: %v", err)
+	}
+	p.cmd = cmd
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			p.t.Fatalf("snapvol exited during start:\n%s", p.Log())
+		default:
+		}
+		if c, err := net.Dial("unix", p.Socket); err == nil {
+			c.Close()
+			p.waitCh = exited
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	p.t.Fatalf("snapvol did not serve %s within 30s:\n%s", p.Socket, p.Log())
+}
+
+// Stop sends SIGTERM and waits for a clean exit.
+func (p *Plugin) Stop() {
+	p.t.Helper()
+	if p.cmd == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(unix.SIGTERM)
+	select {
+	case <-p.waitCh:
+	case <-time.After(30 * time.Second):
+		p.t.Fatalf("snapvol did not stop on SIGTERM within 30s:\n%s", p.Log())
+	}
+	if st := p.cmd.ProcessState; st != nil && !st.Success() {
+		p.t.Errorf("snapvol exited with %v after SIGTERM:\n%s", st, p.Log())
+	}
+	p.cmd = nil
+}
+
+// Kill sends SIGKILL: a crash at whatever point the process is.
+func (p *Plugin) Kill() {
+	if p.cmd == nil {
+		return
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.waitCh
+	p.cmd = nil
+}
+
+// Log is everything the process printed.
+func (p *Plugin) Log() string { return p.log.String() }
+
+// Pool is the mounted btrfs pool directory.
+func (p *Plugin) Pool() string { return filepath.Join(p.StateDir, "pool") }
+
+func (p *Plugin) cleanup() {
+	if p.cmd != nil {
+		p.Kill()
+	}
+	UnmountUnder(p.DataRoot)
+	UnmountUnder(p.StateDir)
+	if p.t.Failed() {
+		p.t.Logf("snapvol log:\n%s", p.Log())
+	}
+	os.RemoveAll(p.Dir)
+}
+
+// UnmountUnder detaches every mount at or below dir, deepest first.
+func UnmountUnder(dir string) {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	var targets []string
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
+			targets = append(targets, f[4])
+		}
+	}
+	for i := len(targets) - 1; i >= 0; i-- {
+		_ = unix.Unmount(targets[i], unix.MNT_DETACH)
+	}
+}
+
+// Call sends one VolumeDriver request and decodes the reply into out. It
+// returns the plugin's error message as an error.
+func (p *Plugin) Call(method string, req, out any) error {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	resp, err := p.client.Post("http://plugin/"+method, "application/vnd.docker.plugins.v1.2+json", bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("transport: %w", err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	var e volume.ErrorResponse
+	if json.Unmarshal(data, &e) == nil && e.Err != "" {
+		return &PluginError{Method: method, Msg: e.Err}
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: HTTP %d: %s", method, resp.StatusCode, data)
+	}
+	if out != nil {
+		return json.Unmarshal(data, out)
+	}
+	return nil
+}
+
+// PluginError is an error the plugin answered with.
+type PluginError struct{ Method, Msg string }
+
+func (e *PluginError) Error() string { return e.Method + ": " + e.Msg }
+
+// Create, Mount, Unmount, Remove, Get and List wrap the protocol.
+func (p *Plugin) Create(name string, opts map[string]string) error {
+	return p.Call("VolumeDriver.Create", volume.CreateRequest{Name: name, Options: opts}, nil)
+}
+
+func (p *Plugin) Mount(name, id string) (string, error) {
+	var r volume.MountResponse
+	err := p.Call("VolumeDriver.Mount", volume.MountRequest{Name: name, ID: id}, &r)
+	return r.Mountpoint, err
+}
+
+func (p *Plugin) Unmount(name, id string) error {
+	return p.Call("VolumeDriver.Unmount", volume.UnmountRequest{Name: name, ID: id}, nil)
+}
+
+func (p *Plugin) Remove(name string) error {
+	return p.Call("VolumeDriver.Remove", volume.RemoveRequest{Name: name}, nil)
+}
+
+func (p *Plugin) Get(name string) (*volume.Volume, error) {
+	var r volume.GetResponse
+	err := p.Call("VolumeDriver.Get", volume.GetRequest{Name: name}, &r)
+	return r.Volume, err
+}
+
+func (p *Plugin) List() ([]*volume.Volume, error) {
+	var r volume.ListResponse
+	err := p.Call("VolumeDriver.List", struct{}{}, &r)
+	return r.Volumes, err
+}
+
+func (p *Plugin) Path(name string) (string, error) {
+	var r volume.PathResponse
+	err := p.Call("VolumeDriver.Path", volume.PathRequest{Name: name}, &r)
+	return r.Mountpoint, err
+}
+
+func (p *Plugin) Capabilities() (volume.Capability, error) {
+	var r volume.CapabilitiesResponse
+	err := p.Call("VolumeDriver.Capabilities", struct{}{}, &r)
+	return r.Capabilities, err
+}
+
+// MustMount mounts or fails the test.
+func (p *Plugin) MustMount(name, id string) string {
+	p.t.Helper()
+	mp, err := p.Mount(name, id)
+	if err != nil {
+		p.t.Fatalf("mount %s: %v", name, err)
+	}
+	return mp
+}
