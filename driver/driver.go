@@ -41,6 +41,9 @@ type Config struct {
 	OpTimeout time.Duration
 	Log       *logrus.Logger
 	Now       func() time.Time
+	// Failpoint, when set, is called at every step between a recorded
+	// intent and its completion; crash tests make it kill the process.
+	Failpoint func(name string)
 }
 
 // Driver implements volume.Driver.
@@ -83,6 +86,12 @@ func New(cfg Config) *Driver {
 		cfg: cfg, b: cfg.Backend, st: cfg.Store, log: cfg.Log,
 		resolver:   &snapshot.Resolver{Backend: cfg.Backend, MaxAge: cfg.LatestMaxAge, Now: cfg.Now},
 		claimCache: map[string]claimEntry{},
+	}
+}
+
+func (d *Driver) failpoint(name string) {
+	if d.cfg.Failpoint != nil {
+		d.cfg.Failpoint(name)
 	}
 }
 
@@ -208,7 +217,9 @@ func (d *Driver) Create(req *volume.CreateRequest) (err error) {
 	if err := d.st.Put(r); err != nil {
 		return err
 	}
+	d.failpoint("create:intent")
 	obj, err := d.b.CreateVolume(ctx, req.Name, r.Options)
+	d.failpoint("create:made")
 	if err != nil {
 		if derr := d.st.Delete(req.Name); derr != nil {
 			d.log.WithError(derr).WithField("volume", req.Name).Error("could not drop record of failed create; reconcile will")
@@ -237,6 +248,10 @@ func (d *Driver) status(r *store.Record) map[string]interface{} {
 	s := map[string]interface{}{"created": rfc3339(r.Created), "mounts": r.TotalMounts()}
 	if !r.IsClone() {
 		s["kind"] = "volume"
+		s["objects"] = []string{r.Object}
+		if r.Mounts > 0 {
+			s["mountpoints"] = []string{r.Target}
+		}
 		return s
 	}
 	s["kind"] = "clone"
@@ -255,6 +270,14 @@ func (d *Driver) status(r *store.Record) map[string]interface{} {
 		}
 		s["snapshot"], s["snapshot_time"] = last.SnapshotName, rfc3339(last.SnapshotTime)
 		s["clones"] = len(clones)
+		var objs, mps []string
+		for _, c := range clones {
+			objs = append(objs, c.Object)
+			if c.Mounts > 0 {
+				mps = append(mps, c.Target)
+			}
+		}
+		s["objects"], s["mountpoints"] = objs, mps
 		if ttl := d.ttl(r); ttl == 0 {
 			s["expires"] = "never"
 		} else if r.TotalMounts() > 0 {

@@ -94,6 +94,7 @@ func (d *Driver) materialize(ctx context.Context, r *store.Record, key string) (
 	if err := d.st.Put(r); err != nil {
 		return nil, err
 	}
+	d.failpoint("materialize:intent")
 	c, err := d.makeClone(ctx, r, key)
 	r.Pending = nil
 	if err != nil {
@@ -136,11 +137,13 @@ func (d *Driver) makeClone(ctx context.Context, r *store.Record, key string) (*s
 	if err != nil {
 		return nil, fmt.Errorf("volume %q: %w", r.Name, err)
 	}
+	d.failpoint("materialize:snapshot")
 	labels := map[string]string{snapshot.LabelOwner: "1", snapshot.LabelVolume: r.Name, snapshot.LabelSource: r.Source}
 	obj, err := d.b.Clone(ctx, snap, labels, r.Options)
 	if err != nil {
 		return nil, fmt.Errorf("volume %q: cloning snapshot %q of %q: %w", r.Name, snap.Name, r.Source, err)
 	}
+	d.failpoint("materialize:clone")
 	c := &store.Clone{
 		Object: obj.ID, Snapshot: snap.ID, SnapshotName: snap.Name, SnapshotTime: snap.Created.UTC(),
 		Made: d.cfg.Now().UTC(), Target: d.target(r.Name, key),
@@ -149,6 +152,7 @@ func (d *Driver) makeClone(ctx context.Context, r *store.Record, key string) (*s
 		d.destroyClone(r.Name, c)
 		return nil, fmt.Errorf("volume %q: mounting clone: %w", r.Name, err)
 	}
+	d.failpoint("materialize:mount")
 	return c, nil
 }
 
@@ -159,6 +163,7 @@ func (d *Driver) destroyClone(volName string, c *store.Clone) error {
 	if err := d.b.Unmount(ctx, c.Object, c.Target); err != nil {
 		return fmt.Errorf("volume %q: unmounting clone: %w", volName, err)
 	}
+	d.failpoint("destroy:unmounted")
 	if err := d.b.Delete(ctx, c.Object); err != nil {
 		return fmt.Errorf("volume %q: deleting clone %s: %w", volName, c.Object, err)
 	}
@@ -182,9 +187,11 @@ func (d *Driver) release(r *store.Record, key string) error {
 	if err := d.st.Put(r); err != nil {
 		return err
 	}
+	d.failpoint("release:intent")
 	if err := d.destroyClone(r.Name, c); err != nil {
 		return err // the intent stays; reconcile finishes it
 	}
+	d.failpoint("release:destroyed")
 	if r.Each {
 		delete(r.EachClones, key)
 	} else {
@@ -293,6 +300,7 @@ func (d *Driver) remove(r *store.Record) error {
 			return err
 		}
 	}
+	d.failpoint("remove:intent")
 	if !r.IsClone() {
 		if r.Target != "" {
 			if err := d.b.Unmount(ctx, r.Object, r.Target); err != nil {
@@ -309,6 +317,7 @@ func (d *Driver) remove(r *store.Record) error {
 		if err := d.destroyClone(r.Name, c); err != nil {
 			return err
 		}
+		d.failpoint("remove:destroyed")
 	}
 	return d.st.Delete(r.Name)
 }

@@ -3,6 +3,8 @@ package driver
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -20,7 +22,39 @@ func (d *Driver) Reconcile(ctx context.Context) error {
 			d.log.WithError(err).WithField("volume", name).Warn("reconcile")
 		}
 	}
+	d.dropStrayMounts(ctx)
 	return d.sweep(ctx)
+}
+
+// dropStrayMounts unmounts whatever is mounted under DATA_ROOT that no
+// record counts: a crash between mounting a clone and recording it leaves
+// one. Only safe at start, when no Mount is in flight.
+func (d *Driver) dropStrayMounts(ctx context.Context) {
+	known := map[string]bool{}
+	d.st.Each(func(r *store.Record) {
+		if r.Target != "" {
+			known[r.Target] = true
+		}
+		for _, c := range r.Clones() {
+			known[c.Target] = true
+		}
+	})
+	ents, err := os.ReadDir(d.cfg.DataRoot)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		target := filepath.Join(d.cfg.DataRoot, e.Name())
+		if known[target] || !e.IsDir() {
+			continue
+		}
+		// The object is unknown here; backends unmount by path alone.
+		if err := d.b.Unmount(ctx, "", target); err != nil {
+			d.log.WithError(err).WithField("target", target).Warn("dropping stray mount")
+			continue
+		}
+		d.log.WithField("target", target).Info("reconcile: dropped stray mount")
+	}
 }
 
 func (d *Driver) reconcileVolume(name string) error {

@@ -70,7 +70,7 @@ func run(log *logrus.Logger) error {
 
 	d := driver.New(driver.Config{
 		Backend: b, Store: st, DataRoot: s.DataRoot, LatestMaxAge: s.LatestMaxAge, IdleTTL: s.IdleTTL,
-		Sources: s.Sources, Claim: s.Claim, Log: log,
+		Sources: s.Sources, Claim: s.Claim, Log: log, Failpoint: failpoint(log),
 	})
 	start := time.Now()
 	rctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -124,4 +124,20 @@ func listen(path string) (net.Listener, error) {
 		return nil, err
 	}
 	return l, nil
+}
+
+// failpoint returns the crash hook of SNAPVOL_FAILPOINT (crash tests only):
+// the process kills itself with SIGKILL when it reaches that step.
+func failpoint(log *logrus.Logger) func(string) {
+	at := os.Getenv("SNAPVOL_FAILPOINT")
+	if at == "" {
+		return nil
+	}
+	log.WithField("failpoint", at).Warn("crash test hook armed")
+	return func(name string) {
+		if name == at {
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {}
+		}
+	}
 }

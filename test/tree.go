@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"sort"
 	"testing"
+
+	"github.com/docker/go-plugins-helpers/volume"
 )
 
 // Guestbook is the seeds' data set: a few entries, one typed by a user with
@@ -81,4 +83,13 @@ func ReadFile(t testing.TB, p string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+func hasVolume(vols []*volume.Volume, name string) bool {
+	for _, v := range vols {
+		if v.Name == name {
+			return true
+		}
+	}
+	return false
 }
