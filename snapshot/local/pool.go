@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -90,12 +92,40 @@ func makePoolFile(img string, size int64) error {
 
 // loopMount attaches img to a free loop device and mounts it. The loop
 // device is set to autoclear, so it goes away with the last unmount.
+//
+// If a loop device is already bound to img, that device is mounted instead:
+// a managed plugin restarted while containers still hold clones (docker
+// plugin disable -f, dockerd restart with live-restore) finds the pool's
+// filesystem still alive in the host's mount namespace. Binding the same
+// file to a second loop device would present one btrfs on two devices with
+// one fsid, which kernels refuse (or worse, mount twice).
 func loopMount(img, mnt string) error {
 	back, err := os.OpenFile(img, os.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
 	defer back.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(back.Fd()), &st); err != nil {
+		return err
+	}
+	for attempt := 0; attempt < 20; attempt++ {
+		dev, ok := boundLoop(st)
+		if !ok {
+			break
+		}
+		err := unix.Mount(dev, mnt, "btrfs", 0, "")
+		if err == nil {
+			return nil
+		}
+		// The device may be going away (autoclear after the last unmount);
+		// look again, and attach a new one once it is gone.
+		lastErr := fmt.Errorf("mounting pool %s from %s, which is already bound to it, at %s: %w", img, dev, mnt, err)
+		if attempt == 19 {
+			return lastErr
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	ctl, err := os.OpenFile("/dev/loop-control", os.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("opening /dev/loop-control (a managed plugin needs the loop devices): %w", err)
@@ -148,4 +178,46 @@ func loopMount(img, mnt string) error {
 		return nil
 	}
 	return fmt.Errorf("no free loop device for %s: %w", img, lastErr)
+}
+
+// boundLoop returns a loop device whose backing file is the file st
+// describes, if there is one. Loop devices are listed from sysfs, because a
+// container's /dev holds only the nodes it was given; a missing node is made.
+func boundLoop(st unix.Stat_t) (string, bool) {
+	ents, err := os.ReadDir("/sys/block")
+	if err != nil {
+		return "", false
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if !strings.HasPrefix(name, "loop") {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join("/sys/block", name, "loop")); err != nil {
+			continue // not bound to anything
+		}
+		n, err := strconv.Atoi(strings.TrimPrefix(name, "loop"))
+		if err != nil {
+			continue
+		}
+		dev := "/dev/" + name
+		if _, err := os.Stat(dev); errors.Is(err, os.ErrNotExist) {
+			if err := unix.Mknod(dev, unix.S_IFBLK|0o660, int(unix.Mkdev(7, uint32(n)))); err != nil && !errors.Is(err, os.ErrExist) {
+				continue
+			}
+		}
+		f, err := os.OpenFile(dev, os.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue
+		}
+		info, err := unix.IoctlLoopGetStatus64(int(f.Fd()))
+		f.Close()
+		if err != nil {
+			continue
+		}
+		if info.Inode == st.Ino && unix.Major(info.Device) == unix.Major(st.Dev) && unix.Minor(info.Device) == unix.Minor(st.Dev) {
+			return dev, true
+		}
+	}
+	return "", false
 }
