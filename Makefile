@@ -4,7 +4,7 @@ GO ?= go
 BIN := bin/snapvol
 GOFLAGS_BUILD := -trimpath -ldflags '-s -w'
 
-.PHONY: build test unit integration fuzz vet clean
+.PHONY: build test fuzz chaos vet clean
 
 build: $(BIN)
 
@@ -22,9 +22,17 @@ test: vet build
 	$(MAKE) fuzz FUZZTIME=10s
 
 FUZZTIME ?= 2m
+FUZZ_TARGETS := ./driver/names:FuzzParse ./driver/names:FuzzResolve ./driver:FuzzHandlers ./plugin:FuzzParseSize
 fuzz:
-	$(GO) test ./driver/names -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./driver/names -run '^$$' -fuzz '^FuzzResolve$$' -fuzztime $(FUZZTIME)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t#*:} for $(FUZZTIME)"; \
+		$(GO) test $${t%%:*} -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME); \
+	done
+
+# The long crash test: many more SIGKILL rounds than make test runs.
+CHAOS_ROUNDS ?= 10000
+chaos: build
+	SNAPVOL_CHAOS_ROUNDS=$(CHAOS_ROUNDS) $(GO) test -count=1 -timeout 120m -v -run 'TestChaos|TestCrash' ./test
 
 clean:
 	rm -rf bin

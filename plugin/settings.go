@@ -86,8 +86,8 @@ func LoadSettings(getenv func(string) string) (Settings, error) {
 	return s, nil
 }
 
-// lookup treats an empty variable as unset, except where empty is a value
-// (POOL, PX_TOKEN): docker plugin set cannot unset a variable.
+// lookup treats an empty variable as unset: docker plugin set cannot unset
+// a variable, so KEY= must mean the default (empty for POOL and PX_TOKEN).
 func lookup(getenv func(string) string, k string) (string, bool) {
 	v := getenv(k)
 	return v, v != ""

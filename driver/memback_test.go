@@ -1,0 +1,167 @@
+package driver
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/snapvol/snapvol/snapshot"
+)
+
+// memBackend is an in-memory snapshot.Backend for unit tests and fuzzing
+// of the driver's logic without root; the integration tests in test/ run
+// the same logic on real btrfs.
+type memBackend struct {
+	mu      sync.Mutex
+	n       int
+	objs    map[string]snapshot.Object
+	mounted map[string]string // target -> id
+	fail    error             // returned by every mutating call when set
+}
+
+func newMemBackend() *memBackend {
+	return &memBackend{objs: map[string]snapshot.Object{}, mounted: map[string]string{}}
+}
+
+func (m *memBackend) Scope() string           { return "local" }
+func (m *memBackend) OptionKey(k string) bool { return k == "tier" }
+func (m *memBackend) Close() error            { return nil }
+func (m *memBackend) Mounted(target string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.mounted[target]
+	return ok
+}
+
+func (m *memBackend) add(kind snapshot.Kind, name, parent string, labels map[string]string) snapshot.Object {
+	m.n++
+	o := snapshot.Object{ID: fmt.Sprintf("%s-%d", kind, m.n), Name: name, Kind: kind, Parent: parent, Created: time.Now(), Labels: labels}
+	m.objs[o.ID] = o
+	return o
+}
+
+func (m *memBackend) Volume(_ context.Context, name string) (snapshot.Object, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, o := range m.objs {
+		if o.Kind == snapshot.KindVolume && o.Name == name {
+			return o, nil
+		}
+	}
+	return snapshot.Object{}, fmt.Errorf("volume %q: %w", name, snapshot.ErrNotFound)
+}
+
+func (m *memBackend) CreateVolume(ctx context.Context, name string, _ map[string]string) (snapshot.Object, error) {
+	if o, err := m.Volume(ctx, name); err == nil {
+		return o, nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return snapshot.Object{}, m.fail
+	}
+	return m.add(snapshot.KindVolume, name, "", nil), nil
+}
+
+func (m *memBackend) RemoveVolume(_ context.Context, v snapshot.Object) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.objs, v.ID)
+	return nil
+}
+
+func (m *memBackend) Snapshots(_ context.Context, source snapshot.Object) ([]snapshot.Object, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []snapshot.Object
+	for _, o := range m.objs {
+		if o.Kind == snapshot.KindSnapshot && o.Parent == source.ID {
+			out = append(out, o)
+		}
+	}
+	return out, nil
+}
+
+func (m *memBackend) Snapshot(_ context.Context, source snapshot.Object, labels map[string]string) (snapshot.Object, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return snapshot.Object{}, m.fail
+	}
+	return m.add(snapshot.KindSnapshot, fmt.Sprintf("snap%d", m.n+1), source.ID, labels), nil
+}
+
+func (m *memBackend) SnapshotByName(ctx context.Context, source snapshot.Object, name string) (snapshot.Object, error) {
+	snaps, _ := m.Snapshots(ctx, source)
+	for _, s := range snaps {
+		if s.Name == name {
+			return s, nil
+		}
+	}
+	return snapshot.Object{}, fmt.Errorf("snapshot %q: %w", name, snapshot.ErrNotFound)
+}
+
+func (m *memBackend) Clone(_ context.Context, snap snapshot.Object, labels, _ map[string]string) (snapshot.Object, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return snapshot.Object{}, m.fail
+	}
+	return m.add(snapshot.KindClone, "clone", snap.ID, labels), nil
+}
+
+func (m *memBackend) Delete(_ context.Context, id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	o, ok := m.objs[id]
+	if !ok {
+		return nil
+	}
+	if !o.Owned() {
+		return snapshot.ErrProtected
+	}
+	delete(m.objs, id)
+	return nil
+}
+
+func (m *memBackend) Owned(context.Context) ([]snapshot.Object, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []snapshot.Object
+	for _, o := range m.objs {
+		if o.Owned() {
+			out = append(out, o)
+		}
+	}
+	return out, nil
+}
+
+func (m *memBackend) Mount(_ context.Context, id, target string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.objs[id]; !ok {
+		return snapshot.ErrNotFound
+	}
+	m.mounted[target] = id
+	return nil
+}
+
+func (m *memBackend) Unmount(_ context.Context, _, target string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.mounted, target)
+	return nil
+}
+
+func (m *memBackend) count(kind snapshot.Kind) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, o := range m.objs {
+		if o.Kind == kind {
+			n++
+		}
+	}
+	return n
+}
