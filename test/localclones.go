@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // localClones lists the clone subvolumes in the local pool.
@@ -28,3 +30,5 @@ func containsMount(mountinfo, p string) bool {
 	}
 	return false
 }
+
+var errNoSpace = unix.ENOSPC
