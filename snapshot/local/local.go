@@ -111,6 +111,7 @@ func (b *Backend) writeLabels(id string, labels map[string]string) error {
 	f := labelFile(b.root, id)
 	tmp := f + ".tmp"
 	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		os.Remove(tmp)
 		return err
 	}
 	return os.Rename(tmp, f)
