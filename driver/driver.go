@@ -293,14 +293,19 @@ func (d *Driver) status(r *store.Record) map[string]interface{} {
 }
 
 func (d *Driver) apiVolume(r *store.Record) *volume.Volume {
-	v := &volume.Volume{Name: r.Name, CreatedAt: rfc3339(r.Created), Status: d.status(r)}
+	return &volume.Volume{Name: r.Name, Mountpoint: mountpoint(r), CreatedAt: rfc3339(r.Created), Status: d.status(r)}
+}
+
+// mountpoint is where a volume is mounted now, "" if it is not (or, for
+// +each, where every container has its own).
+func mountpoint(r *store.Record) string {
 	switch {
 	case r.Target != "" && r.Mounts > 0:
-		v.Mountpoint = r.Target
+		return r.Target
 	case r.Clone != nil && r.Clone.Mounts > 0:
-		v.Mountpoint = r.Clone.Target
+		return r.Clone.Target
 	}
-	return v
+	return ""
 }
 
 // Get answers from the index only. For a grammar name not yet created it
@@ -355,7 +360,7 @@ func (d *Driver) claimable(raw string) bool {
 func (d *Driver) List() (*volume.ListResponse, error) {
 	var out []*volume.Volume
 	d.st.Each(func(r *store.Record) {
-		out = append(out, &volume.Volume{Name: r.Name, Mountpoint: d.apiVolume(r).Mountpoint, CreatedAt: rfc3339(r.Created)})
+		out = append(out, &volume.Volume{Name: r.Name, Mountpoint: mountpoint(r), CreatedAt: rfc3339(r.Created)})
 	})
 	return &volume.ListResponse{Volumes: out}, nil
 }
@@ -366,7 +371,7 @@ func (d *Driver) Path(req *volume.PathRequest) (*volume.PathResponse, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", ErrNoSuchVolume, req.Name)
 	}
-	return &volume.PathResponse{Mountpoint: d.apiVolume(r).Mountpoint}, nil
+	return &volume.PathResponse{Mountpoint: mountpoint(r)}, nil
 }
 
 // Capabilities: the scope is the backend's (local btrfs pool, or storage
