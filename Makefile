@@ -4,7 +4,16 @@ GO ?= go
 BIN := bin/snapvol
 GOFLAGS_BUILD := -trimpath -ldflags '-s -w'
 
-.PHONY: build test fuzz chaos vet clean
+.PHONY: build test fuzz chaos vet clean plugin install uninstall demo e2e
+
+# The managed plugin: bundle directory, name in the engine, host directory
+# bound at STATE_DIR inside it, and `docker plugin set` settings applied at
+# install (e.g. PLUGIN_SETTINGS="POOL_SIZE=50G LOG_LEVEL=debug").
+PLUGIN_BUNDLE := build/plugin
+PLUGIN_NAME ?= snapvol
+STATE_DIR ?= /var/lib/snapvol
+PLUGIN_SETTINGS ?=
+DOCKER ?= docker
 
 build: $(BIN)
 
@@ -34,5 +43,29 @@ CHAOS_ROUNDS ?= 10000
 chaos: build
 	SNAPVOL_CHAOS_ROUNDS=$(CHAOS_ROUNDS) $(GO) test -count=1 -timeout 120m -v -run 'TestChaos|TestCrash' ./test
 
+# config.json + rootfs/ (static binary, mkfs.btrfs and its libraries from
+# this host): no registry, no network.
+plugin: build
+	scripts/plugin-rootfs.sh $(BIN) config.json rootfs $(PLUGIN_BUNDLE)
+	@echo "plugin bundle: $(PLUGIN_BUNDLE) ($$(du -sh $(PLUGIN_BUNDLE) | cut -f1))"
+
+# Creates and enables the plugin in the engine `docker` reaches (DOCKER_HOST
+# honoured); replaces an installed one (its volumes stay in STATE_DIR; with
+# volumes present Docker wants FORCE=1, see scripts/plugin-install.sh).
+install: plugin
+	scripts/plugin-install.sh install "$(DOCKER)" "$(PLUGIN_NAME)" "$(PLUGIN_BUNDLE)" "$(STATE_DIR)" $(PLUGIN_SETTINGS)
+
+uninstall:
+	scripts/plugin-install.sh uninstall "$(DOCKER)" "$(PLUGIN_NAME)"
+
+# A guided tour on a fresh machine as root (see demo/demo.sh).
+demo: plugin
+	demo/demo.sh
+
+# Only the Docker end-to-end suite (private dockerd; part of `make test`).
+e2e: build
+	$(GO) test -count=1 -timeout 30m -v -run 'E2E' ./test
+
 clean:
-	rm -rf bin
+	rm -rf bin build
+	find rootfs -mindepth 1 -maxdepth 1 ! -name .keep -exec rm -rf {} +
