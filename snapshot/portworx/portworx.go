@@ -1,0 +1,614 @@
+// Package portworx is the snapvol backend for Portworx, or any OpenStorage
+// server, over the OpenStorage REST API. A source is a volume looked up by
+// name; @latest and @NAME come from its snapshots (SnapEnumerate), @now is
+// a read-only snapshot; a clone is a writable snapshot of a snapshot
+// (Snapshot(id, readonly=false, locator)), attached and mounted by the
+// server on this host at a path under DATA_ROOT.
+package portworx
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/libopenstorage/openstorage/api"
+	"github.com/libopenstorage/openstorage/api/spec"
+
+	"github.com/snapvol/snapvol/snapshot"
+)
+
+// Labels this backend adds to the driver's on everything it makes.
+const (
+	// LabelInstance names the snapvol instance (one bbolt database) that
+	// made an object. Clones are per host while a Portworx cluster is
+	// shared: without it, one host's orphan sweep would destroy another
+	// host's clones.
+	LabelInstance = "snapvol.instance"
+	// LabelHost is the hostname, for people reading pxctl output.
+	LabelHost = "snapvol.host"
+	// LabelCreated marks a regular volume snapvol created (docker volume
+	// create of a plain name); only those may be deleted by RemoveVolume.
+	LabelCreated = "snapvol.created"
+)
+
+// DefaultSize is the size of a regular volume created without size=.
+const DefaultSize = 1 << 30
+
+// Config holds the settings the portworx backend reads.
+type Config struct {
+	Endpoint string // PX_ENDPOINT: http://HOST:PORT or unix:///PATH.sock
+	Driver   string // PX_DRIVER, e.g. pxd
+	Token    string // PX_TOKEN: bearer token, empty when auth is off
+
+	// DataRoot is DATA_ROOT as this process sees it: every mount target
+	// is below it.
+	DataRoot string
+	// MountRoot is the host path of DataRoot (PX_MOUNT_ROOT), where the
+	// server, which mounts in the host's mount namespace, is told to mount.
+	// Empty: detected (see DetectMountRoot), which is DataRoot itself when
+	// snapvol runs on the host.
+	MountRoot string
+	// Instance identifies this plugin's database among all snapvol
+	// instances sharing the cluster (see InstanceID).
+	Instance string
+
+	// CallTimeout bounds each REST call (default 10s), DialTimeout each
+	// connection attempt (default 3s): a stopped or hung server turns into
+	// ErrUnavailable well inside Docker's 30 s.
+	CallTimeout time.Duration
+	DialTimeout time.Duration
+}
+
+// Backend is the OpenStorage implementation of snapshot.Backend.
+type Backend struct {
+	cfg       Config
+	rest      *rest
+	mountRoot string
+	detected  string // how mountRoot was found, for messages
+	host      string
+}
+
+var _ snapshot.Backend = (*Backend)(nil)
+
+// Open checks the settings and prepares the client. It does not contact
+// the server: a plugin whose server is down must still start, answer Get
+// and List from its index, and report the outage on the calls that need
+// the server (see Ping).
+func Open(cfg Config) (*Backend, error) {
+	if cfg.Driver == "" {
+		return nil, fmt.Errorf("PX_DRIVER is empty: name the OpenStorage driver, e.g. pxd")
+	}
+	if cfg.Instance == "" {
+		return nil, fmt.Errorf("portworx backend: no instance ID")
+	}
+	if !filepath.IsAbs(cfg.DataRoot) {
+		return nil, fmt.Errorf("DATA_ROOT=%q must be an absolute path", cfg.DataRoot)
+	}
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = 10 * time.Second
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 3 * time.Second
+	}
+	r, err := newREST(cfg.Endpoint, cfg.Driver, cfg.Token, cfg.CallTimeout, cfg.DialTimeout)
+	if err != nil {
+		return nil, err
+	}
+	b := &Backend{cfg: cfg, rest: r}
+	b.host, _ = os.Hostname()
+	switch {
+	case cfg.MountRoot != "":
+		if !filepath.IsAbs(cfg.MountRoot) {
+			return nil, fmt.Errorf("PX_MOUNT_ROOT=%q must be an absolute host path", cfg.MountRoot)
+		}
+		b.mountRoot, b.detected = filepath.Clean(cfg.MountRoot), "PX_MOUNT_ROOT"
+	default:
+		b.mountRoot, b.detected = DetectMountRoot(cfg.DataRoot)
+	}
+	return b, nil
+}
+
+// MountRoot is the host path the server is told to mount under, and how
+// it was chosen.
+func (b *Backend) MountRoot() (path, how string) { return b.mountRoot, b.detected }
+
+// Ping checks that the server answers, speaks API v1 and accepts PX_TOKEN.
+func (b *Backend) Ping(ctx context.Context) error {
+	vs, err := b.rest.versions(ctx)
+	if err != nil {
+		return err
+	}
+	for _, v := range vs {
+		if v == apiVersion {
+			return nil
+		}
+	}
+	return fmt.Errorf("the OpenStorage server at %s speaks API versions %v, not %s", b.cfg.Endpoint, vs, apiVersion)
+}
+
+// Scope is local. The data lives in a cluster, but the Docker volume does
+// not: a clone is attached to and mounted on one host, its record and
+// mount counts are in that host's bbolt, and two hosts naming the same
+// app-production@latest must each get their own clone. Global scope would
+// make Docker (and Swarm) treat the clone as visible on every node, which
+// it is not, and would hand one writable clone to containers on several
+// hosts at once.
+func (b *Backend) Scope() string { return "local" }
+
+// volumeKeys are the OpenStorage spec keys (api.Spec*) accepted with -o;
+// api/spec parses their values. parent and name are not: the plugin
+// decides what a volume is made from and what it is called.
+var volumeKeys = map[string]bool{
+	api.SpecNodes: true, api.SpecEphemeral: true, api.SpecShared: true, api.SpecSticky: true,
+	api.SpecSecure: true, api.SpecCompressed: true, api.SpecSize: true, api.SpecScale: true,
+	api.SpecFilesystem: true, api.SpecBlockSize: true, api.SpecHaLevel: true, api.SpecPriority: true,
+	api.SpecPriorityAlias: true, api.SpecSnapshotInterval: true, api.SpecSnapshotSchedule: true,
+	api.SpecAggregationLevel: true, api.SpecDedupe: true, api.SpecPassphrase: true, api.SpecGroup: true,
+	api.SpecGroupEnforce: true, api.SpecZones: true, api.SpecRacks: true, api.SpecLabels: true,
+	api.SpecIoProfile: true,
+}
+
+// cloneKeys are the spec keys that can change on an existing volume, and
+// so apply to a clone, which inherits everything else from its snapshot.
+// sticky is not among them: a sticky clone could never be deleted.
+var cloneKeys = map[string]bool{
+	api.SpecHaLevel: true, api.SpecPriority: true, api.SpecPriorityAlias: true,
+	api.SpecIoProfile: true, api.SpecLabels: true, api.SpecSnapshotInterval: true,
+}
+
+// OptionKey accepts the OpenStorage spec keys.
+func (b *Backend) OptionKey(key string) bool { return volumeKeys[key] }
+
+func (b *Backend) Close() error {
+	b.rest.transport.CloseIdleConnections()
+	return nil
+}
+
+func (b *Backend) ours(labels map[string]string) bool {
+	return labels[snapshot.LabelOwner] == "1" && labels[LabelInstance] == b.cfg.Instance
+}
+
+// isPluginClone and isPluginSnapshot classify objects any snapvol made,
+// whatever the instance, so one host never takes another's clone for a
+// source or a snapshot.
+func isPluginClone(v *api.Volume) bool {
+	l := locatorLabels(v)
+	return l[snapshot.LabelOwner] == "1" && l[snapshot.LabelVolume] != ""
+}
+
+func isPluginSnapshot(v *api.Volume) bool {
+	l := locatorLabels(v)
+	return l[snapshot.LabelOwner] == "1" && l[snapshot.LabelVolume] == ""
+}
+
+func locatorLabels(v *api.Volume) map[string]string {
+	if v.Locator == nil {
+		return nil
+	}
+	return v.Locator.VolumeLabels
+}
+
+func volumeName(v *api.Volume) string {
+	if v.Locator == nil {
+		return ""
+	}
+	return v.Locator.Name
+}
+
+func parentOf(v *api.Volume) string {
+	if v.Source == nil {
+		return ""
+	}
+	return v.Source.Parent
+}
+
+func created(v *api.Volume) time.Time {
+	if v.Ctime == nil {
+		return time.Time{}
+	}
+	return time.Unix(v.Ctime.Seconds, int64(v.Ctime.Nanos)).UTC()
+}
+
+func copyLabels(l map[string]string) map[string]string {
+	out := make(map[string]string, len(l))
+	for k, v := range l {
+		out[k] = v
+	}
+	return out
+}
+
+func (b *Backend) object(v *api.Volume, kind snapshot.Kind) snapshot.Object {
+	return snapshot.Object{
+		ID: v.Id, Name: volumeName(v), Kind: kind, Parent: parentOf(v),
+		Created: created(v), Labels: copyLabels(locatorLabels(v)),
+	}
+}
+
+// labels adds this instance's labels to the driver's.
+func (b *Backend) labels(l map[string]string) map[string]string {
+	out := copyLabels(l)
+	out[LabelInstance] = b.cfg.Instance
+	if b.host != "" {
+		out[LabelHost] = b.host
+	}
+	return out
+}
+
+// find looks a volume (not a snapshot, not a plugin object) up by name.
+// Enumerate's name may be a pattern on some servers, so names are matched
+// exactly here.
+func (b *Backend) find(ctx context.Context, name string) (*api.Volume, error) {
+	what := fmt.Sprintf("looking up volume %q", name)
+	vols, err := b.rest.enumerate(ctx, what, &api.VolumeLocator{Name: name}, nil)
+	if err != nil {
+		return nil, err
+	}
+	var match []*api.Volume
+	for _, v := range vols {
+		if v == nil || volumeName(v) != name || v.IsSnapshot() || isPluginClone(v) || isPluginSnapshot(v) {
+			continue
+		}
+		match = append(match, v)
+	}
+	switch len(match) {
+	case 0:
+		return nil, fmt.Errorf("volume %q: %w on the OpenStorage server at %s (driver %s)", name, snapshot.ErrNotFound, b.cfg.Endpoint, b.cfg.Driver)
+	case 1:
+		return match[0], nil
+	}
+	ids := make([]string, len(match))
+	for i, v := range match {
+		ids[i] = v.Id
+	}
+	return nil, fmt.Errorf("volume %q is ambiguous: the OpenStorage server has %d volumes of that name (%s)", name, len(match), strings.Join(ids, ", "))
+}
+
+func (b *Backend) Volume(ctx context.Context, name string) (snapshot.Object, error) {
+	v, err := b.find(ctx, name)
+	if err != nil {
+		return snapshot.Object{}, err
+	}
+	return b.object(v, snapshot.KindVolume), nil
+}
+
+// CreateVolume makes an empty volume named name. A volume of that name
+// that snapvol did not create is refused rather than adopted: adopting
+// it would let `docker volume rm` delete production data.
+func (b *Backend) CreateVolume(ctx context.Context, name string, opts map[string]string) (snapshot.Object, error) {
+	existing, err := b.find(ctx, name)
+	switch {
+	case err == nil && b.createdByUs(existing):
+		return b.object(existing, snapshot.KindVolume), nil
+	case err == nil:
+		return snapshot.Object{}, fmt.Errorf("volume %q already exists on the OpenStorage server and was not made by snapvol; clone it with %s@latest instead of creating it", name, name)
+	case !errors.Is(err, snapshot.ErrNotFound):
+		return snapshot.Object{}, err
+	}
+	sp, loc, src, err := spec.NewSpecHandler().SpecFromOpts(opts)
+	if err != nil {
+		return snapshot.Object{}, fmt.Errorf("volume %q: options %v: %w", name, opts, err)
+	}
+	if err := checkUserLabels(loc.VolumeLabels); err != nil {
+		return snapshot.Object{}, fmt.Errorf("volume %q: %w", name, err)
+	}
+	if src.Parent != "" {
+		return snapshot.Object{}, fmt.Errorf("volume %q: option parent is not allowed; clone with NAME@REF or -o from=", name)
+	}
+	if sp.Size == 0 {
+		sp.Size = DefaultSize
+	}
+	loc.Name = name
+	for k, v := range b.labels(map[string]string{LabelCreated: "1"}) {
+		loc.VolumeLabels[k] = v
+	}
+	what := fmt.Sprintf("creating volume %q", name)
+	id, err := b.rest.create(ctx, what, &api.VolumeCreateRequest{Locator: loc, Source: &api.Source{}, Spec: sp})
+	if err != nil {
+		return snapshot.Object{}, err
+	}
+	v, err := b.rest.inspect(ctx, id)
+	if err != nil {
+		return snapshot.Object{}, fmt.Errorf("%s: created as %s but: %w", what, id, err)
+	}
+	return b.object(v, snapshot.KindVolume), nil
+}
+
+func (b *Backend) createdByUs(v *api.Volume) bool {
+	l := locatorLabels(v)
+	return l[LabelCreated] == "1" && l[LabelInstance] == b.cfg.Instance
+}
+
+func checkUserLabels(l map[string]string) error {
+	for k := range l {
+		if k == snapshot.LabelOwner || strings.HasPrefix(k, snapshot.LabelOwner+".") {
+			return fmt.Errorf("label %q is reserved for snapvol's own bookkeeping", k)
+		}
+	}
+	return nil
+}
+
+// RemoveVolume deletes a volume snapvol created, after the snapshots this
+// instance took of it (the one kept for @latest, typically): OpenStorage
+// servers refuse to delete a volume that has snapshots. Snapshots others
+// took are left alone, so the server's refusal is passed on then.
+func (b *Backend) RemoveVolume(ctx context.Context, obj snapshot.Object) error {
+	v, err := b.rest.inspect(ctx, obj.ID)
+	if errors.Is(err, snapshot.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !b.createdByUs(v) {
+		return fmt.Errorf("volume %q (%s) was not created by this snapvol: %w", volumeName(v), v.Id, snapshot.ErrProtected)
+	}
+	snaps, err := b.rest.snapEnumerate(ctx, fmt.Sprintf("listing snapshots of %q", volumeName(v)), []string{v.Id}, nil)
+	if err != nil {
+		return err
+	}
+	for _, s := range snaps {
+		if s != nil && parentOf(s) == v.Id && isPluginSnapshot(s) && b.ours(locatorLabels(s)) {
+			if err := b.Delete(ctx, s.Id); err != nil {
+				return fmt.Errorf("deleting snapshot %q of volume %q: %w", volumeName(s), volumeName(v), err)
+			}
+		}
+	}
+	if err := b.detachAll(ctx, v); err != nil {
+		return err
+	}
+	return b.deleteID(ctx, fmt.Sprintf("deleting volume %q (%s)", volumeName(v), v.Id), v.Id)
+}
+
+// children lists what the server holds with parent as its source.
+func (b *Backend) children(ctx context.Context, source snapshot.Object) ([]*api.Volume, error) {
+	vols, err := b.rest.snapEnumerate(ctx, fmt.Sprintf("listing snapshots of %q", source.Name), []string{source.ID}, nil)
+	if err != nil {
+		return nil, err
+	}
+	out := vols[:0]
+	for _, v := range vols {
+		// Filtered here too: some servers ignore or mangle the ID filter.
+		if v != nil && parentOf(v) == source.ID && !isPluginClone(v) {
+			out = append(out, v)
+		}
+	}
+	return out, nil
+}
+
+// Snapshots lists the point-in-time copies of source @latest may use: the
+// read-only snapshots, whoever took them (Portworx's schedules, pxctl),
+// and snapvol's own snapshots (some servers do not keep the read-only
+// flag). Writable snapshots others made are left out: that is how people
+// ran CI on Portworx before snapvol (pxctl snap create, then writing to
+// the snapshot), so their content may have drifted from the source's.
+func (b *Backend) Snapshots(ctx context.Context, source snapshot.Object) ([]snapshot.Object, error) {
+	vols, err := b.children(ctx, source)
+	if err != nil {
+		return nil, err
+	}
+	var out []snapshot.Object
+	for _, v := range vols {
+		if v.Readonly || isPluginSnapshot(v) {
+			out = append(out, b.object(v, snapshot.KindSnapshot))
+		}
+	}
+	return out, nil
+}
+
+// SnapshotByName finds the snapshot a user named in @NAME. Writable ones
+// count: the user chose it.
+func (b *Backend) SnapshotByName(ctx context.Context, source snapshot.Object, name string) (snapshot.Object, error) {
+	vols, err := b.children(ctx, source)
+	if err != nil {
+		return snapshot.Object{}, err
+	}
+	for _, v := range vols {
+		if volumeName(v) == name {
+			return b.object(v, snapshot.KindSnapshot), nil
+		}
+	}
+	return snapshot.Object{}, fmt.Errorf("snapshot %q of volume %q: %w on the OpenStorage server", name, source.Name, snapshot.ErrNotFound)
+}
+
+func randHex(n int) string {
+	buf := make([]byte, n)
+	_, _ = rand.Read(buf)
+	return hex.EncodeToString(buf)
+}
+
+// snapName is a valid snapvol word, so users can name the snapshot as
+// @REF, and unique in the cluster, where names must be.
+func snapName() string {
+	return "snapvol-" + time.Now().UTC().Format("20060102-150405") + "-" + randHex(4)
+}
+
+func (b *Backend) Snapshot(ctx context.Context, source snapshot.Object, labels map[string]string) (snapshot.Object, error) {
+	loc := &api.VolumeLocator{Name: snapName(), VolumeLabels: b.labels(labels)}
+	what := fmt.Sprintf("taking a snapshot of %q", source.Name)
+	id, err := b.rest.snapshot(ctx, what, &api.SnapCreateRequest{Id: source.ID, Readonly: true, Locator: loc})
+	if err != nil {
+		return snapshot.Object{}, err
+	}
+	// The server's ctime is read back by later listings; until then the
+	// snapshot is as old as this call.
+	return snapshot.Object{
+		ID: id, Name: loc.Name, Kind: snapshot.KindSnapshot, Parent: source.ID,
+		Created: time.Now().UTC(), Labels: copyLabels(loc.VolumeLabels),
+	}, nil
+}
+
+// Clone makes a writable snapshot of snap. Spec options are applied with
+// a volume update right after, since a snapshot request carries no spec;
+// if that fails the clone is deleted, so nothing half made remains.
+func (b *Backend) Clone(ctx context.Context, snap snapshot.Object, labels map[string]string, opts map[string]string) (snapshot.Object, error) {
+	for k := range opts {
+		if !cloneKeys[k] {
+			return snapshot.Object{}, fmt.Errorf("option %s= cannot be applied to a clone, which inherits it from the snapshot; clones take %s", k, strings.Join(sortedKeys(cloneKeys), ", "))
+		}
+	}
+	var (
+		sp  *api.VolumeSpec
+		loc = &api.VolumeLocator{Name: "snapvol-clone-" + randHex(8), VolumeLabels: b.labels(labels)}
+	)
+	if len(opts) > 0 {
+		// Parse before making anything: a bad value fails with no clone.
+		var err error
+		sp, _, _, err = spec.NewSpecHandler().UpdateSpecFromOpts(opts, &api.VolumeSpec{VolumeLabels: map[string]string{}}, &api.VolumeLocator{VolumeLabels: map[string]string{}}, nil)
+		if err != nil {
+			return snapshot.Object{}, fmt.Errorf("clone options %v: %w", opts, err)
+		}
+	}
+	what := fmt.Sprintf("cloning snapshot %q", snap.Name)
+	id, err := b.rest.snapshot(ctx, what, &api.SnapCreateRequest{Id: snap.ID, Readonly: false, Locator: loc})
+	if err != nil {
+		return snapshot.Object{}, err
+	}
+	obj := snapshot.Object{
+		ID: id, Name: loc.Name, Kind: snapshot.KindClone, Parent: snap.ID,
+		Created: time.Now().UTC(), Labels: copyLabels(loc.VolumeLabels),
+	}
+	if sp == nil {
+		return obj, nil
+	}
+	if err := b.applyOptions(ctx, id, opts); err != nil {
+		if derr := b.deleteID(ctx, "deleting the clone whose options failed", id); derr != nil {
+			err = fmt.Errorf("%w (and the clone %s could not be deleted: %v; the orphan sweep will retry)", err, id, derr)
+		}
+		return snapshot.Object{}, err
+	}
+	return obj, nil
+}
+
+// applyOptions updates a clone's spec from its current one, so fields the
+// options do not name stay as the server has them.
+func (b *Backend) applyOptions(ctx context.Context, id string, opts map[string]string) error {
+	v, err := b.rest.inspect(ctx, id)
+	if err != nil {
+		return err
+	}
+	cur := &api.VolumeSpec{}
+	if v.Spec != nil {
+		cur = v.Spec.Copy()
+	}
+	if cur.VolumeLabels == nil {
+		cur.VolumeLabels = map[string]string{}
+	}
+	userLoc := &api.VolumeLocator{VolumeLabels: map[string]string{}}
+	sp, userLoc, _, err := spec.NewSpecHandler().UpdateSpecFromOpts(opts, cur, userLoc, nil)
+	if err != nil {
+		return fmt.Errorf("clone options %v: %w", opts, err)
+	}
+	if err := checkUserLabels(userLoc.VolumeLabels); err != nil {
+		return err
+	}
+	req := &api.VolumeSetRequest{Spec: sp}
+	if len(userLoc.VolumeLabels) > 0 {
+		loc := &api.VolumeLocator{Name: volumeName(v), VolumeLabels: copyLabels(locatorLabels(v))}
+		for k, val := range userLoc.VolumeLabels {
+			loc.VolumeLabels[k] = val
+		}
+		req.Locator = loc
+	}
+	_, err = b.rest.set(ctx, fmt.Sprintf("applying options %v to clone %s", opts, id), id, req)
+	return err
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Delete destroys a snapshot or clone this instance made, unmounting and
+// detaching it first if a crash left it so. Anything else is refused.
+func (b *Backend) Delete(ctx context.Context, id string) error {
+	v, err := b.rest.inspect(ctx, id)
+	if errors.Is(err, snapshot.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !b.ours(locatorLabels(v)) || !(isPluginClone(v) || isPluginSnapshot(v)) {
+		return fmt.Errorf("delete %q (%s): not a snapshot or clone this snapvol made: %w", volumeName(v), id, snapshot.ErrProtected)
+	}
+	if err := b.detachAll(ctx, v); err != nil {
+		return err
+	}
+	return b.deleteID(ctx, fmt.Sprintf("deleting %q (%s)", volumeName(v), id), id)
+}
+
+func (b *Backend) deleteID(ctx context.Context, what, id string) error {
+	err := b.rest.delete(ctx, what, id)
+	if errors.Is(err, snapshot.ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// detachAll unmounts every path the server has v mounted at and detaches
+// it; only called on objects snapvol owns.
+func (b *Backend) detachAll(ctx context.Context, v *api.Volume) error {
+	for _, p := range v.AttachPath {
+		if _, err := b.rest.set(ctx, fmt.Sprintf("unmounting %q from %s", volumeName(v), p), v.Id, &api.VolumeSetRequest{
+			Action: &api.VolumeStateAction{Mount: api.VolumeActionParam_VOLUME_ACTION_PARAM_OFF, MountPath: p},
+		}); err != nil {
+			return err
+		}
+	}
+	if attached(v) {
+		return b.detach(ctx, v)
+	}
+	return nil
+}
+
+func attached(v *api.Volume) bool {
+	return v.State == api.VolumeState_VOLUME_STATE_ATTACHED || v.AttachedOn != "" || v.DevicePath != ""
+}
+
+func (b *Backend) detach(ctx context.Context, v *api.Volume) error {
+	_, err := b.rest.set(ctx, fmt.Sprintf("detaching %q", volumeName(v)), v.Id, &api.VolumeSetRequest{
+		Action: &api.VolumeStateAction{Attach: api.VolumeActionParam_VOLUME_ACTION_PARAM_OFF},
+	})
+	return err
+}
+
+func (b *Backend) Owned(ctx context.Context) ([]snapshot.Object, error) {
+	sel := map[string]string{snapshot.LabelOwner: "1", LabelInstance: b.cfg.Instance}
+	vols, err := b.rest.enumerate(ctx, "listing snapvol's volumes", &api.VolumeLocator{VolumeLabels: sel}, nil)
+	if err != nil {
+		return nil, err
+	}
+	// Portworx leaves snapshots out of Enumerate; ask for them too.
+	snaps, err := b.rest.snapEnumerate(ctx, "listing snapvol's snapshots", nil, sel)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var out []snapshot.Object
+	for _, v := range append(vols, snaps...) {
+		// Servers may match label keys only (openstorage v1.0.0 does), so
+		// values are checked here.
+		if v == nil || seen[v.Id] || !b.ours(locatorLabels(v)) {
+			continue
+		}
+		seen[v.Id] = true
+		switch {
+		case isPluginClone(v):
+			out = append(out, b.object(v, snapshot.KindClone))
+		case isPluginSnapshot(v):
+			out = append(out, b.object(v, snapshot.KindSnapshot))
+		}
+	}
+	return out, nil
+}

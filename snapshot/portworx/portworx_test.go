@@ -1,0 +1,616 @@
+package portworx_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libopenstorage/openstorage/api"
+	"golang.org/x/sys/unix"
+
+	"github.com/snapvol/snapvol/snapshot"
+	"github.com/snapvol/snapvol/snapshot/portworx"
+	"github.com/snapvol/snapvol/test/osdserver"
+)
+
+// env is a test OpenStorage server and a backend talking to it, mounting
+// under a DATA_ROOT of its own.
+type env struct {
+	t        *testing.T
+	srv      *osdserver.Server
+	b        *portworx.Backend
+	dataRoot string
+}
+
+func newEnv(t *testing.T, cfg osdserver.Config, mod func(*portworx.Config)) *env {
+	t.Helper()
+	srv := osdserver.ForTest(t, cfg)
+	dataRoot := t.TempDir()
+	pc := portworx.Config{
+		Endpoint: srv.Endpoint(), Driver: "pxd", Token: cfg.Token,
+		DataRoot: dataRoot, Instance: "0123456789abcdef",
+		CallTimeout: 5 * time.Second,
+	}
+	if mod != nil {
+		mod(&pc)
+	}
+	b, err := portworx.Open(pc)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return &env{t: t, srv: srv, b: b, dataRoot: pc.DataRoot}
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func writeFile(t *testing.T, p, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readFile(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// production makes app-production through the backend, with data
+// written through a mount the server made, and unmounts it.
+func (e *env) production() snapshot.Object {
+	t := e.t
+	c := ctx(t)
+	src, err := e.b.CreateVolume(c, "app-production", nil)
+	if err != nil {
+		t.Fatalf("create source: %v", err)
+	}
+	mp := filepath.Join(e.dataRoot, "prod")
+	if err := e.b.Mount(c, src.ID, mp); err != nil {
+		t.Fatalf("mount source: %v", err)
+	}
+	writeFile(t, filepath.Join(mp, "guestbook/0001.txt"), "Alice: lovely site!\n")
+	writeFile(t, filepath.Join(mp, "guestbook/0003.txt"), "Zoë \xff\xfe\n")
+	if err := e.b.Unmount(c, src.ID, mp); err != nil {
+		t.Fatalf("unmount source: %v", err)
+	}
+	return src
+}
+
+func TestCloneLifecycleMovesRealData(t *testing.T) {
+	e := newEnv(t, osdserver.Config{}, nil)
+	c := ctx(t)
+	src := e.production()
+	if src.Kind != snapshot.KindVolume || src.Name != "app-production" {
+		t.Fatalf("source = %+v", src)
+	}
+	if got, err := e.b.Volume(c, "app-production"); err != nil || got.ID != src.ID {
+		t.Fatalf("Volume(app-production) = %+v, %v; want ID %s", got, err, src.ID)
+	}
+	srcPath := e.srv.DataPath(src.ID)
+
+	snap, err := e.b.Snapshot(c, src, map[string]string{snapshot.LabelOwner: "1", snapshot.LabelSource: "app-production"})
+	if err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+	sv, ok := e.srv.ByName(snap.Name)
+	if !ok || !sv.Readonly || sv.Source.Parent != src.ID {
+		t.Fatalf("server snapshot = %+v; want a read-only snapshot of %s", sv, src.ID)
+	}
+	snaps, err := e.b.Snapshots(c, src)
+	if err != nil || len(snaps) != 1 || snaps[0].ID != snap.ID || snaps[0].Created.IsZero() {
+		t.Fatalf("Snapshots = %+v, %v; want the one snapshot with its creation time", snaps, err)
+	}
+	if got, err := e.b.SnapshotByName(c, src, snap.Name); err != nil || got.ID != snap.ID {
+		t.Fatalf("SnapshotByName = %+v, %v", got, err)
+	}
+
+	labels := map[string]string{snapshot.LabelOwner: "1", snapshot.LabelVolume: "app-production@latest", snapshot.LabelSource: "app-production"}
+	clone, err := e.b.Clone(c, snap, labels, map[string]string{"repl": "1", "io_priority": "low"})
+	if err != nil {
+		t.Fatalf("clone: %v", err)
+	}
+	cv, _ := e.srv.ByName(clone.Name)
+	if cv == nil || cv.Readonly || cv.Source.Parent != snap.ID {
+		t.Fatalf("server clone = %+v; want a writable snapshot of %s", cv, snap.ID)
+	}
+	if cv.Spec.HaLevel != 1 || cv.Spec.Cos != api.CosType_LOW {
+		t.Errorf("clone spec: repl=%d cos=%v; want the options repl=1 io_priority=low applied", cv.Spec.HaLevel, cv.Spec.Cos)
+	}
+	if cv.Locator.VolumeLabels[snapshot.LabelVolume] != "app-production@latest" || cv.Locator.VolumeLabels[portworx.LabelInstance] != "0123456789abcdef" {
+		t.Errorf("clone labels = %v", cv.Locator.VolumeLabels)
+	}
+
+	mp := filepath.Join(e.dataRoot, "clone")
+	if err := e.b.Mount(c, clone.ID, mp); err != nil {
+		t.Fatalf("mount clone: %v", err)
+	}
+	if err := e.b.Mount(c, clone.ID, mp); err != nil {
+		t.Fatalf("second mount at the same target: %v", err)
+	}
+	if !e.b.Mounted(mp) {
+		t.Fatalf("%s is not a mount point after Mount", mp)
+	}
+	if got := readFile(t, filepath.Join(mp, "guestbook/0003.txt")); got != "Zoë \xff\xfe\n" {
+		t.Fatalf("clone content = %q", got)
+	}
+	writeFile(t, filepath.Join(mp, "guestbook/0001.txt"), "overwritten\n")
+	if err := os.Remove(filepath.Join(mp, "guestbook/0003.txt")); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, filepath.Join(srcPath, "guestbook/0001.txt")); got != "Alice: lovely site!\n" {
+		t.Fatalf("a write in the clone reached the source: %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(srcPath, "guestbook/0003.txt")); err != nil {
+		t.Fatalf("a delete in the clone reached the source: %v", err)
+	}
+
+	owned, err := e.b.Owned(c)
+	if err != nil || len(owned) != 2 {
+		t.Fatalf("Owned = %+v, %v; want the snapshot and the clone", owned, err)
+	}
+	for _, o := range owned {
+		want := snapshot.KindSnapshot
+		if o.ID == clone.ID {
+			want = snapshot.KindClone
+		}
+		if o.Kind != want {
+			t.Errorf("Owned: %s is %s, want %s", o.Name, o.Kind, want)
+		}
+	}
+
+	// Deleting the snapshot under a clone is the server's to refuse.
+	if err := e.b.Delete(c, snap.ID); err == nil || !strings.Contains(err.Error(), "snapshots") {
+		t.Errorf("delete of a snapshot with a clone: %v; want the server's refusal", err)
+	}
+	if err := e.b.Unmount(c, clone.ID, mp); err != nil {
+		t.Fatalf("unmount clone: %v", err)
+	}
+	if e.b.Mounted(mp) {
+		t.Fatalf("%s still mounted", mp)
+	}
+	if _, err := os.Stat(mp); !os.IsNotExist(err) {
+		t.Errorf("mount point %s left behind: %v", mp, err)
+	}
+	if err := e.b.Unmount(c, clone.ID, mp); err != nil {
+		t.Fatalf("second unmount: %v", err)
+	}
+	cv, _ = e.srv.ByName(clone.Name)
+	if cv.State == api.VolumeState_VOLUME_STATE_ATTACHED || len(cv.AttachPath) > 0 {
+		t.Errorf("clone still attached after Unmount: %+v", cv)
+	}
+	if err := e.b.Delete(c, clone.ID); err != nil {
+		t.Fatalf("delete clone: %v", err)
+	}
+	if err := e.b.Delete(c, clone.ID); err != nil {
+		t.Fatalf("delete of a deleted clone: %v", err)
+	}
+	if err := e.b.Delete(c, snap.ID); err != nil {
+		t.Fatalf("delete snapshot: %v", err)
+	}
+	if owned, err := e.b.Owned(c); err != nil || len(owned) != 0 {
+		t.Fatalf("Owned after deleting = %+v, %v", owned, err)
+	}
+	if err := e.b.Delete(c, src.ID); !errors.Is(err, snapshot.ErrProtected) {
+		t.Fatalf("Delete(source) = %v; want ErrProtected", err)
+	}
+	if _, ok := e.srv.ByName("app-production"); !ok {
+		t.Fatalf("the source is gone")
+	}
+
+	// The created volume is snapvol's to remove, with the snapshot it keeps.
+	if _, err := e.b.Snapshot(c, src, map[string]string{snapshot.LabelOwner: "1", snapshot.LabelSource: "app-production"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.b.RemoveVolume(c, src); err != nil {
+		t.Fatalf("RemoveVolume: %v", err)
+	}
+	if n := len(e.srv.Volumes()); n != 0 {
+		t.Fatalf("server still holds %d objects: %+v", n, e.srv.Volumes())
+	}
+	checkRequests(t, e.srv)
+}
+
+// checkRequests: every request went to an OpenStorage route, naming the
+// driver in its User-Agent as api/client/volume does.
+func checkRequests(t *testing.T, srv *osdserver.Server) {
+	t.Helper()
+	for _, r := range srv.Requests() {
+		if r.UserAgent != "pxd/v1" {
+			t.Errorf("%s %s: User-Agent %q, want pxd/v1", r.Method, r.Path, r.UserAgent)
+		}
+		if !strings.HasPrefix(r.Path, "/v1/osd-volumes") && !strings.HasPrefix(r.Path, "/v1/osd-snapshot") && r.Path != "/osd-volumes/versions" {
+			t.Errorf("request to %s %s", r.Method, r.Path)
+		}
+	}
+}
+
+func TestForeignObjects(t *testing.T) {
+	e := newEnv(t, osdserver.Config{}, nil)
+	c := ctx(t)
+	// Production made by someone else (pxctl), with a schedule's
+	// read-only snapshot and an old CI job's writable one.
+	id, err := e.srv.Create(&api.VolumeLocator{Name: "app-production"}, nil, &api.VolumeSpec{Size: 1 << 30, HaLevel: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(e.srv.DataPath(id), "data.txt"), "production\n")
+	nightly, err := e.srv.Snapshot(id, true, &api.VolumeLocator{Name: "nightly"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ciOld, err := e.srv.Snapshot(id, false, &api.VolumeLocator{Name: "app-ci-test-41"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(e.srv.DataPath(ciOld), "data.txt"), "changed by a test\n")
+
+	src, err := e.b.Volume(c, "app-production")
+	if err != nil {
+		t.Fatal(err)
+	}
+	snaps, err := e.b.Snapshots(c, src)
+	if err != nil || len(snaps) != 1 || snaps[0].ID != nightly || snaps[0].Owned() {
+		t.Fatalf("Snapshots = %+v, %v; want only the read-only nightly", snaps, err)
+	}
+	if s, err := e.b.SnapshotByName(c, src, "app-ci-test-41"); err != nil || s.ID != ciOld {
+		t.Fatalf("SnapshotByName(app-ci-test-41) = %+v, %v; a named writable snapshot is the user's choice", s, err)
+	}
+	if _, err := e.b.SnapshotByName(c, src, "no-such-snap"); !errors.Is(err, snapshot.ErrNotFound) || !strings.Contains(err.Error(), `"no-such-snap"`) {
+		t.Fatalf("SnapshotByName(no-such-snap) = %v; want ErrNotFound naming it", err)
+	}
+	if _, err := e.b.Volume(c, "nightly"); !errors.Is(err, snapshot.ErrNotFound) {
+		t.Fatalf("a snapshot was taken for a source: %v", err)
+	}
+	if _, err := e.b.Volume(c, "no-such-source"); !errors.Is(err, snapshot.ErrNotFound) || !strings.Contains(err.Error(), `"no-such-source"`) {
+		t.Fatalf("Volume(no-such-source) = %v; want ErrNotFound naming it", err)
+	}
+
+	// A clone of the schedule's snapshot has the production data.
+	clone, err := e.b.Clone(c, snaps[0], map[string]string{snapshot.LabelOwner: "1", snapshot.LabelVolume: "v", snapshot.LabelSource: "app-production"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mp := filepath.Join(e.dataRoot, "c")
+	if err := e.b.Mount(c, clone.ID, mp); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, filepath.Join(mp, "data.txt")); got != "production\n" {
+		t.Fatalf("clone of nightly reads %q", got)
+	}
+	if err := e.b.Unmount(c, clone.ID, mp); err != nil {
+		t.Fatal(err)
+	}
+
+	// Nothing snapvol did not make is deleted, or adopted.
+	for _, victim := range []string{id, nightly, ciOld} {
+		if err := e.b.Delete(c, victim); !errors.Is(err, snapshot.ErrProtected) {
+			t.Errorf("Delete(%s) = %v; want ErrProtected", victim, err)
+		}
+	}
+	if err := e.b.RemoveVolume(c, src); !errors.Is(err, snapshot.ErrProtected) {
+		t.Errorf("RemoveVolume(production) = %v; want ErrProtected", err)
+	}
+	if _, err := e.b.CreateVolume(c, "app-production", nil); err == nil || !strings.Contains(err.Error(), "not made by snapvol") {
+		t.Errorf("CreateVolume over production = %v; want a refusal", err)
+	}
+	if err := e.b.Delete(c, clone.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(e.srv.Volumes()); got != 3 {
+		t.Fatalf("server holds %d objects, want the 3 it started with", got)
+	}
+}
+
+func TestInstancesDoNotTouchEachOther(t *testing.T) {
+	e := newEnv(t, osdserver.Config{}, nil)
+	c := ctx(t)
+	src := e.production()
+	other, err := portworx.Open(portworx.Config{Endpoint: e.srv.Endpoint(), Driver: "pxd", DataRoot: e.dataRoot, Instance: "fedcba9876543210"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	snap, err := e.b.Snapshot(c, src, map[string]string{snapshot.LabelOwner: "1", snapshot.LabelSource: src.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clone, err := e.b.Clone(c, snap, map[string]string{snapshot.LabelOwner: "1", snapshot.LabelVolume: "x@latest", snapshot.LabelSource: src.Name}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if owned, err := other.Owned(c); err != nil || len(owned) != 0 {
+		t.Fatalf("another instance owns %+v, %v", owned, err)
+	}
+	for _, id := range []string{snap.ID, clone.ID} {
+		if err := other.Delete(c, id); !errors.Is(err, snapshot.ErrProtected) {
+			t.Errorf("another instance's Delete(%s) = %v; want ErrProtected", id, err)
+		}
+	}
+	// Another host may still reuse the snapshot for @latest.
+	if snaps, err := other.Snapshots(c, src); err != nil || len(snaps) != 1 {
+		t.Errorf("another instance sees snapshots %+v, %v", snaps, err)
+	}
+	if _, err := other.Volume(c, clone.Name); !errors.Is(err, snapshot.ErrNotFound) {
+		t.Errorf("a plugin clone was taken for a source: %v", err)
+	}
+}
+
+func TestOptions(t *testing.T) {
+	e := newEnv(t, osdserver.Config{}, nil)
+	c := ctx(t)
+	for _, k := range []string{"repl", "io_priority", "size", "labels", "io_profile"} {
+		if !e.b.OptionKey(k) {
+			t.Errorf("OptionKey(%q) = false", k)
+		}
+	}
+	for _, k := range []string{"parent", "name", "bogus", ""} {
+		if e.b.OptionKey(k) {
+			t.Errorf("OptionKey(%q) = true", k)
+		}
+	}
+	v, err := e.b.CreateVolume(c, "scratch", map[string]string{"repl": "2", "size": "2G", "io_priority": "high", "labels": "team=ci"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sv, _ := e.srv.ByName("scratch")
+	if sv.Spec.HaLevel != 2 || sv.Spec.Size != 2<<30 || sv.Spec.Cos != api.CosType_HIGH || sv.Locator.VolumeLabels["team"] != "ci" {
+		t.Errorf("created spec %+v labels %v", sv.Spec, sv.Locator.VolumeLabels)
+	}
+	if again, err := e.b.CreateVolume(c, "scratch", nil); err != nil || again.ID != v.ID {
+		t.Errorf("re-creating snapvol's own volume = %+v, %v; want it back", again, err)
+	}
+	if _, err := e.b.CreateVolume(c, "bad", map[string]string{"io_priority": "urgent"}); err == nil || !strings.Contains(err.Error(), "io_priority") && !strings.Contains(err.Error(), "Cos") {
+		t.Errorf("bad io_priority: %v", err)
+	}
+	if _, err := e.b.CreateVolume(c, "bad", map[string]string{"labels": "snapvol=1"}); err == nil || !strings.Contains(err.Error(), "reserved") {
+		t.Errorf("reserved label: %v", err)
+	}
+	snap, err := e.b.Snapshot(c, v, map[string]string{snapshot.LabelOwner: "1", snapshot.LabelSource: "scratch"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	labels := map[string]string{snapshot.LabelOwner: "1", snapshot.LabelVolume: "scratch@now", snapshot.LabelSource: "scratch"}
+	before := len(e.srv.Volumes())
+	if _, err := e.b.Clone(c, snap, labels, map[string]string{"fs": "xfs"}); err == nil || !strings.Contains(err.Error(), "fs=") {
+		t.Errorf("fs= on a clone: %v; want a refusal naming it", err)
+	}
+	if _, err := e.b.Clone(c, snap, labels, map[string]string{"repl": "5"}); err == nil || !strings.Contains(err.Error(), "HA level") {
+		t.Errorf("repl=5 on a clone: %v; want the server's refusal", err)
+	}
+	if after := len(e.srv.Volumes()); after != before {
+		t.Errorf("failed clones left %d objects on the server", after-before)
+	}
+}
+
+func TestFailures(t *testing.T) {
+	e := newEnv(t, osdserver.Config{Token: "s3cret"}, func(c *portworx.Config) { c.CallTimeout = 700 * time.Millisecond })
+	c := ctx(t)
+	if err := e.b.Ping(c); err != nil {
+		t.Fatalf("ping: %v", err)
+	}
+	if _, err := e.b.CreateVolume(c, "app-production", nil); err != nil {
+		t.Fatal(err)
+	}
+
+	// A wrong token: ErrDenied saying so, for every kind of call.
+	bad, err := portworx.Open(portworx.Config{Endpoint: e.srv.Endpoint(), Driver: "pxd", Token: "wrong", DataRoot: e.dataRoot, Instance: "0123456789abcdef"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	if _, err := bad.Volume(c, "app-production"); !errors.Is(err, snapshot.ErrDenied) || !strings.Contains(err.Error(), "PX_TOKEN") {
+		t.Errorf("wrong token: %v; want ErrDenied naming PX_TOKEN", err)
+	}
+	if err := bad.Ping(c); !errors.Is(err, snapshot.ErrDenied) {
+		t.Errorf("ping with a wrong token: %v", err)
+	}
+	e.srv.SetStatus(http.StatusForbidden)
+	if _, err := e.b.Owned(c); !errors.Is(err, snapshot.ErrDenied) || !strings.Contains(err.Error(), "PX_TOKEN") {
+		t.Errorf("403: %v; want ErrDenied naming PX_TOKEN", err)
+	}
+	e.srv.SetStatus(http.StatusInternalServerError)
+	if _, err := e.b.Volume(c, "app-production"); err == nil || errors.Is(err, snapshot.ErrUnavailable) || errors.Is(err, snapshot.ErrNotFound) ||
+		!strings.Contains(err.Error(), "injected failure") || !strings.Contains(err.Error(), `"app-production"`) {
+		t.Errorf("500: %v; want the server's message passed on, naming the volume", err)
+	}
+	e.srv.SetStatus(0)
+
+	// A slow server: ErrUnavailable after the call timeout, not later.
+	e.srv.SetDelay(time.Minute)
+	start := time.Now()
+	_, err = e.b.Volume(c, "app-production")
+	if took := time.Since(start); !errors.Is(err, snapshot.ErrUnavailable) || took > 3*time.Second || !strings.Contains(err.Error(), "did not answer") {
+		t.Errorf("hung server: %v after %s; want ErrUnavailable within the call timeout", err, took)
+	}
+	// The caller's deadline is honoured too.
+	short, cancel := context.WithTimeout(c, 200*time.Millisecond)
+	start = time.Now()
+	_, err = e.b.Volume(short, "app-production")
+	cancel()
+	if took := time.Since(start); !errors.Is(err, snapshot.ErrUnavailable) || took > time.Second {
+		t.Errorf("deadline: %v after %s", err, took)
+	}
+	e.srv.SetDelay(0)
+
+	// A stopped server: ErrUnavailable at once.
+	e.srv.Stop()
+	start = time.Now()
+	_, err = e.b.Volume(c, "app-production")
+	if took := time.Since(start); !errors.Is(err, snapshot.ErrUnavailable) || took > time.Second || !strings.Contains(err.Error(), "PX_ENDPOINT") {
+		t.Errorf("stopped server: %v after %s", err, took)
+	}
+	if err := e.srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.b.Volume(c, "app-production"); err != nil {
+		t.Errorf("after restart: %v", err)
+	}
+
+	// Nothing there at all.
+	gone, err := portworx.Open(portworx.Config{Endpoint: "unix://" + filepath.Join(t.TempDir(), "none.sock"), Driver: "pxd", DataRoot: e.dataRoot, Instance: "0123456789abcdef"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gone.Volume(c, "x"); !errors.Is(err, snapshot.ErrUnavailable) {
+		t.Errorf("no socket: %v", err)
+	}
+	for _, ep := range []string{"", "127.0.0.1:9001", "ftp://x", "unix://"} {
+		if _, err := portworx.Open(portworx.Config{Endpoint: ep, Driver: "pxd", DataRoot: e.dataRoot, Instance: "0123456789abcdef"}); err == nil || !strings.Contains(err.Error(), "PX_ENDPOINT") {
+			t.Errorf("Open(%q) = %v; want an error naming PX_ENDPOINT", ep, err)
+		}
+	}
+}
+
+func TestUnixSocketEndpoint(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "pxd.sock")
+	e := newEnv(t, osdserver.Config{Listen: "unix://" + sock}, nil)
+	if !strings.HasPrefix(e.srv.Endpoint(), "unix://") {
+		t.Fatalf("endpoint %s", e.srv.Endpoint())
+	}
+	src := e.production()
+	if _, err := e.b.Snapshot(ctx(t), src, map[string]string{snapshot.LabelOwner: "1", snapshot.LabelSource: src.Name}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestManagedPluginPaths plays the managed-plugin layout in one mount
+// namespace: Docker's host directory <root>/plugins/<id>/propagated-mount
+// is shared and bound at the plugin's DATA_ROOT. The backend must detect
+// the host directory, have the server mount there, and see the mount at
+// its own target; Docker would hand the host path to the container.
+func TestManagedPluginPaths(t *testing.T) {
+	base := t.TempDir()
+	host := filepath.Join(base, "docker", "plugins", strings.Repeat("ab", 32), "propagated-mount")
+	dataRoot := filepath.Join(base, "docker", "plugins", strings.Repeat("ab", 32), "rootfs", "mnt", "snapvol")
+	for _, d := range []string{host, dataRoot} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustMount(t, host, host, unix.MS_BIND)
+	mustMount(t, "", host, unix.MS_SHARED)
+	mustMount(t, host, dataRoot, unix.MS_BIND|unix.MS_REC)
+	t.Cleanup(func() {
+		unix.Unmount(dataRoot, unix.MNT_DETACH)
+		unix.Unmount(host, unix.MNT_DETACH)
+	})
+
+	got, how := portworx.DetectMountRoot(dataRoot)
+	if !strings.HasSuffix(got, "/plugins/"+strings.Repeat("ab", 32)+"/propagated-mount") || !strings.Contains(how, "managed") {
+		t.Fatalf("DetectMountRoot = %q (%s)", got, how)
+	}
+	mountRoot := host
+	if got != host {
+		// The temporary directory is not on the root filesystem here, so
+		// mountinfo's root is relative to it: the case PX_MOUNT_ROOT is for.
+		t.Logf("detected %s, not %s: using PX_MOUNT_ROOT", got, host)
+	}
+	e := newEnv(t, osdserver.Config{}, func(c *portworx.Config) { c.DataRoot, c.MountRoot = dataRoot, mountRoot })
+	c := ctx(t)
+	src := e.production()
+	snap, err := e.b.Snapshot(c, src, map[string]string{snapshot.LabelOwner: "1", snapshot.LabelSource: src.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clone, err := e.b.Clone(c, snap, map[string]string{snapshot.LabelOwner: "1", snapshot.LabelVolume: "v", snapshot.LabelSource: src.Name}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(dataRoot, "v-1234")
+	if err := e.b.Mount(c, clone.ID, target); err != nil {
+		t.Fatalf("mount: %v", err)
+	}
+	cv, _ := e.srv.ByName(clone.Name)
+	if len(cv.AttachPath) != 1 || cv.AttachPath[0] != filepath.Join(host, "v-1234") {
+		t.Fatalf("server mounted at %v; want the host path %s", cv.AttachPath, filepath.Join(host, "v-1234"))
+	}
+	// What Docker binds into the container (Plugin.ScopedPath).
+	if got := readFile(t, filepath.Join(host, "v-1234", "guestbook/0001.txt")); got != "Alice: lovely site!\n" {
+		t.Fatalf("host path reads %q", got)
+	}
+	if err := e.b.Unmount(c, clone.ID, target); err != nil {
+		t.Fatal(err)
+	}
+	if snapshot.IsMountPoint(filepath.Join(host, "v-1234")) || snapshot.IsMountPoint(target) {
+		t.Fatalf("still mounted after Unmount")
+	}
+}
+
+// TestWrongMountRootFailsLoudly: when the server's mount does not show up
+// at the target, Mount fails saying what to set, and undoes the mount.
+func TestWrongMountRootFailsLoudly(t *testing.T) {
+	elsewhere := t.TempDir()
+	e := newEnv(t, osdserver.Config{}, func(c *portworx.Config) { c.MountRoot = elsewhere })
+	c := ctx(t)
+	id, err := e.srv.Create(&api.VolumeLocator{Name: "p"}, nil, &api.VolumeSpec{Size: 1 << 30, HaLevel: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, _ := e.srv.Snapshot(id, true, &api.VolumeLocator{Name: "s"})
+	src, _ := e.b.Volume(c, "p")
+	s, _ := e.b.SnapshotByName(c, src, "s")
+	if s.ID != snap {
+		t.Fatal("snapshot lookup")
+	}
+	clone, err := e.b.Clone(c, s, map[string]string{snapshot.LabelOwner: "1", snapshot.LabelVolume: "v", snapshot.LabelSource: "p"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The host path must exist for the server to mount there.
+	if err := os.MkdirAll(filepath.Join(elsewhere, "t"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	err = e.b.Mount(c, clone.ID, filepath.Join(e.dataRoot, "t"))
+	if err == nil || !strings.Contains(err.Error(), "PX_MOUNT_ROOT") {
+		t.Fatalf("Mount with a wrong PX_MOUNT_ROOT = %v; want an error naming PX_MOUNT_ROOT", err)
+	}
+	cv, _ := e.srv.ByName(clone.Name)
+	if len(cv.AttachPath) != 0 || cv.State == api.VolumeState_VOLUME_STATE_ATTACHED {
+		t.Fatalf("failed Mount left the clone mounted or attached: %+v", cv)
+	}
+	if err := e.b.Mount(c, clone.ID, "/etc/snapvol-x"); err == nil || !strings.Contains(err.Error(), "DATA_ROOT") {
+		t.Fatalf("Mount outside DATA_ROOT = %v", err)
+	}
+}
+
+func mustMount(t *testing.T, src, dst string, flags uintptr) {
+	t.Helper()
+	if err := unix.Mount(src, dst, "", flags, ""); err != nil {
+		t.Fatalf("mount %s at %s (flags %#x): %v", src, dst, flags, err)
+	}
+}
+
+func TestInstanceID(t *testing.T) {
+	dir := t.TempDir()
+	a, err := portworx.InstanceID(dir)
+	if err != nil || len(a) != 16 {
+		t.Fatalf("InstanceID = %q, %v", a, err)
+	}
+	b, err := portworx.InstanceID(dir)
+	if err != nil || b != a {
+		t.Fatalf("second InstanceID = %q, %v; want %q", b, err, a)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "portworx.instance"), []byte("../x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := portworx.InstanceID(dir); err == nil {
+		t.Fatalf("a corrupt instance file was accepted")
+	}
+}

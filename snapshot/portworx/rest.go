@@ -1,0 +1,320 @@
+package portworx
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/libopenstorage/openstorage/api"
+	"github.com/libopenstorage/openstorage/api/client"
+
+	"github.com/snapvol/snapvol/snapshot"
+)
+
+// The REST paths of the OpenStorage volume API (api/server/volume.go).
+const (
+	apiVersion = "v1"
+	volumePath = api.OsdVolumePath
+	snapPath   = api.OsdSnapshotPath
+)
+
+// rest sends OpenStorage REST requests built with api/client.
+//
+// api/client/volume's VolumeDriver is not used directly because, in
+// v1.0.0, it cannot do what the plugin must: its requests carry no bearer
+// token (only "Authorization: Basic"), and they go through an http.Client
+// cached per host with a 5 minute response timeout and no context, so a
+// hung server would hold a Docker request far past its 30 s limit. The
+// requests below are the ones that client sends — same paths, query
+// options, bodies and User-Agent — built with the same api/client.Request,
+// on an http.Client whose every call is bounded by a context.
+type rest struct {
+	endpoint  string // as configured, for messages
+	base      *url.URL
+	transport *http.Transport
+	userAgent string
+	token     string
+	timeout   time.Duration
+}
+
+func newREST(endpoint, driver, token string, callTimeout, dialTimeout time.Duration) (*rest, error) {
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Scheme == "" {
+		return nil, fmt.Errorf("PX_ENDPOINT=%q: not a URL like http://127.0.0.1:9001 or unix:///var/lib/osd/driver/pxd.sock", endpoint)
+	}
+	dialer := &net.Dialer{Timeout: dialTimeout}
+	tr := &http.Transport{
+		MaxIdleConnsPerHost:   4,
+		IdleConnTimeout:       30 * time.Second,
+		ResponseHeaderTimeout: callTimeout,
+	}
+	switch u.Scheme {
+	case "unix":
+		sock := u.Path
+		if sock == "" {
+			return nil, fmt.Errorf("PX_ENDPOINT=%q: a unix endpoint needs a socket path, e.g. unix:///var/lib/osd/driver/pxd.sock", endpoint)
+		}
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return dialer.DialContext(ctx, "unix", sock)
+		}
+		// The host part is only a placeholder once the dial is fixed.
+		u = &url.URL{Scheme: "http", Host: "unix.sock", Path: "/"}
+	case "http", "https":
+		if u.Host == "" {
+			return nil, fmt.Errorf("PX_ENDPOINT=%q: no host", endpoint)
+		}
+		tr.DialContext = dialer.DialContext
+		if u.Path == "" {
+			u.Path = "/"
+		}
+	default:
+		return nil, fmt.Errorf("PX_ENDPOINT=%q: scheme must be http, https or unix", endpoint)
+	}
+	// The OpenStorage server picks the volume driver from the first word
+	// of the User-Agent, as api/client/volume's clients send it.
+	return &rest{endpoint: endpoint, base: u, transport: tr, userAgent: driver + "/" + apiVersion, token: token, timeout: callTimeout}, nil
+}
+
+// ctxTransport binds every request to the call's context, which
+// api/client.Request cannot take itself.
+type ctxTransport struct {
+	ctx context.Context
+	rt  http.RoundTripper
+}
+
+func (t ctxTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	return t.rt.RoundTrip(r.WithContext(t.ctx))
+}
+
+// call is one request. what names the operation and its object for
+// errors; build adds the resource, instance, options and body.
+func (r *rest) call(ctx context.Context, what, verb, version string, build func(*client.Request) *client.Request, out interface{}) error {
+	cctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	hc := &http.Client{Transport: ctxTransport{ctx: cctx, rt: r.transport}}
+	req := client.NewRequest(hc, r.base, verb, version, "", r.userAgent)
+	if r.token != "" {
+		req.SetHeader("Authorization", "Bearer "+r.token)
+	}
+	start := time.Now()
+	resp := build(req).Do()
+	body, err := resp.Body()
+	code := resp.StatusCode()
+	if code == 0 {
+		return r.transportError(ctx, cctx, what, err, time.Since(start))
+	}
+	if code < 200 || code > 299 {
+		return r.statusError(what, code, body)
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("%s: unexpected answer from the OpenStorage server at %s: %v", what, r.endpoint, err)
+	}
+	return nil
+}
+
+// transportError turns a request that got no HTTP answer into
+// ErrUnavailable, saying whether the server was unreachable or too slow.
+func (r *rest) transportError(ctx, cctx context.Context, what string, err error, took time.Duration) error {
+	var uerr *url.Error
+	if err == nil || !errors.As(err, &uerr) {
+		// A request that could not even be built: a bug, not the network.
+		return fmt.Errorf("%s: %v", what, err)
+	}
+	switch {
+	case ctx.Err() != nil && cctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return fmt.Errorf("%s: %w: the OpenStorage server at %s did not answer before the operation's deadline (%s)", what, snapshot.ErrUnavailable, r.endpoint, took.Round(time.Millisecond))
+	case cctx.Err() != nil || isTimeout(err):
+		return fmt.Errorf("%s: %w: the OpenStorage server at %s did not answer within %s; is Portworx healthy?", what, snapshot.ErrUnavailable, r.endpoint, took.Round(time.Millisecond))
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ENOENT):
+		return fmt.Errorf("%s: %w: nothing is serving the OpenStorage API at %s (PX_ENDPOINT); is Portworx running?", what, snapshot.ErrUnavailable, r.endpoint)
+	default:
+		return fmt.Errorf("%s: %w: the OpenStorage server at %s (PX_ENDPOINT) is unreachable: %v", what, snapshot.ErrUnavailable, r.endpoint, uerr.Err)
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// statusError maps an HTTP error status to the sentinel callers branch on,
+// passing the server's own message on.
+func (r *rest) statusError(what string, code int, body []byte) error {
+	msg := strings.TrimSpace(string(body))
+	if len(msg) > 512 {
+		msg = msg[:512] + "…"
+	}
+	switch {
+	case code == http.StatusUnauthorized:
+		return fmt.Errorf("%s: %w: the OpenStorage server at %s rejected the credentials (HTTP 401): PX_TOKEN is wrong, expired or missing: %s", what, snapshot.ErrDenied, r.endpoint, msg)
+	case code == http.StatusForbidden:
+		return fmt.Errorf("%s: %w: the OpenStorage server at %s refused the request (HTTP 403): PX_TOKEN is wrong or not allowed to do this: %s", what, snapshot.ErrDenied, r.endpoint, msg)
+	case notFoundText(msg):
+		return fmt.Errorf("%s: %w: %s", what, snapshot.ErrNotFound, msg)
+	case code == http.StatusNotFound:
+		return fmt.Errorf("%s: the server at %s has no such OpenStorage route (HTTP 404); check PX_ENDPOINT and PX_DRIVER: %s", what, r.endpoint, msg)
+	case code == http.StatusServiceUnavailable, code == http.StatusBadGateway, code == http.StatusGatewayTimeout:
+		return fmt.Errorf("%s: %w: the OpenStorage server at %s answered HTTP %d: %s", what, snapshot.ErrUnavailable, r.endpoint, code, msg)
+	default:
+		return fmt.Errorf("%s: the OpenStorage server answered HTTP %d: %s", what, code, msg)
+	}
+}
+
+// serverError wraps an error an OpenStorage server reported inside a 200
+// answer (VolumeResponse.Error).
+func serverError(what, msg string) error {
+	if notFoundText(msg) {
+		return fmt.Errorf("%s: %w: %s", what, snapshot.ErrNotFound, msg)
+	}
+	return fmt.Errorf("%s: the OpenStorage server said: %s", what, msg)
+}
+
+// notFoundText recognises the not-found messages OpenStorage servers and
+// drivers use (volume.ErrEnoEnt, errors.ErrNotFound, kvdb.ErrNotFound,
+// "Volume %s does not exist"): the API has no not-found status of its own
+// and answers 200, 400 or 404 depending on the route and the driver.
+func notFoundText(msg string) bool {
+	m := strings.ToLower(msg)
+	for _, s := range []string{"not found", "does not exist", "no such volume", "enoent"} {
+		if strings.Contains(m, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// The calls below are those of api/client/volume's volumeClient.
+
+func (r *rest) inspect(ctx context.Context, id string) (*api.Volume, error) {
+	var vols []*api.Volume
+	err := r.call(ctx, fmt.Sprintf("inspecting volume %s", id), http.MethodGet, apiVersion, func(q *client.Request) *client.Request {
+		return q.Resource(volumePath).QueryOption(api.OptVolumeID, id)
+	}, &vols)
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range vols {
+		if v != nil && v.Id == id {
+			return v, nil
+		}
+	}
+	return nil, fmt.Errorf("inspecting volume %s: %w on the OpenStorage server", id, snapshot.ErrNotFound)
+}
+
+func (r *rest) enumerate(ctx context.Context, what string, locator *api.VolumeLocator, configLabels map[string]string) ([]*api.Volume, error) {
+	var vols []*api.Volume
+	err := r.call(ctx, what, http.MethodGet, apiVersion, func(q *client.Request) *client.Request {
+		q = q.Resource(volumePath)
+		if locator.Name != "" {
+			q = q.QueryOption(api.OptName, locator.Name)
+		}
+		if len(locator.VolumeLabels) != 0 {
+			q = q.QueryOptionLabel(api.OptLabel, locator.VolumeLabels)
+		}
+		if len(configLabels) != 0 {
+			q = q.QueryOptionLabel(api.OptConfigLabel, configLabels)
+		}
+		return q
+	}, &vols)
+	return vols, err
+}
+
+func (r *rest) snapEnumerate(ctx context.Context, what string, ids []string, labels map[string]string) ([]*api.Volume, error) {
+	var vols []*api.Volume
+	err := r.call(ctx, what, http.MethodGet, apiVersion, func(q *client.Request) *client.Request {
+		q = q.Resource(snapPath)
+		for _, id := range ids {
+			q = q.QueryOption(api.OptVolumeID, id)
+		}
+		if len(labels) != 0 {
+			q = q.QueryOptionLabel(api.OptLabel, labels)
+		}
+		return q
+	}, &vols)
+	return vols, err
+}
+
+func (r *rest) create(ctx context.Context, what string, req *api.VolumeCreateRequest) (string, error) {
+	var resp api.VolumeCreateResponse
+	err := r.call(ctx, what, http.MethodPost, apiVersion, func(q *client.Request) *client.Request {
+		return q.Resource(volumePath).Body(req)
+	}, &resp)
+	if err != nil {
+		return "", err
+	}
+	if resp.VolumeResponse != nil && resp.VolumeResponse.Error != "" {
+		return "", serverError(what, resp.VolumeResponse.Error)
+	}
+	if resp.Id == "" {
+		return "", fmt.Errorf("%s: the OpenStorage server returned no volume ID", what)
+	}
+	return resp.Id, nil
+}
+
+func (r *rest) snapshot(ctx context.Context, what string, req *api.SnapCreateRequest) (string, error) {
+	var resp api.SnapCreateResponse
+	err := r.call(ctx, what, http.MethodPost, apiVersion, func(q *client.Request) *client.Request {
+		return q.Resource(snapPath).Body(req)
+	}, &resp)
+	if err != nil {
+		return "", err
+	}
+	cr := resp.VolumeCreateResponse
+	if cr != nil && cr.VolumeResponse != nil && cr.VolumeResponse.Error != "" {
+		return "", serverError(what, cr.VolumeResponse.Error)
+	}
+	if cr == nil || cr.Id == "" {
+		return "", fmt.Errorf("%s: the OpenStorage server returned no snapshot ID", what)
+	}
+	return cr.Id, nil
+}
+
+func (r *rest) delete(ctx context.Context, what, id string) error {
+	var resp api.VolumeResponse
+	err := r.call(ctx, what, http.MethodDelete, apiVersion, func(q *client.Request) *client.Request {
+		return q.Resource(volumePath).Instance(id)
+	}, &resp)
+	if err != nil {
+		return err
+	}
+	if resp.Error != "" {
+		return serverError(what, resp.Error)
+	}
+	return nil
+}
+
+// set sends a VolumeSetRequest: attach, detach, mount, unmount or an
+// update of the locator and spec.
+func (r *rest) set(ctx context.Context, what, id string, req *api.VolumeSetRequest) (*api.Volume, error) {
+	var resp api.VolumeSetResponse
+	err := r.call(ctx, what, http.MethodPut, apiVersion, func(q *client.Request) *client.Request {
+		return q.Resource(volumePath).Instance(id).Body(req)
+	}, &resp)
+	if err != nil {
+		return nil, err
+	}
+	if resp.VolumeResponse != nil && resp.VolumeResponse.Error != "" {
+		return nil, serverError(what, resp.VolumeResponse.Error)
+	}
+	return resp.Volume, nil
+}
+
+// versions asks which API versions the server speaks; the route has no
+// version prefix.
+func (r *rest) versions(ctx context.Context) ([]string, error) {
+	var vs []string
+	err := r.call(ctx, "asking the OpenStorage server for its API versions", http.MethodGet, "", func(q *client.Request) *client.Request {
+		return q.Resource(volumePath + "/versions")
+	}, &vs)
+	return vs, err
+}

@@ -1,0 +1,42 @@
+package osdserver
+
+import (
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// ForTest starts a server on a fresh pool for one test and closes it,
+// unmounting everything, when the test ends. It fails the test, never
+// skips it, when root or mkfs.btrfs is missing: the server needs both to
+// move real data.
+func ForTest(t testing.TB, cfg Config) *Server {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatalf("the test OpenStorage server needs root (a loop-mounted btrfs pool and bind mounts); run the tests as root")
+	}
+	if _, err := exec.LookPath("mkfs.btrfs"); err != nil {
+		t.Fatalf("mkfs.btrfs not found: install Debian's btrfs-progs (bash .ci/run installs what the tests need)")
+	}
+	dir, err := os.MkdirTemp("", "osdserver-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.StateDir == "" {
+		cfg.StateDir = dir
+	}
+	s, err := Start(cfg)
+	if err != nil {
+		os.RemoveAll(dir)
+		t.Fatalf("starting the test OpenStorage server: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			// Something may still be mounted below dir: leave it be.
+			t.Errorf("closing the test OpenStorage server: %v (left %s in place)", err, dir)
+			return
+		}
+		os.RemoveAll(dir)
+	})
+	return s
+}
