@@ -21,6 +21,7 @@ import (
 	"github.com/snapvol/snapvol/driver/store"
 	"github.com/snapvol/snapvol/snapshot"
 	"github.com/snapvol/snapvol/snapshot/local"
+	"github.com/snapvol/snapvol/snapshot/portworx"
 )
 
 func main() {
@@ -33,10 +34,30 @@ func main() {
 	}
 }
 
-func openBackend(s Settings) (snapshot.Backend, error) {
+func openBackend(s Settings, log *logrus.Logger) (snapshot.Backend, error) {
 	switch s.Backend {
 	case "portworx":
-		return nil, fmt.Errorf("the portworx backend is not built into this binary yet")
+		id, err := portworx.InstanceID(s.StateDir)
+		if err != nil {
+			return nil, fmt.Errorf("instance ID in STATE_DIR %s: %w", s.StateDir, err)
+		}
+		b, err := portworx.Open(portworx.Config{
+			Endpoint: s.PXEndpoint, Driver: s.PXDriver, Token: s.PXToken,
+			DataRoot: s.DataRoot, MountRoot: s.PXMountRoot, Instance: id,
+		})
+		if err != nil {
+			return nil, err
+		}
+		root, how := b.MountRoot()
+		log.WithFields(logrus.Fields{"endpoint": s.PXEndpoint, "driver": s.PXDriver, "instance": id, "mount_root": root, "mount_root_from": how}).Info("portworx backend")
+		// A server that is down must not keep the plugin from serving Get
+		// and List from its index, so this only reports.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := b.Ping(ctx); err != nil {
+			log.WithError(err).Warn("portworx: the OpenStorage server does not answer yet; clones cannot be made until it does")
+		}
+		return b, nil
 	default:
 		return local.Open(local.Config{Pool: s.Pool, StateDir: s.StateDir, PoolSize: s.PoolSize})
 	}
@@ -62,7 +83,7 @@ func run(log *logrus.Logger) error {
 		return err
 	}
 	defer st.Close()
-	b, err := openBackend(s)
+	b, err := openBackend(s, log)
 	if err != nil {
 		return fmt.Errorf("backend %s: %w", s.Backend, err)
 	}

@@ -24,7 +24,11 @@ type Settings struct {
 	PXEndpoint   string
 	PXDriver     string
 	PXToken      string
-	LogLevel     string
+	// PXMountRoot is the host path of DATA_ROOT, where Portworx (which
+	// mounts in the host's namespace) is told to mount clones; empty means
+	// detected (see portworx.DetectMountRoot).
+	PXMountRoot string
+	LogLevel    string
 }
 
 var defaults = map[string]string{
@@ -41,6 +45,7 @@ var defaults = map[string]string{
 	"PX_ENDPOINT":    "http://127.0.0.1:9001",
 	"PX_DRIVER":      "pxd",
 	"PX_TOKEN":       "",
+	"PX_MOUNT_ROOT":  "",
 	"LOG_LEVEL":      "info",
 }
 
@@ -83,11 +88,14 @@ func LoadSettings(getenv func(string) string) (Settings, error) {
 		return s, fmt.Errorf("CLAIM=%q: must be true or false", get("CLAIM"))
 	}
 	s.PXEndpoint, s.PXDriver, s.PXToken, s.LogLevel = get("PX_ENDPOINT"), get("PX_DRIVER"), get("PX_TOKEN"), get("LOG_LEVEL")
+	if s.PXMountRoot = get("PX_MOUNT_ROOT"); s.PXMountRoot != "" && !strings.HasPrefix(s.PXMountRoot, "/") {
+		return s, fmt.Errorf("PX_MOUNT_ROOT=%q: must be an absolute host path (or empty to detect it)", s.PXMountRoot)
+	}
 	return s, nil
 }
 
 // lookup treats an empty variable as unset: docker plugin set cannot unset
-// a variable, so KEY= must mean the default (empty for POOL and PX_TOKEN).
+// a variable, so KEY= must mean the default (empty for POOL, PX_TOKEN and PX_MOUNT_ROOT).
 func lookup(getenv func(string) string, k string) (string, bool) {
 	v := getenv(k)
 	return v, v != ""
