@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -134,10 +135,65 @@ func isBtrfs(path string) bool {
 	return unix.Statfs(path, &st) == nil && uint32(st.Type) == btrfsSuperMagic
 }
 
-// birthTime is a subvolume's creation time: btrfs keeps it as the otime of
-// its root inode, which statx reports as btime.
-func birthTime(path string) (unix.Statx_t, error) {
-	var stx unix.Statx_t
-	err := unix.Statx(unix.AT_FDCWD, path, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BTIME, &stx)
-	return stx, err
+// subvolInfo is struct btrfs_ioctl_get_subvol_info_args (504 bytes).
+type subvolInfo struct {
+	treeID       uint64
+	name         [256]byte
+	parentID     uint64
+	dirID        uint64
+	generation   uint64
+	flags        uint64
+	uuid         [16]byte
+	parentUUID   [16]byte
+	receivedUUID [16]byte
+	ctransid     uint64
+	otransid     uint64
+	stransid     uint64
+	rtransid     uint64
+	ctime        ioctlTimespec
+	otime        ioctlTimespec
+	stime        ioctlTimespec
+	rtime        ioctlTimespec
+	reserved     [8]uint64
 }
+
+type ioctlTimespec struct {
+	sec  uint64
+	nsec uint32
+	_    uint32
+}
+
+// _IOR(0x94, 60, struct btrfs_ioctl_get_subvol_info_args), Linux 4.18+.
+const iocGetSubvolInfo = 0x81f8943c
+
+// creationTime is when the subvolume at path was created: the otime of its
+// root item (what `btrfs subvolume show` calls Creation time). The btime
+// of a snapshot's root directory will not do: a snapshot copies its
+// source's root inode, otime included, so every snapshot would look as old
+// as its source. Falls back to btime where the ioctl is missing.
+func creationTime(path string) (time.Time, error) {
+	f, err := openDir(path)
+	if err != nil {
+		return time.Time{}, err
+	}
+	defer f.Close()
+	var info subvolInfo
+	if err := ioctl(f.Fd(), iocGetSubvolInfo, unsafe.Pointer(&info)); err == nil {
+		return time.Unix(int64(info.otime.sec), int64(info.otime.nsec)), nil
+	}
+	var stx unix.Statx_t
+	if err := unix.Statx(int(f.Fd()), "", unix.AT_EMPTY_PATH, unix.STATX_BTIME, &stx); err != nil {
+		return time.Time{}, err
+	}
+	if stx.Mask&unix.STATX_BTIME == 0 {
+		return time.Time{}, fmt.Errorf("%s: no creation time", path)
+	}
+	return time.Unix(stx.Btime.Sec, int64(stx.Btime.Nsec)), nil
+}
+
+// subvolInfo must be exactly the kernel's 504 bytes: both fail to compile
+// otherwise.
+var (
+	_ [504 - unsafe.Sizeof(subvolInfo{})]byte
+	_ [unsafe.Sizeof(subvolInfo{}) - 504]byte
+)

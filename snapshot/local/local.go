@@ -155,8 +155,8 @@ func (b *Backend) object(id, name string, kind snapshot.Kind, parent string) (sn
 		return snapshot.Object{}, fmt.Errorf("%s %q: %w", kind, name, snapshot.ErrNotFound)
 	}
 	o := snapshot.Object{ID: id, Name: name, Kind: kind, Parent: parent, Labels: b.readLabels(id)}
-	if stx, err := birthTime(p); err == nil && stx.Mask&unix.STATX_BTIME != 0 {
-		o.Created = time.Unix(stx.Btime.Sec, int64(stx.Btime.Nsec))
+	if t, err := creationTime(p); err == nil {
+		o.Created = t
 	}
 	return o, nil
 }
