@@ -58,8 +58,10 @@ install: plugin
 uninstall:
 	scripts/plugin-install.sh uninstall "$(DOCKER)" "$(PLUGIN_NAME)"
 
-# A guided tour on a fresh machine as root (see demo/demo.sh).
-demo: plugin
+# A guided tour on a fresh machine as root: installs what is missing from
+# Debian's packages, builds the plugin, uses the engine docker reaches or a
+# private one (see demo/demo.sh).
+demo:
 	demo/demo.sh
 
 # Only the Docker end-to-end suite (private dockerd; part of `make test`).
