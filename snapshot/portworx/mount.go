@@ -129,6 +129,15 @@ func (b *Backend) Mount(ctx context.Context, id, target string) error {
 		return err
 	}
 	name := volumeName(v)
+	for _, p := range v.AttachPath {
+		if filepath.Clean(p) == host {
+			// The server still counts a mount that is gone (a reboot, or a
+			// lazy unmount behind its back): clear it so it mounts again.
+			if err := b.release(ctx, v, host, false); err != nil {
+				return err
+			}
+		}
+	}
 	wasAttached := attached(v)
 	if !wasAttached {
 		if _, err := b.rest.set(ctx, fmt.Sprintf("attaching %q (%s)", name, id), id, &api.VolumeSetRequest{
@@ -214,13 +223,18 @@ func (b *Backend) Unmount(ctx context.Context, id, target string) error {
 			return err
 		}
 	}
+	if snapshot.IsMountPoint(target) {
+		// The server does not know this mount (it lost track of it): the
+		// mount point is ours, below DATA_ROOT, so it goes here; a detach
+		// with it in place would fail or pull the device from under it.
+		if err := snapshot.Unbind(target); err != nil {
+			return fmt.Errorf("%q (%s): the OpenStorage server left %s mounted and it could not be unmounted here: %w", volumeName(v), id, target, err)
+		}
+	}
 	if others == 0 && attached(v) {
 		if err := b.detach(ctx, v); err != nil {
 			return err
 		}
-	}
-	if snapshot.IsMountPoint(target) {
-		return fmt.Errorf("the OpenStorage server unmounted %q (%s) from %s, but %s is still a mount point", volumeName(v), id, host, target)
 	}
 	// A directory someone wrote into while nothing was mounted stays:
 	// that data is not the clone's, and the next Mount covers it.

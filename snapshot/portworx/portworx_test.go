@@ -614,3 +614,43 @@ func TestInstanceID(t *testing.T) {
 		t.Fatalf("a corrupt instance file was accepted")
 	}
 }
+
+// TestMountsTheServerLostTrackOf: a mount gone behind the server's back
+// (a reboot) is made again, and a mount the server forgot is undone.
+func TestMountsTheServerLostTrackOf(t *testing.T) {
+	e := newEnv(t, osdserver.Config{}, nil)
+	c := ctx(t)
+	src := e.production()
+	mp := filepath.Join(e.dataRoot, "p")
+	if err := e.b.Mount(c, src.ID, mp); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Unmount(mp, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.b.Mount(c, src.ID, mp); err != nil {
+		t.Fatalf("mount again after the mount vanished: %v", err)
+	}
+	if got := readFile(t, filepath.Join(mp, "guestbook/0001.txt")); got != "Alice: lovely site!\n" {
+		t.Fatalf("remounted volume reads %q", got)
+	}
+	// The server forgets: its record of the mount is cleared, the mount stays.
+	if err := unix.Mount(mp, mp, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.srv.Unmount(src.ID, mp); err != nil {
+		t.Fatal(err)
+	}
+	if !e.b.Mounted(mp) {
+		t.Fatal("setup: nothing mounted")
+	}
+	if err := e.b.Unmount(c, src.ID, mp); err != nil {
+		t.Fatalf("unmount of a mount the server forgot: %v", err)
+	}
+	if e.b.Mounted(mp) {
+		t.Fatalf("%s still mounted", mp)
+	}
+	if v, _ := e.srv.ByName("app-production"); v.State == api.VolumeState_VOLUME_STATE_ATTACHED {
+		t.Errorf("still attached")
+	}
+}
