@@ -1,0 +1,42 @@
+// Command osdserver runs the test OpenStorage server on its own, to try
+// bin/snapvol with BACKEND=portworx by hand:
+//
+//	go run ./test/osdserver/cmd -state /tmp/osd -listen 127.0.0.1:9001 &
+//	BACKEND=portworx PX_ENDPOINT=http://127.0.0.1:9001 bin/snapvol
+//
+// It needs root (a loop-mounted btrfs pool file in -state) and serves
+// until SIGINT or SIGTERM, then unmounts what it mounted.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/snapvol/snapvol/test/osdserver"
+)
+
+func main() {
+	var cfg osdserver.Config
+	flag.StringVar(&cfg.StateDir, "state", "/var/lib/osdserver", "directory for the pool file and its mount point")
+	flag.Int64Var(&cfg.PoolSize, "size", 1<<30, "pool file size in bytes, when it is created")
+	flag.StringVar(&cfg.Listen, "listen", "127.0.0.1:9001", "host:port or unix:///path.sock")
+	flag.StringVar(&cfg.Driver, "driver", "pxd", "driver name served")
+	flag.StringVar(&cfg.Token, "token", "", "bearer token required (empty: none)")
+	flag.Parse()
+	srv, err := osdserver.Start(cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Printf("OpenStorage test server for driver %s at %s, pool in %s\n", cfg.Driver, srv.Endpoint(), cfg.StateDir)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	<-sig
+	if err := srv.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
