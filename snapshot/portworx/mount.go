@@ -140,9 +140,14 @@ func (b *Backend) Mount(ctx context.Context, id, target string) error {
 	}
 	wasAttached := attached(v)
 	if !wasAttached {
-		if _, err := b.rest.set(ctx, fmt.Sprintf("attaching %q (%s)", name, id), id, &api.VolumeSetRequest{
+		_, err := b.rest.set(ctx, fmt.Sprintf("attaching %q (%s)", name, id), id, &api.VolumeSetRequest{
 			Action: &api.VolumeStateAction{Attach: api.VolumeActionParam_VOLUME_ACTION_PARAM_ON},
-		}); err != nil {
+		})
+		switch {
+		case notSupported(err):
+			// Filesystem drivers (btrfs, vfs, nfs) have no device to attach.
+			wasAttached = true
+		case err != nil:
 			os.Remove(target)
 			return err
 		}
@@ -183,6 +188,12 @@ func (b *Backend) release(ctx context.Context, v *api.Volume, host string, detac
 		return nil
 	}
 	return b.detach(ctx, v)
+}
+
+// notSupported recognises volume.ErrNotSupported, which drivers without
+// block devices answer to attach and detach.
+func notSupported(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "Operation not supported")
 }
 
 // notMounted recognises a server's refusal to unmount what is not mounted.

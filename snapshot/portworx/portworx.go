@@ -580,6 +580,9 @@ func (b *Backend) detach(ctx context.Context, v *api.Volume) error {
 	_, err := b.rest.set(ctx, fmt.Sprintf("detaching %q", volumeName(v)), v.Id, &api.VolumeSetRequest{
 		Action: &api.VolumeStateAction{Attach: api.VolumeActionParam_VOLUME_ACTION_PARAM_OFF},
 	})
+	if notSupported(err) {
+		return nil
+	}
 	return err
 }
 

@@ -654,3 +654,34 @@ func TestMountsTheServerLostTrackOf(t *testing.T) {
 		t.Errorf("still attached")
 	}
 }
+
+// TestFilesystemDriver: against a driver with nothing to attach (as
+// OpenStorage's btrfs and vfs drivers), mount and unmount still work.
+func TestFilesystemDriver(t *testing.T) {
+	e := newEnv(t, osdserver.Config{NoAttach: true}, nil)
+	c := ctx(t)
+	src := e.production()
+	snap, err := e.b.Snapshot(c, src, map[string]string{snapshot.LabelOwner: "1", snapshot.LabelSource: src.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clone, err := e.b.Clone(c, snap, map[string]string{snapshot.LabelOwner: "1", snapshot.LabelVolume: "v", snapshot.LabelSource: src.Name}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mp := filepath.Join(e.dataRoot, "c")
+	if err := e.b.Mount(c, clone.ID, mp); err != nil {
+		t.Fatalf("mount: %v", err)
+	}
+	if got := readFile(t, filepath.Join(mp, "guestbook/0001.txt")); got != "Alice: lovely site!\n" {
+		t.Fatalf("clone reads %q", got)
+	}
+	if err := e.b.Unmount(c, clone.ID, mp); err != nil {
+		t.Fatalf("unmount: %v", err)
+	}
+	for _, id := range []string{clone.ID, snap.ID} {
+		if err := e.b.Delete(c, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -66,6 +66,10 @@ type Config struct {
 	Listen string
 	// Node is reported as AttachedOn (default node-1).
 	Node string
+	// NoAttach makes the server behave like OpenStorage's filesystem
+	// drivers (btrfs, vfs): attach and detach are not supported, and a
+	// volume is mounted without being attached.
+	NoAttach bool
 }
 
 // Request is one request the server received.
@@ -730,6 +734,9 @@ func (s *Server) Attach(id string) error {
 	if !ok {
 		return notFound(id)
 	}
+	if s.cfg.NoAttach {
+		return errors.New(errNotSupported)
+	}
 	e.vol.State = api.VolumeState_VOLUME_STATE_ATTACHED
 	e.vol.AttachedOn = s.cfg.Node
 	e.vol.AttachedState = api.AttachState_ATTACH_STATE_EXTERNAL
@@ -744,6 +751,9 @@ func (s *Server) Detach(id string, unmountBeforeDetach bool) error {
 	e, ok := s.vols[id]
 	if !ok {
 		return notFound(id)
+	}
+	if s.cfg.NoAttach {
+		return errors.New(errNotSupported)
 	}
 	if len(e.vol.AttachPath) > 0 {
 		if !unmountBeforeDetach {
@@ -769,7 +779,7 @@ func (s *Server) Mount(id, path string) error {
 	if !ok {
 		return notFound(id)
 	}
-	if e.vol.State != api.VolumeState_VOLUME_STATE_ATTACHED {
+	if e.vol.State != api.VolumeState_VOLUME_STATE_ATTACHED && !s.cfg.NoAttach {
 		return errors.New(errDetached)
 	}
 	path = filepath.Clean(path)
