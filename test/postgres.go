@@ -213,19 +213,18 @@ func StartPGLoad(s *PGServer, seed uint64, writers, rate int) (*PGLoad, error) {
 		w := &pgWriter{id: id, stderr: &lockedBuffer{}}
 		w.cmd = s.d.Command(dockerd.DockerCLI(), "exec", "-i", s.Name, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", pgDB)
 		w.cmd.Stderr = w.stderr
-		var err error
-		if w.stdin, err = w.cmd.StdinPipe(); err != nil {
-			return nil, err
-		}
 		out, err := w.cmd.StdoutPipe()
-		if err != nil {
-			return nil, err
+		if err == nil {
+			w.stdin, err = w.cmd.StdinPipe()
 		}
-		w.stdout = bufio.NewReader(out)
-		if err := w.cmd.Start(); err != nil {
-			l.Stop()
+		if err == nil {
+			err = w.cmd.Start()
+		}
+		if err != nil {
+			l.Stop() // the writers already running
 			return nil, fmt.Errorf("starting writer %d: %w", id, err)
 		}
+		w.stdout = bufio.NewReader(out)
 		l.writers = append(l.writers, w)
 		l.wg.Add(1)
 		go l.run(w, time.Second/time.Duration(rate))

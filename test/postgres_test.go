@@ -167,7 +167,7 @@ CHECKPOINT;`); err != nil {
 		if err := load.Err(); err != nil {
 			t.Fatalf("the load failed while clone %s was made and checked: %v", name, err)
 		}
-		t.Logf("clone %d %s: mounted in %v, ready after %v (redo %s), %d commits (acked before %d, sent after %d), newest row %v before the mount returned, rows checked %d, amcheck %v",
+		t.Logf("clone %d %s: docker run returned in %v, ready after %v (redo %s), %d commits (acked before %d, sent after %d), newest row %v before the mount returned, rows checked %d, amcheck %v",
 			i, name, mounted.Sub(t0).Round(time.Millisecond), recovery.Round(time.Millisecond), redo, facts.Total(), pgSum(before), pgSum(after),
 			mounted.Sub(facts.Newest).Round(time.Millisecond), facts.Rows, amcheck.Round(time.Millisecond))
 		facts.Committed[1] -= 100 // the clone deleted 100 of writer 1's items; 1..100 are gone
