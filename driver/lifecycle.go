@@ -42,6 +42,9 @@ func (d *Driver) Mount(req *volume.MountRequest) (resp *volume.MountResponse, er
 		claimed = true
 	}
 
+	if r.Pending != nil {
+		return nil, fmt.Errorf("%w: volume %q: an interrupted %s is being finished; retry in a minute", ErrInUse, r.Name, r.Pending.Op)
+	}
 	var c *store.Clone
 	switch {
 	case !r.IsClone():
@@ -175,7 +178,9 @@ func (d *Driver) destroyClone(volName string, c *store.Clone) error {
 
 // release destroys one clone of r (key is the +each mount ID, "" for the
 // volume's clone) and keeps the record: the next Mount makes a fresh one.
-func (d *Driver) release(r *store.Record, key string) error {
+// If it fails in a request, the intent is withdrawn (the clone is still
+// whole and recorded); in reconcile (retry) it stays to be tried again.
+func (d *Driver) release(r *store.Record, key string, retry bool) error {
 	c := r.Clone
 	if r.Each {
 		c = r.EachClones[key]
@@ -189,7 +194,10 @@ func (d *Driver) release(r *store.Record, key string) error {
 	}
 	d.failpoint("release:intent")
 	if err := d.destroyClone(r.Name, c); err != nil {
-		return err // the intent stays; reconcile finishes it
+		if !retry {
+			d.withdraw(r)
+		}
+		return err
 	}
 	d.failpoint("release:destroyed")
 	if r.Each {
@@ -238,7 +246,7 @@ func (d *Driver) Unmount(req *volume.UnmountRequest) (err error) {
 		return d.st.Put(r)
 	}
 	if r.Each {
-		if err := d.release(r, req.ID); err != nil {
+		if err := d.release(r, req.ID, false); err != nil {
 			return err
 		}
 		d.collectSnapshots(r.Source)
@@ -278,7 +286,7 @@ func (d *Driver) Remove(req *volume.RemoveRequest) (err error) {
 			return fmt.Errorf("%w: volume %q is the source of %s; remove those first", ErrInUse, r.Name, strings.Join(users, ", "))
 		}
 	}
-	err = d.remove(r)
+	err = d.remove(r, false)
 	unlock()
 	if err == nil {
 		source := r.Source
@@ -290,8 +298,11 @@ func (d *Driver) Remove(req *volume.RemoveRequest) (err error) {
 	return err
 }
 
-// remove finishes a Remove whose intent may already be recorded.
-func (d *Driver) remove(r *store.Record) error {
+// remove destroys r's storage and record. The intent is recorded first, so
+// a crash part-way is finished at the next start. If it fails in a request
+// (retry false) the intent is withdrawn and the record keeps whatever is
+// left, so Docker and the user see a whole volume and can try again.
+func (d *Driver) remove(r *store.Record, retry bool) (err error) {
 	ctx, cancel := d.ctx()
 	defer cancel()
 	if r.Pending == nil || r.Pending.Op != store.OpRemove {
@@ -300,6 +311,11 @@ func (d *Driver) remove(r *store.Record) error {
 			return err
 		}
 	}
+	defer func() {
+		if err != nil && !retry {
+			d.withdraw(r)
+		}
+	}()
 	d.failpoint("remove:intent")
 	if !r.IsClone() {
 		if r.Target != "" {
@@ -313,13 +329,29 @@ func (d *Driver) remove(r *store.Record) error {
 			}
 		}
 	}
-	for _, c := range r.Clones() {
+	if r.Clone != nil {
+		if err := d.destroyClone(r.Name, r.Clone); err != nil {
+			return err
+		}
+		r.Clone = nil
+		d.failpoint("remove:destroyed")
+	}
+	for id, c := range r.EachClones {
 		if err := d.destroyClone(r.Name, c); err != nil {
 			return err
 		}
+		delete(r.EachClones, id)
 		d.failpoint("remove:destroyed")
 	}
 	return d.st.Delete(r.Name)
+}
+
+// withdraw clears a failed request's intent, keeping what is left recorded.
+func (d *Driver) withdraw(r *store.Record) {
+	r.Pending = nil
+	if err := d.st.Put(r); err != nil {
+		d.log.WithError(err).WithField("volume", r.Name).Error("could not withdraw intent")
+	}
 }
 
 // collectSnapshots deletes the snapshots of source the plugin took that no

@@ -83,10 +83,10 @@ func (d *Driver) reconcileVolume(name string) error {
 			log.Info("reconcile: undid interrupted clone")
 		case store.OpRelease:
 			log.Info("reconcile: finishing interrupted clone destruction")
-			return d.release(r, p.MountID)
+			return d.release(r, p.MountID, true)
 		case store.OpRemove:
 			log.Info("reconcile: finishing interrupted remove")
-			return d.remove(r)
+			return d.remove(r, true)
 		default:
 			return fmt.Errorf("unknown intent %q", p.Op)
 		}
@@ -194,7 +194,7 @@ func (d *Driver) Reap() {
 				return
 			}
 			d.log.WithFields(logrus.Fields{"volume": name, "idle": now.Sub(r.LastUsed).Round(time.Second).String()}).Info("reaping idle clone")
-			if err := d.release(r, ""); err != nil {
+			if err := d.release(r, "", false); err != nil {
 				d.log.WithError(err).WithField("volume", name).Warn("reaping idle clone")
 			}
 		}()
@@ -223,6 +223,18 @@ func (d *Driver) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			// Finish intents a failed reconcile left (backend was down).
+			var pending []string
+			d.st.Each(func(r *store.Record) {
+				if r.Pending != nil {
+					pending = append(pending, r.Name)
+				}
+			})
+			for _, name := range pending {
+				if err := d.reconcileVolume(name); err != nil {
+					d.log.WithError(err).WithField("volume", name).Warn("reconcile")
+				}
+			}
 			d.Reap()
 			sctx, cancel := d.ctx()
 			if err := d.sweep(sctx); err != nil {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -89,9 +90,10 @@ func run(log *logrus.Logger) error {
 	}
 	defer b.Close()
 
+	var serving atomic.Bool
 	d := driver.New(driver.Config{
 		Backend: b, Store: st, DataRoot: s.DataRoot, LatestMaxAge: s.LatestMaxAge, IdleTTL: s.IdleTTL,
-		Sources: s.Sources, Claim: s.Claim, Log: log, Failpoint: failpoint(log),
+		Sources: s.Sources, Claim: s.Claim, Log: log, Failpoint: failpoint(log, &serving),
 	})
 	start := time.Now()
 	rctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -102,6 +104,7 @@ func run(log *logrus.Logger) error {
 	cancel()
 	log.WithField("ms", time.Since(start).Milliseconds()).Info("reconciled")
 
+	serving.Store(true)
 	l, err := listen(s.Socket)
 	if err != nil {
 		return err
@@ -148,15 +151,16 @@ func listen(path string) (net.Listener, error) {
 }
 
 // failpoint returns the crash hook of SNAPVOL_FAILPOINT (crash tests only):
-// the process kills itself with SIGKILL when it reaches that step.
-func failpoint(log *logrus.Logger) func(string) {
+// the process kills itself with SIGKILL when a request reaches that step
+// (not reconcile at start, so a crash test can always restart it).
+func failpoint(log *logrus.Logger, serving *atomic.Bool) func(string) {
 	at := os.Getenv("SNAPVOL_FAILPOINT")
 	if at == "" {
 		return nil
 	}
 	log.WithField("failpoint", at).Warn("crash test hook armed")
 	return func(name string) {
-		if name == at {
+		if name == at && serving.Load() {
 			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 			select {}
 		}

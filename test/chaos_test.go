@@ -141,9 +141,10 @@ func TestChaosRandomKills(t *testing.T) {
 		// at a random time, half at a random failpoint inside a request.
 		var o chaosOp
 		inFlight := false
-		timer := time.AfterFunc(time.Duration(r.Intn(4000))*time.Microsecond, func() { p.Kill() })
-		if round%2 == 1 {
-			timer.Stop()
+		fired := make(chan struct{})
+		timer := time.AfterFunc(time.Duration(r.Intn(4000))*time.Microsecond, func() { p.Kill(); close(fired) })
+		if round%2 == 1 && timer.Stop() {
+			close(fired)
 		}
 		for i := 0; i < 8 && !inFlight; i++ {
 			o = randomOp(r, m)
@@ -158,7 +159,10 @@ func TestChaosRandomKills(t *testing.T) {
 				m.apply(o)
 			}
 		}
-		timer.Stop()
+		if timer.Stop() {
+			close(fired)
+		}
+		<-fired // the timer's Kill, if it ran, has finished
 		p.Kill()
 		if inFlight {
 			killed++

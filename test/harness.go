@@ -76,10 +76,12 @@ type Plugin struct {
 	DataRoot string
 	Socket   string
 	Env      map[string]string
-	cmd      *exec.Cmd
 	log      *lockedBuffer
 	client   *http.Client
-	waitCh   chan struct{}
+
+	mu     sync.Mutex // guards cmd and waitCh: crash tests kill from a timer
+	cmd    *exec.Cmd
+	waitCh chan struct{}
 }
 
 type lockedBuffer struct {
@@ -143,19 +145,21 @@ func (p *Plugin) Start() {
 	if err := cmd.Start(); err != nil {
 		p.t.Fatalf("starting snapvol: %v", err)
 	}
-	p.cmd = cmd
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
+	p.mu.Lock()
+	p.cmd, p.waitCh = cmd, exited
+	p.mu.Unlock()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
 		case <-exited:
+			p.Kill()
 			p.t.Fatalf("snapvol exited during start:\n%s", p.Log())
 		default:
 		}
 		if c, err := net.Dial("unix", p.Socket); err == nil {
 			c.Close()
-			p.waitCh = exited
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -166,29 +170,48 @@ func (p *Plugin) Start() {
 // Stop sends SIGTERM and waits for a clean exit.
 func (p *Plugin) Stop() {
 	p.t.Helper()
-	if p.cmd == nil {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.waitCh
+	p.cmd = nil
+	p.mu.Unlock()
+	if cmd == nil {
 		return
 	}
-	_ = p.cmd.Process.Signal(unix.SIGTERM)
+	_ = cmd.Process.Signal(unix.SIGTERM)
 	select {
-	case <-p.waitCh:
+	case <-done:
 	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
 		p.t.Fatalf("snapvol did not stop on SIGTERM within 30s:\n%s", p.Log())
 	}
-	if st := p.cmd.ProcessState; st != nil && !st.Success() {
+	if st := cmd.ProcessState; st != nil && !st.Success() {
 		p.t.Errorf("snapvol exited with %v after SIGTERM:\n%s", st, p.Log())
 	}
-	p.cmd = nil
 }
 
-// Kill sends SIGKILL: a crash at whatever point the process is.
+// Kill sends SIGKILL (a crash at whatever point the process is) and waits
+// for the process to be gone. Safe to call from another goroutine.
 func (p *Plugin) Kill() {
-	if p.cmd == nil {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.waitCh
+	p.cmd = nil
+	p.mu.Unlock()
+	if cmd == nil {
 		return
 	}
-	_ = p.cmd.Process.Kill()
-	<-p.waitCh
-	p.cmd = nil
+	_ = cmd.Process.Kill()
+	<-done
+}
+
+// PID is the running process's id, 0 if none.
+func (p *Plugin) PID() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
 }
 
 // Log is everything the process printed.
@@ -198,9 +221,7 @@ func (p *Plugin) Log() string { return p.log.String() }
 func (p *Plugin) Pool() string { return filepath.Join(p.StateDir, "pool") }
 
 func (p *Plugin) cleanup() {
-	if p.cmd != nil {
-		p.Kill()
-	}
+	p.Kill()
 	UnmountUnder(p.DataRoot)
 	UnmountUnder(p.StateDir)
 	if p.t.Failed() {
