@@ -14,8 +14,10 @@ import (
 )
 
 // Reconcile repairs what a crash left: it finishes or undoes every recorded
-// intent, restores the mounts the records count, and destroys plugin-made
-// objects no record owns. Run it before serving; it also runs periodically.
+// intent, restores the mounts the records count, drops stray mounts and
+// destroys plugin-made objects no record owns. Run it before serving. The
+// sweep is bounded by ctx: if the backend is slow or down, the plugin starts
+// serving anyway (Get and List need no backend) and Run sweeps later.
 func (d *Driver) Reconcile(ctx context.Context) error {
 	for _, name := range d.st.Names() {
 		if err := d.reconcileVolume(name); err != nil {

@@ -96,9 +96,9 @@ func run(log *logrus.Logger) error {
 		Sources: s.Sources, Claim: s.Claim, Log: log, Failpoint: failpoint(log, &serving),
 	})
 	start := time.Now()
-	rctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	if err := d.Reconcile(rctx); err != nil {
-		// Serving matters more than a clean sweep: the loop retries it.
+		// Serving matters more than a clean sweep: Run retries it.
 		log.WithError(err).Warn("reconcile at start")
 	}
 	cancel()
