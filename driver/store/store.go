@@ -149,6 +149,24 @@ type Store struct {
 	db  *bolt.DB
 	mu  sync.RWMutex
 	idx map[string]*Record
+
+	// Group commit: writes that arrive while a transaction is being
+	// committed wait and go into the next one together, so N concurrent
+	// writers cost a few fsyncs instead of N (bbolt commits one writer at
+	// a time, two fdatasyncs each). A lone writer commits at once: unlike
+	// bolt's Batch there is no delay to wait for company.
+	wmu     sync.Mutex
+	queue   []*write
+	leading bool
+}
+
+// write is one Put (data set) or Delete (data nil) waiting to commit.
+type write struct {
+	name string
+	data []byte
+	rec  *Record // the copy published in the index once durable
+	err  error
+	done chan bool // true: committed (see err); false: lead the next batch
 }
 
 // Open opens (creating if needed) the database at path and loads the index.
@@ -235,26 +253,93 @@ func (s *Store) Put(r *Record) error {
 	if err != nil {
 		return err
 	}
-	if err := s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketVolumes).Put([]byte(r.Name), data)
-	}); err != nil {
+	if err := s.commit(&write{name: r.Name, data: data, rec: r.Copy()}); err != nil {
 		return fmt.Errorf("saving record of volume %q: %w", r.Name, err)
 	}
-	s.mu.Lock()
-	s.idx[r.Name] = r.Copy()
-	s.mu.Unlock()
 	return nil
 }
 
 // Delete removes the record named name.
 func (s *Store) Delete(name string) error {
-	if err := s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketVolumes).Delete([]byte(name))
-	}); err != nil {
+	if err := s.commit(&write{name: name}); err != nil {
 		return fmt.Errorf("deleting record of volume %q: %w", name, err)
 	}
-	s.mu.Lock()
-	delete(s.idx, name)
-	s.mu.Unlock()
 	return nil
+}
+
+// commit queues w and returns once it is durable (and published) or failed.
+// The first writer to find no commit running leads: it commits everything
+// queued so far in one transaction, then hands the lead to the first writer
+// that queued meanwhile. Writes commit and publish in arrival order.
+func (s *Store) commit(w *write) error {
+	w.done = make(chan bool, 1)
+	s.wmu.Lock()
+	s.queue = append(s.queue, w)
+	if s.leading {
+		s.wmu.Unlock()
+		if <-w.done {
+			return w.err
+		}
+		s.wmu.Lock() // handed the lead, with w still queued
+	}
+	s.leading = true
+	batch := s.queue
+	s.queue = nil
+	s.wmu.Unlock()
+
+	s.apply(batch)
+
+	s.wmu.Lock()
+	if len(s.queue) > 0 {
+		s.queue[0].done <- false
+	} else {
+		s.leading = false
+	}
+	s.wmu.Unlock()
+	for _, o := range batch {
+		if o != w {
+			o.done <- true
+		}
+	}
+	return w.err
+}
+
+// apply commits a batch in one transaction. If that fails and the batch
+// holds more than one write, each is retried alone, so one bad write never
+// fails the others.
+func (s *Store) apply(batch []*write) {
+	put := func(tx *bolt.Tx, w *write) error {
+		b := tx.Bucket(bucketVolumes)
+		if w.data == nil {
+			return b.Delete([]byte(w.name))
+		}
+		return b.Put([]byte(w.name), w.data)
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, w := range batch {
+			if err := put(tx, w); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	for _, w := range batch {
+		w.err = err
+	}
+	if err != nil && len(batch) > 1 {
+		for _, w := range batch {
+			w.err = s.db.Update(func(tx *bolt.Tx) error { return put(tx, w) })
+		}
+	}
+	s.mu.Lock()
+	for _, w := range batch {
+		switch {
+		case w.err != nil:
+		case w.data == nil:
+			delete(s.idx, w.name)
+		default:
+			s.idx[w.name] = w.rec
+		}
+	}
+	s.mu.Unlock()
 }

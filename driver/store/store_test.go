@@ -1,8 +1,11 @@
 package store
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -58,5 +61,88 @@ func TestRefusesOtherSchema(t *testing.T) {
 	db.Close()
 	if _, err := Open(path); !errors.Is(err, ErrSchema) {
 		t.Fatalf("opening a schema-99 database: %v, want ErrSchema", err)
+	}
+}
+
+// Concurrent writers share commits; every write is durable and published
+// when its Put or Delete returns, and survives a reopen.
+func TestConcurrentWritesAreDurable(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "snapvol.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const writers, each = 32, 20
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				r := &Record{Name: fmt.Sprintf("v%d-%d", w, i), Source: "app", Ref: "latest", Clone: &Clone{Mounts: i}}
+				if err := s.Put(r); err != nil {
+					errs <- err
+					return
+				}
+				if got, ok := s.Get(r.Name); !ok || got.Clone.Mounts != i {
+					errs <- fmt.Errorf("%s not published when Put returned", r.Name)
+					return
+				}
+				if i%2 == 1 {
+					if err := s.Delete(r.Name); err != nil {
+						errs <- err
+						return
+					}
+					if _, ok := s.Get(r.Name); ok {
+						errs <- fmt.Errorf("%s still published after Delete returned", r.Name)
+						return
+					}
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	s.Close()
+	if s, err = Open(path); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if n := len(s.Names()); n != writers*each/2 {
+		t.Fatalf("%d records after reopen, want %d", n, writers*each/2)
+	}
+	for w := 0; w < writers; w++ {
+		for i := 0; i < each; i++ {
+			_, ok := s.Get(fmt.Sprintf("v%d-%d", w, i))
+			if ok != (i%2 == 0) {
+				t.Fatalf("v%d-%d present=%v after reopen", w, i, ok)
+			}
+		}
+	}
+}
+
+// A write bolt refuses fails alone, not the writes committed with it.
+func TestBadWriteFailsAlone(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "snapvol.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	good := &Record{Name: "good"}
+	data, _ := json.Marshal(good)
+	batch := []*write{{name: "good", data: data, rec: good.Copy()}, {name: "", data: []byte("{}"), rec: &Record{}}, {name: "gone"}}
+	s.apply(batch)
+	if batch[0].err != nil || batch[2].err != nil || batch[1].err == nil {
+		t.Fatalf("errors %v, %v, %v: want only the empty key to fail", batch[0].err, batch[1].err, batch[2].err)
+	}
+	if _, ok := s.Get("good"); !ok {
+		t.Fatal("the good write was not published")
+	}
+	if err := s.Put(&Record{}); err == nil {
+		t.Fatal("Put of a record without a name succeeded")
 	}
 }
