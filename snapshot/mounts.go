@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,10 +12,27 @@ import (
 )
 
 // IsMountPoint reports whether path is a mount point in this mount
-// namespace, from /proc/self/mountinfo (a stat-based test misses bind
-// mounts of a directory on the same filesystem).
+// namespace. statx's STATX_ATTR_MOUNT_ROOT answers in one syscall (Linux
+// 5.8+); older kernels fall back to reading /proc/self/mountinfo, which
+// costs a parse of every mount on the host and was most of the CPU time of
+// concurrent Mount/Unmount calls. A stat-based device comparison would miss
+// bind mounts of a directory on the same filesystem; neither method does.
 func IsMountPoint(path string) bool {
 	path = filepath.Clean(path)
+	var stx unix.Statx_t
+	err := unix.Statx(unix.AT_FDCWD, path, unix.AT_SYMLINK_NOFOLLOW|unix.AT_NO_AUTOMOUNT, 0, &stx)
+	if err == nil && stx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT != 0 {
+		return stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0
+	}
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+		return false
+	}
+	return inMountinfo(path)
+}
+
+// inMountinfo reports whether path is a mount point listed in
+// /proc/self/mountinfo.
+func inMountinfo(path string) bool {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return false
