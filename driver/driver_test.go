@@ -197,3 +197,42 @@ func FuzzHandlers(f *testing.F) {
 		}
 	})
 }
+
+// Remove collects a plugin snapshot nothing uses any more, keeps the young
+// newest one for @latest, and in that steady state does not scan the pool.
+func TestRemoveCollectsWithoutScanningWhenNothingToCollect(t *testing.T) {
+	d, b, _ := newTestDriver(t)
+	lifecycle := func(name string, mount bool) {
+		t.Helper()
+		if mount {
+			if _, err := d.Mount(&volume.MountRequest{Name: name, ID: "1"}); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+		if err := d.Unmount(&volume.UnmountRequest{Name: name, ID: "1"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Remove(&volume.RemoveRequest{Name: name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lifecycle("app-production@latest+a", true) // takes snapshot 1
+	lifecycle("app-production@now+b", true)    // takes snapshot 2, the newest
+	lifecycle("app-production@latest+a", false)
+	if n := b.count(snapshot.KindSnapshot); n != 1 {
+		t.Fatalf("%d snapshots after removing the only user of the older one, want 1", n)
+	}
+	b.mu.Lock()
+	b.owned = 0
+	b.mu.Unlock()
+	lifecycle("app-production@now+b", false)
+	lifecycle("app-production@latest+c", true) // reuses snapshot 2
+	lifecycle("app-production@latest+c", false)
+	if n := b.count(snapshot.KindSnapshot); n != 1 {
+		t.Fatalf("%d snapshots, want the newest kept for @latest", n)
+	}
+	if b.owned != 0 {
+		t.Fatalf("Remove listed the whole pool %d times with nothing to collect", b.owned)
+	}
+}

@@ -360,6 +360,9 @@ func (d *Driver) withdraw(r *store.Record) {
 func (d *Driver) collectSnapshots(source string) {
 	ctx, cancel := d.ctx()
 	defer cancel()
+	if !d.mayCollect(ctx, source) {
+		return
+	}
 	d.gc.Lock()
 	defer d.gc.Unlock()
 	owned, err := d.b.Owned(ctx)
@@ -368,6 +371,36 @@ func (d *Driver) collectSnapshots(source string) {
 		return
 	}
 	d.collect(ctx, owned, func(s string) bool { return source == "" || s == source })
+}
+
+// mayCollect looks cheaply, without the gc lock, at whether source has a
+// plugin snapshot collect could delete: one other than the newest, young
+// one @latest may still reuse. In CI's steady state (every job cloning one
+// shared @latest snapshot) there is none, and a Remove need not stop every
+// clone being made while it lists the whole pool. Anything unclear answers
+// yes and goes to the full collection under the lock.
+func (d *Driver) mayCollect(ctx context.Context, source string) bool {
+	src, err := d.b.Volume(ctx, source)
+	if err != nil {
+		return true
+	}
+	snaps, err := d.b.Snapshots(ctx, src)
+	if err != nil {
+		return true
+	}
+	var owned []snapshot.Object
+	for _, s := range snaps {
+		if s.Owned() && s.Labels[snapshot.LabelSource] == source {
+			owned = append(owned, s)
+		}
+	}
+	newest, _ := snapshot.Newest(owned)
+	for _, s := range owned {
+		if s.ID != newest.ID || d.cfg.Now().Sub(s.Created) >= d.cfg.LatestMaxAge {
+			return true
+		}
+	}
+	return false
 }
 
 // collect deletes unneeded plugin snapshots among owned whose source

@@ -18,6 +18,7 @@ type memBackend struct {
 	objs    map[string]snapshot.Object
 	mounted map[string]string // target -> id
 	fail    error             // returned by every mutating call when set
+	owned   int               // calls of Owned (a scan of the whole pool)
 }
 
 func newMemBackend() *memBackend {
@@ -128,6 +129,7 @@ func (m *memBackend) Delete(_ context.Context, id string) error {
 func (m *memBackend) Owned(context.Context) ([]snapshot.Object, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.owned++
 	var out []snapshot.Object
 	for _, o := range m.objs {
 		if o.Owned() {
