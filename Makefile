@@ -68,6 +68,18 @@ demo:
 e2e: build
 	$(GO) test -count=1 -timeout 30m -v -run 'E2E' ./test
 
+# Performance, in one run (root; ~30 min; a sparse 16G pool file in $TMPDIR,
+# removed at the end; a private dockerd): clone + mount of 8 MiB, 1 GiB and
+# 4 GiB sources against cp -a, reflink copies and the bare btrfs ioctl;
+# docker run with a clone against a local volume; 16 and 32 concurrent jobs;
+# Get/List/Capabilities and memory at 100 to 10,000 volumes; the driver's Go
+# benchmarks. Prints the table and writes bench-out/results.md, results.json
+# and latency.png. BENCH_SIZES, BENCH_REPS, BENCH_SECTIONS ... tune it (see
+# test/bench/bench_test.go).
+.PHONY: bench
+bench: build
+	$(GO) test -tags bench -count=1 -timeout 240m -run '^TestBench$$' -v ./test/bench
+
 clean:
 	rm -rf bin build
 	find rootfs -mindepth 1 -maxdepth 1 ! -name .keep -exec rm -rf {} +

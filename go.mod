@@ -9,6 +9,7 @@ require (
 	github.com/libopenstorage/openstorage v1.0.0
 	github.com/sirupsen/logrus v1.10.2
 	go.etcd.io/bbolt v1.5.0
+	golang.org/x/image v0.47.0
 	golang.org/x/sys v0.49.0
 )
 

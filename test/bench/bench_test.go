@@ -1,0 +1,660 @@
+//go:build bench
+
+package bench
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	mrand "math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/snapvol/snapvol/test"
+)
+
+// Settings of a run, from the environment (the Makefile passes them on).
+type config struct {
+	out       string
+	sizes     []int64
+	reps      int // clone + mount repetitions per size and ref
+	copyReps  int // cp -a / reflink repetitions per size
+	oneReps   int // single CI job repetitions
+	rounds    int // rounds of concurrent jobs
+	jobs      []int
+	volumes   []int
+	poolSize  string
+	sections  map[string]bool
+	dockerRep int
+}
+
+func envInt(t *testing.T, key string, def int) int {
+	v := os.Getenv(key)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		t.Fatalf("%s=%q: want a positive integer", key, v)
+	}
+	return n
+}
+
+func envList(key, def string) []string {
+	v := os.Getenv(key)
+	if v == "" {
+		v = def
+	}
+	return strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' })
+}
+
+func loadConfig(t *testing.T) config {
+	c := config{
+		out:       os.Getenv("BENCH_OUT"),
+		reps:      envInt(t, "BENCH_REPS", 21),
+		copyReps:  envInt(t, "BENCH_COPY_REPS", 3),
+		oneReps:   envInt(t, "BENCH_ONE_REPS", 21),
+		rounds:    envInt(t, "BENCH_ROUNDS", 5),
+		dockerRep: envInt(t, "BENCH_DOCKER_REPS", 15),
+		poolSize:  os.Getenv("BENCH_POOL_SIZE"),
+		sections:  map[string]bool{},
+	}
+	if c.out == "" {
+		c.out = filepath.Join(test.RepoRoot(), "bench-out")
+	}
+	if c.poolSize == "" {
+		c.poolSize = "16G"
+	}
+	for _, s := range envList("BENCH_SIZES", "8M,1G,4G") {
+		n, err := ParseSize(s)
+		if err != nil {
+			t.Fatalf("BENCH_SIZES: %v", err)
+		}
+		c.sizes = append(c.sizes, n)
+	}
+	sort.Slice(c.sizes, func(i, j int) bool { return c.sizes[i] < c.sizes[j] })
+	for _, key := range []struct {
+		env, def string
+		dst      *[]int
+	}{{"BENCH_JOBS", "16,32", &c.jobs}, {"BENCH_VOLUMES", "100,1000,10000", &c.volumes}} {
+		for _, s := range envList(key.env, key.def) {
+			n, err := strconv.Atoi(s)
+			if err != nil || n <= 0 {
+				t.Fatalf("%s: %q is not a positive integer", key.env, s)
+			}
+			*key.dst = append(*key.dst, n)
+		}
+	}
+	sort.Ints(c.volumes)
+	for _, s := range envList("BENCH_SECTIONS", "gobench,clone,copy,jobs,api,docker") {
+		c.sections[s] = true
+	}
+	return c
+}
+
+func hostInfo() string {
+	var u unix.Utsname
+	_ = unix.Uname(&u)
+	mem := ""
+	if data, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb int64
+		if _, err := fmt.Sscanf(string(data), "MemTotal: %d kB", &kb); err == nil {
+			mem = fmt.Sprintf(", %.0f GiB RAM", float64(kb)/(1<<20))
+		}
+	}
+	return fmt.Sprintf("Linux %s, %d CPUs%s, %s", unix.ByteSliceToString(u.Release[:]), runtime.NumCPU(), mem, runtime.Version())
+}
+
+func randID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// TestBench is `make bench`: every section in one run, one plugin, one
+// pool, results written even when a later section fails.
+func TestBench(t *testing.T) {
+	test.RequireRoot(t)
+	test.RequireTool(t, "btrfs", "btrfs-progs")
+	cfg := loadConfig(t)
+	res := &Results{Started: time.Now(), Host: hostInfo()}
+	t.Cleanup(func() {
+		res.Duration = time.Since(res.Started).Round(time.Second).String()
+		if err := res.Write(cfg.out); err != nil {
+			t.Errorf("writing results: %v", err)
+			return
+		}
+		fmt.Printf("\n%s\nwritten: %s/results.md, results.json, latency.png\n", res.Markdown(), cfg.out)
+	})
+
+	if cfg.sections["gobench"] {
+		goBench(t, cfg, res)
+	}
+	need := func(names ...string) bool {
+		for _, n := range names {
+			if cfg.sections[n] {
+				return true
+			}
+		}
+		return false
+	}
+	if need("clone", "copy", "jobs", "api") {
+		b := newBench(t, cfg)
+		srcs := b.makeSources(res)
+		if cfg.sections["clone"] {
+			b.cloneLatency(res, srcs)
+		}
+		if cfg.sections["copy"] {
+			b.copyLatency(res, srcs)
+		}
+		if cfg.sections["jobs"] {
+			b.concurrentJobs(res, srcs[len(srcs)-1])
+		}
+		if cfg.sections["api"] {
+			b.apiLatency(res, srcs[0])
+		}
+	}
+	if cfg.sections["docker"] {
+		dockerRun(t, cfg, res)
+	}
+}
+
+// goBench runs the driver's Go benchmarks first, on a quiet machine.
+func goBench(t *testing.T, cfg config, res *Results) {
+	t.Log("go test -bench ./driver/...")
+	cmd := exec.Command("go", "test", "-run", "^$", "-bench", ".", "-benchmem", "-count", "1", "./driver/...")
+	cmd.Dir = test.RepoRoot()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go test -bench: %v\n%s", err, out)
+	}
+	if err := os.MkdirAll(cfg.out, 0o755); err == nil {
+		_ = os.WriteFile(filepath.Join(cfg.out, "gobench.txt"), out, 0o644)
+	}
+	res.GoBench = ParseGoBench(string(out))
+	if len(res.GoBench) == 0 {
+		t.Fatalf("no benchmark results in:\n%s", out)
+	}
+}
+
+// bench is the plugin under test and its pool.
+type bench struct {
+	t    *testing.T
+	cfg  config
+	p    *test.Plugin
+	pool string
+	mnt  string // bind targets of the bare baselines
+}
+
+func newBench(t *testing.T, cfg config) *bench {
+	p := test.StartPlugin(t, map[string]string{
+		"POOL_SIZE": cfg.poolSize, "LOG_LEVEL": "info",
+		// One run takes longer than the default 5m; @latest must keep
+		// meaning "reuse the newest snapshot" throughout.
+		"LATEST_MAX_AGE": "6h",
+	})
+	b := &bench{t: t, cfg: cfg, p: p, pool: p.Pool(), mnt: filepath.Join(p.Dir, "bare")}
+	for _, d := range []string{filepath.Join(b.pool, "bench"), b.mnt} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b
+}
+
+func (b *bench) settle() {
+	if err := settle(b.pool); err != nil {
+		b.t.Fatal(err)
+	}
+}
+
+type source struct {
+	name  string
+	bytes int64
+	files int
+	probe int64
+	res   *SizeResult
+}
+
+// makeSources creates one plain volume per size through the plugin and
+// fills it through its mount point, as production data would be.
+func (b *bench) makeSources(res *Results) []*source {
+	var out []*source
+	for i, n := range b.cfg.sizes {
+		s := &source{name: fmt.Sprintf("src-%s", strings.ReplaceAll(strings.ToLower(SizeLabel(n)), " ", ""))}
+		s.bytes = n
+		if err := b.p.Create(s.name, nil); err != nil {
+			b.t.Fatalf("create %s: %v", s.name, err)
+		}
+		mp := b.p.MustMount(s.name, "fill")
+		start := time.Now()
+		var err error
+		s.files, s.probe, err = Fill(mp, n, uint64(i+1))
+		if err != nil {
+			b.t.Fatalf("filling %s: %v", s.name, err)
+		}
+		if err := b.p.Unmount(s.name, "fill"); err != nil {
+			b.t.Fatal(err)
+		}
+		b.settle()
+		b.t.Logf("source %s: %s in %d files, written and synced in %s", s.name, SizeLabel(n), s.files, time.Since(start).Round(time.Millisecond))
+		res.Sizes = append(res.Sizes, SizeResult{Label: SizeLabel(n), Bytes: n, Files: s.files})
+		out = append(out, s)
+	}
+	for i := range out {
+		out[i].res = &res.Sizes[i]
+	}
+	return out
+}
+
+// checkClone verifies a mounted clone shows the source's data.
+func (b *bench) checkClone(name, mp string, s *source) {
+	st, err := os.Stat(filepath.Join(mp, ProbeFile))
+	if err != nil || st.Size() != s.probe {
+		b.t.Fatalf("%s mounted at %s does not show %s's data: %v", name, mp, s.name, err)
+	}
+}
+
+// cloneOnce is what Docker sends for `docker run -v NAME:/data` with a
+// claimed name: Get, then Mount. It returns that time; the Unmount and
+// Remove after it are not timed.
+func (b *bench) cloneOnce(name string, s *source) time.Duration {
+	id := randID()
+	start := time.Now()
+	if _, err := b.p.Get(name); err != nil {
+		b.t.Fatalf("get %s: %v", name, err)
+	}
+	mp, err := b.p.Mount(name, id)
+	el := time.Since(start)
+	if err != nil {
+		b.t.Fatalf("mount %s: %v", name, err)
+	}
+	b.checkClone(name, mp, s)
+	if err := b.p.Unmount(name, id); err != nil {
+		b.t.Fatal(err)
+	}
+	if err := b.p.Remove(name); err != nil {
+		b.t.Fatal(err)
+	}
+	return el
+}
+
+// bareOnce times the bare ioctls on the same pool: a writable snapshot;
+// the same plus a bind mount; a read-only snapshot, a writable snapshot of
+// it and a bind mount (the least @now can do).
+func (b *bench) bareOnce(s *source, rep int) (bare, bareMount, bareNow time.Duration) {
+	src := filepath.Join(b.pool, "volumes", s.name)
+	dir := filepath.Join(b.pool, "bench")
+	a, c, ro, rw := filepath.Join(dir, fmt.Sprintf("a%d", rep)), filepath.Join(dir, fmt.Sprintf("c%d", rep)),
+		filepath.Join(dir, fmt.Sprintf("ro%d", rep)), filepath.Join(dir, fmt.Sprintf("rw%d", rep))
+	t1, t2 := filepath.Join(b.mnt, fmt.Sprintf("c%d", rep)), filepath.Join(b.mnt, fmt.Sprintf("rw%d", rep))
+	must := func(err error) {
+		if err != nil {
+			b.t.Helper()
+			b.t.Fatal(err)
+		}
+	}
+
+	start := time.Now()
+	must(snapshotIoctl(src, a, false))
+	bare = time.Since(start)
+	b.settle()
+
+	start = time.Now()
+	must(snapshotIoctl(src, c, false))
+	must(bindMount(c, t1))
+	bareMount = time.Since(start)
+	b.settle()
+
+	start = time.Now()
+	must(snapshotIoctl(src, ro, true))
+	must(snapshotIoctl(ro, rw, false))
+	must(bindMount(rw, t2))
+	bareNow = time.Since(start)
+
+	st, err := os.Stat(filepath.Join(t2, ProbeFile))
+	if err != nil || st.Size() != s.probe {
+		b.t.Fatalf("bare snapshot %s does not show the source's data: %v", rw, err)
+	}
+	must(unbind(t1))
+	must(unbind(t2))
+	for _, p := range []string{a, c, rw, ro} {
+		must(subvolDelete(p))
+	}
+	return bare, bareMount, bareNow
+}
+
+// cloneLatency interleaves sizes, refs and the bare baseline in every
+// repetition (rotating the order), so drift on a shared machine spreads
+// over all of them alike.
+func (b *bench) cloneLatency(res *Results, srcs []*source) {
+	type acc struct{ now, latest, bare, bareMount, bareNow []time.Duration }
+	accs := make([]acc, len(srcs))
+	for i, s := range srcs {
+		// Warm up: the first @latest takes the snapshot later ones reuse.
+		b.cloneOnce(s.name+"@latest+warm", s)
+		b.bareOnce(s, -1-i)
+		b.settle()
+	}
+	for rep := 0; rep < b.cfg.reps; rep++ {
+		for k := range srcs {
+			i := (k + rep) % len(srcs)
+			s := srcs[i]
+			steps := []func(){
+				func() { accs[i].now = append(accs[i].now, b.cloneOnce(fmt.Sprintf("%s@now+r%d", s.name, rep), s)) },
+				func() {
+					accs[i].latest = append(accs[i].latest, b.cloneOnce(fmt.Sprintf("%s@latest+r%d", s.name, rep), s))
+				},
+				func() {
+					x, y, z := b.bareOnce(s, rep)
+					accs[i].bare, accs[i].bareMount, accs[i].bareNow = append(accs[i].bare, x), append(accs[i].bareMount, y), append(accs[i].bareNow, z)
+				},
+			}
+			for j := range steps {
+				steps[(j+rep)%len(steps)]()
+				b.settle()
+			}
+		}
+	}
+	for i, s := range srcs {
+		s.res.Now, s.res.Latest = NewDist(accs[i].now), NewDist(accs[i].latest)
+		s.res.Bare, s.res.BareMount, s.res.BareNow = NewDist(accs[i].bare), NewDist(accs[i].bareMount), NewDist(accs[i].bareNow)
+		b.t.Logf("%s: @now %s, @latest %s, bare ioctl %s, bare ioctl+bind %s, bare 2 ioctls+bind %s", s.res.Label,
+			dist(s.res.Now), dist(s.res.Latest), dist(s.res.Bare), dist(s.res.BareMount), dist(s.res.BareNow))
+	}
+}
+
+// copyLatency times what users do instead: cp -a of the source into a
+// fresh directory on the same pool, with and without reflinks. Each copy
+// lands in its own subvolume, so deleting it is cheap; the pool settles
+// (btrfs frees the copy's extents) before the next one.
+func (b *bench) copyLatency(res *Results, srcs []*source) {
+	type acc struct{ cp, flush, reflink []time.Duration }
+	accs := make([]acc, len(srcs))
+	for rep := 0; rep < b.cfg.copyReps; rep++ {
+		for k := range srcs {
+			i := (k + rep) % len(srcs)
+			s := srcs[i]
+			for _, reflink := range []bool{rep%2 == 0, rep%2 != 0} {
+				sub := filepath.Join(b.pool, "bench", fmt.Sprintf("copy-%d-%t", rep, reflink))
+				if err := subvolCreate(sub); err != nil {
+					b.t.Fatal(err)
+				}
+				args := []string{"-a"}
+				if reflink {
+					args = append(args, "--reflink=always")
+				}
+				args = append(args, filepath.Join(b.pool, "volumes", s.name), filepath.Join(sub, "data"))
+				start := time.Now()
+				if out, err := exec.Command("cp", args...).CombinedOutput(); err != nil {
+					b.t.Fatalf("cp %v: %v\n%s", args, err, out)
+				}
+				el := time.Since(start)
+				start = time.Now()
+				if err := syncFS(b.pool); err != nil {
+					b.t.Fatal(err)
+				}
+				flush := time.Since(start)
+				if st, err := os.Stat(filepath.Join(sub, "data", ProbeFile)); err != nil || st.Size() != s.probe {
+					b.t.Fatalf("copy of %s is incomplete: %v", s.name, err)
+				}
+				if reflink {
+					accs[i].reflink = append(accs[i].reflink, el)
+				} else {
+					accs[i].cp, accs[i].flush = append(accs[i].cp, el), append(accs[i].flush, flush)
+				}
+				if err := subvolDelete(sub); err != nil {
+					b.t.Fatal(err)
+				}
+				b.settle()
+			}
+		}
+	}
+	for i, s := range srcs {
+		s.res.Cp, s.res.CpFlush, s.res.Reflink = NewDist(accs[i].cp), NewDist(accs[i].flush), NewDist(accs[i].reflink)
+		b.t.Logf("%s: cp -a %s (+ flush %s), cp -a --reflink=always %s", s.res.Label, dist(s.res.Cp), dist(s.res.CpFlush), dist(s.res.Reflink))
+	}
+}
+
+// job is one CI job's use of the plugin: Get + Mount of a fresh @latest
+// clone, read a file, Get (as docker volume inspect would) for the
+// snapshot it came from, Unmount, Remove.
+func (b *bench) job(name string, s *source) (time.Duration, string, error) {
+	id := randID()
+	start := time.Now()
+	if _, err := b.p.Get(name); err != nil {
+		return 0, "", err
+	}
+	mp, err := b.p.Mount(name, id)
+	if err != nil {
+		return 0, "", err
+	}
+	data, err := os.ReadFile(filepath.Join(mp, ProbeFile))
+	if err != nil || int64(len(data)) != s.probe {
+		return 0, "", fmt.Errorf("%s: clone does not show the source's data: %v", name, err)
+	}
+	v, err := b.p.Get(name)
+	if err != nil {
+		return 0, "", err
+	}
+	snap, _ := v.Status["snapshot"].(string)
+	if err := b.p.Unmount(name, id); err != nil {
+		return 0, "", err
+	}
+	if err := b.p.Remove(name); err != nil {
+		return 0, "", err
+	}
+	return time.Since(start), snap, nil
+}
+
+func (b *bench) concurrentJobs(res *Results, s *source) {
+	var one []time.Duration
+	for i := 0; i < b.cfg.oneReps; i++ {
+		el, _, err := b.job(fmt.Sprintf("%s@latest+one-%d", s.name, i), s)
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		one = append(one, el)
+		b.settle()
+	}
+	res.One = NewDist(one)
+	for _, n := range b.cfg.jobs {
+		c := ConcResult{Jobs: n, Rounds: b.cfg.rounds}
+		var walls, per []time.Duration
+		for round := 0; round < b.cfg.rounds; round++ {
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			snaps := map[string]bool{}
+			errs := make(chan error, n)
+			gate := make(chan struct{})
+			for j := 0; j < n; j++ {
+				wg.Add(1)
+				go func(j int) {
+					defer wg.Done()
+					<-gate
+					el, snap, err := b.job(fmt.Sprintf("%s@latest+c%d-r%d-j%d", s.name, n, round, j), s)
+					if err != nil {
+						errs <- err
+						return
+					}
+					mu.Lock()
+					per = append(per, el)
+					snaps[snap] = true
+					mu.Unlock()
+				}(j)
+			}
+			start := time.Now()
+			close(gate)
+			wg.Wait()
+			walls = append(walls, time.Since(start))
+			close(errs)
+			for err := range errs {
+				b.t.Fatalf("%d concurrent jobs: %v", n, err)
+			}
+			c.Snapshots = max(c.Snapshots, len(snaps))
+			b.settle()
+		}
+		c.Wall, c.PerJob = NewDist(walls), NewDist(per)
+		c.Ratio = ratio(c.Wall.P50, res.One.P50)
+		b.t.Logf("%d jobs: wall %s, per job %s, %.2fx one job (%s)", n, dist(c.Wall), dist(c.PerJob), c.Ratio, dist(res.One))
+		res.Conc = append(res.Conc, c)
+	}
+}
+
+// pluginPID is the pid of the process serving the socket (SO_PEERCRED).
+func (b *bench) pluginPID() int {
+	c, err := net.Dial("unix", b.p.Socket)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	defer c.Close()
+	raw, err := c.(*net.UnixConn).SyscallConn()
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) { cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) }); err != nil || cerr != nil {
+		b.t.Fatalf("SO_PEERCRED: %v %v", err, cerr)
+	}
+	return int(cred.Pid)
+}
+
+func rssMiB(pid int) (float64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var kb float64
+		if _, err := fmt.Sscanf(sc.Text(), "VmRSS: %f kB", &kb); err == nil {
+			return kb / 1024, nil
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+}
+
+// apiLatency grows the plugin to each size of clone records (1 in 100
+// materialized and mounted) and times Get, a claimed Get, List and
+// Capabilities over the socket, then reads the plugin's resident memory.
+func (b *bench) apiLatency(res *Results, s *source) {
+	pid := b.pluginPID()
+	rng := mrand.New(mrand.NewPCG(7, 7))
+	var names []string
+	materialized := 0
+	grow := func(to int) {
+		var wg sync.WaitGroup
+		work := make(chan int)
+		errs := make(chan error, 4)
+		var mu sync.Mutex
+		for w := 0; w < 4; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range work {
+					name := fmt.Sprintf("%s@latest+v%05d", s.name, i)
+					if err := b.p.Create(name, nil); err != nil {
+						select {
+						case errs <- err:
+						default:
+						}
+						continue
+					}
+					if i%100 == 0 {
+						if _, err := b.p.Mount(name, "api"); err != nil {
+							select {
+							case errs <- err:
+							default:
+							}
+							continue
+						}
+						mu.Lock()
+						materialized++
+						mu.Unlock()
+					}
+					mu.Lock()
+					names = append(names, name)
+					mu.Unlock()
+				}
+			}()
+		}
+		for i := len(names); i < to; i++ {
+			work <- i
+		}
+		close(work)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			b.t.Fatalf("growing to %d volumes: %v", to, err)
+		}
+	}
+	timeN := func(n int, f func(i int) error) Dist {
+		var ds []time.Duration
+		for i := 0; i < n; i++ {
+			start := time.Now()
+			if err := f(i); err != nil {
+				b.t.Fatal(err)
+			}
+			ds = append(ds, time.Since(start))
+		}
+		return NewDist(ds)
+	}
+	for _, n := range b.cfg.volumes {
+		// The sources are volumes too: count them in.
+		grow(n - len(b.cfg.sizes))
+		b.settle()
+		var a APIResult
+		a.Volumes = len(names) + len(b.cfg.sizes)
+		a.Materialized = materialized
+		a.Get = timeN(2000, func(int) error {
+			_, err := b.p.Get(names[rng.IntN(len(names))])
+			return err
+		})
+		a.GetClaimed = timeN(500, func(i int) error {
+			v, err := b.p.Get(fmt.Sprintf("%s@latest+probe-%d", s.name, i))
+			if err == nil && v.Status["claimed"] != true {
+				err = fmt.Errorf("probe of an uncreated name was not answered as claimed: %v", v.Status)
+			}
+			return err
+		})
+		a.List = timeN(max(20, min(200, 200000/n)), func(int) error {
+			vols, err := b.p.List()
+			if err == nil && len(vols) != a.Volumes {
+				err = fmt.Errorf("List returned %d volumes, want %d", len(vols), a.Volumes)
+			}
+			return err
+		})
+		a.Capabilities = timeN(1000, func(int) error {
+			_, err := b.p.Capabilities()
+			return err
+		})
+		var err error
+		if a.RSSMiB, err = rssMiB(pid); err != nil {
+			b.t.Fatal(err)
+		}
+		if st, err := os.Stat(filepath.Join(b.p.StateDir, "snapvol.db")); err == nil {
+			a.DBMiB = float64(st.Size()) / (1 << 20)
+		}
+		// Trim the samples kept in results.json for the big series.
+		for _, d := range []*Dist{&a.Get, &a.GetClaimed, &a.Capabilities} {
+			d.Samples = nil
+		}
+		b.t.Logf("%d volumes: Get %s, claimed Get %s, List %s, Capabilities %s, RSS %.1f MiB", a.Volumes, dist(a.Get), dist(a.GetClaimed),
+			dist(a.List), dist(a.Capabilities), a.RSSMiB)
+		res.API = append(res.API, a)
+	}
+}

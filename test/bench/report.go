@@ -1,0 +1,425 @@
+// Package bench is snapvol's performance benchmark: `make bench` runs it
+// (bench_test.go, build tag "bench", root, real btrfs, real dockerd) and
+// it writes a Markdown table, a JSON file of every sample and a PNG plot.
+// This file and plot.go hold the parts that need no root: statistics,
+// targets, the table and the plot, with their own unit tests.
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Dist is a latency distribution in milliseconds.
+type Dist struct {
+	N       int       `json:"n"`
+	P50     float64   `json:"p50_ms"`
+	P95     float64   `json:"p95_ms"`
+	Min     float64   `json:"min_ms"`
+	Max     float64   `json:"max_ms"`
+	Samples []float64 `json:"samples_ms,omitempty"`
+}
+
+// NewDist summarises samples (nearest-rank percentiles).
+func NewDist(samples []time.Duration) Dist {
+	d := Dist{N: len(samples)}
+	if len(samples) == 0 {
+		return d
+	}
+	ms := make([]float64, len(samples))
+	for i, s := range samples {
+		ms[i] = float64(s) / float64(time.Millisecond)
+	}
+	d.Samples = append([]float64(nil), ms...)
+	sort.Float64s(ms)
+	d.P50 = Percentile(ms, 50)
+	d.P95 = Percentile(ms, 95)
+	d.Min, d.Max = ms[0], ms[len(ms)-1]
+	return d
+}
+
+// Percentile is the nearest-rank percentile of sorted values; the median
+// of an even count is the mean of the two middle values.
+func Percentile(sorted []float64, p float64) float64 {
+	n := len(sorted)
+	if n == 0 {
+		return math.NaN()
+	}
+	if p == 50 {
+		if n%2 == 1 {
+			return sorted[n/2]
+		}
+		return (sorted[n/2-1] + sorted[n/2]) / 2
+	}
+	rank := int(math.Ceil(p / 100 * float64(n)))
+	if rank < 1 {
+		rank = 1
+	}
+	if rank > n {
+		rank = n
+	}
+	return sorted[rank-1]
+}
+
+// SizeResult is clone + mount against copying, for one source size.
+type SizeResult struct {
+	Label string `json:"label"`
+	Bytes int64  `json:"bytes"`
+	Files int    `json:"files"`
+	// Get + Mount of SOURCE@now+TAG and SOURCE@latest+TAG over the socket.
+	Now    Dist `json:"now"`
+	Latest Dist `json:"latest"`
+	// The physical limit: one writable-snapshot ioctl of the source; the
+	// same plus the bind mount a container needs; and what @now does at
+	// the least (read-only snapshot, writable snapshot of it, bind mount).
+	Bare      Dist `json:"bare_ioctl"`
+	BareMount Dist `json:"bare_ioctl_bind"`
+	BareNow   Dist `json:"bare_2ioctl_bind"`
+	// cp -a until cp exits, the syncfs after it, and cp -a --reflink=always.
+	Cp      Dist `json:"cp_a"`
+	CpFlush Dist `json:"cp_a_flush"`
+	Reflink Dist `json:"cp_reflink"`
+}
+
+// ConcResult is N CI jobs cloning the same source at once.
+type ConcResult struct {
+	Jobs      int     `json:"jobs"`
+	Rounds    int     `json:"rounds"`
+	Wall      Dist    `json:"wall"`      // whole round, start to last job done
+	PerJob    Dist    `json:"per_job"`   // every job of every round
+	Snapshots int     `json:"snapshots"` // distinct snapshots the jobs' clones came from
+	Ratio     float64 `json:"ratio_wall_vs_one_job"`
+}
+
+// APIResult is Get, List and Capabilities over the socket at one size.
+type APIResult struct {
+	Volumes      int     `json:"volumes"`
+	Materialized int     `json:"materialized"`
+	Get          Dist    `json:"get"`
+	GetClaimed   Dist    `json:"get_claimed"`
+	List         Dist    `json:"list"`
+	Capabilities Dist    `json:"capabilities"`
+	RSSMiB       float64 `json:"rss_mib"`
+	DBMiB        float64 `json:"db_mib"`
+}
+
+// DockerResult is docker run with a clone against a local volume.
+type DockerResult struct {
+	Skipped string `json:"skipped,omitempty"`
+	Engine  string `json:"engine,omitempty"`
+	Clone   Dist   `json:"clone"`
+	Local   Dist   `json:"local"`
+}
+
+// GoBench is one line of `go test -bench` output.
+type GoBench struct {
+	Name     string  `json:"name"`
+	NsOp     float64 `json:"ns_op"`
+	BytesOp  float64 `json:"bytes_op"`
+	AllocsOp float64 `json:"allocs_op"`
+}
+
+// Results is one run of `make bench`.
+type Results struct {
+	Started  time.Time     `json:"started"`
+	Duration string        `json:"duration"`
+	Host     string        `json:"host"`
+	Notes    []string      `json:"notes,omitempty"`
+	Sizes    []SizeResult  `json:"sizes"`
+	Conc     []ConcResult  `json:"concurrency"`
+	One      Dist          `json:"one_job"`
+	API      []APIResult   `json:"api"`
+	Docker   *DockerResult `json:"docker,omitempty"`
+	GoBench  []GoBench     `json:"go_bench"`
+}
+
+// Target is one goal of issue 7, checked against a ratio from this run.
+type Target struct {
+	What  string
+	Value string
+	Goal  string
+	Met   bool
+	// Known is false when the run lacks the numbers (e.g. no dockerd).
+	Known bool
+}
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return math.NaN()
+	}
+	return a / b
+}
+
+func (r *Results) size(label string) *SizeResult {
+	for i := range r.Sizes {
+		if r.Sizes[i].Label == label {
+			return &r.Sizes[i]
+		}
+	}
+	return nil
+}
+
+// smallest and largest source sizes measured.
+func (r *Results) ends() (small, big *SizeResult) {
+	if len(r.Sizes) == 0 {
+		return nil, nil
+	}
+	small, big = &r.Sizes[0], &r.Sizes[0]
+	for i := range r.Sizes {
+		if r.Sizes[i].Bytes < small.Bytes {
+			small = &r.Sizes[i]
+		}
+		if r.Sizes[i].Bytes > big.Bytes {
+			big = &r.Sizes[i]
+		}
+	}
+	return small, big
+}
+
+func (r *Results) api(n int) *APIResult {
+	for i := range r.API {
+		if r.API[i].Volumes == n {
+			return &r.API[i]
+		}
+	}
+	return nil
+}
+
+// Targets checks the run against issue 7's goals.
+func (r *Results) Targets() []Target {
+	var ts []Target
+	add := func(what string, v float64, format, goal string, met bool) {
+		ts = append(ts, Target{What: what, Value: fmt.Sprintf(format, v), Goal: goal, Met: met && !math.IsNaN(v), Known: !math.IsNaN(v)})
+	}
+	if small, big := r.ends(); small != nil && small != big {
+		for _, x := range []struct {
+			ref  string
+			b, s Dist
+		}{{"@now", big.Now, small.Now}, {"@latest", big.Latest, small.Latest}} {
+			v := ratio(x.b.P50, x.s.P50)
+			add(fmt.Sprintf("clone+mount %s: %s source / %s source (p50)", x.ref, big.Label, small.Label), v, "%.2fx", "≤ 1.5x", v <= 1.5)
+		}
+		v := ratio(big.Cp.P50, big.Latest.P50)
+		add(fmt.Sprintf("cp -a of %s / clone+mount @latest of %s (p50)", big.Label, big.Label), v, "%.0fx faster", "≥ 50x", v >= 50)
+		v = ratio(big.Cp.P50, big.Now.P50)
+		add(fmt.Sprintf("cp -a of %s / clone+mount @now of %s (p50)", big.Label, big.Label), v, "%.0fx faster", "≥ 50x", v >= 50)
+	}
+	worst, worstNow := 0.0, 0.0
+	for _, s := range r.Sizes {
+		worst = math.Max(worst, ratio(s.Latest.P50, s.Bare.P50))
+		worstNow = math.Max(worstNow, ratio(s.Now.P50, s.BareNow.P50))
+	}
+	if len(r.Sizes) > 0 {
+		add("plugin @latest / bare snapshot ioctl (p50, worst size)", worst, "%.2fx", "≤ 2x", worst <= 2)
+		add("plugin @now / bare 2 ioctls + bind mount (p50, worst size)", worstNow, "%.2fx", "≤ 2x", worstNow <= 2)
+	}
+	if d := r.Docker; d != nil && d.Skipped == "" {
+		v := ratio(d.Clone.P50, d.Local.P50)
+		add("docker run with a clone / with a local volume (p50)", v, "%.2fx", "≤ 1.3x", v <= 1.3)
+	} else {
+		ts = append(ts, Target{What: "docker run with a clone / with a local volume (p50)", Value: "not measured", Goal: "≤ 1.3x"})
+	}
+	for _, c := range r.Conc {
+		if c.Jobs == 32 {
+			add("32 concurrent jobs: wall time / one job alone (p50)", c.Ratio, "%.2fx", "≤ 4x", c.Ratio <= 4)
+		}
+	}
+	if a := r.api(10000); a != nil {
+		add("Get p50 at 10,000 volumes", a.Get.P50, "%.3f ms", "< 1 ms", a.Get.P50 < 1)
+		add("List p50 at 10,000 volumes", a.List.P50, "%.2f ms", "< 10 ms", a.List.P50 < 10)
+		add("plugin RSS at 10,000 volumes", a.RSSMiB, "%.1f MiB", "< 64 MiB", a.RSSMiB < 64)
+	}
+	return ts
+}
+
+func ms(v float64) string {
+	switch {
+	case math.IsNaN(v):
+		return "–"
+	case v >= 10000:
+		return fmt.Sprintf("%.1f s", v/1000)
+	case v >= 1000:
+		return fmt.Sprintf("%.2f s", v/1000)
+	case v >= 100:
+		return fmt.Sprintf("%.0f ms", v)
+	case v >= 10:
+		return fmt.Sprintf("%.1f ms", v)
+	case v >= 1:
+		return fmt.Sprintf("%.2f ms", v)
+	default:
+		return fmt.Sprintf("%.3f ms", v)
+	}
+}
+
+func dist(d Dist) string {
+	if d.N == 0 {
+		return "–"
+	}
+	return ms(d.P50) + " / " + ms(d.P95)
+}
+
+// Markdown renders the run as the tables docs/bench.md holds.
+func (r *Results) Markdown() string {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	w("# snapvol benchmark\n\n")
+	w("Run %s, took %s, on %s. Produced by `make bench` (test/bench); every number below comes from this one run. ", r.Started.UTC().Format(time.RFC3339), r.Duration, r.Host)
+	w("Cells are median / p95 unless marked; ratios are of medians. Absolute times depend on the machine; the ratios are the result.\n\n")
+
+	w("## Targets\n\n| target | this run | goal | |\n|---|---|---|---|\n")
+	for _, t := range r.Targets() {
+		mark := "met"
+		switch {
+		case !t.Known:
+			mark = "not measured"
+		case !t.Met:
+			mark = "**missed**"
+		}
+		w("| %s | %s | %s | %s |\n", t.What, t.Value, t.Goal, mark)
+	}
+
+	if len(r.Sizes) > 0 {
+		r.sizeTables(w)
+	}
+	r.otherTables(w)
+	return b.String()
+}
+
+func (r *Results) sizeTables(w func(string, ...any)) {
+	w("\n## Clone + mount against copying\n\n")
+	w("Get + Mount over the plugin's socket (what `docker run -v SOURCE@REF+TAG:/data` sends), on a btrfs pool on a loop file. ")
+	w("Sources hold incompressible data in many files (sizes log-uniform 4 KiB–1 MiB), written and synced before timing. ")
+	w("Bare ioctl: one writable btrfs snapshot of the source, timed in the benchmark process on the same pool. ")
+	w("cp -a reads a source still in the page cache and is timed until it exits; the flush column is the syncfs after it.\n\n")
+	w("| source | files | @now | @latest | bare ioctl | bare ioctl + bind | bare 2 ioctls + bind | cp -a | cp -a flush | cp -a --reflink | cp -a / @latest |\n")
+	w("|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, s := range r.Sizes {
+		w("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %.0fx |\n", s.Label, s.Files, dist(s.Now), dist(s.Latest), dist(s.Bare), dist(s.BareMount), dist(s.BareNow),
+			dist(s.Cp), dist(s.CpFlush), dist(s.Reflink), ratio(s.Cp.P50, s.Latest.P50))
+	}
+	if small, big := r.ends(); small != nil && small != big {
+		w("\nConstant time: %s / %s source, p50: @now %.2fx, @latest %.2fx, bare ioctl %.2fx; cp -a %.0fx, reflink %.0fx.\n",
+			big.Label, small.Label, ratio(big.Now.P50, small.Now.P50), ratio(big.Latest.P50, small.Latest.P50), ratio(big.Bare.P50, small.Bare.P50),
+			ratio(big.Cp.P50, small.Cp.P50), ratio(big.Reflink.P50, small.Reflink.P50))
+	}
+	w("\nThe plugin's share (p50): \n\n| source | @latest / bare ioctl | @latest / bare ioctl + bind | @now / bare 2 ioctls + bind | plugin time over bare ioctl + bind, @latest |\n|---|---|---|---|---|\n")
+	for _, s := range r.Sizes {
+		w("| %s | %.2fx | %.2fx | %.2fx | %s |\n", s.Label, ratio(s.Latest.P50, s.Bare.P50), ratio(s.Latest.P50, s.BareMount.P50), ratio(s.Now.P50, s.BareNow.P50), ms(s.Latest.P50-s.BareMount.P50))
+	}
+}
+
+func (r *Results) otherTables(w func(string, ...any)) {
+
+	if d := r.Docker; d != nil {
+		w("\n## docker run\n\n")
+		if d.Skipped != "" {
+			w("Not measured: %s\n", d.Skipped)
+		} else {
+			w("`docker run --rm --network none -v app-production@latest+N:/data busybox true` against the same with a fresh `local` volume each run, on a private dockerd (%s) with the managed plugin.\n\n", d.Engine)
+			w("| volume | docker run |\n|---|---|\n| snapvol clone | %s |\n| local volume | %s |\n\nOverhead: %.2fx (p50).\n", dist(d.Clone), dist(d.Local), ratio(d.Clone.P50, d.Local.P50))
+		}
+	}
+
+	if len(r.Conc) > 0 {
+		w("\n## Concurrent CI jobs\n\n")
+		w("A job: Get + Mount of `SOURCE@latest+JOB`, read a file, Unmount, Remove, over the socket. One job alone: %s.\n\n", dist(r.One))
+		w("| jobs at once | rounds | wall time per round | per job | snapshots taken | wall / one job |\n|---|---|---|---|---|---|\n")
+		for _, c := range r.Conc {
+			w("| %d | %d | %s | %s | %d | %.2fx |\n", c.Jobs, c.Rounds, dist(c.Wall), dist(c.PerJob), c.Snapshots, c.Ratio)
+		}
+	}
+
+	if len(r.API) > 0 {
+		w("\n## Get, List, Capabilities and memory\n\n")
+		w("Over the socket; volumes are clone records (1 in 100 materialized and mounted). Get of a known name; Get claimed: a grammar name nobody created (Docker's probe). RSS is VmRSS of the plugin process.\n\n")
+		w("| volumes | Get | Get claimed | List | Capabilities | RSS | bbolt file |\n|---|---|---|---|---|---|---|\n")
+		for _, a := range r.API {
+			w("| %d | %s | %s | %s | %s | %.1f MiB | %.1f MiB |\n", a.Volumes, dist(a.Get), dist(a.GetClaimed), dist(a.List), dist(a.Capabilities), a.RSSMiB, a.DBMiB)
+		}
+	}
+
+	if len(r.GoBench) > 0 {
+		w("\n## Go benchmarks (driver hot paths, in-memory backend, real bbolt)\n\n| benchmark | time/op | B/op | allocs/op |\n|---|---|---|---|\n")
+		for _, g := range r.GoBench {
+			w("| %s | %s | %.0f | %.0f |\n", g.Name, ns(g.NsOp), g.BytesOp, g.AllocsOp)
+		}
+	}
+	if len(r.Notes) > 0 {
+		w("\n## Notes\n\n")
+		for _, n := range r.Notes {
+			w("- %s\n", n)
+		}
+	}
+}
+
+func ns(v float64) string {
+	switch {
+	case v >= 1e6:
+		return fmt.Sprintf("%.2f ms", v/1e6)
+	case v >= 1e3:
+		return fmt.Sprintf("%.1f µs", v/1e3)
+	default:
+		return fmt.Sprintf("%.0f ns", v)
+	}
+}
+
+// ParseGoBench reads `go test -bench -benchmem` output.
+func ParseGoBench(out string) []GoBench {
+	var gs []GoBench
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") {
+			continue
+		}
+		g := GoBench{Name: strings.TrimPrefix(f[0], "Benchmark")}
+		// Drop the -GOMAXPROCS suffix.
+		if i := strings.LastIndexByte(g.Name, '-'); i > 0 && strings.Trim(g.Name[i+1:], "0123456789") == "" {
+			g.Name = g.Name[:i]
+		}
+		for i := 2; i+1 < len(f); i += 2 {
+			var v float64
+			if _, err := fmt.Sscan(f[i], &v); err != nil {
+				continue
+			}
+			switch f[i+1] {
+			case "ns/op":
+				g.NsOp = v
+			case "B/op":
+				g.BytesOp = v
+			case "allocs/op":
+				g.AllocsOp = v
+			}
+		}
+		if g.NsOp > 0 {
+			gs = append(gs, g)
+		}
+	}
+	return gs
+}
+
+// Write saves results.json, results.md and latency.png in dir.
+func (r *Results) Write(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(dir+"/results.json", data, 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(dir+"/results.md", []byte(r.Markdown()), 0o644); err != nil {
+		return err
+	}
+	png, err := r.Plot()
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dir+"/latency.png", png, 0o644)
+}

@@ -1,0 +1,173 @@
+package bench
+
+import (
+	"bytes"
+	"image/png"
+	"io/fs"
+	"math"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestPercentiles(t *testing.T) {
+	ms := func(v ...float64) []time.Duration {
+		var out []time.Duration
+		for _, x := range v {
+			out = append(out, time.Duration(x*float64(time.Millisecond)))
+		}
+		return out
+	}
+	d := NewDist(ms(5, 1, 4, 2, 3))
+	if d.N != 5 || d.P50 != 3 || d.P95 != 5 || d.Min != 1 || d.Max != 5 {
+		t.Fatalf("odd count: %+v", d)
+	}
+	if d := NewDist(ms(4, 1, 3, 2)); d.P50 != 2.5 {
+		t.Fatalf("even count median = %v, want 2.5", d.P50)
+	}
+	var twenty []float64
+	for i := 1; i <= 20; i++ {
+		twenty = append(twenty, float64(i))
+	}
+	if p := Percentile(twenty, 95); p != 19 {
+		t.Fatalf("p95 of 1..20 = %v, want 19 (nearest rank)", p)
+	}
+	if d := NewDist(nil); d.N != 0 || d.Samples != nil {
+		t.Fatalf("empty: %+v", d)
+	}
+	if !math.IsNaN(Percentile(nil, 50)) {
+		t.Fatal("percentile of nothing is not NaN")
+	}
+}
+
+func TestParseGoBench(t *testing.T) {
+	out := `goos: linux
+BenchmarkGet/volumes=10000-2         	  445832	      2687 ns/op	    1344 B/op	      14 allocs/op
+BenchmarkCapabilities-2              	100000000	        11.05 ns/op	       0 B/op	       0 allocs/op
+BenchmarkParse/rejected-16   	    2000	      1211 ns/op
+PASS`
+	gs := ParseGoBench(out)
+	if len(gs) != 3 {
+		t.Fatalf("parsed %d lines: %+v", len(gs), gs)
+	}
+	if g := gs[0]; g.Name != "Get/volumes=10000" || g.NsOp != 2687 || g.BytesOp != 1344 || g.AllocsOp != 14 {
+		t.Fatalf("first: %+v", g)
+	}
+	if gs[1].NsOp != 11.05 || gs[2].Name != "Parse/rejected" {
+		t.Fatalf("others: %+v", gs[1:])
+	}
+}
+
+func sample() *Results {
+	d := func(p50, p95 float64) Dist { return Dist{N: 9, P50: p50, P95: p95, Min: p50, Max: p95} }
+	return &Results{
+		Started: time.Date(2026, 11, 21, 6, 0, 0, 0, time.UTC), Duration: "10m", Host: "test host",
+		Sizes: []SizeResult{
+			{Label: "8 MiB", Bytes: 8 << 20, Files: 45, Now: d(3, 4), Latest: d(2, 3), Bare: d(1, 1.2), BareMount: d(1.2, 1.4), BareNow: d(2, 2.4), Cp: d(5, 6), CpFlush: d(2, 3), Reflink: d(4, 5)},
+			{Label: "4 GiB", Bytes: 4 << 30, Files: 23000, Now: d(3.3, 4), Latest: d(2.2, 3), Bare: d(1, 1.2), BareMount: d(1.2, 1.4), BareNow: d(2, 2.4), Cp: d(4000, 4500), CpFlush: d(9000, 9500), Reflink: d(900, 1000)},
+		},
+		Conc: []ConcResult{{Jobs: 32, Rounds: 5, Wall: d(30, 40), PerJob: d(20, 28), Snapshots: 1, Ratio: 10}},
+		One:  d(3, 4),
+		API: []APIResult{{Volumes: 10000, Materialized: 100, Get: d(0.1, 0.2), GetClaimed: d(0.1, 0.2), List: d(12, 14),
+			Capabilities: d(0.05, 0.1), RSSMiB: 30, DBMiB: 8}},
+		Docker:  &DockerResult{Skipped: "no dockerd here"},
+		GoBench: []GoBench{{Name: "Get/volumes=10000", NsOp: 2687, BytesOp: 1344, AllocsOp: 14}},
+	}
+}
+
+func TestTargetsAndMarkdown(t *testing.T) {
+	r := sample()
+	met := map[string]bool{}
+	for _, tg := range r.Targets() {
+		met[tg.What] = tg.Met
+	}
+	for what, want := range map[string]bool{
+		"clone+mount @latest: 4 GiB source / 8 MiB source (p50)":     true,
+		"cp -a of 4 GiB / clone+mount @latest of 4 GiB (p50)":        true,
+		"32 concurrent jobs: wall time / one job alone (p50)":        false,
+		"List p50 at 10,000 volumes":                                 false,
+		"plugin RSS at 10,000 volumes":                               true,
+		"plugin @latest / bare snapshot ioctl (p50, worst size)":     false,
+		"docker run with a clone / with a local volume (p50)":        false,
+		"plugin @now / bare 2 ioctls + bind mount (p50, worst size)": true,
+	} {
+		got, ok := met[what]
+		if !ok || got != want {
+			t.Errorf("target %q: met=%v (present %v), want %v", what, got, ok, want)
+		}
+	}
+	md := r.Markdown()
+	for _, want := range []string{"| 4 GiB | 23000 |", "**missed**", "not measured", "Not measured: no dockerd here", "1818x", "| Get/volumes=10000 | 2.7 µs | 1344 | 14 |"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("Markdown lacks %q:\n%s", want, md)
+		}
+	}
+}
+
+func TestPlotIsAPNG(t *testing.T) {
+	for _, r := range []*Results{sample(), {Host: "empty"}} {
+		data, err := r.Plot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := png.Decode(bytes.NewReader(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b := img.Bounds(); b.Dx() != 1000 || b.Dy() != 620 {
+			t.Fatalf("plot is %v", b)
+		}
+	}
+}
+
+func TestFillWritesManyFilesOfIncompressibleData(t *testing.T) {
+	dir := t.TempDir()
+	files, probe, err := Fill(dir, 3<<20, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	n := 0
+	err = filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return err
+		}
+		info, err := e.Info()
+		if err != nil {
+			return err
+		}
+		if info.Size() > MaxFile {
+			t.Errorf("%s is %d bytes, over MaxFile", p, info.Size())
+		}
+		total += info.Size()
+		n++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if total != 3<<20 || n != files || n < 5 || probe <= 0 {
+		t.Fatalf("%d bytes in %d files (reported %d, probe %d)", total, n, files, probe)
+	}
+	again := t.TempDir()
+	if f2, p2, _ := Fill(again, 3<<20, 1); f2 != files || p2 != probe {
+		t.Fatalf("same seed, different tree: %d/%d files", f2, files)
+	}
+}
+
+func TestSizes(t *testing.T) {
+	for in, want := range map[string]int64{"8M": 8 << 20, "1g": 1 << 30, "512K": 512 << 10, "4096": 4096} {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v", in, got, err)
+		}
+	}
+	for _, bad := range []string{"", "x", "-1G", "0"} {
+		if _, err := ParseSize(bad); err == nil {
+			t.Errorf("ParseSize(%q) accepted", bad)
+		}
+	}
+	if SizeLabel(8<<20) != "8 MiB" || SizeLabel(4<<30) != "4 GiB" || SizeLabel(1500) != "1500 B" {
+		t.Error("SizeLabel")
+	}
+}
