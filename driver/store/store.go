@@ -149,6 +149,9 @@ type Store struct {
 	db  *bolt.DB
 	mu  sync.RWMutex
 	idx map[string]*Record
+	// names holds the keys of idx in order, kept up to date on insert and
+	// delete, so Each (Docker's List) does not sort 10,000 names per call.
+	names []string
 
 	// Group commit: writes that arrive while a transaction is being
 	// committed wait and go into the next one together, so N concurrent
@@ -208,6 +211,10 @@ func Open(path string) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	for n := range s.idx {
+		s.names = append(s.names, n)
+	}
+	sort.Strings(s.names)
 	return s, nil
 }
 
@@ -230,13 +237,34 @@ func (s *Store) Get(name string) (*Record, bool) {
 func (s *Store) Each(fn func(*Record)) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	names := make([]string, 0, len(s.idx))
-	for n := range s.idx {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
+	for _, n := range s.names {
 		fn(s.idx[n])
+	}
+}
+
+// Len is the number of records.
+func (s *Store) Len() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.idx)
+}
+
+// publish puts rec in the index (nil: deletes name); s.mu is held.
+func (s *Store) publish(name string, rec *Record) {
+	_, had := s.idx[name]
+	switch {
+	case rec != nil:
+		s.idx[name] = rec
+		if !had {
+			i := sort.SearchStrings(s.names, name)
+			s.names = append(s.names, "")
+			copy(s.names[i+1:], s.names[i:])
+			s.names[i] = name
+		}
+	case had:
+		delete(s.idx, name)
+		i := sort.SearchStrings(s.names, name)
+		s.names = append(s.names[:i], s.names[i+1:]...)
 	}
 }
 
@@ -333,12 +361,8 @@ func (s *Store) apply(batch []*write) {
 	}
 	s.mu.Lock()
 	for _, w := range batch {
-		switch {
-		case w.err != nil:
-		case w.data == nil:
-			delete(s.idx, w.name)
-		default:
-			s.idx[w.name] = w.rec
+		if w.err == nil {
+			s.publish(w.name, w.rec)
 		}
 	}
 	s.mu.Unlock()

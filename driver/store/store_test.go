@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"path/filepath"
+	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -145,4 +147,52 @@ func TestBadWriteFailsAlone(t *testing.T) {
 	if err := s.Put(&Record{}); err == nil {
 		t.Fatal("Put of a record without a name succeeded")
 	}
+}
+
+// Each visits records in name order, kept up to date by inserts and
+// deletes in any order, and after a reopen.
+func TestEachIsSorted(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "snapvol.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i < 300; i++ {
+		name := fmt.Sprintf("v%03d", rng.IntN(100))
+		if want[name] && rng.IntN(2) == 0 {
+			if err := s.Delete(name); err != nil {
+				t.Fatal(err)
+			}
+			delete(want, name)
+			continue
+		}
+		if err := s.Put(&Record{Name: name}); err != nil {
+			t.Fatal(err)
+		}
+		want[name] = true
+	}
+	if err := s.Delete("never-there"); err != nil {
+		t.Fatal(err)
+	}
+	check := func(s *Store) {
+		t.Helper()
+		got := s.Names()
+		if !sort.StringsAreSorted(got) || len(got) != len(want) || s.Len() != len(want) {
+			t.Fatalf("names %v (len %d), want the %d sorted", got, s.Len(), len(want))
+		}
+		for _, n := range got {
+			if !want[n] {
+				t.Fatalf("%s listed but deleted", n)
+			}
+		}
+	}
+	check(s)
+	s.Close()
+	if s, err = Open(path); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	check(s)
 }
