@@ -75,6 +75,7 @@ func (d *Driver) Mount(req *volume.MountRequest) (resp *volume.MountResponse, er
 			}
 			return nil, err
 		}
+		return &volume.MountResponse{Mountpoint: c.Target}, nil
 	} else if c.Mounts == 0 || !d.b.Mounted(c.Target) {
 		if err := d.b.Mount(ctx, c.Object, c.Target); err != nil {
 			return nil, fmt.Errorf("volume %q: mount clone: %w", r.Name, err)
@@ -88,8 +89,9 @@ func (d *Driver) Mount(req *volume.MountRequest) (resp *volume.MountResponse, er
 }
 
 // materialize makes and mounts a clone of r (for +each, the clone of mount
-// ID key) and records it in r, which the caller saves. The intent is saved
-// first, so a crash in between leaves a labelled clone that reconcile finds
+// ID key) and records it in r, counted as mounted once (the mount it is
+// made for: one record write instead of two). The intent is saved first,
+// so a crash in between leaves a labelled clone that reconcile finds
 // unreferenced and destroys.
 func (d *Driver) materialize(ctx context.Context, r *store.Record, key string) (*store.Clone, error) {
 	start := time.Now()
@@ -106,6 +108,7 @@ func (d *Driver) materialize(ctx context.Context, r *store.Record, key string) (
 		}
 		return nil, err
 	}
+	c.Mounts = 1
 	if r.Each {
 		if r.EachClones == nil {
 			r.EachClones = map[string]*store.Clone{}
