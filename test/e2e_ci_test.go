@@ -641,6 +641,26 @@ func ciLiveRestore(t *testing.T, e *e2e) {
 		t.Errorf("plugin mounts after the restart %v, before %v", got, mountsBefore)
 	}
 
+	// And the plugin itself restarted under the running containers: a new
+	// process in a new mount namespace restores the mounts its records
+	// count, so the Unmounts below find what they expect.
+	e.d.MustDocker("plugin", "disable", "-f", "snapvol")
+	e.d.MustDocker("plugin", "enable", "snapvol")
+	if pid, err := e.p.PID(); err != nil || pid == pluginPID {
+		t.Fatalf("plugin pid %d (%v) after disable/enable, was %d: want a new process", pid, err, pluginPID)
+	}
+	if got := e.pluginDataMounts(); len(got) != len(mountsBefore) {
+		t.Errorf("plugin mounts after disable/enable %v, before %v: the counted mounts were not restored", got, mountsBefore)
+	}
+	if got := e.exec("lr-each", "cat /data/each.txt"); got != "before\nafter\n" {
+		t.Errorf("lr-each after the plugin restart reads %q", got)
+	}
+	for _, n := range []string{each, tagged} {
+		if v := e.inspect(n); v.Status["mounts"] != float64(1) {
+			t.Errorf("inspect %s after the plugin restart: Status %v, want 1 mount", n, v.Status)
+		}
+	}
+
 	// The Unmounts Docker sends when the containers stop, after the restart.
 	e.d.MustDocker("stop", "-t", "1", "lr-each")
 	if e2eHas(e.clones(), eachClone) {
