@@ -279,13 +279,13 @@ func ciEachConcurrent(t *testing.T, e *e2e) {
 // Docker executor makes for a job with a service, for a runner whose
 // config.toml has volumes = ["app-production@latest+each:/var/lib/cassandra"]
 // and no volume_driver. The runner's volumes manager turns a "source:dest"
-// entry into a bind string as is; every container of the job (services and
-// the build container) gets the same HostConfig.Binds; service containers
-// never get a VolumeDriver, the build container gets volume_driver (empty
-// here). Services are created and started first; the build container is
-// removed by name, created, inspected, attached to (the job script goes to
-// its stdin) and started, once per stage; at the end every container is
-// removed with RemoveVolumes and Force.
+// entry into a bind string as is; every container of the job (services, the
+// helper and the build container) gets the same HostConfig.Binds; service
+// containers never get a VolumeDriver, the build container gets
+// volume_driver (empty here). Services are created and started first; the
+// helper and build containers are each created once and started once per
+// stage; at the end every container is removed with RemoveVolumes and
+// Force, which leaves named volumes alone.
 func ciGitLabExecutor(t *testing.T, e *e2e) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -352,51 +352,60 @@ func ciGitLabExecutor(t *testing.T, e *e2e) {
 		t.Fatalf("the service container made clones %v, want 1", svcClones)
 	}
 
-	// The build container, once per stage: the runner starts the same
-	// container again for each stage. A start is a new mount ID to Docker,
-	// so with +each every stage gets a fresh clone.
-	buildName := prefix + "build"
-	_ = cli.ContainerRemove(ctx, buildName, container.RemoveOptions{RemoveVolumes: true, Force: true})
-	buildCfg := &container.Config{
-		Image:        dockerd.Image,
-		Cmd:          []string{"sh"},
-		Tty:          false,
-		AttachStdin:  true,
-		AttachStdout: true,
-		AttachStderr: true,
-		OpenStdin:    true,
-		StdinOnce:    true,
-		Labels:       map[string]string{"com.gitlab.gitlab-runner.type": "build", "com.gitlab.gitlab-runner.job.id": "4711"},
-	}
-	buildHost := &container.HostConfig{
-		RestartPolicy: container.RestartPolicy{Name: "no"},
-		NetworkMode:   "none",
-		Binds:         binds,
-		VolumeDriver:  "", // volume_driver unset in config.toml
-		LogConfig:     container.LogConfig{Type: "json-file"},
-	}
-	build, err := cli.ContainerCreate(ctx, buildCfg, buildHost, nil, nil, buildName)
-	if err != nil {
-		t.Fatalf("creating the build container with Binds %v and no volume driver: %v", binds, err)
-	}
-	created = append(created, build.ID)
-	inspected, err := cli.ContainerInspect(ctx, build.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if inspected.HostConfig.VolumeDriver != "" {
-		t.Fatalf("build container has volume driver %q, want none", inspected.HostConfig.VolumeDriver)
-	}
-
-	stage := func(script string) (string, int64) {
+	// The job's own containers: the helper ("predefined", for get_sources,
+	// caches and artifacts) and the build container, each created once
+	// (after removing any of the same name), inspected, then attached to
+	// and started once per stage with the stage's script on stdin. Both
+	// get the runner's Binds; only the build container gets volume_driver,
+	// which is unset here. A start is a new mount ID to Docker, so with
+	// +each every stage gets a fresh clone.
+	jobContainer := func(kind string) string {
 		t.Helper()
-		hj, err := cli.ContainerAttach(ctx, build.ID, container.AttachOptions{Stream: true, Stdin: true, Stdout: true, Stderr: true})
+		ctrName := prefix + kind
+		_ = cli.ContainerRemove(ctx, ctrName, container.RemoveOptions{RemoveVolumes: true, Force: true})
+		cfg := &container.Config{
+			Image:        dockerd.Image,
+			Cmd:          []string{"sh"},
+			Tty:          false,
+			AttachStdin:  true,
+			AttachStdout: true,
+			AttachStderr: true,
+			OpenStdin:    true,
+			StdinOnce:    true,
+			Labels:       map[string]string{"com.gitlab.gitlab-runner.type": kind, "com.gitlab.gitlab-runner.job.id": "4711"},
+		}
+		host := &container.HostConfig{
+			RestartPolicy: container.RestartPolicy{Name: "no"},
+			NetworkMode:   "none",
+			Binds:         binds,
+			LogConfig:     container.LogConfig{Type: "json-file"},
+		}
+		if kind == "build" {
+			host.VolumeDriver = "" // volume_driver unset in config.toml
+		}
+		c, err := cli.ContainerCreate(ctx, cfg, host, nil, nil, ctrName)
+		if err != nil {
+			t.Fatalf("creating the %s container with Binds %v and no volume driver: %v", kind, binds, err)
+		}
+		created = append(created, c.ID)
+		inspected, err := cli.ContainerInspect(ctx, c.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if inspected.HostConfig.VolumeDriver != "" {
+			t.Fatalf("%s container has volume driver %q, want none", kind, inspected.HostConfig.VolumeDriver)
+		}
+		return c.ID
+	}
+	stage := func(id, script string) (string, int64) {
+		t.Helper()
+		hj, err := cli.ContainerAttach(ctx, id, container.AttachOptions{Stream: true, Stdin: true, Stdout: true, Stderr: true})
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer hj.Close()
-		if err := cli.ContainerStart(ctx, build.ID, container.StartOptions{}); err != nil {
-			t.Fatalf("starting the build container: %v", err)
+		if err := cli.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
+			t.Fatalf("starting container %s: %v", id[:12], err)
 		}
 		var stdout, stderr bytes.Buffer
 		copied := make(chan error, 1)
@@ -407,7 +416,7 @@ func ciGitLabExecutor(t *testing.T, e *e2e) {
 		if err := hj.CloseWrite(); err != nil {
 			t.Fatal(err)
 		}
-		waitC, errC := cli.ContainerWait(ctx, build.ID, container.WaitConditionNotRunning)
+		waitC, errC := cli.ContainerWait(ctx, id, container.WaitConditionNotRunning)
 		var code int64
 		select {
 		case r := <-waitC:
@@ -418,20 +427,31 @@ func ciGitLabExecutor(t *testing.T, e *e2e) {
 		select {
 		case <-copied:
 		case <-time.After(10 * time.Second):
-			t.Errorf("the build container's output stream did not end")
+			t.Errorf("container %s: the output stream did not end", id[:12])
 		}
 		if stderr.Len() > 0 {
-			t.Logf("build stage stderr: %s", stderr.String())
+			t.Logf("container %s stderr: %s", id[:12], stderr.String())
 		}
 		return stdout.String(), code
 	}
 
+	// get_sources in the helper container: it gets a clone of its own too.
+	helper := jobContainer("predefined")
+	out, code := stage(helper, `cd `+dest+` && ls && echo helper > helper.txt`)
+	if code != 0 || out != "guestbook\nschema.sql\n" {
+		t.Fatalf("helper container exited %d with %q, want production's top level", code, out)
+	}
+	if got := e.newClones(before); len(got) != 1 || got[0] != svcClones[0] {
+		t.Errorf("after the helper stage the clones are %v, want only the service's %v", got, svcClones)
+	}
+
+	build := jobContainer("build")
 	// step_script: production's data (the malformed row), nothing of the
 	// service's clone, and writes of its own.
-	out, code := stage(`set -e
-cd ` + dest + `
+	out, code = stage(build, `set -e
+cd `+dest+`
 grep -l "$(printf '\377')" guestbook/*
-if [ -e service.txt ]; then echo "sees the service's clone"; exit 3; fi
+if [ -e service.txt ] || [ -e helper.txt ]; then echo "sees another container's clone"; exit 3; fi
 echo build > build.txt
 echo changed > guestbook/0003.txt
 echo stage-one-done
@@ -448,12 +468,12 @@ echo stage-one-done
 	}
 
 	// after_script: the same container started again.
-	out, code = stage(`cd ` + dest + ` && ls && cat guestbook/0003.txt`)
+	out, code = stage(build, `cd `+dest+` && ls && cat guestbook/0003.txt`)
 	if want := "guestbook\nschema.sql\n" + Guestbook["guestbook/0003.txt"]; code != 0 || out != want {
 		t.Errorf("build stage 2 (same container restarted) exited %d with %q, want a fresh clone: %q", code, out, want)
 	}
 
-	inspected, err = cli.ContainerInspect(ctx, build.ID)
+	inspected, err := cli.ContainerInspect(ctx, build)
 	if err != nil {
 		t.Fatal(err)
 	}
