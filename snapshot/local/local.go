@@ -27,6 +27,7 @@ const (
 	dirVolumes   = "volumes"
 	dirSnapshots = "snapshots"
 	dirClones    = "clones"
+	dirStaging   = "staging"
 	dirLabels    = "labels"
 )
 
@@ -58,12 +59,13 @@ func OpenDir(root string) (*Backend, error) {
 	if !isBtrfs(root) {
 		return nil, fmt.Errorf("pool %s is not on btrfs", root)
 	}
-	for _, d := range []string{dirVolumes, dirSnapshots, dirClones, dirLabels} {
+	for _, d := range []string{dirVolumes, dirSnapshots, dirClones, dirLabels, dirStaging} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
 			return nil, err
 		}
 	}
 	b := &Backend{root: root}
+	b.dropStaging()
 	b.dropStaleLabels()
 	return b, nil
 }
@@ -144,6 +146,50 @@ func (b *Backend) dropStaleLabels() {
 			os.Remove(filepath.Join(b.root, dirLabels, name))
 		}
 	}
+}
+
+// dropStaging deletes what a crash left in staging/: a clone made but not
+// yet moved into clones/ (its label, left without an object, is dropped
+// next). Only called when nothing else runs.
+func (b *Backend) dropStaging() {
+	dir := filepath.Join(b.root, dirStaging)
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		stage := filepath.Join(dir, e.Name())
+		subs, _ := os.ReadDir(stage)
+		for _, s := range subs {
+			if p := filepath.Join(stage, s.Name()); isSubvolume(p) {
+				_ = subvolDelete(p)
+			}
+		}
+		os.Remove(stage)
+	}
+}
+
+// staged makes a writable snapshot of src at dst in a directory of its
+// own under staging/, then renames it into place. btrfs holds the parent
+// directory's lock through the whole snapshot creation, transaction commit
+// included, so clones made straight in clones/ queued behind each other;
+// snapshots made in different directories share commits, and the rename
+// takes the lock of clones/ only for a moment. 32 writable snapshots of
+// one source at once, on a loop pool (p50 of 15 rounds): 40 ms into one
+// directory, 15 ms staged. (A read-only snapshot cannot be renamed, so
+// Snapshot does not do this.)
+func (b *Backend) staged(src, dst string) error {
+	stage := filepath.Join(b.root, dirStaging, filepath.Base(dst))
+	if err := os.Mkdir(stage, 0o700); err != nil {
+		return err
+	}
+	defer os.Remove(stage)
+	tmp := filepath.Join(stage, filepath.Base(dst))
+	if err := snapCreate(src, tmp, false); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		_ = subvolDelete(tmp) // else dropStaging at the next start
+		return fmt.Errorf("moving new clone %s into place: %w", dst, err)
+	}
+	return nil
 }
 
 func (b *Backend) object(id, name string, kind snapshot.Kind, parent string) (snapshot.Object, error) {
@@ -262,7 +308,7 @@ func (b *Backend) Clone(_ context.Context, snap snapshot.Object, labels map[stri
 	}
 	name := "c-" + randHex(12)
 	return b.make(dirClones+"/"+name, name, snapshot.KindClone, snap.ID, labels, func(dst string) error {
-		return snapCreate(src, dst, false)
+		return b.staged(src, dst)
 	})
 }
 
