@@ -465,20 +465,83 @@ func (b *bench) job(name string, s *source) (time.Duration, string, error) {
 	return time.Since(start), snap, nil
 }
 
+// cpuSample is CPU time used so far: by the whole machine (busy and all
+// jiffies from /proc/stat), by the plugin process and by this one.
+type cpuSample struct {
+	busy, all     float64
+	plugin, bench time.Duration
+}
+
+func cpuNow(pid int) cpuSample {
+	var c cpuSample
+	if data, err := os.ReadFile("/proc/stat"); err == nil {
+		f := strings.Fields(strings.SplitN(string(data), "\n", 2)[0])
+		for i, v := range f[1:] {
+			x, _ := strconv.ParseFloat(v, 64)
+			if i >= 8 { // guest time is already in user
+				break
+			}
+			c.all += x
+			if i != 3 && i != 4 { // idle, iowait
+				c.busy += x
+			}
+		}
+	}
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	for _, t := range tasks {
+		if data, err := os.ReadFile(t); err == nil {
+			var ns int64
+			if _, err := fmt.Sscan(string(data), &ns); err == nil {
+				c.plugin += time.Duration(ns)
+			}
+		}
+	}
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) == nil {
+		c.bench = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	return c
+}
+
+// cpuUse accumulates CPU use over timed stretches.
+type cpuUse struct {
+	busy, all     float64
+	plugin, bench time.Duration
+}
+
+func (u *cpuUse) add(from, to cpuSample) {
+	u.busy += to.busy - from.busy
+	u.all += to.all - from.all
+	u.plugin += to.plugin - from.plugin
+	u.bench += to.bench - from.bench
+}
+
+func (u *cpuUse) result(jobs int) CPUUse {
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) / float64(jobs) }
+	return CPUUse{Busy: ratio(u.busy, u.all), PluginMsPerJob: ms(u.plugin), BenchMsPerJob: ms(u.bench)}
+}
+
 func (b *bench) concurrentJobs(res *Results, s *source) {
+	pid := b.pluginPID()
 	var one []time.Duration
+	var oneCPU cpuUse
 	for i := 0; i < b.cfg.oneReps; i++ {
+		before := cpuNow(pid)
 		el, _, err := b.job(fmt.Sprintf("%s@latest+one-%d", s.name, i), s)
 		if err != nil {
 			b.t.Fatal(err)
 		}
+		oneCPU.add(before, cpuNow(pid))
 		one = append(one, el)
 		b.settle()
 	}
 	res.One = NewDist(one)
+	res.OneCPU = oneCPU.result(b.cfg.oneReps)
+	res.BareOne = NewDist(b.bareConcurrent(s, 1, b.cfg.oneReps))
 	for _, n := range b.cfg.jobs {
 		c := ConcResult{Jobs: n, Rounds: b.cfg.rounds}
 		var walls, per []time.Duration
+		var use cpuUse
 		for round := 0; round < b.cfg.rounds; round++ {
 			var wg sync.WaitGroup
 			var mu sync.Mutex
@@ -501,10 +564,12 @@ func (b *bench) concurrentJobs(res *Results, s *source) {
 					mu.Unlock()
 				}(j)
 			}
+			before := cpuNow(pid)
 			start := time.Now()
 			close(gate)
 			wg.Wait()
 			walls = append(walls, time.Since(start))
+			use.add(before, cpuNow(pid))
 			close(errs)
 			for err := range errs {
 				b.t.Fatalf("%d concurrent jobs: %v", n, err)
@@ -514,9 +579,61 @@ func (b *bench) concurrentJobs(res *Results, s *source) {
 		}
 		c.Wall, c.PerJob = NewDist(walls), NewDist(per)
 		c.Ratio = ratio(c.Wall.P50, res.One.P50)
-		b.t.Logf("%d jobs: wall %s, per job %s, %.2fx one job (%s)", n, dist(c.Wall), dist(c.PerJob), c.Ratio, dist(res.One))
+		c.CPU = use.result(n * b.cfg.rounds)
+		c.BareWall = NewDist(b.bareConcurrent(s, n, b.cfg.rounds))
+		c.BareRatio = ratio(c.BareWall.P50, res.BareOne.P50)
+		b.t.Logf("%d jobs: wall %s, per job %s, %.2fx one job (%s); CPUs %.0f%% busy, plugin %.2f ms and client %.2f ms of CPU per job (alone: %.2f, %.2f); %d bare snapshot ioctls at once: %s, %.2fx one (%s)",
+			n, dist(c.Wall), dist(c.PerJob), c.Ratio, dist(res.One), 100*c.CPU.Busy, c.CPU.PluginMsPerJob, c.CPU.BenchMsPerJob,
+			res.OneCPU.PluginMsPerJob, res.OneCPU.BenchMsPerJob, n, dist(c.BareWall), c.BareRatio, dist(res.BareOne))
 		res.Conc = append(res.Conc, c)
 	}
+}
+
+// bareConcurrent is the physical limit of n jobs at once: n writable
+// snapshots of the source made at the same moment with the bare ioctl, each
+// into its own directory (so no parent directory lock is shared), timed to
+// the last; then deleted, untimed. One wall time per round.
+func (b *bench) bareConcurrent(s *source, n, rounds int) []time.Duration {
+	src := filepath.Join(b.pool, "volumes", s.name)
+	var walls []time.Duration
+	for round := 0; round < rounds; round++ {
+		dsts := make([]string, n)
+		for j := range dsts {
+			dir := filepath.Join(b.pool, "bench", fmt.Sprintf("cc%d", j))
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				b.t.Fatal(err)
+			}
+			dsts[j] = filepath.Join(dir, fmt.Sprintf("n%d-r%d-j%d", n, round, j))
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, n)
+		gate := make(chan struct{})
+		for _, dst := range dsts {
+			wg.Add(1)
+			go func(dst string) {
+				defer wg.Done()
+				<-gate
+				if err := snapshotIoctl(src, dst, false); err != nil {
+					errs <- err
+				}
+			}(dst)
+		}
+		start := time.Now()
+		close(gate)
+		wg.Wait()
+		walls = append(walls, time.Since(start))
+		close(errs)
+		for err := range errs {
+			b.t.Fatal(err)
+		}
+		for _, dst := range dsts {
+			if err := subvolDelete(dst); err != nil {
+				b.t.Fatal(err)
+			}
+		}
+		b.settle()
+	}
+	return walls
 }
 
 // pluginPID is the pid of the process serving the socket (SO_PEERCRED).

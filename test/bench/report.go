@@ -94,6 +94,21 @@ type ConcResult struct {
 	PerJob    Dist    `json:"per_job"`   // every job of every round
 	Snapshots int     `json:"snapshots"` // distinct snapshots the jobs' clones came from
 	Ratio     float64 `json:"ratio_wall_vs_one_job"`
+	CPU       CPUUse  `json:"cpu"`
+	// The physical limit: as many bare snapshot ioctls of the source at
+	// once, wall time, and its ratio to one alone.
+	BareWall  Dist    `json:"bare_wall"`
+	BareRatio float64 `json:"bare_ratio"`
+}
+
+// CPUUse is where CPU time went while jobs ran: the share of all the
+// machine's CPUs that were busy (plugin, benchmark client, kernel threads
+// of btrfs and the loop device, and anything else running), and the CPU
+// time of the plugin and of the benchmark process per job.
+type CPUUse struct {
+	Busy           float64 `json:"busy"`
+	PluginMsPerJob float64 `json:"plugin_ms_per_job"`
+	BenchMsPerJob  float64 `json:"bench_ms_per_job"`
 }
 
 // APIResult is Get, List and Capabilities over the socket at one size.
@@ -133,6 +148,8 @@ type Results struct {
 	Sizes    []SizeResult  `json:"sizes"`
 	Conc     []ConcResult  `json:"concurrency"`
 	One      Dist          `json:"one_job"`
+	OneCPU   CPUUse        `json:"one_job_cpu"`
+	BareOne  Dist          `json:"bare_one"`
 	API      []APIResult   `json:"api"`
 	Docker   *DockerResult `json:"docker,omitempty"`
 	GoBench  []GoBench     `json:"go_bench"`
@@ -227,6 +244,7 @@ func (r *Results) Targets() []Target {
 	for _, c := range r.Conc {
 		if c.Jobs == 32 {
 			add("32 concurrent jobs: wall time / one job alone (p50)", c.Ratio, "%.2fx", "≤ 4x", c.Ratio <= 4)
+			add("  the physical limit: 32 bare snapshot ioctls at once / one (p50)", c.BareRatio, "%.2fx", "(context)", true)
 		}
 	}
 	if a := r.api(10000); a != nil {
@@ -327,10 +345,15 @@ func (r *Results) otherTables(w func(string, ...any)) {
 
 	if len(r.Conc) > 0 {
 		w("\n## Concurrent CI jobs\n\n")
-		w("A job: Get + Mount of `SOURCE@latest+JOB`, read a file, Unmount, Remove, over the socket. One job alone: %s.\n\n", dist(r.One))
-		w("| jobs at once | rounds | wall time per round | per job | snapshots taken | wall / one job |\n|---|---|---|---|---|---|\n")
+		w("A job: Get + Mount of `SOURCE@latest+JOB` (the largest source), read a file, Get, Unmount, Remove, over the socket; all jobs of a round start together. ")
+		w("CPU: share of the machine's CPUs busy while jobs ran, and CPU time per job of the plugin and of the benchmark process (the client).\n\n")
+		w("The physical limit: the same number of bare writable-snapshot ioctls of the source started at once (each into its own directory), wall time to the last.\n\n")
+		w("| jobs at once | rounds | wall time per round | per job | snapshots used | wall / one job | bare ioctls at once | bare / one bare | CPUs busy | plugin CPU / job | client CPU / job |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+		w("| 1 | %d | %s | %s | 1 | 1x | %s | 1x | %.0f%% | %.2f ms | %.2f ms |\n", r.One.N, dist(r.One), dist(r.One), dist(r.BareOne),
+			100*r.OneCPU.Busy, r.OneCPU.PluginMsPerJob, r.OneCPU.BenchMsPerJob)
 		for _, c := range r.Conc {
-			w("| %d | %d | %s | %s | %d | %.2fx |\n", c.Jobs, c.Rounds, dist(c.Wall), dist(c.PerJob), c.Snapshots, c.Ratio)
+			w("| %d | %d | %s | %s | %d | %.2fx | %s | %.2fx | %.0f%% | %.2f ms | %.2f ms |\n", c.Jobs, c.Rounds, dist(c.Wall), dist(c.PerJob), c.Snapshots, c.Ratio,
+				dist(c.BareWall), c.BareRatio, 100*c.CPU.Busy, c.CPU.PluginMsPerJob, c.CPU.BenchMsPerJob)
 		}
 	}
 
