@@ -1,0 +1,55 @@
+package driver
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/docker/go-plugins-helpers/volume"
+
+	"github.com/snapvol/snapvol/snapshot"
+)
+
+// Docker calls Remove only for a volume no container refers to. Mounts
+// still counted then are Unmounts it never sent (dockerd 20.10 sends none
+// for a container that exited while it was down with --live-restore): a
+// clone volume goes, mounts and all; a plain volume is still refused.
+func TestRemoveDropsMountsDockerNeverUnmounted(t *testing.T) {
+	d, b, st := newTestDriver(t)
+	for _, m := range []volume.MountRequest{
+		{Name: "app-production@latest+gone", ID: "dead-ctr"},
+		{Name: "app-production@latest+each", ID: "dead-ctr-1"},
+		{Name: "app-production@latest+each", ID: "dead-ctr-2"},
+		{Name: "app-production", ID: "prod-ctr"},
+	} {
+		m := m
+		if _, err := d.Mount(&m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := b.count(snapshot.KindClone); n != 3 {
+		t.Fatalf("%d clones, want 3", n)
+	}
+	for _, name := range []string{"app-production@latest+gone", "app-production@latest+each"} {
+		if err := d.Remove(&volume.RemoveRequest{Name: name}); err != nil {
+			t.Fatalf("remove %s with mounts Docker never unmounted: %v", name, err)
+		}
+		if _, ok := st.Get(name); ok {
+			t.Errorf("%s still recorded after Remove", name)
+		}
+	}
+	if n := b.count(snapshot.KindClone); n != 0 {
+		t.Errorf("%d clones left after Remove", n)
+	}
+	b.mu.Lock()
+	mounted := len(b.mounted)
+	b.mu.Unlock()
+	if mounted != 1 {
+		t.Errorf("%d mounts left, want only the plain volume's", mounted)
+	}
+	if err := d.Remove(&volume.RemoveRequest{Name: "app-production"}); !errors.Is(err, ErrInUse) {
+		t.Fatalf("remove of a mounted plain volume: %v, want ErrInUse", err)
+	}
+	if _, ok := st.Get("app-production"); !ok {
+		t.Fatal("the plain volume's record is gone")
+	}
+}
