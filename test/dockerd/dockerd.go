@@ -227,7 +227,16 @@ func (d *Daemon) stop() error {
 // plugins are enabled again and volumes are listed again.
 func (d *Daemon) Restart() {
 	d.t.Helper()
+	d.RestartAfter(func() {})
+}
+
+// RestartAfter is Restart that runs during while the engine is down: with
+// LiveRestore, containers (and plugins) keep running then, and a test can
+// make one exit behind Docker's back.
+func (d *Daemon) RestartAfter(during func()) {
+	d.t.Helper()
 	d.Stop()
+	during()
 	d.start()
 }
 
