@@ -68,7 +68,7 @@ demo:
 e2e: build
 	$(GO) test -count=1 -timeout 30m -v -run 'E2E' ./test
 
-# Performance, in one run (root; ~30 min; a sparse 16G pool file in $TMPDIR,
+# Performance, in one run (root; ~5 min; a sparse 16G pool file in $TMPDIR,
 # removed at the end; a private dockerd): clone + mount of 8 MiB, 1 GiB and
 # 4 GiB sources against cp -a, reflink copies and the bare btrfs ioctl;
 # docker run with a clone against a local volume; 16 and 32 concurrent jobs;

@@ -69,11 +69,11 @@ func envList(key, def string) []string {
 func loadConfig(t *testing.T) config {
 	c := config{
 		out:       os.Getenv("BENCH_OUT"),
-		reps:      envInt(t, "BENCH_REPS", 21),
-		copyReps:  envInt(t, "BENCH_COPY_REPS", 3),
-		oneReps:   envInt(t, "BENCH_ONE_REPS", 21),
-		rounds:    envInt(t, "BENCH_ROUNDS", 5),
-		dockerRep: envInt(t, "BENCH_DOCKER_REPS", 15),
+		reps:      envInt(t, "BENCH_REPS", 31),
+		copyReps:  envInt(t, "BENCH_COPY_REPS", 5),
+		oneReps:   envInt(t, "BENCH_ONE_REPS", 31),
+		rounds:    envInt(t, "BENCH_ROUNDS", 11),
+		dockerRep: envInt(t, "BENCH_DOCKER_REPS", 21),
 		poolSize:  os.Getenv("BENCH_POOL_SIZE"),
 		sections:  map[string]bool{},
 	}
