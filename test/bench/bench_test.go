@@ -123,6 +123,16 @@ func hostInfo() string {
 	return fmt.Sprintf("Linux %s, %d CPUs%s, %s", unix.ByteSliceToString(u.Release[:]), runtime.NumCPU(), mem, runtime.Version())
 }
 
+// loadAvg is the 1-minute load average: how busy the machine was with
+// other work too.
+func loadAvg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Fields(string(data))[0]
+}
+
 func randID() string {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
@@ -135,9 +145,10 @@ func TestBench(t *testing.T) {
 	test.RequireRoot(t)
 	test.RequireTool(t, "btrfs", "btrfs-progs")
 	cfg := loadConfig(t)
-	res := &Results{Started: time.Now(), Host: hostInfo()}
+	res := &Results{Started: time.Now(), Host: hostInfo(), LoadStart: loadAvg()}
 	t.Cleanup(func() {
 		res.Duration = time.Since(res.Started).Round(time.Second).String()
+		res.LoadEnd = loadAvg()
 		if err := res.Write(cfg.out); err != nil {
 			t.Errorf("writing results: %v", err)
 			return

@@ -141,18 +141,20 @@ type GoBench struct {
 
 // Results is one run of `make bench`.
 type Results struct {
-	Started  time.Time     `json:"started"`
-	Duration string        `json:"duration"`
-	Host     string        `json:"host"`
-	Notes    []string      `json:"notes,omitempty"`
-	Sizes    []SizeResult  `json:"sizes"`
-	Conc     []ConcResult  `json:"concurrency"`
-	One      Dist          `json:"one_job"`
-	OneCPU   CPUUse        `json:"one_job_cpu"`
-	BareOne  Dist          `json:"bare_one"`
-	API      []APIResult   `json:"api"`
-	Docker   *DockerResult `json:"docker,omitempty"`
-	GoBench  []GoBench     `json:"go_bench"`
+	Started   time.Time     `json:"started"`
+	Duration  string        `json:"duration"`
+	Host      string        `json:"host"`
+	LoadStart string        `json:"loadavg_start"`
+	LoadEnd   string        `json:"loadavg_end"`
+	Notes     []string      `json:"notes,omitempty"`
+	Sizes     []SizeResult  `json:"sizes"`
+	Conc      []ConcResult  `json:"concurrency"`
+	One       Dist          `json:"one_job"`
+	OneCPU    CPUUse        `json:"one_job_cpu"`
+	BareOne   Dist          `json:"bare_one"`
+	API       []APIResult   `json:"api"`
+	Docker    *DockerResult `json:"docker,omitempty"`
+	GoBench   []GoBench     `json:"go_bench"`
 }
 
 // Target is one goal of issue 7, checked against a ratio from this run.
@@ -286,7 +288,9 @@ func (r *Results) Markdown() string {
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	w("# snapvol benchmark\n\n")
-	w("Run %s, took %s, on %s. Produced by `make bench` (test/bench); every number below comes from this one run. ", r.Started.UTC().Format(time.RFC3339), r.Duration, r.Host)
+	w("Run %s, took %s, on %s (1-minute load average %s at the start, %s at the end: other work shared the machine). ",
+		r.Started.UTC().Format(time.RFC3339), r.Duration, r.Host, r.LoadStart, r.LoadEnd)
+	w("Produced by `make bench` (test/bench); every number below comes from this one run. ")
 	w("Cells are median / p95 unless marked; ratios are of medians. Absolute times depend on the machine; the ratios are the result.\n\n")
 
 	w("## Targets\n\n| target | this run | goal | |\n|---|---|---|---|\n")
