@@ -25,7 +25,8 @@ import (
 // installed, and the way CI uses it. No step names a volume driver unless
 // it says so: snapvol claims the names. The steps build on each other and
 // run in this order; the plugin settings change on the way (SOURCES, then
-// IDLE_TTL), so the step that shortens IDLE_TTL comes last.
+// IDLE_TTL), so the step that shortens IDLE_TTL comes last. Every step
+// checks that production is unchanged and that what it made is gone.
 func TestE2ECILifecycle(t *testing.T) {
 	dockerd.Require(t)
 	RequireTool(t, "losetup", "mount")
@@ -788,7 +789,11 @@ func ciIdleReaping(t *testing.T, e *e2e) {
 	e.reconfigure("IDLE_TTL=3s")
 	name := e2eProd + "@latest+idle"
 	before := e.clones()
-	e.run([]string{"-v", name + ":/data"}, "echo scratch > /data/scratch.txt && rm /data/guestbook/0001.txt")
+	// The clone is looked at while a container holds it: once unmounted it
+	// may go any time after 3s.
+	e.d.MustDocker("run", "-d", "--name", "idle-writer", "--network", "none", "-v", name+":/data", dockerd.Image, "sleep", "600")
+	defer e.d.Docker("rm", "-f", "idle-writer")
+	e.exec("idle-writer", "echo scratch > /data/scratch.txt && rm /data/guestbook/0001.txt")
 	clone := e.cloneObject(name)
 	if !e2eHas(e.clones(), clone) {
 		t.Fatalf("clone %s not in the pool", clone)
@@ -799,6 +804,7 @@ func ciIdleReaping(t *testing.T, e *e2e) {
 	defer e.d.Docker("rm", "-f", "idle-holder")
 	heldClone := e.cloneObject(held)
 
+	e.d.MustDocker("rm", "-f", "idle-writer")
 	start := time.Now()
 	for e2eHas(e.clones(), clone) {
 		if time.Since(start) > time.Minute {
