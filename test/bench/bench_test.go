@@ -223,6 +223,9 @@ func newBench(t *testing.T, cfg config) *bench {
 		"LATEST_MAX_AGE": "6h",
 	})
 	b := &bench{t: t, cfg: cfg, p: p, pool: p.Pool(), mnt: filepath.Join(p.Dir, "bare")}
+	// Runs before the harness removes p.Dir: nothing may still be bound
+	// below it then.
+	t.Cleanup(func() { test.UnmountUnder(b.mnt) })
 	for _, d := range []string{filepath.Join(b.pool, "bench"), b.mnt} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
