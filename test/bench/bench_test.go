@@ -145,6 +145,23 @@ func TestBench(t *testing.T) {
 	test.RequireRoot(t)
 	test.RequireTool(t, "btrfs", "btrfs-progs")
 	cfg := loadConfig(t)
+	if from := os.Getenv("BENCH_RENDER"); from != "" {
+		// Only render a run's results.json again (table, plot), e.g.
+		// after a change to the report; nothing is measured.
+		data, err := os.ReadFile(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var res Results
+		if err := json.Unmarshal(data, &res); err != nil {
+			t.Fatal(err)
+		}
+		if err := res.Write(cfg.out); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Printf("%s\nrendered %s into %s\n", res.Markdown(), from, cfg.out)
+		return
+	}
 	res := &Results{Started: time.Now(), Host: hostInfo(), LoadStart: loadAvg()}
 	t.Cleanup(func() {
 		res.Duration = time.Since(res.Started).Round(time.Second).String()

@@ -165,6 +165,8 @@ type Target struct {
 	Met   bool
 	// Known is false when the run lacks the numbers (e.g. no dockerd).
 	Known bool
+	// Context rows are not goals: they show what a goal is up against.
+	Context bool
 }
 
 func ratio(a, b float64) float64 {
@@ -246,7 +248,8 @@ func (r *Results) Targets() []Target {
 	for _, c := range r.Conc {
 		if c.Jobs == 32 {
 			add("32 concurrent jobs: wall time / one job alone (p50)", c.Ratio, "%.2fx", "≤ 4x", c.Ratio <= 4)
-			add("  the physical limit: 32 bare snapshot ioctls at once / one (p50)", c.BareRatio, "%.2fx", "(context)", true)
+			ts = append(ts, Target{What: "  the physical limit: 32 bare snapshot ioctls at once / one (p50)", Value: fmt.Sprintf("%.2fx", c.BareRatio),
+				Goal: "–", Known: true, Context: true})
 		}
 	}
 	if a := r.api(10000); a != nil {
@@ -297,6 +300,8 @@ func (r *Results) Markdown() string {
 	for _, t := range r.Targets() {
 		mark := "met"
 		switch {
+		case t.Context:
+			mark = "context"
 		case !t.Known:
 			mark = "not measured"
 		case !t.Met:
