@@ -85,10 +85,18 @@ func BindMount(dir, target string) error {
 }
 
 // Unbind detaches the mount at target, if any, and removes the directory.
-// Detaching lazily lets a late reader finish without failing Unmount.
+// Detaching lazily lets a late reader finish without failing Unmount. It
+// loops because mounts may be stacked at target. EINVAL (nothing this
+// namespace may unmount there: gone meanwhile, or a locked mount) ends the
+// loop instead of retrying it forever with the volume's lock held; a mount
+// still in place then fails the Remove below with EBUSY.
 func Unbind(target string) error {
 	for IsMountPoint(target) {
-		if err := unix.Unmount(target, unix.MNT_DETACH); err != nil && err != unix.EINVAL {
+		err := unix.Unmount(target, unix.MNT_DETACH)
+		if errors.Is(err, unix.EINVAL) {
+			break
+		}
+		if err != nil {
 			return fmt.Errorf("unmount %s: %w", target, err)
 		}
 	}
