@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -33,32 +34,41 @@ func IsMountPoint(path string) bool {
 // inMountinfo reports whether path is a mount point listed in
 // /proc/self/mountinfo.
 func inMountinfo(path string) bool {
+	_, ok := MountRoot(path)
+	return ok
+}
+
+// MountRoot returns the root field of the last mount at target in
+// /proc/self/mountinfo (the directory of its filesystem that is mounted
+// there), and whether anything is mounted there at all.
+func MountRoot(target string) (string, bool) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
-		return false
+		return "", false
 	}
 	defer f.Close()
+	root, found := "", false
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && unescapeMountPath(fields[4]) == path {
-			return true
+		if len(fields) > 4 && unescapeMountPath(fields[4]) == target {
+			root, found = unescapeMountPath(fields[3]), true
 		}
 	}
-	return false
+	return root, found
 }
 
-// mountinfo escapes space, tab, newline and backslash as octal.
+// unescapeMountPath undoes mountinfo's octal escapes of space, tab,
+// newline and backslash.
 func unescapeMountPath(s string) string {
 	if !strings.Contains(s, `\`) {
 		return s
 	}
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			var v int
-			if _, err := fmt.Sscanf(s[i+1:i+4], "%03o", &v); err == nil {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
 				b.WriteByte(byte(v))
 				i += 3
 				continue

@@ -61,3 +61,21 @@ func TestIsMountPointAgreesWithMountinfo(t *testing.T) {
 	}
 	check("after a lazy unmount", target, false)
 }
+
+// mountinfo escapes space, tab, newline and backslash as three octal
+// digits; anything else, a trailing backslash included, is kept as it is.
+func TestUnescapeMountPath(t *testing.T) {
+	for in, want := range map[string]string{
+		`/mnt/plain`:         "/mnt/plain",
+		`/mnt/a\040b`:        "/mnt/a b",
+		`/mnt/t\011n\012`:    "/mnt/t\tn\n",
+		`/mnt/back\134slash`: `/mnt/back\slash`,
+		`/mnt/not\9octal`:    `/mnt/not\9octal`,
+		`/mnt/trailing\04`:   `/mnt/trailing\04`,
+		`/mnt/over\777range`: `/mnt/over\777range`,
+	} {
+		if got := unescapeMountPath(in); got != want {
+			t.Errorf("unescapeMountPath(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

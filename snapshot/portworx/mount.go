@@ -1,14 +1,12 @@
 package portworx
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 
@@ -53,7 +51,7 @@ var propagatedMountRe = regexp.MustCompile(`/plugins/[0-9a-f]{64}/propagated-mou
 // host path. how says which case applied.
 func DetectMountRoot(dataRoot string) (path, how string) {
 	dataRoot = filepath.Clean(dataRoot)
-	root, ok := mountRootField(dataRoot)
+	root, ok := snapshot.MountRoot(dataRoot)
 	if ok && propagatedMountRe.MatchString(root) {
 		if strings.HasPrefix(root, "/plugins/") {
 			return "/var/lib/docker" + root, "managed plugin, Docker root assumed at /var/lib/docker (set PX_MOUNT_ROOT if it is elsewhere)"
@@ -61,45 +59,6 @@ func DetectMountRoot(dataRoot string) (path, how string) {
 		return root, "managed plugin (from the propagated mount)"
 	}
 	return dataRoot, "DATA_ROOT (snapvol runs on the host)"
-}
-
-// mountRootField returns the root field of the last mount at target.
-func mountRootField(target string) (string, bool) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return "", false
-	}
-	defer f.Close()
-	root, found := "", false
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && unescape(fields[4]) == target {
-			root, found = unescape(fields[3]), true
-		}
-	}
-	return root, found
-}
-
-// unescape undoes mountinfo's octal escapes of space, tab, newline and
-// backslash.
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // hostPath maps a target under DATA_ROOT to the path the server mounts at.
