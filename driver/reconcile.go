@@ -2,6 +2,7 @@ package driver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -71,11 +72,17 @@ func (d *Driver) reconcileVolume(name string) error {
 		log := d.log.WithFields(logrus.Fields{"volume": name, "intent": p.Op, "since": rfc3339(p.Since)})
 		switch p.Op {
 		case store.OpCreate:
-			// Roll forward if the volume got made, else back.
+			// Roll forward if the volume got made, back if it did not. A
+			// backend that cannot say (down, slow) keeps the intent for
+			// Run to retry: dropping the record then could leave a volume
+			// the backend did make without a record.
 			obj, err := d.b.Volume(ctx, name)
-			if err != nil {
+			if errors.Is(err, snapshot.ErrNotFound) {
 				log.Info("reconcile: interrupted create made nothing; dropping the record")
 				return d.st.Delete(name)
+			}
+			if err != nil {
+				return fmt.Errorf("volume %q: finishing interrupted create: %w", name, err)
 			}
 			r.Object, r.Pending = obj.ID, nil
 			log.Info("reconcile: finished interrupted create")

@@ -1,0 +1,43 @@
+package driver
+
+import (
+	"context"
+	"testing"
+
+	"github.com/snapvol/snapvol/driver/store"
+	"github.com/snapvol/snapvol/snapshot"
+)
+
+// volumeLookupDown is a backend that cannot answer Volume (a Portworx
+// server that is down), and passes every other call on.
+type volumeLookupDown struct{ *memBackend }
+
+func (volumeLookupDown) Volume(context.Context, string) (snapshot.Object, error) {
+	return snapshot.Object{}, snapshot.ErrUnavailable
+}
+
+// An interrupted create is undone only when the backend says the volume
+// was not made; while it cannot say, the intent stays for the next sweep,
+// so a volume the backend did make never loses its record.
+func TestReconcileKeepsCreateIntentWhileBackendIsDown(t *testing.T) {
+	d, b, st := newTestDriver(t)
+	ctx := context.Background()
+	if _, err := b.CreateVolume(ctx, "scratch", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Put(&store.Record{Name: "scratch", Pending: &store.Pending{Op: store.OpCreate}}); err != nil {
+		t.Fatal(err)
+	}
+	d.b = volumeLookupDown{b}
+	_ = d.Reconcile(ctx)
+	if r, ok := st.Get("scratch"); !ok || r.Pending == nil {
+		t.Fatalf("record of an interrupted create changed while the backend was down: %+v, %v", r, ok)
+	}
+	d.b = b
+	if err := d.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := st.Get("scratch"); !ok || r.Pending != nil || r.Object == "" {
+		t.Fatalf("interrupted create not rolled forward: %+v, %v", r, ok)
+	}
+}
