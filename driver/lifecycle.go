@@ -43,7 +43,7 @@ func (d *Driver) Mount(req *volume.MountRequest) (resp *volume.MountResponse, er
 	}
 
 	if r.Pending != nil {
-		return nil, fmt.Errorf("%w: volume %q: an interrupted %s is being finished; retry in a minute", ErrInUse, r.Name, r.Pending.Op)
+		return nil, errUnfinished(r)
 	}
 	var c *store.Clone
 	switch {
@@ -272,6 +272,13 @@ func (d *Driver) Remove(req *volume.RemoveRequest) (err error) {
 		unlock()
 		return nil
 	}
+	if r.Pending != nil && r.Pending.Op != store.OpRemove {
+		// Only reconcile knows how to finish it: an interrupted create,
+		// say, has no object recorded yet, and removing just the record
+		// would leave the volume the backend made.
+		unlock()
+		return errUnfinished(r)
+	}
 	if n := r.TotalMounts(); n > 0 && !r.IsClone() {
 		unlock()
 		return fmt.Errorf("%w: volume %q is mounted %d time(s); stop the containers using it first", ErrInUse, r.Name, n)
@@ -355,6 +362,12 @@ func (d *Driver) remove(r *store.Record, retry bool) (err error) {
 		d.failpoint("remove:destroyed")
 	}
 	return d.st.Delete(r.Name)
+}
+
+// errUnfinished refuses a request on a volume whose intent a failed
+// reconcile left (the backend was down); Run retries it every sweep.
+func errUnfinished(r *store.Record) error {
+	return fmt.Errorf("%w: volume %q: an interrupted %s is being finished; retry in a minute", ErrInUse, r.Name, r.Pending.Op)
 }
 
 // withdraw clears a failed request's intent, keeping what is left recorded.

@@ -2,7 +2,10 @@ package driver
 
 import (
 	"context"
+	"errors"
 	"testing"
+
+	"github.com/docker/go-plugins-helpers/volume"
 
 	"github.com/snapvol/snapvol/driver/store"
 	"github.com/snapvol/snapvol/snapshot"
@@ -18,7 +21,8 @@ func (volumeLookupDown) Volume(context.Context, string) (snapshot.Object, error)
 
 // An interrupted create is undone only when the backend says the volume
 // was not made; while it cannot say, the intent stays for the next sweep,
-// so a volume the backend did make never loses its record.
+// so a volume the backend did make never loses its record, and Remove
+// waits for it too.
 func TestReconcileKeepsCreateIntentWhileBackendIsDown(t *testing.T) {
 	d, b, st := newTestDriver(t)
 	ctx := context.Background()
@@ -32,6 +36,13 @@ func TestReconcileKeepsCreateIntentWhileBackendIsDown(t *testing.T) {
 	_ = d.Reconcile(ctx)
 	if r, ok := st.Get("scratch"); !ok || r.Pending == nil {
 		t.Fatalf("record of an interrupted create changed while the backend was down: %+v, %v", r, ok)
+	}
+	// Removing only the record now would leave the volume without one.
+	if err := d.Remove(&volume.RemoveRequest{Name: "scratch"}); !errors.Is(err, ErrInUse) {
+		t.Fatalf("remove of a volume with an unfinished create: %v, want ErrInUse", err)
+	}
+	if r, ok := st.Get("scratch"); !ok || r.Pending == nil || r.Pending.Op != store.OpCreate {
+		t.Fatalf("remove changed the record of an unfinished create: %+v, %v", r, ok)
 	}
 	d.b = b
 	if err := d.Reconcile(ctx); err != nil {
