@@ -217,6 +217,16 @@ func (d *Driver) release(r *store.Record, key string, retry bool) error {
 // deleted here except a +each clone at its mount ID's last Unmount.
 func (d *Driver) Unmount(req *volume.UnmountRequest) (err error) {
 	defer d.op("unmount", req.Name, &err)()
+	// Set when a +each clone went: its snapshot may be collectable. Run
+	// after the volume's lock is released (defers run last in, first out),
+	// as Remove does, so every other container of the same +each name does
+	// not wait on a pool-wide collection.
+	collectSource := ""
+	defer func() {
+		if collectSource != "" {
+			d.collectSnapshots(collectSource)
+		}
+	}()
 	ctx, cancel := d.ctx()
 	defer cancel()
 	defer d.locks.lock(req.Name)()
@@ -252,7 +262,7 @@ func (d *Driver) Unmount(req *volume.UnmountRequest) (err error) {
 		if err := d.release(r, req.ID, false); err != nil {
 			return err
 		}
-		d.collectSnapshots(r.Source)
+		collectSource = r.Source
 		return nil
 	}
 	if err := d.b.Unmount(ctx, c.Object, c.Target); err != nil {

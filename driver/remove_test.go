@@ -1,8 +1,10 @@
 package driver
 
 import (
+	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/docker/go-plugins-helpers/volume"
 
@@ -51,5 +53,53 @@ func TestRemoveDropsMountsDockerNeverUnmounted(t *testing.T) {
 	}
 	if _, ok := st.Get("app-production"); !ok {
 		t.Fatal("the plain volume's record is gone")
+	}
+}
+
+// snapshotsProbe calls probe whenever the driver lists a source's
+// snapshots (mayCollect, before collecting).
+type snapshotsProbe struct {
+	*memBackend
+	probe func()
+}
+
+func (s snapshotsProbe) Snapshots(ctx context.Context, source snapshot.Object) ([]snapshot.Object, error) {
+	s.probe()
+	return s.memBackend.Snapshots(ctx, source)
+}
+
+// A +each container's Unmount destroys its clone and collects the
+// snapshot nothing uses any more, after letting go of the volume's lock:
+// every other container of that name Mounts and Unmounts under it.
+func TestEachUnmountCollectsOutsideTheVolumeLock(t *testing.T) {
+	d, b, _ := newTestDriver(t)
+	const name = "app-production@now+each"
+	for _, id := range []string{"1", "2"} {
+		if _, err := d.Mount(&volume.MountRequest{Name: name, ID: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	probed := 0
+	d.b = snapshotsProbe{b, func() {
+		probed++
+		got := make(chan struct{})
+		go func() { d.locks.lock(name)(); close(got) }()
+		select {
+		case <-got:
+		case <-time.After(2 * time.Second):
+			t.Errorf("collecting snapshots with the lock of %s held", name)
+		}
+	}}
+	if err := d.Unmount(&volume.UnmountRequest{Name: name, ID: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	if probed == 0 {
+		t.Fatal("Unmount of a +each clone did not look for snapshots to collect")
+	}
+	if n := b.count(snapshot.KindClone); n != 1 {
+		t.Fatalf("%d clones after one of two +each containers stopped, want 1", n)
+	}
+	if n := b.count(snapshot.KindSnapshot); n != 1 {
+		t.Fatalf("%d snapshots, want only the one the other container's clone uses", n)
 	}
 }
