@@ -185,29 +185,59 @@ func (d *Driver) cloneReferenced(vol, id string) bool {
 	return false
 }
 
-// Reap destroys clones idle longer than their ttl; records stay.
+// Reap destroys clones idle longer than their ttl, and +each clones whose
+// Unmount could not destroy them; records stay.
 func (d *Driver) Reap() {
 	now := d.cfg.Now()
-	var due []string
+	type clone struct{ volume, key string }
+	var due []clone
 	d.st.Each(func(r *store.Record) {
-		ttl := d.ttl(r)
-		if r.IsClone() && r.Clone != nil && ttl > 0 && r.Clone.Mounts == 0 && now.Sub(r.LastUsed) >= ttl {
-			due = append(due, r.Name)
+		if r.Each {
+			for key := range r.EachClones {
+				if d.reapable(r, key, now) {
+					due = append(due, clone{r.Name, key})
+				}
+			}
+		} else if d.reapable(r, "", now) {
+			due = append(due, clone{r.Name, ""})
 		}
 	})
-	for _, name := range due {
+	for _, c := range due {
 		func() {
-			defer d.locks.lock(name)()
-			r, ok := d.st.Get(name)
-			if !ok || r.Clone == nil || r.Clone.Mounts > 0 || now.Sub(r.LastUsed) < d.ttl(r) {
+			defer d.locks.lock(c.volume)()
+			r, ok := d.st.Get(c.volume)
+			if !ok || !d.reapable(r, c.key, now) {
 				return
 			}
-			d.log.WithFields(logrus.Fields{"volume": name, "idle": now.Sub(r.LastUsed).Round(time.Second).String()}).Info("reaping idle clone")
-			if err := d.release(r, "", false); err != nil {
-				d.log.WithError(err).WithField("volume", name).Warn("reaping idle clone")
+			log := d.log.WithField("volume", c.volume)
+			if r.Each {
+				log = log.WithField("mount_id", c.key)
+				log.Info("destroying a +each clone its Unmount left")
+			} else {
+				log.WithField("idle", now.Sub(r.LastUsed).Round(time.Second).String()).Info("reaping idle clone")
+			}
+			if err := d.release(r, c.key, false); err != nil {
+				log.WithError(err).Warn("reaping clone")
 			}
 		}()
 	}
+}
+
+// reapable reports whether Reap destroys clone key of r ("" for a
+// non-each volume's clone). A +each clone goes at its last Unmount, so
+// one still there with no mount is what a failed destruction left; any
+// other clone goes once unmounted for its ttl. A volume with an unfinished
+// intent is left to reconcile.
+func (d *Driver) reapable(r *store.Record, key string, now time.Time) bool {
+	if r.Pending != nil {
+		return false
+	}
+	if r.Each {
+		c := r.EachClones[key]
+		return c != nil && c.Mounts == 0
+	}
+	ttl := d.ttl(r)
+	return r.Clone != nil && r.Clone.Mounts == 0 && ttl > 0 && now.Sub(r.LastUsed) >= ttl
 }
 
 // ReapInterval is how often Run reaps: at least every minute, and twice

@@ -52,3 +52,34 @@ func TestReconcileKeepsCreateIntentWhileBackendIsDown(t *testing.T) {
 		t.Fatalf("interrupted create not rolled forward: %+v, %v", r, ok)
 	}
 }
+
+// deleteFails is a backend whose Delete fails, and passes every other
+// call on.
+type deleteFails struct{ *memBackend }
+
+func (deleteFails) Delete(context.Context, string) error { return snapshot.ErrUnavailable }
+
+// A +each clone whose Unmount could not destroy it (its count is zero, so
+// no later Unmount will) is destroyed by the next Reap, whatever the ttl.
+func TestReapDestroysEachCloneItsUnmountLeft(t *testing.T) {
+	d, b, st := newTestDriver(t)
+	const name = "app-production@latest+each"
+	if _, err := d.Mount(&volume.MountRequest{Name: name, ID: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	d.b = deleteFails{b}
+	if err := d.Unmount(&volume.UnmountRequest{Name: name, ID: "1"}); err == nil {
+		t.Fatal("Unmount succeeded though the clone could not be deleted")
+	}
+	if r, ok := st.Get(name); !ok || r.EachClones["1"] == nil || r.EachClones["1"].Mounts != 0 || r.Pending != nil {
+		t.Fatalf("after the failed destruction: %+v, %v; want the clone recorded, unmounted, no intent", r, ok)
+	}
+	d.b = b
+	d.Reap()
+	if r, ok := st.Get(name); !ok || len(r.EachClones) != 0 {
+		t.Fatalf("after Reap: %+v, %v; want the record kept and its clone gone", r, ok)
+	}
+	if n := b.count(snapshot.KindClone); n != 0 {
+		t.Fatalf("%d clones left after Reap", n)
+	}
+}
