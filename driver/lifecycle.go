@@ -119,7 +119,7 @@ func (d *Driver) materialize(ctx context.Context, r *store.Record, key string) (
 	}
 	if err := d.st.Put(r); err != nil {
 		// Without a record the clone would be an orphan: undo it now.
-		d.destroyClone(r.Name, c)
+		d.undoClone(r.Name, c)
 		return nil, err
 	}
 	d.log.WithFields(logrus.Fields{
@@ -155,7 +155,7 @@ func (d *Driver) makeClone(ctx context.Context, r *store.Record, key string) (*s
 		Made: d.cfg.Now().UTC(), Target: d.target(r.Name, key),
 	}
 	if err := d.b.Mount(ctx, c.Object, c.Target); err != nil {
-		d.destroyClone(r.Name, c)
+		d.undoClone(r.Name, c)
 		return nil, fmt.Errorf("volume %q: mounting clone: %w", r.Name, err)
 	}
 	d.failpoint("materialize:mount")
@@ -177,6 +177,15 @@ func (d *Driver) destroyClone(volName string, c *store.Clone) error {
 		"audit": "clone destroyed", "volume": volName, "snapshot": c.SnapshotName, "clone": c.Object,
 	}).Info("clone destroyed")
 	return nil
+}
+
+// undoClone destroys a clone a failed request made and will not record.
+// If that fails too, the clone is a labelled orphan the sweep destroys;
+// the request's own error is the one to return, so this one is logged.
+func (d *Driver) undoClone(volName string, c *store.Clone) {
+	if err := d.destroyClone(volName, c); err != nil {
+		d.log.WithError(err).WithFields(logrus.Fields{"volume": volName, "clone": c.Object}).Warn("could not undo a clone; the orphan sweep will")
+	}
 }
 
 // release destroys one clone of r (key is the +each mount ID, "" for the
