@@ -264,10 +264,8 @@ func (d *Driver) status(r *store.Record) map[string]interface{} {
 	s["snapshot"], s["snapshot_time"], s["expires"] = "", "", ""
 	if len(clones) > 0 {
 		s["state"] = "materialized"
+		// A volume has either its Clone or +each clones, never both.
 		last := clones[len(clones)-1]
-		if r.Clone != nil {
-			last = r.Clone
-		}
 		s["snapshot"], s["snapshot_time"] = last.SnapshotName, rfc3339(last.SnapshotTime)
 		s["clones"] = len(clones)
 		var objs, mps []string
