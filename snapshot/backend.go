@@ -72,7 +72,8 @@ type Backend interface {
 	Snapshots(ctx context.Context, source Object) ([]Object, error)
 	// Snapshot takes a read-only snapshot of source carrying labels.
 	Snapshot(ctx context.Context, source Object, labels map[string]string) (Object, error)
-	// Snapshot looks a snapshot of source up by name (ErrNotFound if absent).
+	// SnapshotByName looks a snapshot of source up by name (ErrNotFound if
+	// absent).
 	SnapshotByName(ctx context.Context, source Object, name string) (Object, error)
 	// Clone makes a writable copy of snap carrying labels.
 	Clone(ctx context.Context, snap Object, labels map[string]string, opts map[string]string) (Object, error)
@@ -85,7 +86,8 @@ type Backend interface {
 	// Mount makes object id visible at target (a directory under
 	// DATA_ROOT); it is a no-op when already mounted there.
 	Mount(ctx context.Context, id, target string) error
-	// Unmount undoes Mount; it is a no-op when nothing is mounted.
+	// Unmount undoes Mount; it is a no-op when nothing is mounted. id is
+	// empty for a stray mount reconcile found, whose object is unknown.
 	Unmount(ctx context.Context, id, target string) error
 	// Mounted reports whether target is a live mount point.
 	Mounted(target string) bool
