@@ -2,33 +2,15 @@ package local
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // A snapshot's creation time is when it was taken, not when its source was
 // made: @latest's reuse window and its choice of the newest snapshot rest
 // on it.
 func TestSnapshotCreatedIsWhenTaken(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("this test needs root (loop devices, mounts); run `make test` as root")
-	}
-	dir := t.TempDir()
-	img, mnt := filepath.Join(dir, "pool.img"), filepath.Join(dir, "pool")
-	if err := makePoolFile(img, 256<<20); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Mkdir(mnt, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := loopMount(img, mnt); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = unix.Unmount(mnt, unix.MNT_DETACH) })
+	mnt := testPool(t)
 	b, err := OpenDir(mnt)
 	if err != nil {
 		t.Fatal(err)
