@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func dirNames(dir string) []string {
@@ -90,7 +92,7 @@ func TestHostileInputOverSocket(t *testing.T) {
 	if vols, _ := p.List(); len(vols) != 1 {
 		t.Fatalf("hostile input left records: %d volumes", len(vols))
 	}
-	if len(LocalClones(p)) != 0 {
+	if len(localClones(p)) != 0 {
 		t.Fatalf("hostile input left clones")
 	}
 	CheckLocalInvariants(t, p, sources)
@@ -117,7 +119,7 @@ func TestPoolFull(t *testing.T) {
 		}
 	}
 	f.Close()
-	if werr == nil || !errors.Is(werr, errNoSpace) {
+	if werr == nil || !errors.Is(werr, unix.ENOSPC) {
 		t.Fatalf("filling a 256M pool with 1G: %v, want ENOSPC", werr)
 	}
 	// The plugin still answers; new clones either work or fail clearly.

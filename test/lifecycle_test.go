@@ -48,7 +48,7 @@ func TestEachCloneIsPerMountID(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(a, "guestbook")); err == nil {
 		t.Fatalf("clone A still visible after its last Unmount")
 	}
-	if got := len(LocalClones(p)); got != 1 {
+	if got := len(localClones(p)); got != 1 {
 		t.Fatalf("%d clones left, want 1 (B's)", got)
 	}
 	// An extra Unmount (docker create's pairing) is harmless.
@@ -64,7 +64,7 @@ func TestEachCloneIsPerMountID(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got := len(LocalClones(p)); got != 0 {
+	if got := len(localClones(p)); got != 0 {
 		t.Fatalf("%d clones left after every +each container stopped", got)
 	}
 	CheckLocalInvariants(t, p, sources)
@@ -108,7 +108,7 @@ func TestIdleClonesAreReaped(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(time.Minute)
-	for len(LocalClones(p)) > 0 {
+	for len(localClones(p)) > 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("idle clone not reaped within a minute")
 		}
@@ -158,7 +158,7 @@ func TestSourcesAllowlist(t *testing.T) {
 	if _, err := p.Get("secrets@latest"); err == nil {
 		t.Fatalf("Get claims a disallowed source")
 	}
-	if len(LocalClones(p)) != 0 {
+	if len(localClones(p)) != 0 {
 		t.Fatalf("refusal left a clone")
 	}
 	p.MustMount("app-production@latest", "ok")
@@ -177,7 +177,7 @@ func TestClaimedNamesWriteNothingUntilMount(t *testing.T) {
 	if vols, _ := p.List(); hasVolume(vols, "app-production@latest+claimed") {
 		t.Fatalf("Get of a claimed name wrote a record")
 	}
-	if len(LocalClones(p)) != 0 || len(snapshotsOf(p, "app-production")) != 0 {
+	if len(localClones(p)) != 0 || len(snapshotsOf(p, "app-production")) != 0 {
 		t.Fatalf("Get of a claimed name touched the backend")
 	}
 	for _, name := range []string{"unknown-source@latest", "plain-name", "../x@latest", "app-production@latest:bad"} {

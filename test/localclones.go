@@ -4,8 +4,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-
-	"golang.org/x/sys/unix"
 )
 
 // localClones lists the clone subvolumes in the local pool.
@@ -18,9 +16,6 @@ func localClones(p *Plugin) []string {
 	return out
 }
 
-// LocalClones is localClones for other packages' tests.
-func LocalClones(p *Plugin) []string { return localClones(p) }
-
 func containsMount(mountinfo, p string) bool {
 	for _, line := range strings.Split(mountinfo, "\n") {
 		f := strings.Fields(line)
@@ -30,5 +25,3 @@ func containsMount(mountinfo, p string) bool {
 	}
 	return false
 }
-
-var errNoSpace = unix.ENOSPC

@@ -7,10 +7,6 @@ import (
 	"testing"
 )
 
-// Objects lists the backend's storage as the scenario checks it: a
-// function returning the IDs of clones the plugin made that still exist.
-type Objects func(t testing.TB) []string
-
 // SocketScenario is the core acceptance scenario over the real socket,
 // shared by every backend: env selects the backend, clones lists the
 // plugin-made clones the backend still holds.
