@@ -36,10 +36,7 @@ func TestE2ECILifecycle(t *testing.T) {
 	t.Logf("private dockerd (--live-restore) up, busybox imported, plugin enabled in %v", time.Since(start).Round(time.Millisecond))
 	e := &e2e{t: t, d: d, p: p}
 
-	steps := []struct {
-		name string
-		fn   func(t *testing.T, e *e2e)
-	}{
+	e.runSteps(t, []e2eStep{
 		{"production volume", e2eProduction},
 		{"docker run -v with no volume driver", ciClaimedRun},
 		{"+each: concurrent containers get separate clones", ciEachConcurrent},
@@ -48,16 +45,7 @@ func TestE2ECILifecycle(t *testing.T) {
 		{"dockerd restart with --live-restore", ciLiveRestore},
 		{"container exits while dockerd is down", ciExitWhileDown},
 		{"IDLE_TTL reaps idle clones", ciIdleReaping},
-	}
-	for _, s := range steps {
-		stepStart := time.Now()
-		ok := t.Run(s.name, func(t *testing.T) { e.t = t; s.fn(t, e) })
-		t.Logf("step %q took %v", s.name, time.Since(stepStart).Round(time.Millisecond))
-		if !ok {
-			t.Fatalf("step %q failed; the later steps build on it", s.name)
-		}
-	}
-	e.t = t
+	})
 	e.checkProduction()
 	if mounts := e.hostCloneMounts(); len(mounts) > 0 {
 		t.Errorf("clone mounts left on the host after every container stopped:\n%s", strings.Join(mounts, "\n"))

@@ -30,10 +30,7 @@ func TestE2EManagedPlugin(t *testing.T) {
 	t.Logf("private dockerd up, busybox imported, plugin enabled in %v", time.Since(start).Round(time.Millisecond))
 	e := &e2e{t: t, d: d, p: p}
 
-	steps := []struct {
-		name string
-		fn   func(t *testing.T, e *e2e)
-	}{
+	e.runSteps(t, []e2eStep{
 		{"plugin config", e2ePluginConfig},
 		{"production volume", e2eProduction},
 		{"docker run -v with --volume-driver", e2eRunVolumeDriver},
@@ -43,13 +40,7 @@ func TestE2EManagedPlugin(t *testing.T) {
 		{"Go SDK like GitLab's Docker executor", e2eSDK},
 		{"plugin disable and enable", e2eDisableEnable},
 		{"dockerd restart", e2eDockerdRestart},
-	}
-	for _, s := range steps {
-		if !t.Run(s.name, func(t *testing.T) { e.t = t; s.fn(t, e) }) {
-			t.Fatalf("step %q failed; the later steps build on it", s.name)
-		}
-	}
-	e.t = t
+	})
 	// Nothing is left mounted from the pool on the host but what Docker
 	// holds for running containers (none by now).
 	if mounts := e.hostCloneMounts(); len(mounts) > 0 {
@@ -65,6 +56,26 @@ type e2e struct {
 }
 
 const e2eProd = "app-production"
+
+// e2eStep is one step of an end-to-end test.
+type e2eStep struct {
+	name string
+	fn   func(t *testing.T, e *e2e)
+}
+
+// runSteps runs steps in order as subtests of t, logging how long each
+// took, and stops at the first that fails: the later steps build on it.
+func (e *e2e) runSteps(t *testing.T, steps []e2eStep) {
+	for _, s := range steps {
+		start := time.Now()
+		ok := t.Run(s.name, func(t *testing.T) { e.t = t; s.fn(t, e) })
+		t.Logf("step %q took %v", s.name, time.Since(start).Round(time.Millisecond))
+		if !ok {
+			t.Fatalf("step %q failed; the later steps build on it", s.name)
+		}
+	}
+	e.t = t
+}
 
 // run runs a busybox container with --network none and the given docker
 // run arguments before the image, and returns its stdout.
