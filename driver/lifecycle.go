@@ -100,6 +100,10 @@ func (d *Driver) materialize(ctx context.Context, r *store.Record, key string) (
 		return nil, err
 	}
 	d.failpoint("materialize:intent")
+	// From choosing the snapshot until the clone is recorded: collect
+	// counts a snapshot as used only once a record names it.
+	d.gc.RLock()
+	defer d.gc.RUnlock()
 	c, err := d.makeClone(ctx, r, key)
 	r.Pending = nil
 	if err != nil {
@@ -129,9 +133,9 @@ func (d *Driver) materialize(ctx context.Context, r *store.Record, key string) (
 	return c, nil
 }
 
+// makeClone resolves r's ref, clones that snapshot and mounts the clone.
+// The caller holds d.gc for reading.
 func (d *Driver) makeClone(ctx context.Context, r *store.Record, key string) (*store.Clone, error) {
-	d.gc.RLock()
-	defer d.gc.RUnlock()
 	src, err := d.b.Volume(ctx, r.Source)
 	if errors.Is(err, snapshot.ErrNotFound) {
 		return nil, fmt.Errorf("%w: volume %q: source %q no longer exists", ErrNoSource, r.Name, r.Source)

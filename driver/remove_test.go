@@ -103,3 +103,29 @@ func TestEachUnmountCollectsOutsideTheVolumeLock(t *testing.T) {
 		t.Fatalf("%d snapshots, want only the one the other container's clone uses", n)
 	}
 }
+
+// A snapshot is never collected between being chosen for a clone and the
+// clone's record naming it: collection (d.gc for writing) waits until the
+// record is written.
+func TestCollectionWaitsForTheCloneRecord(t *testing.T) {
+	d, _, st := newTestDriver(t)
+	const name = "app-production@now+x"
+	recorded := make(chan bool, 1)
+	d.cfg.Failpoint = func(step string) {
+		if step != "materialize:mount" {
+			return
+		}
+		go func() {
+			d.gc.Lock()
+			r, _ := st.Get(name)
+			d.gc.Unlock()
+			recorded <- r != nil && r.Clone != nil
+		}()
+	}
+	if _, err := d.Mount(&volume.MountRequest{Name: name, ID: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	if !<-recorded {
+		t.Fatal("collection could run after the clone was made and before it was recorded")
+	}
+}
