@@ -176,15 +176,11 @@ func (b *Backend) Unmount(ctx context.Context, id, target string) error {
 	case err != nil:
 		return err
 	}
-	mountedThere := snapshot.IsMountPoint(target)
+	mountedThere, others := snapshot.IsMountPoint(target), 0
 	for _, p := range v.AttachPath {
 		if filepath.Clean(p) == host {
 			mountedThere = true
-		}
-	}
-	others := 0
-	for _, p := range v.AttachPath {
-		if filepath.Clean(p) != host {
+		} else {
 			others++
 		}
 	}
