@@ -217,7 +217,7 @@ func checkName(what, name string) error {
 func wrapErr(err error) error {
 	switch {
 	case errors.Is(err, unix.ENOSPC), errors.Is(err, unix.EDQUOT):
-		return fmt.Errorf("%w: %v", snapshot.ErrNoSpace, err)
+		return fmt.Errorf("%w: %w", snapshot.ErrNoSpace, err)
 	}
 	return err
 }

@@ -85,7 +85,7 @@ func makePoolFile(img string, size int64) error {
 	out, err := exec.Command("mkfs.btrfs", "-q", "-L", "snapvol", tmp).CombinedOutput()
 	if err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("mkfs.btrfs %s (is btrfs-progs installed?): %v: %s", tmp, err, out)
+		return fmt.Errorf("mkfs.btrfs %s (is btrfs-progs installed?): %w: %s", tmp, err, out)
 	}
 	return os.Rename(tmp, img)
 }

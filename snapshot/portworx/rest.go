@@ -117,7 +117,7 @@ func (r *rest) call(ctx context.Context, what, verb, version string, build func(
 		return nil
 	}
 	if err := json.Unmarshal(body, out); err != nil {
-		return fmt.Errorf("%s: unexpected answer from the OpenStorage server at %s: %v", what, r.endpoint, err)
+		return fmt.Errorf("%s: unexpected answer from the OpenStorage server at %s: %w", what, r.endpoint, err)
 	}
 	return nil
 }
@@ -138,7 +138,7 @@ func (r *rest) transportError(ctx, cctx context.Context, what string, err error,
 	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ENOENT):
 		return fmt.Errorf("%s: %w: nothing is serving the OpenStorage API at %s (PX_ENDPOINT); is Portworx running?", what, snapshot.ErrUnavailable, r.endpoint)
 	default:
-		return fmt.Errorf("%s: %w: the OpenStorage server at %s (PX_ENDPOINT) is unreachable: %v", what, snapshot.ErrUnavailable, r.endpoint, uerr.Err)
+		return fmt.Errorf("%s: %w: the OpenStorage server at %s (PX_ENDPOINT) is unreachable: %w", what, snapshot.ErrUnavailable, r.endpoint, uerr.Err)
 	}
 }
 
