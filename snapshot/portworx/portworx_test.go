@@ -93,6 +93,23 @@ func (e *env) production() snapshot.Object {
 	return src
 }
 
+// snapClone takes a plugin snapshot of src and a clone of it for the
+// Docker volume named volume, labelled as the driver labels them.
+func (e *env) snapClone(src snapshot.Object, volume string) (snap, clone snapshot.Object) {
+	t := e.t
+	t.Helper()
+	c := ctx(t)
+	snap, err := e.b.Snapshot(c, src, map[string]string{snapshot.LabelOwner: "1", snapshot.LabelSource: src.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clone, err = e.b.Clone(c, snap, map[string]string{snapshot.LabelOwner: "1", snapshot.LabelVolume: volume, snapshot.LabelSource: src.Name}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snap, clone
+}
+
 func TestCloneLifecycleMovesRealData(t *testing.T) {
 	e := newEnv(t, osdserver.Config{}, nil)
 	c := ctx(t)
@@ -327,14 +344,7 @@ func TestInstancesDoNotTouchEachOther(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer other.Close()
-	snap, err := e.b.Snapshot(c, src, map[string]string{snapshot.LabelOwner: "1", snapshot.LabelSource: src.Name})
-	if err != nil {
-		t.Fatal(err)
-	}
-	clone, err := e.b.Clone(c, snap, map[string]string{snapshot.LabelOwner: "1", snapshot.LabelVolume: "x@latest", snapshot.LabelSource: src.Name}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	snap, clone := e.snapClone(src, "x@latest")
 	if owned, err := other.Owned(c); err != nil || len(owned) != 0 {
 		t.Fatalf("another instance owns %+v, %v", owned, err)
 	}
@@ -525,14 +535,7 @@ func TestManagedPluginPaths(t *testing.T) {
 	e := newEnv(t, osdserver.Config{}, func(c *portworx.Config) { c.DataRoot, c.MountRoot = dataRoot, mountRoot })
 	c := ctx(t)
 	src := e.production()
-	snap, err := e.b.Snapshot(c, src, map[string]string{snapshot.LabelOwner: "1", snapshot.LabelSource: src.Name})
-	if err != nil {
-		t.Fatal(err)
-	}
-	clone, err := e.b.Clone(c, snap, map[string]string{snapshot.LabelOwner: "1", snapshot.LabelVolume: "v", snapshot.LabelSource: src.Name}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, clone := e.snapClone(src, "v")
 	target := filepath.Join(dataRoot, "v-1234")
 	if err := e.b.Mount(c, clone.ID, target); err != nil {
 		t.Fatalf("mount: %v", err)
@@ -661,14 +664,7 @@ func TestFilesystemDriver(t *testing.T) {
 	e := newEnv(t, osdserver.Config{NoAttach: true}, nil)
 	c := ctx(t)
 	src := e.production()
-	snap, err := e.b.Snapshot(c, src, map[string]string{snapshot.LabelOwner: "1", snapshot.LabelSource: src.Name})
-	if err != nil {
-		t.Fatal(err)
-	}
-	clone, err := e.b.Clone(c, snap, map[string]string{snapshot.LabelOwner: "1", snapshot.LabelVolume: "v", snapshot.LabelSource: src.Name}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	snap, clone := e.snapClone(src, "v")
 	mp := filepath.Join(e.dataRoot, "c")
 	if err := e.b.Mount(c, clone.ID, mp); err != nil {
 		t.Fatalf("mount: %v", err)
