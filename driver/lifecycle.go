@@ -442,12 +442,19 @@ func (d *Driver) mayCollect(ctx context.Context, source string) bool {
 		}
 	}
 	newest, _ := snapshot.Newest(owned)
+	now := d.cfg.Now()
 	for _, s := range owned {
-		if s.ID != newest.ID || d.cfg.Now().Sub(s.Created) >= d.cfg.LatestMaxAge {
+		if !d.keptForLatest(s, newest, now) {
 			return true
 		}
 	}
 	return false
+}
+
+// keptForLatest reports whether s, among snapshots of one source whose
+// newest is newest, is the one @latest may still reuse.
+func (d *Driver) keptForLatest(s, newest snapshot.Object, now time.Time) bool {
+	return s.ID == newest.ID && now.Sub(s.Created) < d.cfg.LatestMaxAge
 }
 
 // collect deletes unneeded plugin snapshots among owned whose source
@@ -472,9 +479,9 @@ func (d *Driver) collect(ctx context.Context, owned []snapshot.Object, match fun
 			if inUse[s.ID] {
 				continue
 			}
-			if s.ID == newest.ID && now.Sub(s.Created) < d.cfg.LatestMaxAge {
+			if d.keptForLatest(s, newest, now) {
 				if _, err := d.b.Volume(ctx, source); err == nil {
-					continue // @latest may still reuse it
+					continue // the source is still there to be cloned @latest
 				}
 			}
 			if err := d.b.Delete(ctx, s.ID); err != nil {
