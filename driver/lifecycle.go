@@ -45,9 +45,7 @@ func (d *Driver) Mount(req *volume.MountRequest) (resp *volume.MountResponse, er
 	if r.Pending != nil {
 		return nil, errUnfinished(r)
 	}
-	var c *store.Clone
-	switch {
-	case !r.IsClone():
+	if !r.IsClone() {
 		if r.Mounts == 0 || !d.b.Mounted(r.Target) {
 			r.Target = d.target(r.Name, "")
 			if err := d.b.Mount(ctx, r.Object, r.Target); err != nil {
@@ -59,16 +57,10 @@ func (d *Driver) Mount(req *volume.MountRequest) (resp *volume.MountResponse, er
 			return nil, err
 		}
 		return &volume.MountResponse{Mountpoint: r.Target}, nil
-	case r.Each:
-		c = r.EachClones[req.ID]
-	default:
-		c = r.Clone
 	}
+	key := r.CloneKey(req.ID)
+	c := r.CloneFor(key)
 	if c == nil {
-		key := ""
-		if r.Each {
-			key = req.ID
-		}
 		if c, err = d.materialize(ctx, r, key); err != nil {
 			if claimed {
 				_ = d.st.Delete(r.Name)
@@ -76,7 +68,8 @@ func (d *Driver) Mount(req *volume.MountRequest) (resp *volume.MountResponse, er
 			return nil, err
 		}
 		return &volume.MountResponse{Mountpoint: c.Target}, nil
-	} else if c.Mounts == 0 || !d.b.Mounted(c.Target) {
+	}
+	if c.Mounts == 0 || !d.b.Mounted(c.Target) {
 		if err := d.b.Mount(ctx, c.Object, c.Target); err != nil {
 			return nil, fmt.Errorf("volume %q: mount clone: %w", r.Name, err)
 		}
@@ -197,10 +190,7 @@ func (d *Driver) undoClone(volName string, c *store.Clone) {
 // If it fails in a request, the intent is withdrawn (the clone is still
 // whole and recorded); in reconcile (retry) it stays to be tried again.
 func (d *Driver) release(r *store.Record, key string, retry bool) error {
-	c := r.Clone
-	if r.Each {
-		c = r.EachClones[key]
-	}
+	c := r.CloneFor(key)
 	if c == nil {
 		return nil
 	}
@@ -260,10 +250,8 @@ func (d *Driver) Unmount(req *volume.UnmountRequest) (err error) {
 		}
 		return d.st.Put(r)
 	}
-	c := r.Clone
-	if r.Each {
-		c = r.EachClones[req.ID]
-	}
+	key := r.CloneKey(req.ID)
+	c := r.CloneFor(key)
 	if c == nil || c.Mounts == 0 {
 		return nil
 	}
@@ -272,7 +260,7 @@ func (d *Driver) Unmount(req *volume.UnmountRequest) (err error) {
 		return d.st.Put(r)
 	}
 	if r.Each {
-		if err := d.release(r, req.ID, false); err != nil {
+		if err := d.release(r, key, false); err != nil {
 			return err
 		}
 		collectSource = r.Source

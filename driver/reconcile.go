@@ -232,12 +232,12 @@ func (d *Driver) reapable(r *store.Record, key string, now time.Time) bool {
 	if r.Pending != nil {
 		return false
 	}
-	if r.Each {
-		c := r.EachClones[key]
-		return c != nil && c.Mounts == 0
+	c := r.CloneFor(key)
+	if c == nil || c.Mounts > 0 {
+		return false
 	}
 	ttl := d.ttl(r)
-	return r.Clone != nil && r.Clone.Mounts == 0 && ttl > 0 && now.Sub(r.LastUsed) >= ttl
+	return r.Each || ttl > 0 && now.Sub(r.LastUsed) >= ttl
 }
 
 // ReapInterval is how often Run reaps: at least every minute, and twice

@@ -100,6 +100,23 @@ func (r *Record) Clones() []*Clone {
 	return out
 }
 
+// CloneKey is the key of the clone a mount with Docker mount ID id uses:
+// the ID itself for +each, where every mount has its own, else "".
+func (r *Record) CloneKey(id string) string {
+	if r.Each {
+		return id
+	}
+	return ""
+}
+
+// CloneFor returns the clone of key (see CloneKey), nil if not made.
+func (r *Record) CloneFor(key string) *Clone {
+	if r.Each {
+		return r.EachClones[key]
+	}
+	return r.Clone
+}
+
 // TotalMounts counts every mount of the volume.
 func (r *Record) TotalMounts() int {
 	n := r.Mounts
