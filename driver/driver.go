@@ -37,7 +37,8 @@ type Config struct {
 	Sources []string
 	// Claim makes Get answer for grammar names not yet created.
 	Claim bool
-	// OpTimeout bounds each backend call, well inside Docker's 30 s.
+	// OpTimeout bounds the backend calls of one request together, well
+	// inside Docker's 30 s.
 	OpTimeout time.Duration
 	Log       *logrus.Logger
 	Now       func() time.Time

@@ -71,7 +71,7 @@ type Record struct {
 	Target string `json:"target,omitempty"`
 
 	// Clone is the clone of a (non-each) clone volume, nil when not
-	// materialized; Each holds +each clones by Docker mount ID.
+	// materialized; EachClones holds +each clones by Docker mount ID.
 	Clone      *Clone            `json:"clone,omitempty"`
 	EachClones map[string]*Clone `json:"each_clones,omitempty"`
 
