@@ -146,6 +146,24 @@ func (d *Driver) target(name, mountID string) string {
 	return filepath.Join(d.cfg.DataRoot, safe+"-"+hex.EncodeToString(sum[:6]))
 }
 
+// isTargetName reports whether a directory name under DATA_ROOT has the
+// shape target gives, so reconcile leaves anything else there alone.
+func isTargetName(n string) bool {
+	i := strings.LastIndexByte(n, '-')
+	if i < 0 || len(n)-i-1 != 12 {
+		return false
+	}
+	if _, err := hex.DecodeString(n[i+1:]); err != nil || strings.ToLower(n[i+1:]) != n[i+1:] {
+		return false
+	}
+	for _, r := range n[:i] {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
 func (d *Driver) sourceAllowed(source string) bool {
 	if len(d.cfg.Sources) == 0 {
 		return true

@@ -44,6 +44,9 @@ func TestTargetsAreDerivedAndDistinct(t *testing.T) {
 	for _, n := range []string{"a@latest", "a_latest", "snap:a@latest", "a@latest+x", "a@latest+each"} {
 		for _, id := range []string{"", "1"} {
 			tg := d.target(n, id)
+			if !isTargetName(filepath.Base(tg)) {
+				t.Fatalf("target %s of %q is not recognised as the plugin's", tg, n)
+			}
 			if filepath.Dir(tg) != "/mnt/snapvol" {
 				t.Fatalf("target %s of %q escapes DATA_ROOT", tg, n)
 			}
@@ -234,5 +237,13 @@ func TestRemoveCollectsWithoutScanningWhenNothingToCollect(t *testing.T) {
 	}
 	if b.owned != 0 {
 		t.Fatalf("Remove listed the whole pool %d times with nothing to collect", b.owned)
+	}
+}
+
+func TestIsTargetNameLeavesOtherDirectoriesAlone(t *testing.T) {
+	for _, n := range []string{"lost+found", "data", "backup-2026", "x-0123456789AB", "x-0123456789a", "a.b-0123456789ab"} {
+		if isTargetName(n) {
+			t.Errorf("%q taken for a plugin mount point", n)
+		}
 	}
 }

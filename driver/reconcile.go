@@ -48,7 +48,9 @@ func (d *Driver) dropStrayMounts(ctx context.Context) {
 	}
 	for _, e := range ents {
 		target := filepath.Join(d.cfg.DataRoot, e.Name())
-		if known[target] || !e.IsDir() {
+		// DATA_ROOT may be shared on a host: only directories shaped like
+		// the plugin's own mount points are its to drop.
+		if known[target] || !e.IsDir() || !isTargetName(e.Name()) {
 			continue
 		}
 		// The object is unknown here; backends unmount by path alone.
