@@ -13,15 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func dirNames(dir string) []string {
-	ents, _ := os.ReadDir(dir)
-	var out []string
-	for _, e := range ents {
-		out = append(out, e.Name())
-	}
-	return out
-}
-
 // TestHostileInputOverSocket sends names and bodies meant to break the
 // plugin: every one is refused, the plugin stays up, nothing is written.
 func TestHostileInputOverSocket(t *testing.T) {

@@ -9,15 +9,6 @@ import (
 	"time"
 )
 
-func snapshotsOf(p *Plugin, source string) []string {
-	ents, _ := os.ReadDir(filepath.Join(p.Pool(), "snapshots", source))
-	var out []string
-	for _, e := range ents {
-		out = append(out, e.Name())
-	}
-	return out
-}
-
 func TestEachCloneIsPerMountID(t *testing.T) {
 	p := StartPlugin(t, nil)
 	sources := SeedProduction(t, p)

@@ -6,14 +6,22 @@ import (
 	"strings"
 )
 
-// localClones lists the clone subvolumes in the local pool.
-func localClones(p *Plugin) []string {
-	ents, _ := os.ReadDir(filepath.Join(p.Pool(), "clones"))
+// dirNames lists the names in dir (none if it does not exist).
+func dirNames(dir string) []string {
+	ents, _ := os.ReadDir(dir)
 	var out []string
 	for _, e := range ents {
 		out = append(out, e.Name())
 	}
 	return out
+}
+
+// localClones lists the clone subvolumes in the local pool.
+func localClones(p *Plugin) []string { return dirNames(filepath.Join(p.Pool(), "clones")) }
+
+// snapshotsOf lists the snapshots of source in the local pool.
+func snapshotsOf(p *Plugin, source string) []string {
+	return dirNames(filepath.Join(p.Pool(), "snapshots", source))
 }
 
 func containsMount(mountinfo, p string) bool {
