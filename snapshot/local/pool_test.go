@@ -3,7 +3,6 @@ package local
 import (
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -14,22 +13,10 @@ import (
 // after a managed plugin restart) is mounted from that device, never bound
 // to a second one.
 func TestLoopMountReusesBoundDevice(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("this test needs root (loop devices, mounts); run `make test` as root")
+	if _, err := exec.LookPath("losetup"); err != nil {
+		t.Fatal("losetup not found: apt-get install -y mount")
 	}
-	for _, tool := range []string{"mkfs.btrfs", "losetup"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s not found: apt-get install -y btrfs-progs mount", tool)
-		}
-	}
-	dir := t.TempDir()
-	img, mnt := filepath.Join(dir, "pool.img"), filepath.Join(dir, "pool")
-	if err := makePoolFile(img, 256<<20); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Mkdir(mnt, 0o700); err != nil {
-		t.Fatal(err)
-	}
+	img, mnt := testPoolFile(t)
 	out, err := exec.Command("losetup", "--find", "--show", img).Output()
 	if err != nil {
 		t.Fatalf("losetup: %v", err)

@@ -14,8 +14,9 @@ import (
 	"github.com/snapvol/snapvol/snapshot"
 )
 
-// testPool is a fresh loop-mounted btrfs pool, gone at the end of the test.
-func testPool(t *testing.T) string {
+// testPoolFile makes a fresh 256M btrfs pool file and an empty mount
+// point for it, failing (never skipping) without root or mkfs.btrfs.
+func testPoolFile(t *testing.T) (img, mnt string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("this test needs root (loop devices, mounts); run `make test` as root")
@@ -24,13 +25,20 @@ func testPool(t *testing.T) string {
 		t.Fatal("mkfs.btrfs not found: apt-get install -y btrfs-progs")
 	}
 	dir := t.TempDir()
-	img, mnt := filepath.Join(dir, "pool.img"), filepath.Join(dir, "pool")
+	img, mnt = filepath.Join(dir, "pool.img"), filepath.Join(dir, "pool")
 	if err := makePoolFile(img, 256<<20); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Mkdir(mnt, 0o700); err != nil {
 		t.Fatal(err)
 	}
+	return img, mnt
+}
+
+// testPool is a fresh loop-mounted btrfs pool, gone at the end of the test.
+func testPool(t *testing.T) string {
+	t.Helper()
+	img, mnt := testPoolFile(t)
 	if err := loopMount(img, mnt); err != nil {
 		t.Fatal(err)
 	}
