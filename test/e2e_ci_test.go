@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/stdcopy"
 	"golang.org/x/sys/unix"
 
@@ -281,11 +280,7 @@ func ciEachConcurrent(t *testing.T, e *e2e) {
 func ciGitLabExecutor(t *testing.T, e *e2e) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cli, err := client.NewClientWithOpts(client.WithHost(e.d.Host), client.WithAPIVersionNegotiation())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := e.sdk(t)
 
 	const dest = "/var/lib/cassandra"
 	name := e2eProd + "@latest+each"

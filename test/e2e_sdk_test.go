@@ -14,6 +14,19 @@ import (
 	"github.com/snapvol/snapvol/test/dockerd"
 )
 
+// sdk is a Docker Go SDK client of the test's engine, negotiating the API
+// version as GitLab Runner does (dockerd 20.10 speaks 1.41); closed at the
+// end of the test.
+func (e *e2e) sdk(t *testing.T) *client.Client {
+	t.Helper()
+	cli, err := client.NewClientWithOpts(client.WithHost(e.d.Host), client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
 // e2eSDK creates a job container through the Docker Go SDK the way GitLab
 // Runner's Docker executor does: the runner's `volumes` become
 // HostConfig.Binds and `volume_driver` HostConfig.VolumeDriver, the client
@@ -23,11 +36,7 @@ import (
 func e2eSDK(t *testing.T, e *e2e) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cli, err := client.NewClientWithOpts(client.WithHost(e.d.Host), client.WithAPIVersionNegotiation())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := e.sdk(t)
 	if v, err := cli.ServerVersion(ctx); err != nil {
 		t.Fatal(err)
 	} else {
