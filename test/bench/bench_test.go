@@ -552,70 +552,106 @@ func (u *cpuUse) result(jobs int) CPUUse {
 	return CPUUse{Busy: ratio(u.busy, u.all), PluginMsPerJob: ms(u.plugin), BenchMsPerJob: ms(u.bench)}
 }
 
-func (b *bench) concurrentJobs(res *Results, s *source) {
-	pid := b.pluginPID()
-	var one []time.Duration
-	var oneCPU cpuUse
-	for i := 0; i < b.cfg.oneReps; i++ {
-		before := cpuNow(pid)
-		el, _, err := b.job(fmt.Sprintf("%s@latest+one-%d", s.name, i), s)
-		if err != nil {
-			b.t.Fatal(err)
+// nullJob is the floor any plugin stands on: the same client making the
+// same six round trips and reading the same file, answered by the plugin
+// from memory with no work behind them (Capabilities). What n of these at
+// once cost against one is what the machine itself (CPUs, scheduler, the
+// HTTP stack on both ends) charges for concurrency.
+func (b *bench) nullJob(mp string, s *source) (time.Duration, string, error) {
+	start := time.Now()
+	for i := 0; i < 6; i++ {
+		if _, err := b.p.Capabilities(); err != nil {
+			return 0, "", err
 		}
-		oneCPU.add(before, cpuNow(pid))
-		one = append(one, el)
+		if i == 1 {
+			data, err := os.ReadFile(filepath.Join(mp, ProbeFile))
+			if err != nil || int64(len(data)) != s.probe {
+				return 0, "", fmt.Errorf("%s: probe file: %v", mp, err)
+			}
+		}
+	}
+	return time.Since(start), "", nil
+}
+
+// rounds runs n jobs at once, rounds times, and returns the wall time of
+// each round, every job's time, the CPU used and the distinct snapshots
+// the jobs reported.
+func (b *bench) rounds(pid, n, rounds int, job func(j, round int) (time.Duration, string, error)) (walls, per []time.Duration, use cpuUse, snaps int) {
+	for round := 0; round < rounds; round++ {
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		seen := map[string]bool{}
+		errs := make(chan error, n)
+		gate := make(chan struct{})
+		for j := 0; j < n; j++ {
+			wg.Add(1)
+			go func(j int) {
+				defer wg.Done()
+				<-gate
+				el, snap, err := job(j, round)
+				if err != nil {
+					errs <- err
+					return
+				}
+				mu.Lock()
+				per = append(per, el)
+				seen[snap] = true
+				mu.Unlock()
+			}(j)
+		}
+		before := cpuNow(pid)
+		start := time.Now()
+		close(gate)
+		wg.Wait()
+		walls = append(walls, time.Since(start))
+		use.add(before, cpuNow(pid))
+		close(errs)
+		for err := range errs {
+			b.t.Fatalf("%d concurrent jobs: %v", n, err)
+		}
+		snaps = max(snaps, len(seen))
 		b.settle()
 	}
+	return walls, per, use, snaps
+}
+
+func (b *bench) concurrentJobs(res *Results, s *source) {
+	pid := b.pluginPID()
+	cloneJob := func(n int) func(j, round int) (time.Duration, string, error) {
+		return func(j, round int) (time.Duration, string, error) {
+			return b.job(fmt.Sprintf("%s@latest+c%d-r%d-j%d", s.name, n, round, j), s)
+		}
+	}
+	// The source stays mounted for the no-op jobs' file reads.
+	mp := b.p.MustMount(s.name, "null-jobs")
+	defer func() {
+		if err := b.p.Unmount(s.name, "null-jobs"); err != nil {
+			b.t.Error(err)
+		}
+	}()
+	nullJob := func(j, round int) (time.Duration, string, error) { return b.nullJob(mp, s) }
+
+	one, _, oneCPU, _ := b.rounds(pid, 1, b.cfg.oneReps, cloneJob(1))
 	res.One = NewDist(one)
 	res.OneCPU = oneCPU.result(b.cfg.oneReps)
 	res.BareOne = NewDist(b.bareConcurrent(s, 1, b.cfg.oneReps))
+	nullOne, _, _, _ := b.rounds(pid, 1, b.cfg.oneReps, nullJob)
+	res.NullOne = NewDist(nullOne)
 	for _, n := range b.cfg.jobs {
 		c := ConcResult{Jobs: n, Rounds: b.cfg.rounds}
-		var walls, per []time.Duration
-		var use cpuUse
-		for round := 0; round < b.cfg.rounds; round++ {
-			var wg sync.WaitGroup
-			var mu sync.Mutex
-			snaps := map[string]bool{}
-			errs := make(chan error, n)
-			gate := make(chan struct{})
-			for j := 0; j < n; j++ {
-				wg.Add(1)
-				go func(j int) {
-					defer wg.Done()
-					<-gate
-					el, snap, err := b.job(fmt.Sprintf("%s@latest+c%d-r%d-j%d", s.name, n, round, j), s)
-					if err != nil {
-						errs <- err
-						return
-					}
-					mu.Lock()
-					per = append(per, el)
-					snaps[snap] = true
-					mu.Unlock()
-				}(j)
-			}
-			before := cpuNow(pid)
-			start := time.Now()
-			close(gate)
-			wg.Wait()
-			walls = append(walls, time.Since(start))
-			use.add(before, cpuNow(pid))
-			close(errs)
-			for err := range errs {
-				b.t.Fatalf("%d concurrent jobs: %v", n, err)
-			}
-			c.Snapshots = max(c.Snapshots, len(snaps))
-			b.settle()
-		}
-		c.Wall, c.PerJob = NewDist(walls), NewDist(per)
+		walls, per, use, snaps := b.rounds(pid, n, b.cfg.rounds, cloneJob(n))
+		c.Wall, c.PerJob, c.Snapshots = NewDist(walls), NewDist(per), snaps
 		c.Ratio = ratio(c.Wall.P50, res.One.P50)
 		c.CPU = use.result(n * b.cfg.rounds)
 		c.BareWall = NewDist(b.bareConcurrent(s, n, b.cfg.rounds))
 		c.BareRatio = ratio(c.BareWall.P50, res.BareOne.P50)
-		b.t.Logf("%d jobs: wall %s, per job %s, %.2fx one job (%s); CPUs %.0f%% busy, plugin %.2f ms and client %.2f ms of CPU per job (alone: %.2f, %.2f); %d bare snapshot ioctls at once: %s, %.2fx one (%s)",
+		nullWalls, _, _, _ := b.rounds(pid, n, b.cfg.rounds, nullJob)
+		c.NullWall = NewDist(nullWalls)
+		c.NullRatio = ratio(c.NullWall.P50, res.NullOne.P50)
+		b.t.Logf("%d jobs: wall %s, per job %s, %.2fx one job (%s); CPUs %.0f%% busy, plugin %.2f ms and client %.2f ms of CPU per job (alone: %.2f, %.2f); %d bare snapshot ioctls at once: %s, %.2fx one (%s); %d no-op jobs at once: %s, %.2fx one (%s)",
 			n, dist(c.Wall), dist(c.PerJob), c.Ratio, dist(res.One), 100*c.CPU.Busy, c.CPU.PluginMsPerJob, c.CPU.BenchMsPerJob,
-			res.OneCPU.PluginMsPerJob, res.OneCPU.BenchMsPerJob, n, dist(c.BareWall), c.BareRatio, dist(res.BareOne))
+			res.OneCPU.PluginMsPerJob, res.OneCPU.BenchMsPerJob, n, dist(c.BareWall), c.BareRatio, dist(res.BareOne),
+			n, dist(c.NullWall), c.NullRatio, dist(res.NullOne))
 		res.Conc = append(res.Conc, c)
 	}
 }

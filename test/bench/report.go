@@ -99,6 +99,10 @@ type ConcResult struct {
 	// once, wall time, and its ratio to one alone.
 	BareWall  Dist    `json:"bare_wall"`
 	BareRatio float64 `json:"bare_ratio"`
+	// The machine's floor: as many no-op jobs (same client, same six
+	// round trips, answered from memory) at once, and the ratio to one.
+	NullWall  Dist    `json:"null_wall"`
+	NullRatio float64 `json:"null_ratio"`
 }
 
 // CPUUse is where CPU time went while jobs ran: the share of all the
@@ -152,6 +156,7 @@ type Results struct {
 	One       Dist          `json:"one_job"`
 	OneCPU    CPUUse        `json:"one_job_cpu"`
 	BareOne   Dist          `json:"bare_one"`
+	NullOne   Dist          `json:"null_one"`
 	API       []APIResult   `json:"api"`
 	Docker    *DockerResult `json:"docker,omitempty"`
 	GoBench   []GoBench     `json:"go_bench"`
@@ -250,6 +255,10 @@ func (r *Results) Targets() []Target {
 			add("32 concurrent jobs: wall time / one job alone (p50)", c.Ratio, "%.2fx", "≤ 4x", c.Ratio <= 4)
 			ts = append(ts, Target{What: "  the physical limit: 32 bare snapshot ioctls at once / one (p50)", Value: fmt.Sprintf("%.2fx", c.BareRatio),
 				Goal: "–", Known: true, Context: true})
+			if c.NullRatio > 0 {
+				ts = append(ts, Target{What: "  the machine's floor: 32 no-op jobs (same client, six round trips answered from memory) at once / one (p50)",
+					Value: fmt.Sprintf("%.2fx", c.NullRatio), Goal: "–", Known: true, Context: true})
+			}
 		}
 	}
 	if a := r.api(10000); a != nil {
@@ -356,13 +365,14 @@ func (r *Results) otherTables(w func(string, ...any)) {
 		w("\n## Concurrent CI jobs\n\n")
 		w("A job: Get + Mount of `SOURCE@latest+JOB` (the largest source), read a file, Get, Unmount, Remove, over the socket; all jobs of a round start together. ")
 		w("CPU: share of the machine's CPUs busy while jobs ran, and CPU time per job of the plugin and of the benchmark process (the client).\n\n")
-		w("The physical limit: the same number of bare writable-snapshot ioctls of the source started at once (each into its own directory), wall time to the last.\n\n")
-		w("| jobs at once | rounds | wall time per round | per job | snapshots used | wall / one job | bare ioctls at once | bare / one bare | CPUs busy | plugin CPU / job | client CPU / job |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
-		w("| 1 | %d | %s | %s | 1 | 1x | %s | 1x | %.0f%% | %.2f ms | %.2f ms |\n", r.One.N, dist(r.One), dist(r.One), dist(r.BareOne),
+		w("The physical limit: the same number of bare writable-snapshot ioctls of the source started at once (each into its own directory), wall time to the last. ")
+		w("The machine's floor: the same number of no-op jobs at once, each the same client making six round trips the plugin answers from memory (Capabilities) and reading the same file; no plugin can scale better than this on this machine.\n\n")
+		w("| jobs at once | rounds | wall time per round | per job | snapshots used | wall / one job | bare ioctls at once | bare / one bare | no-op jobs at once | no-op / one no-op | CPUs busy | plugin CPU / job | client CPU / job |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		w("| 1 | %d | %s | %s | 1 | 1x | %s | 1x | %s | 1x | %.0f%% | %.2f ms | %.2f ms |\n", r.One.N, dist(r.One), dist(r.One), dist(r.BareOne), dist(r.NullOne),
 			100*r.OneCPU.Busy, r.OneCPU.PluginMsPerJob, r.OneCPU.BenchMsPerJob)
 		for _, c := range r.Conc {
-			w("| %d | %d | %s | %s | %d | %.2fx | %s | %.2fx | %.0f%% | %.2f ms | %.2f ms |\n", c.Jobs, c.Rounds, dist(c.Wall), dist(c.PerJob), c.Snapshots, c.Ratio,
-				dist(c.BareWall), c.BareRatio, 100*c.CPU.Busy, c.CPU.PluginMsPerJob, c.CPU.BenchMsPerJob)
+			w("| %d | %d | %s | %s | %d | %.2fx | %s | %.2fx | %s | %.2fx | %.0f%% | %.2f ms | %.2f ms |\n", c.Jobs, c.Rounds, dist(c.Wall), dist(c.PerJob), c.Snapshots, c.Ratio,
+				dist(c.BareWall), c.BareRatio, dist(c.NullWall), c.NullRatio, 100*c.CPU.Busy, c.CPU.PluginMsPerJob, c.CPU.BenchMsPerJob)
 		}
 	}
 
