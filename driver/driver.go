@@ -21,6 +21,7 @@ import (
 
 	"github.com/snapvol/snapvol/driver/names"
 	"github.com/snapvol/snapvol/driver/store"
+	"github.com/snapvol/snapvol/keylock"
 	"github.com/snapvol/snapvol/snapshot"
 )
 
@@ -54,7 +55,7 @@ type Driver struct {
 	st       *store.Store
 	log      *logrus.Logger
 	resolver *snapshot.Resolver
-	locks    keyedLocks
+	locks    keylock.Map
 	// gc is held for reading from choosing a snapshot until the clone made
 	// from it is recorded, and for writing while snapshots are collected,
 	// so a snapshot is never collected between the two.
@@ -225,7 +226,7 @@ func (d *Driver) Create(req *volume.CreateRequest) (err error) {
 	if err != nil {
 		return err
 	}
-	defer d.locks.lock(req.Name)()
+	defer d.locks.Lock(req.Name)()
 	if _, ok := d.st.Get(req.Name); ok {
 		return nil // Docker ignores options on later creates; so do we.
 	}

@@ -23,7 +23,7 @@ func (d *Driver) Mount(req *volume.MountRequest) (resp *volume.MountResponse, er
 	defer d.op("mount", req.Name, &err)()
 	ctx, cancel := d.ctx()
 	defer cancel()
-	defer d.locks.lock(req.Name)()
+	defer d.locks.Lock(req.Name)()
 
 	r, ok := d.st.Get(req.Name)
 	claimed := false
@@ -232,7 +232,7 @@ func (d *Driver) Unmount(req *volume.UnmountRequest) (err error) {
 	}()
 	ctx, cancel := d.ctx()
 	defer cancel()
-	defer d.locks.lock(req.Name)()
+	defer d.locks.Lock(req.Name)()
 	r, ok := d.st.Get(req.Name)
 	if !ok {
 		return fmt.Errorf("%w: %q", ErrNoSuchVolume, req.Name)
@@ -277,7 +277,7 @@ func (d *Driver) Unmount(req *volume.UnmountRequest) (err error) {
 // a plain volume is deleted only when no clone volume comes from it.
 func (d *Driver) Remove(req *volume.RemoveRequest) (err error) {
 	defer d.op("remove", req.Name, &err)()
-	unlock := d.locks.lock(req.Name)
+	unlock := d.locks.Lock(req.Name)
 	r, ok := d.st.Get(req.Name)
 	if !ok {
 		unlock()

@@ -63,7 +63,7 @@ func (d *Driver) dropStrayMounts(ctx context.Context) {
 }
 
 func (d *Driver) reconcileVolume(name string) error {
-	defer d.locks.lock(name)()
+	defer d.locks.Lock(name)()
 	ctx, cancel := d.ctx()
 	defer cancel()
 	r, ok := d.st.Get(name)
@@ -155,7 +155,7 @@ func (d *Driver) sweep(ctx context.Context) error {
 		if d.cloneReferenced(vol, o.ID) {
 			continue
 		}
-		unlock := d.locks.lock(vol)
+		unlock := d.locks.Lock(vol)
 		if !d.cloneReferenced(vol, o.ID) {
 			if err := d.b.Delete(ctx, o.ID); err != nil {
 				d.log.WithError(err).WithField("clone", o.ID).Warn("deleting orphan clone")
@@ -206,7 +206,7 @@ func (d *Driver) Reap() {
 	})
 	for _, c := range due {
 		func() {
-			defer d.locks.lock(c.volume)()
+			defer d.locks.Lock(c.volume)()
 			r, ok := d.st.Get(c.volume)
 			if !ok || !d.reapable(r, c.key, now) {
 				return

@@ -83,7 +83,7 @@ func TestEachUnmountCollectsOutsideTheVolumeLock(t *testing.T) {
 	d.b = snapshotsProbe{b, func() {
 		probed++
 		got := make(chan struct{})
-		go func() { d.locks.lock(name)(); close(got) }()
+		go func() { d.locks.Lock(name)(); close(got) }()
 		select {
 		case <-got:
 		case <-time.After(2 * time.Second):

@@ -4,8 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
+
+	"github.com/snapvol/snapvol/keylock"
 )
 
 // Resolver turns a ref (latest, now, a snapshot name) into a snapshot.
@@ -16,8 +17,9 @@ type Resolver struct {
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 
-	mu    sync.Mutex
-	locks map[string]*sync.Mutex
+	// One lock per source serialises @latest, so concurrent jobs inside
+	// MaxAge share one snapshot instead of each taking their own.
+	locks keylock.Map
 }
 
 func (r *Resolver) now() time.Time {
@@ -25,22 +27,6 @@ func (r *Resolver) now() time.Time {
 		return r.Now()
 	}
 	return time.Now()
-}
-
-// sourceLock serialises @latest per source, so concurrent jobs inside
-// MaxAge share one snapshot instead of each taking their own.
-func (r *Resolver) sourceLock(id string) *sync.Mutex {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.locks == nil {
-		r.locks = map[string]*sync.Mutex{}
-	}
-	l, ok := r.locks[id]
-	if !ok {
-		l = &sync.Mutex{}
-		r.locks[id] = l
-	}
-	return l
 }
 
 // Resolve returns the snapshot ref names for source, taking one when the
@@ -51,9 +37,7 @@ func (r *Resolver) Resolve(ctx context.Context, source Object, ref string) (snap
 		snap, err = r.take(ctx, source)
 		return snap, err == nil, err
 	case "latest":
-		l := r.sourceLock(source.ID)
-		l.Lock()
-		defer l.Unlock()
+		defer r.locks.Lock(source.ID)()
 		snaps, err := r.Backend.Snapshots(ctx, source)
 		if err != nil {
 			return Object{}, false, fmt.Errorf("listing snapshots of %q: %w", source.Name, err)
