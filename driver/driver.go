@@ -64,6 +64,11 @@ type Driver struct {
 
 	claimMu    sync.Mutex
 	claimCache map[string]claimEntry
+
+	// unreconciled are the volumes reconcile at start did not finish (its
+	// budget ran out, or the backend failed): Run retries them.
+	unreconciledMu sync.Mutex
+	unreconciled   map[string]bool
 }
 
 type claimEntry struct {
@@ -87,7 +92,7 @@ func New(cfg Config) *Driver {
 	return &Driver{
 		cfg: cfg, b: cfg.Backend, st: cfg.Store, log: cfg.Log,
 		resolver:   &snapshot.Resolver{Backend: cfg.Backend, MaxAge: cfg.LatestMaxAge, Now: cfg.Now},
-		claimCache: map[string]claimEntry{},
+		claimCache: map[string]claimEntry{}, unreconciled: map[string]bool{},
 	}
 }
 

@@ -116,7 +116,7 @@ func (d *Driver) materialize(ctx context.Context, r *store.Record, key string) (
 	}
 	if err := d.st.Put(r); err != nil {
 		// Without a record the clone would be an orphan: undo it now.
-		d.undoClone(r.Name, c)
+		d.undoClone(ctx, r.Name, c)
 		return nil, err
 	}
 	d.log.WithFields(logrus.Fields{
@@ -152,7 +152,7 @@ func (d *Driver) makeClone(ctx context.Context, r *store.Record, key string) (*s
 		Made: d.cfg.Now().UTC(), Target: d.target(r.Name, key),
 	}
 	if err := d.b.Mount(ctx, c.Object, c.Target); err != nil {
-		d.undoClone(r.Name, c)
+		d.undoClone(ctx, r.Name, c)
 		return nil, fmt.Errorf("volume %q: mounting clone: %w", r.Name, err)
 	}
 	d.failpoint("materialize:mount")
@@ -160,9 +160,7 @@ func (d *Driver) makeClone(ctx context.Context, r *store.Record, key string) (*s
 }
 
 // destroyClone unmounts and deletes a clone, logging the audit line.
-func (d *Driver) destroyClone(volName string, c *store.Clone) error {
-	ctx, cancel := d.ctx()
-	defer cancel()
+func (d *Driver) destroyClone(ctx context.Context, volName string, c *store.Clone) error {
 	if err := d.b.Unmount(ctx, c.Object, c.Target); err != nil {
 		return fmt.Errorf("volume %q: unmounting clone: %w", volName, err)
 	}
@@ -177,10 +175,12 @@ func (d *Driver) destroyClone(volName string, c *store.Clone) error {
 }
 
 // undoClone destroys a clone a failed request made and will not record.
-// If that fails too, the clone is a labelled orphan the sweep destroys;
-// the request's own error is the one to return, so this one is logged.
-func (d *Driver) undoClone(volName string, c *store.Clone) {
-	if err := d.destroyClone(volName, c); err != nil {
+// It spends what is left of the request's budget, not a fresh one, so the
+// request still answers inside Docker's 30 s; if the undo fails or the
+// budget is gone, the clone is a labelled orphan the sweep destroys. The
+// request's own error is the one to return, so this one is logged.
+func (d *Driver) undoClone(ctx context.Context, volName string, c *store.Clone) {
+	if err := d.destroyClone(ctx, volName, c); err != nil {
 		d.log.WithError(err).WithFields(logrus.Fields{"volume": volName, "clone": c.Object}).Warn("could not undo a clone; the orphan sweep will")
 	}
 }
@@ -189,7 +189,7 @@ func (d *Driver) undoClone(volName string, c *store.Clone) {
 // volume's clone) and keeps the record: the next Mount makes a fresh one.
 // If it fails in a request, the intent is withdrawn (the clone is still
 // whole and recorded); in reconcile (retry) it stays to be tried again.
-func (d *Driver) release(r *store.Record, key string, retry bool) error {
+func (d *Driver) release(ctx context.Context, r *store.Record, key string, retry bool) error {
 	c := r.CloneFor(key)
 	if c == nil {
 		return nil
@@ -199,7 +199,7 @@ func (d *Driver) release(r *store.Record, key string, retry bool) error {
 		return err
 	}
 	d.failpoint("release:intent")
-	if err := d.destroyClone(r.Name, c); err != nil {
+	if err := d.destroyClone(ctx, r.Name, c); err != nil {
 		if !retry {
 			d.withdraw(r)
 		}
@@ -220,6 +220,8 @@ func (d *Driver) release(r *store.Record, key string, retry bool) error {
 // deleted here except a +each clone at its mount ID's last Unmount.
 func (d *Driver) Unmount(req *volume.UnmountRequest) (err error) {
 	defer d.op("unmount", req.Name, &err)()
+	ctx, cancel := d.ctx()
+	defer cancel()
 	// Set when a +each clone went: its snapshot may be collectable. Run
 	// after the volume's lock is released (defers run last in, first out),
 	// as Remove does, so every other container of the same +each name does
@@ -227,11 +229,9 @@ func (d *Driver) Unmount(req *volume.UnmountRequest) (err error) {
 	collectSource := ""
 	defer func() {
 		if collectSource != "" {
-			d.collectSnapshots(collectSource)
+			d.collectSnapshots(ctx, collectSource)
 		}
 	}()
-	ctx, cancel := d.ctx()
-	defer cancel()
 	defer d.locks.Lock(req.Name)()
 	r, ok := d.st.Get(req.Name)
 	if !ok {
@@ -260,7 +260,7 @@ func (d *Driver) Unmount(req *volume.UnmountRequest) (err error) {
 		return d.st.Put(r)
 	}
 	if r.Each {
-		if err := d.release(r, key, false); err != nil {
+		if err := d.release(ctx, r, key, false); err != nil {
 			return err
 		}
 		collectSource = r.Source
@@ -277,6 +277,8 @@ func (d *Driver) Unmount(req *volume.UnmountRequest) (err error) {
 // a plain volume is deleted only when no clone volume comes from it.
 func (d *Driver) Remove(req *volume.RemoveRequest) (err error) {
 	defer d.op("remove", req.Name, &err)()
+	ctx, cancel := d.ctx()
+	defer cancel()
 	unlock := d.locks.Lock(req.Name)
 	r, ok := d.st.Get(req.Name)
 	if !ok {
@@ -315,14 +317,14 @@ func (d *Driver) Remove(req *volume.RemoveRequest) (err error) {
 			return fmt.Errorf("%w: volume %q is the source of %s; remove those first", ErrInUse, r.Name, strings.Join(users, ", "))
 		}
 	}
-	err = d.remove(r, false)
+	err = d.remove(ctx, r, false)
 	unlock()
 	if err == nil {
 		source := r.Source
 		if source == "" {
 			source = r.Name
 		}
-		d.collectSnapshots(source)
+		d.collectSnapshots(ctx, source)
 	}
 	return err
 }
@@ -331,9 +333,7 @@ func (d *Driver) Remove(req *volume.RemoveRequest) (err error) {
 // a crash part-way is finished at the next start. If it fails in a request
 // (retry false) the intent is withdrawn and the record keeps whatever is
 // left, so Docker and the user see a whole volume and can try again.
-func (d *Driver) remove(r *store.Record, retry bool) (err error) {
-	ctx, cancel := d.ctx()
-	defer cancel()
+func (d *Driver) remove(ctx context.Context, r *store.Record, retry bool) (err error) {
 	if r.Pending == nil || r.Pending.Op != store.OpRemove {
 		r.Pending = &store.Pending{Op: store.OpRemove, Since: d.cfg.Now().UTC()}
 		if err := d.st.Put(r); err != nil {
@@ -359,14 +359,14 @@ func (d *Driver) remove(r *store.Record, retry bool) (err error) {
 		}
 	}
 	if r.Clone != nil {
-		if err := d.destroyClone(r.Name, r.Clone); err != nil {
+		if err := d.destroyClone(ctx, r.Name, r.Clone); err != nil {
 			return err
 		}
 		r.Clone = nil
 		d.failpoint("remove:destroyed")
 	}
 	for id, c := range r.EachClones {
-		if err := d.destroyClone(r.Name, c); err != nil {
+		if err := d.destroyClone(ctx, r.Name, c); err != nil {
 			return err
 		}
 		delete(r.EachClones, id)
@@ -391,10 +391,9 @@ func (d *Driver) withdraw(r *store.Record) {
 
 // collectSnapshots deletes the snapshots of source the plugin took that no
 // clone uses, except the newest while @latest may still reuse it. Sources
-// and snapshots the plugin did not take are never touched.
-func (d *Driver) collectSnapshots(source string) {
-	ctx, cancel := d.ctx()
-	defer cancel()
+// and snapshots the plugin did not take are never touched. It runs on what
+// is left of the request's budget: what it cannot finish, the sweep does.
+func (d *Driver) collectSnapshots(ctx context.Context, source string) {
 	if !d.mayCollect(ctx, source) {
 		return
 	}

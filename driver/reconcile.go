@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -16,17 +17,59 @@ import (
 
 // Reconcile repairs what a crash left: it finishes or undoes every recorded
 // intent, restores the mounts the records count, drops stray mounts and
-// destroys plugin-made objects no record owns. Run it before serving. The
-// sweep is bounded by ctx: if the backend is slow or down, the plugin starts
-// serving anyway (Get and List need no backend) and Run sweeps later.
+// destroys plugin-made objects no record owns. Run it before serving. All
+// of it shares ctx, so a slow or down backend delays serving by ctx's
+// budget, not by a timeout per volume: Get and List need no backend, and
+// what is left over (volumes not reached or failed, the sweep) Run retries.
 func (d *Driver) Reconcile(ctx context.Context) error {
-	for _, name := range d.st.Names() {
-		if err := d.reconcileVolume(name); err != nil {
+	names := d.st.Names()
+	for i, name := range names {
+		if ctx.Err() != nil {
+			d.markUnreconciled(names[i:]...)
+			d.log.WithField("volumes", len(names)-i).Warn("reconcile at start ran out of time; the rest is retried while serving")
+			break
+		}
+		if err := d.reconcileVolume(ctx, name); err != nil {
+			d.markUnreconciled(name)
 			d.log.WithError(err).WithField("volume", name).Warn("reconcile")
 		}
 	}
 	d.dropStrayMounts(ctx)
 	return d.sweep(ctx)
+}
+
+func (d *Driver) markUnreconciled(names ...string) {
+	d.unreconciledMu.Lock()
+	defer d.unreconciledMu.Unlock()
+	for _, n := range names {
+		d.unreconciled[n] = true
+	}
+}
+
+// retryReconcile reconciles again the volumes with an unfinished intent
+// (the backend was down when it was tried) and those reconcile at start
+// did not finish.
+func (d *Driver) retryReconcile(ctx context.Context) {
+	d.unreconciledMu.Lock()
+	todo := d.unreconciled
+	d.unreconciled = map[string]bool{}
+	d.unreconciledMu.Unlock()
+	d.st.Each(func(r *store.Record) {
+		if r.Pending != nil {
+			todo[r.Name] = true
+		}
+	})
+	names := make([]string, 0, len(todo))
+	for name := range todo {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if err := d.reconcileVolume(ctx, name); err != nil {
+			d.markUnreconciled(name)
+			d.log.WithError(err).WithField("volume", name).Warn("reconcile")
+		}
+	}
 }
 
 // dropStrayMounts unmounts whatever is mounted under DATA_ROOT that no
@@ -62,9 +105,9 @@ func (d *Driver) dropStrayMounts(ctx context.Context) {
 	}
 }
 
-func (d *Driver) reconcileVolume(name string) error {
+func (d *Driver) reconcileVolume(ctx context.Context, name string) error {
 	defer d.locks.Lock(name)()
-	ctx, cancel := d.ctx()
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.OpTimeout)
 	defer cancel()
 	r, ok := d.st.Get(name)
 	if !ok {
@@ -94,10 +137,10 @@ func (d *Driver) reconcileVolume(name string) error {
 			log.Info("reconcile: undid interrupted clone")
 		case store.OpRelease:
 			log.Info("reconcile: finishing interrupted clone destruction")
-			return d.release(r, p.MountID, true)
+			return d.release(ctx, r, p.MountID, true)
 		case store.OpRemove:
 			log.Info("reconcile: finishing interrupted remove")
-			return d.remove(r, true)
+			return d.remove(ctx, r, true)
 		default:
 			return fmt.Errorf("unknown intent %q", p.Op)
 		}
@@ -218,7 +261,9 @@ func (d *Driver) Reap() {
 			} else {
 				log.WithField("idle", now.Sub(r.LastUsed).Round(time.Second).String()).Info("reaping idle clone")
 			}
-			if err := d.release(r, c.key, false); err != nil {
+			ctx, cancel := d.ctx()
+			defer cancel()
+			if err := d.release(ctx, r, c.key, false); err != nil {
 				log.WithError(err).Warn("reaping clone")
 			}
 		}()
@@ -264,18 +309,7 @@ func (d *Driver) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			// Finish intents a failed reconcile left (backend was down).
-			var pending []string
-			d.st.Each(func(r *store.Record) {
-				if r.Pending != nil {
-					pending = append(pending, r.Name)
-				}
-			})
-			for _, name := range pending {
-				if err := d.reconcileVolume(name); err != nil {
-					d.log.WithError(err).WithField("volume", name).Warn("reconcile")
-				}
-			}
+			d.retryReconcile(ctx)
 			d.Reap()
 			sctx, cancel := d.ctx()
 			if err := d.sweep(sctx); err != nil {
