@@ -82,4 +82,4 @@ bench: build
 
 clean:
 	rm -rf bin build
-	find rootfs -mindepth 1 -maxdepth 1 ! -name .keep -exec rm -rf {} +
+	scripts/plugin-rootfs.sh --clean rootfs

@@ -335,15 +335,19 @@ func RepoRoot() string {
 }
 
 // Bundle builds the managed plugin bundle (config.json + rootfs) from binary
-// with the script `make plugin` uses, in the test's temporary directory
-// (the repository's build/ and rootfs/ are left alone). It takes well under
-// a second.
+// with the script `make plugin` uses, on a copy of the repository's rootfs/
+// skeleton in the test's temporary directory (the repository's build/ and
+// rootfs/ are left alone). It takes well under a second.
 func Bundle(t testing.TB, binary string) string {
 	t.Helper()
 	dir := t.TempDir()
 	root := RepoRoot()
+	rootfs := filepath.Join(dir, "rootfs-src")
+	if out, err := exec.Command("cp", "-a", filepath.Join(root, "rootfs"), rootfs).CombinedOutput(); err != nil {
+		t.Fatalf("copying the rootfs skeleton: %v\n%s", err, out)
+	}
 	cmd := exec.Command(filepath.Join(root, "scripts", "plugin-rootfs.sh"), binary, filepath.Join(root, "config.json"),
-		filepath.Join(dir, "rootfs-src"), filepath.Join(dir, "plugin"))
+		rootfs, filepath.Join(dir, "plugin"))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("building the plugin bundle: %v\n%s", err, out)
 	}
