@@ -3,6 +3,7 @@ package driver
 import (
 	"context"
 	"fmt"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -109,6 +110,9 @@ func TestFailedMountUndoesWithinItsBudget(t *testing.T) {
 	}
 	if _, ok := st.Get(name); ok {
 		t.Fatal("a record is left of the failed Mount of a claimed name")
+	}
+	if ents, err := os.ReadDir(d.cfg.DataRoot); err != nil || len(ents) != 0 {
+		t.Fatalf("DATA_ROOT after the failed Mount: %v, %v; want it empty (no mount point left)", ents, err)
 	}
 	b.setHang("Mount", false)
 	if err := d.sweep(context.Background()); err != nil {

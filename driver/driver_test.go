@@ -31,7 +31,7 @@ func newTestDriver(t testing.TB) (*Driver, *memBackend, *store.Store) {
 	b := newMemBackend()
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	d := New(Config{Backend: b, Store: st, DataRoot: "/mnt/snapvol", LatestMaxAge: time.Minute, IdleTTL: time.Hour, Claim: true, Sources: []string{"*"}, Log: log})
+	d := New(Config{Backend: b, Store: st, DataRoot: t.TempDir(), LatestMaxAge: time.Minute, IdleTTL: time.Hour, Claim: true, Sources: []string{"*"}, Log: log})
 	if err := d.Create(&volume.CreateRequest{Name: "app-production"}); err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +47,7 @@ func TestTargetsAreDerivedAndDistinct(t *testing.T) {
 			if !isTargetName(filepath.Base(tg)) {
 				t.Fatalf("target %s of %q is not recognised as the plugin's", tg, n)
 			}
-			if filepath.Dir(tg) != "/mnt/snapvol" {
+			if filepath.Dir(tg) != d.cfg.DataRoot {
 				t.Fatalf("target %s of %q escapes DATA_ROOT", tg, n)
 			}
 			if prev, ok := seen[tg]; ok {
@@ -194,7 +194,7 @@ func FuzzHandlers(f *testing.F) {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		for target := range b.mounted {
-			if filepath.Dir(target) != "/mnt/snapvol" {
+			if filepath.Dir(target) != d.cfg.DataRoot {
 				t.Fatalf("mounted outside DATA_ROOT: %s", target)
 			}
 		}

@@ -12,7 +12,8 @@ import (
 // CheckLocalInvariants checks what the product promises after any crash
 // and restart, on the local backend: every record's storage exists, no
 // clone exists without a record, no intent is left, mount points match
-// mount counts, and the sources' checksums are unchanged.
+// mount counts (and DATA_ROOT holds nothing else), and the sources'
+// checksums are unchanged.
 func CheckLocalInvariants(t testing.TB, p *Plugin, sources map[string]string) {
 	t.Helper()
 	vols, err := p.List()
@@ -48,8 +49,12 @@ func CheckLocalInvariants(t testing.TB, p *Plugin, sources map[string]string) {
 	ents, _ := os.ReadDir(p.DataRoot)
 	for _, e := range ents {
 		mp := filepath.Join(p.DataRoot, e.Name())
-		if containsMount(string(mountinfo), mp) && !targets[mp] {
+		switch {
+		case targets[mp]:
+		case containsMount(string(mountinfo), mp):
 			t.Errorf("stray mount %s: no volume counts a mount there", mp)
+		default:
+			t.Errorf("leftover mount point %s: no volume is mounted there", mp)
 		}
 	}
 	var orphans []string
