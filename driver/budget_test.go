@@ -16,7 +16,7 @@ import (
 // budgetBackend behaves like a remote backend (Portworx): a call whose
 // context has ended fails at once, and a call of a method in hang blocks
 // until its context ends (a hung server). It records the deadline every
-// Mount and Delete call was given.
+// Mount, Clone and Delete call was given.
 type budgetBackend struct {
 	*memBackend
 	mu        sync.Mutex
@@ -74,6 +74,13 @@ func (b *budgetBackend) Mount(ctx context.Context, id, target string) error {
 		return err
 	}
 	return b.memBackend.Mount(ctx, id, target)
+}
+
+func (b *budgetBackend) Clone(ctx context.Context, snap snapshot.Object, labels, opts map[string]string) (snapshot.Object, error) {
+	if err := b.enter(ctx, "Clone"); err != nil {
+		return snapshot.Object{}, err
+	}
+	return b.memBackend.Clone(ctx, snap, labels, opts)
 }
 
 func (b *budgetBackend) Delete(ctx context.Context, id string) error {

@@ -41,6 +41,9 @@ type Config struct {
 	// OpTimeout bounds the backend calls of one request together, well
 	// inside Docker's 30 s.
 	OpTimeout time.Duration
+	// SlowAfter is how long a request runs before its progress is logged
+	// (and again every SlowAfter); 0 means 2 s.
+	SlowAfter time.Duration
 	Log       *logrus.Logger
 	Now       func() time.Time
 	// Failpoint, when set, is called at every step between a recorded
@@ -85,6 +88,9 @@ func New(cfg Config) *Driver {
 	}
 	if cfg.OpTimeout == 0 {
 		cfg.OpTimeout = 25 * time.Second
+	}
+	if cfg.SlowAfter == 0 {
+		cfg.SlowAfter = 2 * time.Second
 	}
 	if cfg.Log == nil {
 		cfg.Log = logrus.StandardLogger()
@@ -224,9 +230,8 @@ func (d *Driver) newRecord(ctx context.Context, raw string, opts map[string]stri
 // volume now; a clone is made at the first Mount, so it is as fresh as the
 // container that uses it.
 func (d *Driver) Create(req *volume.CreateRequest) (err error) {
-	defer d.op("create", req.Name, &err)()
-	ctx, cancel := d.ctx()
-	defer cancel()
+	ctx, end := d.begin("create", req.Name, &err)
+	defer end()
 	r, err := d.newRecord(ctx, req.Name, req.Options)
 	if err != nil {
 		return err
@@ -243,6 +248,7 @@ func (d *Driver) Create(req *volume.CreateRequest) (err error) {
 		return err
 	}
 	d.failpoint("create:intent")
+	step(ctx, "creating the volume in the backend")
 	obj, err := d.b.CreateVolume(ctx, req.Name, r.Options)
 	d.failpoint("create:made")
 	if err != nil {

@@ -20,9 +20,9 @@ import (
 // as a set: Docker reuses IDs (docker cp) and may pair extra Mount/Unmount
 // calls (docker create).
 func (d *Driver) Mount(req *volume.MountRequest) (resp *volume.MountResponse, err error) {
-	defer d.op("mount", req.Name, &err)()
-	ctx, cancel := d.ctx()
-	defer cancel()
+	ctx, end := d.begin("mount", req.Name, &err)
+	defer end()
+	step(ctx, "waiting for the volume's lock")
 	defer d.locks.Lock(req.Name)()
 
 	r, ok := d.st.Get(req.Name)
@@ -48,6 +48,7 @@ func (d *Driver) Mount(req *volume.MountRequest) (resp *volume.MountResponse, er
 	if !r.IsClone() {
 		if r.Mounts == 0 || !d.b.Mounted(r.Target) {
 			r.Target = d.target(r.Name, "")
+			step(ctx, "mounting the volume at %s", r.Target)
 			if err := d.b.Mount(ctx, r.Object, r.Target); err != nil {
 				return nil, fmt.Errorf("volume %q: mount: %w", r.Name, err)
 			}
@@ -70,6 +71,7 @@ func (d *Driver) Mount(req *volume.MountRequest) (resp *volume.MountResponse, er
 		return &volume.MountResponse{Mountpoint: c.Target}, nil
 	}
 	if c.Mounts == 0 || !d.b.Mounted(c.Target) {
+		step(ctx, "mounting clone %s at %s", c.Object, c.Target)
 		if err := d.b.Mount(ctx, c.Object, c.Target); err != nil {
 			return nil, fmt.Errorf("volume %q: mount clone: %w", r.Name, err)
 		}
@@ -93,6 +95,7 @@ func (d *Driver) materialize(ctx context.Context, r *store.Record, key string) (
 		return nil, err
 	}
 	d.failpoint("materialize:intent")
+	step(ctx, "waiting for snapshot collection to finish")
 	// From choosing the snapshot until the clone is recorded: collect
 	// counts a snapshot as used only once a record names it.
 	d.gc.RLock()
@@ -129,6 +132,7 @@ func (d *Driver) materialize(ctx context.Context, r *store.Record, key string) (
 // makeClone resolves r's ref, clones that snapshot and mounts the clone.
 // The caller holds d.gc for reading.
 func (d *Driver) makeClone(ctx context.Context, r *store.Record, key string) (*store.Clone, error) {
+	step(ctx, "looking up source %q", r.Source)
 	src, err := d.b.Volume(ctx, r.Source)
 	if errors.Is(err, snapshot.ErrNotFound) {
 		return nil, fmt.Errorf("%w: volume %q: source %q no longer exists", ErrNoSource, r.Name, r.Source)
@@ -136,12 +140,14 @@ func (d *Driver) makeClone(ctx context.Context, r *store.Record, key string) (*s
 	if err != nil {
 		return nil, fmt.Errorf("volume %q: looking up source %q: %w", r.Name, r.Source, err)
 	}
+	step(ctx, "resolving @%s of %q (taking a snapshot if it needs one)", r.Ref, r.Source)
 	snap, _, err := d.resolver.Resolve(ctx, src, r.Ref)
 	if err != nil {
 		return nil, fmt.Errorf("volume %q: %w", r.Name, err)
 	}
 	d.failpoint("materialize:snapshot")
 	labels := map[string]string{snapshot.LabelOwner: "1", snapshot.LabelVolume: r.Name, snapshot.LabelSource: r.Source}
+	step(ctx, "cloning snapshot %q of %q", snap.Name, r.Source)
 	obj, err := d.b.Clone(ctx, snap, labels, r.Options)
 	if err != nil {
 		return nil, fmt.Errorf("volume %q: cloning snapshot %q of %q: %w", r.Name, snap.Name, r.Source, err)
@@ -151,6 +157,7 @@ func (d *Driver) makeClone(ctx context.Context, r *store.Record, key string) (*s
 		Object: obj.ID, Snapshot: snap.ID, SnapshotName: snap.Name, SnapshotTime: snap.Created.UTC(),
 		Made: d.cfg.Now().UTC(), Target: d.target(r.Name, key),
 	}
+	step(ctx, "mounting clone %s at %s", c.Object, c.Target)
 	if err := d.b.Mount(ctx, c.Object, c.Target); err != nil {
 		d.undoClone(ctx, r.Name, c)
 		return nil, fmt.Errorf("volume %q: mounting clone: %w", r.Name, err)
@@ -161,6 +168,7 @@ func (d *Driver) makeClone(ctx context.Context, r *store.Record, key string) (*s
 
 // destroyClone unmounts and deletes a clone, logging the audit line.
 func (d *Driver) destroyClone(ctx context.Context, volName string, c *store.Clone) error {
+	step(ctx, "unmounting and deleting clone %s", c.Object)
 	if err := d.b.Unmount(ctx, c.Object, c.Target); err != nil {
 		return fmt.Errorf("volume %q: unmounting clone: %w", volName, err)
 	}
@@ -219,9 +227,8 @@ func (d *Driver) release(ctx context.Context, r *store.Record, key string, retry
 // Unmount ends one mount. Counts never go below zero; data is never
 // deleted here except a +each clone at its mount ID's last Unmount.
 func (d *Driver) Unmount(req *volume.UnmountRequest) (err error) {
-	defer d.op("unmount", req.Name, &err)()
-	ctx, cancel := d.ctx()
-	defer cancel()
+	ctx, end := d.begin("unmount", req.Name, &err)
+	defer end()
 	// Set when a +each clone went: its snapshot may be collectable. Run
 	// after the volume's lock is released (defers run last in, first out),
 	// as Remove does, so every other container of the same +each name does
@@ -243,6 +250,7 @@ func (d *Driver) Unmount(req *volume.UnmountRequest) (err error) {
 		}
 		r.Mounts--
 		if r.Mounts == 0 {
+			step(ctx, "unmounting %s", r.Target)
 			if err := d.b.Unmount(ctx, r.Object, r.Target); err != nil {
 				return fmt.Errorf("volume %q: unmount: %w", r.Name, err)
 			}
@@ -266,6 +274,7 @@ func (d *Driver) Unmount(req *volume.UnmountRequest) (err error) {
 		collectSource = r.Source
 		return nil
 	}
+	step(ctx, "unmounting %s", c.Target)
 	if err := d.b.Unmount(ctx, c.Object, c.Target); err != nil {
 		return fmt.Errorf("volume %q: unmount clone: %w", r.Name, err)
 	}
@@ -276,9 +285,9 @@ func (d *Driver) Unmount(req *volume.UnmountRequest) (err error) {
 // Remove destroys a volume. A clone volume loses its clones and record;
 // a plain volume is deleted only when no clone volume comes from it.
 func (d *Driver) Remove(req *volume.RemoveRequest) (err error) {
-	defer d.op("remove", req.Name, &err)()
-	ctx, cancel := d.ctx()
-	defer cancel()
+	ctx, end := d.begin("remove", req.Name, &err)
+	defer end()
+	step(ctx, "waiting for the volume's lock")
 	unlock := d.locks.Lock(req.Name)
 	r, ok := d.st.Get(req.Name)
 	if !ok {
@@ -348,11 +357,13 @@ func (d *Driver) remove(ctx context.Context, r *store.Record, retry bool) (err e
 	d.failpoint("remove:intent")
 	if !r.IsClone() {
 		if r.Target != "" {
+			step(ctx, "unmounting %s", r.Target)
 			if err := d.b.Unmount(ctx, r.Object, r.Target); err != nil {
 				return fmt.Errorf("volume %q: unmount: %w", r.Name, err)
 			}
 		}
 		if r.Object != "" {
+			step(ctx, "deleting the volume in the backend")
 			if err := d.b.RemoveVolume(ctx, snapshot.Object{ID: r.Object, Name: r.Name, Kind: snapshot.KindVolume}); err != nil {
 				return fmt.Errorf("volume %q: deleting: %w", r.Name, err)
 			}
@@ -394,6 +405,7 @@ func (d *Driver) withdraw(r *store.Record) {
 // and snapshots the plugin did not take are never touched. It runs on what
 // is left of the request's budget: what it cannot finish, the sweep does.
 func (d *Driver) collectSnapshots(ctx context.Context, source string) {
+	step(ctx, "collecting unused snapshots of %q", source)
 	if !d.mayCollect(ctx, source) {
 		return
 	}
