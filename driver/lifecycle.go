@@ -460,9 +460,16 @@ func (d *Driver) keptForLatest(s, newest snapshot.Object, now time.Time) bool {
 // matches; the caller holds d.gc for writing.
 func (d *Driver) collect(ctx context.Context, owned []snapshot.Object, match func(string) bool) {
 	inUse := map[string]bool{}
+	// A volume whose ref names a plugin snapshot (SOURCE@snapvol-…, or
+	// -o ref=) needs it for every clone it will make, not only while one
+	// exists: keyed source/name.
+	named := map[string]bool{}
 	d.st.Each(func(r *store.Record) {
 		for _, c := range r.Clones() {
 			inUse[c.Snapshot] = true
+		}
+		if r.IsClone() && r.Ref != "latest" && r.Ref != "now" {
+			named[r.Source+"/"+r.Ref] = true
 		}
 	})
 	bySource := map[string][]snapshot.Object{}
@@ -475,7 +482,7 @@ func (d *Driver) collect(ctx context.Context, owned []snapshot.Object, match fun
 	for source, snaps := range bySource {
 		newest, _ := snapshot.Newest(snaps)
 		for _, s := range snaps {
-			if inUse[s.ID] {
+			if inUse[s.ID] || named[source+"/"+s.Name] {
 				continue
 			}
 			if d.keptForLatest(s, newest, now) {

@@ -129,3 +129,36 @@ func TestCollectionWaitsForTheCloneRecord(t *testing.T) {
 		t.Fatal("collection could run after the clone was made and before it was recorded")
 	}
 }
+
+// A volume whose ref names a snapshot the plugin took keeps that snapshot
+// from collection while it has no clone (before its first Mount, after an
+// idle reap): its next Mount needs it.
+func TestCollectKeepsSnapshotsNamedByARef(t *testing.T) {
+	d, _, st := newTestDriver(t)
+	mount := func(name string) {
+		t.Helper()
+		if _, err := d.Mount(&volume.MountRequest{Name: name, ID: "1"}); err != nil {
+			t.Fatalf("mount %s: %v", name, err)
+		}
+	}
+	mount("app-production@now+a")
+	r, _ := st.Get("app-production@now+a")
+	named := r.Clone.SnapshotName
+	if err := d.Create(&volume.CreateRequest{Name: "ci-1", Options: map[string]string{"from": "app-production", "ref": named}}); err != nil {
+		t.Fatal(err)
+	}
+	mount("app-production@now+b") // a newer snapshot: the named one is not kept for @latest
+	if err := d.Unmount(&volume.UnmountRequest{Name: "app-production@now+a", ID: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Remove(&volume.RemoveRequest{Name: "app-production@now+a"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.sweep(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	mount("ci-1")
+	if r, _ := st.Get("ci-1"); r.Clone == nil || r.Clone.SnapshotName != named {
+		t.Fatalf("ci-1 cloned %+v, want snapshot %s", r.Clone, named)
+	}
+}
