@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -81,6 +82,11 @@ func LoadSettings(getenv func(string) string) (Settings, error) {
 	}
 	for _, p := range strings.Split(get("SOURCES"), ",") {
 		if p = strings.TrimSpace(p); p != "" {
+			// A malformed pattern matches nothing: refusing it here beats
+			// refusing every source later without saying why.
+			if _, err := path.Match(p, ""); err != nil {
+				return s, fmt.Errorf("SOURCES: pattern %q: %w (patterns are globs: * ? [a-z], comma-separated)", p, err)
+			}
 			s.Sources = append(s.Sources, p)
 		}
 	}

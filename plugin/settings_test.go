@@ -21,7 +21,7 @@ func TestDefaults(t *testing.T) {
 func TestBadSettingsNameTheSetting(t *testing.T) {
 	for k, v := range map[string]string{
 		"BACKEND": "zfs", "STATE_DIR": "relative", "POOL_SIZE": "huge", "LATEST_MAX_AGE": "soon",
-		"IDLE_TTL": "-1h", "CLAIM": "perhaps", "DATA_ROOT": "x",
+		"IDLE_TTL": "-1h", "CLAIM": "perhaps", "DATA_ROOT": "x", "SOURCES": "app-*,prod-[",
 	} {
 		_, err := LoadSettings(func(key string) string {
 			if key == k {
