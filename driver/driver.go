@@ -373,16 +373,19 @@ func (d *Driver) claimable(raw string) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_, err = d.b.Volume(ctx, n.Source)
-	exists := err == nil
-	if err == nil || errors.Is(err, snapshot.ErrNotFound) {
-		d.claimMu.Lock()
-		if len(d.claimCache) > 1024 {
-			d.claimCache = map[string]claimEntry{}
-		}
-		d.claimCache[n.Source] = claimEntry{ok: exists, at: now}
-		d.claimMu.Unlock()
+	// A backend that cannot answer (Portworx down) must not make Get deny
+	// a name Docker may already hold as ours: Docker forgets a volume whose
+	// Get fails, and the Mount will say what is wrong if the source really
+	// is missing. The answer is cached like the others, so Docker's probes
+	// do not each wait for a hung server.
+	claim := !errors.Is(err, snapshot.ErrNotFound)
+	d.claimMu.Lock()
+	if len(d.claimCache) > 1024 {
+		d.claimCache = map[string]claimEntry{}
 	}
-	return exists
+	d.claimCache[n.Source] = claimEntry{ok: claim, at: now}
+	d.claimMu.Unlock()
+	return claim
 }
 
 // List answers from the index only, allocating the answer in one piece

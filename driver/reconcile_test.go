@@ -83,3 +83,21 @@ func TestReapDestroysEachCloneItsUnmountLeft(t *testing.T) {
 		t.Fatalf("%d clones left after Reap", n)
 	}
 }
+
+// While the backend cannot say whether a source exists, Get still claims
+// a grammar name of it: Docker forgets a volume whose Get fails, and may
+// already hold this name as snapvol's. Once the backend answers "no such
+// source", the name is not claimed.
+func TestClaimSurvivesABackendOutage(t *testing.T) {
+	d, b, _ := newTestDriver(t)
+	const name = "external-db@latest"
+	d.b = volumeLookupDown{b}
+	if _, err := d.Get(&volume.GetRequest{Name: name}); err != nil {
+		t.Fatalf("Get of %s while the backend is down: %v", name, err)
+	}
+	d.b = b
+	d.claimCache = map[string]claimEntry{} // what 10 s would do
+	if _, err := d.Get(&volume.GetRequest{Name: name}); !errors.Is(err, ErrNoSuchVolume) {
+		t.Fatalf("Get of %s with the backend up and no such source: %v, want ErrNoSuchVolume", name, err)
+	}
+}
