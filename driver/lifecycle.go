@@ -301,17 +301,15 @@ func (d *Driver) Remove(req *volume.RemoveRequest) (err error) {
 		unlock()
 		return errUnfinished(r)
 	}
-	if n := r.TotalMounts(); n > 0 && !r.IsClone() {
-		unlock()
-		return fmt.Errorf("%w: volume %q is mounted %d time(s); stop the containers using it first", ErrInUse, r.Name, n)
-	} else if n > 0 {
-		// Docker removes a volume only when no container, running or
-		// stopped, refers to it; mounts still counted then are Unmounts
-		// it will never send (dockerd 20.10 sends none for a container
-		// that exited while it was down with --live-restore). Refusing
-		// would keep the clone forever. A plain volume, possibly a source,
-		// keeps the refusal.
-		d.log.WithFields(logrus.Fields{"volume": r.Name, "mounts": n}).Warn("removing a clone volume with mounts Docker never unmounted")
+	if n := r.TotalMounts(); n > 0 {
+		// Docker calls Remove only when no container, running or stopped,
+		// refers to the volume (it checks its references first, even with
+		// -f); mounts still counted then are Unmounts it will never send
+		// (dockerd 20.10 sends none for a container that exited while it
+		// was down with --live-restore). Refusing would keep the volume,
+		// its mount and its storage forever, and nothing could ever lower
+		// the count.
+		d.log.WithFields(logrus.Fields{"volume": r.Name, "mounts": n}).Warn("removing a volume with mounts Docker never unmounted")
 	}
 	if !r.IsClone() {
 		var users []string

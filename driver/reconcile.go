@@ -177,6 +177,13 @@ func (d *Driver) restoreMounts(ctx context.Context, r *store.Record) error {
 			if err := d.b.Unmount(ctx, x.obj, x.target); err != nil {
 				return fmt.Errorf("volume %q: dropping stale mount: %w", r.Name, err)
 			}
+		case x.n == 0:
+			// A Mount killed between making the mount point and mounting
+			// leaves the empty directory; it is the volume's, so the stray
+			// mount check does not look at it.
+			if err := os.Remove(x.target); err != nil && !errors.Is(err, os.ErrNotExist) {
+				d.log.WithError(err).WithField("volume", r.Name).Warn("removing an unused mount point")
+			}
 		}
 	}
 	return nil

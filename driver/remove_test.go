@@ -13,8 +13,9 @@ import (
 
 // Docker calls Remove only for a volume no container refers to. Mounts
 // still counted then are Unmounts it never sent (dockerd 20.10 sends none
-// for a container that exited while it was down with --live-restore): a
-// clone volume goes, mounts and all; a plain volume is still refused.
+// for a container that exited while it was down with --live-restore): the
+// volume goes, mounts and all, clone or plain; a plain volume that clone
+// volumes come from is still refused.
 func TestRemoveDropsMountsDockerNeverUnmounted(t *testing.T) {
 	d, b, st := newTestDriver(t)
 	for _, m := range []volume.MountRequest{
@@ -48,11 +49,27 @@ func TestRemoveDropsMountsDockerNeverUnmounted(t *testing.T) {
 	if mounted != 1 {
 		t.Errorf("%d mounts left, want only the plain volume's", mounted)
 	}
-	if err := d.Remove(&volume.RemoveRequest{Name: "app-production"}); !errors.Is(err, ErrInUse) {
-		t.Fatalf("remove of a mounted plain volume: %v, want ErrInUse", err)
+
+	if _, err := d.Mount(&volume.MountRequest{Name: "app-production@latest+user", ID: "c"}); err != nil {
+		t.Fatal(err)
 	}
-	if _, ok := st.Get("app-production"); !ok {
-		t.Fatal("the plain volume's record is gone")
+	if err := d.Remove(&volume.RemoveRequest{Name: "app-production"}); !errors.Is(err, ErrInUse) {
+		t.Fatalf("remove of a plain volume clones come from: %v, want ErrInUse", err)
+	}
+	if err := d.Remove(&volume.RemoveRequest{Name: "app-production@latest+user"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Remove(&volume.RemoveRequest{Name: "app-production"}); err != nil {
+		t.Fatalf("remove of a plain volume with a mount Docker never unmounted: %v", err)
+	}
+	if _, ok := st.Get("app-production"); ok {
+		t.Fatal("the plain volume is still recorded after Remove")
+	}
+	b.mu.Lock()
+	mounted = len(b.mounted)
+	b.mu.Unlock()
+	if mounted != 0 || b.count(snapshot.KindVolume) != 0 {
+		t.Fatalf("after removing the plain volume: %d mounts, %d volumes left", mounted, b.count(snapshot.KindVolume))
 	}
 }
 

@@ -89,6 +89,7 @@ func BindMount(dir, target string) error {
 		return nil
 	}
 	if err := unix.Mount(dir, target, "", unix.MS_BIND, ""); err != nil {
+		os.Remove(target) // no empty mount point left behind
 		return fmt.Errorf("bind mount %s at %s: %w", dir, target, err)
 	}
 	return nil
