@@ -199,6 +199,13 @@ func (d *Driver) newRecord(ctx context.Context, raw string, opts map[string]stri
 	if err != nil {
 		return nil, err
 	}
+	kind := snapshot.KindVolume
+	if n.IsClone() {
+		kind = snapshot.KindClone
+	}
+	if err := d.b.CheckOptions(kind, o.Backend); err != nil {
+		return nil, fmt.Errorf("%w: volume %q: %w", names.ErrInvalid, raw, err)
+	}
 	r := &store.Record{Name: raw, TTL: o.TTL, Options: o.Backend, Created: d.cfg.Now().UTC(), LastUsed: d.cfg.Now().UTC()}
 	if !n.IsClone() {
 		return r, nil

@@ -17,6 +17,7 @@ import (
 	"github.com/docker/go-plugins-helpers/volume"
 	"github.com/sirupsen/logrus"
 
+	"github.com/snapvol/snapvol/driver/names"
 	"github.com/snapvol/snapvol/driver/store"
 	"github.com/snapvol/snapvol/snapshot"
 )
@@ -245,5 +246,21 @@ func TestIsTargetNameLeavesOtherDirectoriesAlone(t *testing.T) {
 		if isTargetName(n) {
 			t.Errorf("%q taken for a plugin mount point", n)
 		}
+	}
+}
+
+// Options the backend could not apply fail docker volume create, naming
+// the volume, and record nothing, instead of failing every later Mount.
+func TestCreateRefusesOptionsTheBackendCannotApply(t *testing.T) {
+	d, _, st := newTestDriver(t)
+	err := d.Create(&volume.CreateRequest{Name: "ci-2", Options: map[string]string{"from": "app-production", "tier": "fast"}})
+	if !errors.Is(err, names.ErrInvalid) || !strings.Contains(err.Error(), `"ci-2"`) || !strings.Contains(err.Error(), "tier") {
+		t.Fatalf("create of a clone volume with tier=: %v; want ErrInvalid naming the volume and the option", err)
+	}
+	if _, ok := st.Get("ci-2"); ok {
+		t.Fatal("a record was made for the refused create")
+	}
+	if err := d.Create(&volume.CreateRequest{Name: "data", Options: map[string]string{"tier": "fast"}}); err != nil {
+		t.Fatalf("create of a regular volume with tier=: %v", err)
 	}
 }

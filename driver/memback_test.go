@@ -27,7 +27,16 @@ func newMemBackend() *memBackend {
 
 func (m *memBackend) Scope() string           { return "local" }
 func (m *memBackend) OptionKey(k string) bool { return k == "tier" }
-func (m *memBackend) Close() error            { return nil }
+
+// CheckOptions: tier sets where a new volume lives, so a clone, which
+// lives where its snapshot does, cannot take one.
+func (m *memBackend) CheckOptions(kind snapshot.Kind, opts map[string]string) error {
+	if _, ok := opts["tier"]; ok && kind == snapshot.KindClone {
+		return fmt.Errorf("option tier= cannot be applied to a clone")
+	}
+	return nil
+}
+func (m *memBackend) Close() error { return nil }
 func (m *memBackend) Mounted(target string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()

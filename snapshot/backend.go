@@ -59,6 +59,10 @@ type Backend interface {
 	Scope() string
 	// OptionKey reports whether key is a backend option accepted with -o.
 	OptionKey(key string) bool
+	// CheckOptions validates the backend options of a volume of kind
+	// (KindVolume for a regular volume, KindClone for a clone volume)
+	// without making anything, so Create refuses what Mount could not do.
+	CheckOptions(kind Kind, opts map[string]string) error
 
 	// Volume looks a regular volume up by name (ErrNotFound if absent).
 	Volume(ctx context.Context, name string) (Object, error)

@@ -79,6 +79,14 @@ func (b *Backend) Scope() string { return "local" }
 // OptionKey: the local backend takes no options of its own.
 func (b *Backend) OptionKey(string) bool { return false }
 
+// CheckOptions: there are none to check (OptionKey refuses every key).
+func (b *Backend) CheckOptions(_ snapshot.Kind, opts map[string]string) error {
+	for k := range opts {
+		return fmt.Errorf("option %s= is not known to the local backend", k)
+	}
+	return nil
+}
+
 func (b *Backend) Close() error { return nil }
 
 // path maps an object ID to its directory, refusing anything that is not

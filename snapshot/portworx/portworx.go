@@ -166,6 +166,52 @@ var cloneKeys = map[string]bool{
 // OptionKey accepts the OpenStorage spec keys.
 func (b *Backend) OptionKey(key string) bool { return volumeKeys[key] }
 
+// CheckOptions parses opts with api/spec as CreateVolume (KindVolume) or
+// Clone (KindClone) will, so a bad key or value fails docker volume create
+// instead of every later Mount.
+func (b *Backend) CheckOptions(kind snapshot.Kind, opts map[string]string) error {
+	var err error
+	if kind == snapshot.KindClone {
+		_, err = cloneSpec(opts)
+	} else {
+		_, _, err = volumeSpec(opts)
+	}
+	return err
+}
+
+// volumeSpec parses the options of a new regular volume.
+func volumeSpec(opts map[string]string) (*api.VolumeSpec, *api.VolumeLocator, error) {
+	sp, loc, src, err := spec.NewSpecHandler().SpecFromOpts(opts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("options %v: %w", opts, err)
+	}
+	if err := checkUserLabels(loc.VolumeLabels); err != nil {
+		return nil, nil, err
+	}
+	if src.Parent != "" {
+		return nil, nil, errors.New("option parent is not allowed; clone with NAME@REF or -o from=")
+	}
+	return sp, loc, nil
+}
+
+// cloneSpec parses the options of a clone: only keys that can change on
+// an existing volume apply (nil spec when there are none).
+func cloneSpec(opts map[string]string) (*api.VolumeSpec, error) {
+	for k := range opts {
+		if !cloneKeys[k] {
+			return nil, fmt.Errorf("option %s= cannot be applied to a clone, which inherits it from the snapshot; clones take %s", k, strings.Join(sortedKeys(cloneKeys), ", "))
+		}
+	}
+	if len(opts) == 0 {
+		return nil, nil
+	}
+	sp, _, _, err := spec.NewSpecHandler().UpdateSpecFromOpts(opts, &api.VolumeSpec{VolumeLabels: map[string]string{}}, &api.VolumeLocator{VolumeLabels: map[string]string{}}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("clone options %v: %w", opts, err)
+	}
+	return sp, nil
+}
+
 func (b *Backend) Close() error {
 	b.rest.transport.CloseIdleConnections()
 	return nil
@@ -291,15 +337,9 @@ func (b *Backend) CreateVolume(ctx context.Context, name string, opts map[string
 	case !errors.Is(err, snapshot.ErrNotFound):
 		return snapshot.Object{}, err
 	}
-	sp, loc, src, err := spec.NewSpecHandler().SpecFromOpts(opts)
+	sp, loc, err := volumeSpec(opts)
 	if err != nil {
-		return snapshot.Object{}, fmt.Errorf("volume %q: options %v: %w", name, opts, err)
-	}
-	if err := checkUserLabels(loc.VolumeLabels); err != nil {
 		return snapshot.Object{}, fmt.Errorf("volume %q: %w", name, err)
-	}
-	if src.Parent != "" {
-		return snapshot.Object{}, fmt.Errorf("volume %q: option parent is not allowed; clone with NAME@REF or -o from=", name)
 	}
 	if sp.Size == 0 {
 		sp.Size = DefaultSize
@@ -448,23 +488,12 @@ func (b *Backend) Snapshot(ctx context.Context, source snapshot.Object, labels m
 // a volume update right after, since a snapshot request carries no spec;
 // if that fails the clone is deleted, so nothing half made remains.
 func (b *Backend) Clone(ctx context.Context, snap snapshot.Object, labels map[string]string, opts map[string]string) (snapshot.Object, error) {
-	for k := range opts {
-		if !cloneKeys[k] {
-			return snapshot.Object{}, fmt.Errorf("option %s= cannot be applied to a clone, which inherits it from the snapshot; clones take %s", k, strings.Join(sortedKeys(cloneKeys), ", "))
-		}
+	// Parse before making anything: a bad value fails with no clone.
+	sp, err := cloneSpec(opts)
+	if err != nil {
+		return snapshot.Object{}, err
 	}
-	var (
-		sp  *api.VolumeSpec
-		loc = &api.VolumeLocator{Name: "snapvol-clone-" + randHex(8), VolumeLabels: b.labels(labels)}
-	)
-	if len(opts) > 0 {
-		// Parse before making anything: a bad value fails with no clone.
-		var err error
-		sp, _, _, err = spec.NewSpecHandler().UpdateSpecFromOpts(opts, &api.VolumeSpec{VolumeLabels: map[string]string{}}, &api.VolumeLocator{VolumeLabels: map[string]string{}}, nil)
-		if err != nil {
-			return snapshot.Object{}, fmt.Errorf("clone options %v: %w", opts, err)
-		}
-	}
+	loc := &api.VolumeLocator{Name: "snapvol-clone-" + randHex(8), VolumeLabels: b.labels(labels)}
 	what := fmt.Sprintf("cloning snapshot %q", snap.Name)
 	id, err := b.rest.snapshot(ctx, what, &api.SnapCreateRequest{Id: snap.ID, Readonly: false, Locator: loc})
 	if err != nil {

@@ -681,3 +681,31 @@ func TestFilesystemDriver(t *testing.T) {
 		}
 	}
 }
+
+// CheckOptions refuses at docker volume create what CreateVolume or
+// Clone would refuse at the first Mount: keys a clone cannot take, bad
+// values, reserved labels, parent.
+func TestCheckOptions(t *testing.T) {
+	var b portworx.Backend
+	for _, c := range []struct {
+		kind snapshot.Kind
+		opts map[string]string
+		ok   bool
+	}{
+		{snapshot.KindVolume, map[string]string{"size": "2G", "repl": "2", "io_priority": "high"}, true},
+		{snapshot.KindVolume, map[string]string{"size": "lots"}, false},
+		{snapshot.KindVolume, map[string]string{"labels": "snapvol=1"}, false},
+		{snapshot.KindVolume, map[string]string{"parent": "x"}, false},
+		{snapshot.KindClone, nil, true},
+		{snapshot.KindClone, map[string]string{"io_priority": "high", "labels": "team=ci"}, true},
+		{snapshot.KindClone, map[string]string{"size": "10G"}, false},
+		{snapshot.KindClone, map[string]string{"repl": "2"}, true},
+		{snapshot.KindClone, map[string]string{"fs": "ext4"}, false},
+		{snapshot.KindClone, map[string]string{"io_priority": "warp"}, false},
+	} {
+		err := b.CheckOptions(c.kind, c.opts)
+		if (err == nil) != c.ok {
+			t.Errorf("CheckOptions(%s, %v) = %v, want ok=%v", c.kind, c.opts, err, c.ok)
+		}
+	}
+}
