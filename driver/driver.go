@@ -258,6 +258,12 @@ func (d *Driver) Create(req *volume.CreateRequest) (err error) {
 	step(ctx, "creating the volume in the backend")
 	obj, err := d.b.CreateVolume(ctx, req.Name, r.Options)
 	d.failpoint("create:made")
+	if errors.Is(err, snapshot.ErrUnavailable) {
+		// A server that timed out may still have made the volume: dropping
+		// the record now could leave one nothing refers to. The intent
+		// stays for Run to finish or undo once the backend answers.
+		return fmt.Errorf("volume %q: creating: %w; the plugin finishes or undoes this create within a minute of the backend answering again, then retry", req.Name, err)
+	}
 	if err != nil {
 		if derr := d.st.Delete(req.Name); derr != nil {
 			d.log.WithError(derr).WithField("volume", req.Name).Error("could not drop record of failed create; reconcile will")

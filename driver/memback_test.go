@@ -64,6 +64,9 @@ func (m *memBackend) Volume(_ context.Context, name string) (snapshot.Object, er
 
 func (m *memBackend) CreateVolume(ctx context.Context, name string, _ map[string]string) (snapshot.Object, error) {
 	if o, err := m.Volume(ctx, name); err == nil {
+		if o.Labels["made-elsewhere"] == "1" {
+			return snapshot.Object{}, fmt.Errorf("volume %q: %w", name, snapshot.ErrForeign)
+		}
 		return o, nil
 	}
 	m.mu.Lock()

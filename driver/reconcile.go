@@ -126,6 +126,16 @@ func (d *Driver) reconcileVolume(ctx context.Context, name string) error {
 				log.Info("reconcile: interrupted create made nothing; dropping the record")
 				return d.st.Delete(name)
 			}
+			if err == nil {
+				// A volume of that name is there; adopt it only if snapvol
+				// made it (a crash before CreateVolume refused a production
+				// volume of the same name must not make it ours to delete).
+				obj, err = d.b.CreateVolume(ctx, name, r.Options)
+			}
+			if errors.Is(err, snapshot.ErrForeign) {
+				log.WithError(err).Warn("reconcile: interrupted create found a volume snapvol did not make; dropping the record, leaving the volume alone")
+				return d.st.Delete(name)
+			}
 			if err != nil {
 				return fmt.Errorf("volume %q: finishing interrupted create: %w", name, err)
 			}

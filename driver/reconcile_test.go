@@ -3,6 +3,8 @@ package driver
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/docker/go-plugins-helpers/volume"
@@ -99,5 +101,59 @@ func TestClaimSurvivesABackendOutage(t *testing.T) {
 	d.claimCache = map[string]claimEntry{} // what 10 s would do
 	if _, err := d.Get(&volume.GetRequest{Name: name}); !errors.Is(err, ErrNoSuchVolume) {
 		t.Fatalf("Get of %s with the backend up and no such source: %v, want ErrNoSuchVolume", name, err)
+	}
+}
+
+// A create the backend may or may not have done (it timed out) keeps its
+// intent: Run rolls it forward if the volume is there, back if not.
+func TestCreateThatTimedOutIsFinishedLater(t *testing.T) {
+	d, b, st := newTestDriver(t)
+	ctx := context.Background()
+	for _, made := range []bool{false, true} {
+		name := fmt.Sprintf("scratch-%v", made)
+		b.fail = fmt.Errorf("hung: %w", snapshot.ErrUnavailable)
+		err := d.Create(&volume.CreateRequest{Name: name})
+		b.fail = nil
+		if !errors.Is(err, snapshot.ErrUnavailable) || !strings.Contains(err.Error(), name) {
+			t.Fatalf("create while the backend hangs: %v", err)
+		}
+		if r, ok := st.Get(name); !ok || r.Pending == nil || r.Pending.Op != store.OpCreate {
+			t.Fatalf("record after the timed-out create: %+v, %v; want the create intent kept", r, ok)
+		}
+		if made { // the server did make it before the answer was lost
+			if _, err := b.CreateVolume(ctx, name, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		d.retryReconcile(ctx)
+		r, ok := st.Get(name)
+		switch {
+		case made && (!ok || r.Pending != nil || r.Object == ""):
+			t.Fatalf("made volume not rolled forward: %+v, %v", r, ok)
+		case !made && ok:
+			t.Fatalf("record of a create that made nothing kept: %+v", r)
+		}
+	}
+}
+
+// An interrupted create never adopts a volume of that name snapvol did not
+// make (production, on a shared Portworx cluster): the record goes, the
+// volume stays untouched.
+func TestInterruptedCreateNeverAdoptsAForeignVolume(t *testing.T) {
+	d, b, st := newTestDriver(t)
+	b.mu.Lock()
+	prod := b.add(snapshot.KindVolume, "orders-db", "", map[string]string{"made-elsewhere": "1"})
+	b.mu.Unlock()
+	if err := st.Put(&store.Record{Name: "orders-db", Pending: &store.Pending{Op: store.OpCreate}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := st.Get("orders-db"); ok {
+		t.Fatalf("the foreign volume was adopted: %+v", r)
+	}
+	if _, err := b.Volume(context.Background(), "orders-db"); err != nil {
+		t.Fatalf("the foreign volume %s was touched: %v", prod.ID, err)
 	}
 }

@@ -37,6 +37,9 @@ var (
 	ErrDenied      = errors.New("access denied")
 	ErrNoSpace     = errors.New("no space left in the pool")
 	ErrProtected   = errors.New("refusing to modify a source volume")
+	// ErrForeign: a regular volume of that name exists and snapvol did not
+	// make it (CreateVolume); it is never adopted.
+	ErrForeign = errors.New("volume exists and was not made by snapvol")
 )
 
 // Object is one backend object.
@@ -66,7 +69,8 @@ type Backend interface {
 
 	// Volume looks a regular volume up by name (ErrNotFound if absent).
 	Volume(ctx context.Context, name string) (Object, error)
-	// CreateVolume makes an empty regular volume.
+	// CreateVolume makes an empty regular volume, or returns the one of
+	// that name snapvol made before; one it did not make is ErrForeign.
 	CreateVolume(ctx context.Context, name string, opts map[string]string) (Object, error)
 	// RemoveVolume deletes a regular volume. Only an explicit Docker
 	// Remove of that plain name reaches it.

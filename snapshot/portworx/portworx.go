@@ -333,7 +333,7 @@ func (b *Backend) CreateVolume(ctx context.Context, name string, opts map[string
 	case err == nil && b.createdByUs(existing):
 		return b.object(existing, snapshot.KindVolume), nil
 	case err == nil:
-		return snapshot.Object{}, fmt.Errorf("volume %q already exists on the OpenStorage server and was not made by snapvol; clone it with %s@latest instead of creating it", name, name)
+		return snapshot.Object{}, fmt.Errorf("%w: volume %q already exists on the OpenStorage server and was not made by snapvol; clone it with %s@latest instead of creating it", snapshot.ErrForeign, name, name)
 	case !errors.Is(err, snapshot.ErrNotFound):
 		return snapshot.Object{}, err
 	}
