@@ -162,7 +162,7 @@ func TestBench(t *testing.T) {
 		fmt.Printf("%s\nrendered %s into %s\n", res.Markdown(), from, cfg.out)
 		return
 	}
-	res := &Results{Started: time.Now(), Host: hostInfo(), LoadStart: loadAvg()}
+	res := &Results{Started: time.Now(), Host: hostInfo(), CPUs: runtime.NumCPU(), LoadStart: loadAvg()}
 	t.Cleanup(func() {
 		res.Duration = time.Since(res.Started).Round(time.Second).String()
 		res.LoadEnd = loadAvg()

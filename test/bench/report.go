@@ -148,6 +148,7 @@ type Results struct {
 	Started   time.Time     `json:"started"`
 	Duration  string        `json:"duration"`
 	Host      string        `json:"host"`
+	CPUs      int           `json:"cpus"`
 	LoadStart string        `json:"loadavg_start"`
 	LoadEnd   string        `json:"loadavg_end"`
 	Notes     []string      `json:"notes,omitempty"`
@@ -216,6 +217,30 @@ func (r *Results) api(n int) *APIResult {
 	return nil
 }
 
+// cpus is the machine's CPU count (from Host for runs that did not record it).
+func (r *Results) cpus() int {
+	if r.CPUs > 0 {
+		return r.CPUs
+	}
+	var n int
+	if i := strings.Index(r.Host, " CPUs"); i > 0 {
+		f := strings.Fields(r.Host[:i])
+		fmt.Sscan(f[len(f)-1], &n)
+	}
+	return n
+}
+
+// cpuBound is the least c's wall time / one job can be when the CPU the
+// jobs used had to share the machine's CPUs: jobs × CPU per job / CPUs,
+// over one job's wall time. No scheduling gets n jobs below it.
+func (r *Results) cpuBound(c ConcResult) float64 {
+	cpus := r.cpus()
+	if cpus == 0 || r.One.P50 == 0 {
+		return 0
+	}
+	return float64(c.Jobs) * (c.CPU.PluginMsPerJob + c.CPU.BenchMsPerJob) / float64(cpus) / r.One.P50
+}
+
 // Targets checks the run against issue 7's goals.
 func (r *Results) Targets() []Target {
 	var ts []Target
@@ -255,8 +280,12 @@ func (r *Results) Targets() []Target {
 			add("32 concurrent jobs: wall time / one job alone (p50)", c.Ratio, "%.2fx", "≤ 4x", c.Ratio <= 4)
 			ts = append(ts, Target{What: "  the physical limit: 32 bare snapshot ioctls at once / one (p50)", Value: fmt.Sprintf("%.2fx", c.BareRatio),
 				Goal: "–", Known: true, Context: true})
+			if b := r.cpuBound(c); b > 0 {
+				ts = append(ts, Target{What: fmt.Sprintf("  the CPU bound: 32 × CPU per job (plugin + client) / %d CPUs / one job (p50)", r.cpus()),
+					Value: fmt.Sprintf("%.2fx", b), Goal: "–", Known: true, Context: true})
+			}
 			if c.NullRatio > 0 {
-				ts = append(ts, Target{What: "  the machine's floor: 32 no-op jobs (same client, six round trips answered from memory) at once / one (p50)",
+				ts = append(ts, Target{What: "  32 no-op jobs (same client, six round trips answered from memory) at once / one (p50)",
 					Value: fmt.Sprintf("%.2fx", c.NullRatio), Goal: "–", Known: true, Context: true})
 			}
 		}
@@ -366,13 +395,14 @@ func (r *Results) otherTables(w func(string, ...any)) {
 		w("A job: Get + Mount of `SOURCE@latest+JOB` (the largest source), read a file, Get, Unmount, Remove, over the socket; all jobs of a round start together. ")
 		w("CPU: share of the machine's CPUs busy while jobs ran, and CPU time per job of the plugin and of the benchmark process (the client).\n\n")
 		w("The physical limit: the same number of bare writable-snapshot ioctls of the source started at once (each into its own directory), wall time to the last. ")
-		w("The machine's floor: the same number of no-op jobs at once, each the same client making six round trips the plugin answers from memory (Capabilities) and reading the same file; no plugin can scale better than this on this machine.\n\n")
-		w("| jobs at once | rounds | wall time per round | per job | snapshots used | wall / one job | bare ioctls at once | bare / one bare | no-op jobs at once | no-op / one no-op | CPUs busy | plugin CPU / job | client CPU / job |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-		w("| 1 | %d | %s | %s | 1 | 1x | %s | 1x | %s | 1x | %.0f%% | %.2f ms | %.2f ms |\n", r.One.N, dist(r.One), dist(r.One), dist(r.BareOne), dist(r.NullOne),
+		w("No-op jobs: the same number at once, each the same client making six round trips the plugin answers from memory (Capabilities) and reading the same file: what the protocol alone costs under concurrency. ")
+		w("CPU bound: jobs × CPU per job (plugin + client) / CPUs / one job's wall time, the least the wall time / one job ratio can be with that much CPU work shared by this machine's CPUs.\n\n")
+		w("| jobs at once | rounds | wall time per round | per job | snapshots used | wall / one job | CPU bound | bare ioctls at once | bare / one bare | no-op jobs at once | no-op / one no-op | CPUs busy | plugin CPU / job | client CPU / job |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		w("| 1 | %d | %s | %s | 1 | 1x | – | %s | 1x | %s | 1x | %.0f%% | %.2f ms | %.2f ms |\n", r.One.N, dist(r.One), dist(r.One), dist(r.BareOne), dist(r.NullOne),
 			100*r.OneCPU.Busy, r.OneCPU.PluginMsPerJob, r.OneCPU.BenchMsPerJob)
 		for _, c := range r.Conc {
-			w("| %d | %d | %s | %s | %d | %.2fx | %s | %.2fx | %s | %.2fx | %.0f%% | %.2f ms | %.2f ms |\n", c.Jobs, c.Rounds, dist(c.Wall), dist(c.PerJob), c.Snapshots, c.Ratio,
-				dist(c.BareWall), c.BareRatio, dist(c.NullWall), c.NullRatio, 100*c.CPU.Busy, c.CPU.PluginMsPerJob, c.CPU.BenchMsPerJob)
+			w("| %d | %d | %s | %s | %d | %.2fx | %.2fx | %s | %.2fx | %s | %.2fx | %.0f%% | %.2f ms | %.2f ms |\n", c.Jobs, c.Rounds, dist(c.Wall), dist(c.PerJob), c.Snapshots, c.Ratio,
+				r.cpuBound(c), dist(c.BareWall), c.BareRatio, dist(c.NullWall), c.NullRatio, 100*c.CPU.Busy, c.CPU.PluginMsPerJob, c.CPU.BenchMsPerJob)
 		}
 	}
 

@@ -62,12 +62,13 @@ PASS`
 func sample() *Results {
 	d := func(p50, p95 float64) Dist { return Dist{N: 9, P50: p50, P95: p95, Min: p50, Max: p95} }
 	return &Results{
-		Started: time.Date(2026, 11, 21, 6, 0, 0, 0, time.UTC), Duration: "10m", Host: "test host",
+		Started: time.Date(2026, 11, 21, 6, 0, 0, 0, time.UTC), Duration: "10m", Host: "Linux x, 2 CPUs, 24 GiB RAM",
 		Sizes: []SizeResult{
 			{Label: "8 MiB", Bytes: 8 << 20, Files: 45, Now: d(3, 4), Latest: d(2, 3), Bare: d(1, 1.2), BareMount: d(1.2, 1.4), BareNow: d(2, 2.4), Cp: d(5, 6), CpFlush: d(2, 3), Reflink: d(4, 5)},
 			{Label: "4 GiB", Bytes: 4 << 30, Files: 23000, Now: d(3.3, 4), Latest: d(2.2, 3), Bare: d(1, 1.2), BareMount: d(1.2, 1.4), BareNow: d(2, 2.4), Cp: d(4000, 4500), CpFlush: d(9000, 9500), Reflink: d(900, 1000)},
 		},
-		Conc:    []ConcResult{{Jobs: 32, Rounds: 5, Wall: d(30, 40), PerJob: d(20, 28), Snapshots: 1, Ratio: 10, NullWall: d(9, 11), NullRatio: 11.5}},
+		Conc: []ConcResult{{Jobs: 32, Rounds: 5, Wall: d(30, 40), PerJob: d(20, 28), Snapshots: 1, Ratio: 10, NullWall: d(9, 11), NullRatio: 11.5,
+			CPU: CPUUse{Busy: 0.9, PluginMsPerJob: 0.5, BenchMsPerJob: 0.25}}},
 		NullOne: d(0.8, 1),
 		One:     d(3, 4),
 		API: []APIResult{{Volumes: 10000, Materialized: 100, Get: d(0.1, 0.2), GetClaimed: d(0.1, 0.2), List: d(12, 14),
@@ -99,7 +100,7 @@ func TestTargetsAndMarkdown(t *testing.T) {
 		}
 	}
 	md := r.Markdown()
-	for _, want := range []string{"| 4 GiB | 23000 |", "**missed**", "not measured", "Not measured: no dockerd here", "1818x", "| Get/volumes=10000 | 2.7 µs | 1344 | 14 |", "the machine's floor", "| 11.50x |"} {
+	for _, want := range []string{"| 4 GiB | 23000 |", "**missed**", "not measured", "Not measured: no dockerd here", "1818x", "| Get/volumes=10000 | 2.7 µs | 1344 | 14 |", "no-op jobs", "| 11.50x |", "| 4.00x |"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("Markdown lacks %q:\n%s", want, md)
 		}
