@@ -244,7 +244,10 @@ func (d *Driver) Create(req *volume.CreateRequest) (err error) {
 		return err
 	}
 	defer d.locks.Lock(req.Name)()
-	if _, ok := d.st.Get(req.Name); ok {
+	if old, ok := d.st.Get(req.Name); ok {
+		if creating(old) {
+			return errUnfinished(old)
+		}
 		return nil // Docker ignores options on later creates; so do we.
 	}
 	if r.IsClone() {
@@ -350,10 +353,18 @@ func mountpoint(r *store.Record) string {
 	return ""
 }
 
+// creating reports whether r is a create not known to have succeeded (the
+// backend timed out): not a volume yet, so Get and List do not show it
+// (Docker, whose Create failed, would otherwise take it for one, and its
+// retry would succeed without a volume), and a new Create is told to wait.
+func creating(r *store.Record) bool {
+	return r.Pending != nil && r.Pending.Op == store.OpCreate
+}
+
 // Get answers from the index only. For a grammar name not yet created it
 // claims the name when CLAIM is on and its source is allowed and exists.
 func (d *Driver) Get(req *volume.GetRequest) (*volume.GetResponse, error) {
-	if r, ok := d.st.Get(req.Name); ok {
+	if r, ok := d.st.Get(req.Name); ok && !creating(r) {
 		return &volume.GetResponse{Volume: d.apiVolume(r)}, nil
 	}
 	if d.cfg.Claim && d.claimable(req.Name) {
@@ -408,6 +419,9 @@ func (d *Driver) List() (*volume.ListResponse, error) {
 	vols := make([]volume.Volume, 0, n)
 	out := make([]*volume.Volume, 0, n)
 	d.st.Each(func(r *store.Record) {
+		if creating(r) {
+			return
+		}
 		vols = append(vols, volume.Volume{Name: r.Name, Mountpoint: mountpoint(r), CreatedAt: rfc3339(r.Created)})
 		out = append(out, &vols[len(vols)-1])
 	})

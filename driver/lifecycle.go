@@ -301,15 +301,20 @@ func (d *Driver) Remove(req *volume.RemoveRequest) (err error) {
 		unlock()
 		return errUnfinished(r)
 	}
-	if n := r.TotalMounts(); n > 0 {
+	if n := r.TotalMounts(); n > 0 && !r.IsClone() {
+		// Production data: a count may belong to another dockerd on the
+		// same host (the binary run directly serves every daemon that looks
+		// in /run/docker/plugins), whose container still uses the volume.
+		unlock()
+		return fmt.Errorf("%w: volume %q is mounted %d time(s); stop the containers using it first (a count left by a container that exited while dockerd was down with --live-restore keeps it; see README, Limits)", ErrInUse, r.Name, n)
+	} else if n > 0 {
 		// Docker calls Remove only when no container, running or stopped,
 		// refers to the volume (it checks its references first, even with
 		// -f); mounts still counted then are Unmounts it will never send
 		// (dockerd 20.10 sends none for a container that exited while it
-		// was down with --live-restore). Refusing would keep the volume,
-		// its mount and its storage forever, and nothing could ever lower
-		// the count.
-		d.log.WithFields(logrus.Fields{"volume": r.Name, "mounts": n}).Warn("removing a volume with mounts Docker never unmounted")
+		// was down with --live-restore). Refusing would keep the clone
+		// forever; a clone holds no production data.
+		d.log.WithFields(logrus.Fields{"volume": r.Name, "mounts": n}).Warn("removing a clone volume with mounts Docker never unmounted")
 	}
 	if !r.IsClone() {
 		var users []string

@@ -120,6 +120,17 @@ func TestCreateThatTimedOutIsFinishedLater(t *testing.T) {
 		if r, ok := st.Get(name); !ok || r.Pending == nil || r.Pending.Op != store.OpCreate {
 			t.Fatalf("record after the timed-out create: %+v, %v; want the create intent kept", r, ok)
 		}
+		// Not a volume yet: Docker's Get (before its retried Create) finds
+		// nothing, the retry is told to wait, List does not show it.
+		if _, err := d.Get(&volume.GetRequest{Name: name}); !errors.Is(err, ErrNoSuchVolume) {
+			t.Fatalf("Get of a create in doubt: %v, want ErrNoSuchVolume", err)
+		}
+		if err := d.Create(&volume.CreateRequest{Name: name}); !errors.Is(err, ErrInUse) {
+			t.Fatalf("retried Create of a create in doubt: %v, want ErrInUse (retry later)", err)
+		}
+		if l, _ := d.List(); len(l.Volumes) != 1 { // app-production only
+			t.Fatalf("List shows %d volumes, want only app-production", len(l.Volumes))
+		}
 		if made { // the server did make it before the answer was lost
 			if _, err := b.CreateVolume(ctx, name, nil); err != nil {
 				t.Fatal(err)

@@ -93,9 +93,9 @@ func SocketScenario(t *testing.T, env map[string]string, clones func(p *Plugin) 
 	if before != 2 {
 		t.Fatalf("backend holds %d clones, want 2", before)
 	}
-	// A source is never removed while clone volumes come from it.
-	if err := p.Remove("app-production"); err == nil || !strings.Contains(err.Error(), "source of") {
-		t.Fatalf("remove of the source of clone volumes: %v, want a refusal", err)
+	// A plain volume (here, the source) is never removed while mounted.
+	if err := p.Remove("app-production"); err == nil || !strings.Contains(err.Error(), "mounted") {
+		t.Fatalf("remove of the mounted source: %v, want a refusal", err)
 	}
 	if err := p.Unmount("app-production@latest", "ci-1"); err != nil {
 		t.Fatal(err)

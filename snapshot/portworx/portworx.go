@@ -205,9 +205,12 @@ func cloneSpec(opts map[string]string) (*api.VolumeSpec, error) {
 	if len(opts) == 0 {
 		return nil, nil
 	}
-	sp, _, _, err := spec.NewSpecHandler().UpdateSpecFromOpts(opts, &api.VolumeSpec{VolumeLabels: map[string]string{}}, &api.VolumeLocator{VolumeLabels: map[string]string{}}, nil)
+	sp, loc, _, err := spec.NewSpecHandler().UpdateSpecFromOpts(opts, &api.VolumeSpec{VolumeLabels: map[string]string{}}, &api.VolumeLocator{VolumeLabels: map[string]string{}}, nil)
 	if err != nil {
 		return nil, fmt.Errorf("clone options %v: %w", opts, err)
+	}
+	if err := checkUserLabels(loc.VolumeLabels); err != nil {
+		return nil, err
 	}
 	return sp, nil
 }

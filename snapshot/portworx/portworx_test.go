@@ -701,6 +701,7 @@ func TestCheckOptions(t *testing.T) {
 		{snapshot.KindClone, map[string]string{"size": "10G"}, false},
 		{snapshot.KindClone, map[string]string{"repl": "2"}, true},
 		{snapshot.KindClone, map[string]string{"fs": "ext4"}, false},
+		{snapshot.KindClone, map[string]string{"labels": "snapvol.instance=x"}, false},
 		{snapshot.KindClone, map[string]string{"io_priority": "warp"}, false},
 	} {
 		err := b.CheckOptions(c.kind, c.opts)
