@@ -61,7 +61,11 @@ func openDir(path string) (*os.File, error) {
 }
 
 // subvolCreate makes an empty subvolume at path.
-func subvolCreate(path string) error {
+func subvolCreate(path string) error { return subvolIoctl(iocSubvolCreate, "create", path) }
+
+// subvolIoctl runs a vol_args ioctl (create, destroy) on the subvolume
+// named by path's last element, through its parent directory.
+func subvolIoctl(req uintptr, what, path string) error {
 	parent, err := openDir(filepath.Dir(path))
 	if err != nil {
 		return err
@@ -71,8 +75,8 @@ func subvolCreate(path string) error {
 	if err := setName(a.name[:], filepath.Base(path)); err != nil {
 		return err
 	}
-	if err := ioctl(parent.Fd(), iocSubvolCreate, unsafe.Pointer(&a)); err != nil {
-		return fmt.Errorf("create subvolume %s: %w", path, err)
+	if err := ioctl(parent.Fd(), req, unsafe.Pointer(&a)); err != nil {
+		return fmt.Errorf("%s subvolume %s: %w", what, path, err)
 	}
 	return nil
 }
@@ -104,21 +108,7 @@ func snapCreate(src, dst string, readonly bool) error {
 
 // subvolDelete destroys the subvolume at path; the kernel frees its
 // extents in the background, so this is O(1) too.
-func subvolDelete(path string) error {
-	parent, err := openDir(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer parent.Close()
-	var a volArgs
-	if err := setName(a.name[:], filepath.Base(path)); err != nil {
-		return err
-	}
-	if err := ioctl(parent.Fd(), iocSnapDestroy, unsafe.Pointer(&a)); err != nil {
-		return fmt.Errorf("delete subvolume %s: %w", path, err)
-	}
-	return nil
-}
+func subvolDelete(path string) error { return subvolIoctl(iocSnapDestroy, "delete", path) }
 
 // isSubvolume reports whether path is the root of a btrfs subvolume.
 func isSubvolume(path string) bool {
