@@ -170,10 +170,7 @@ func (p *Plugin) Start() {
 // Stop sends SIGTERM and waits for a clean exit.
 func (p *Plugin) Stop() {
 	p.t.Helper()
-	p.mu.Lock()
-	cmd, done := p.cmd, p.waitCh
-	p.cmd = nil
-	p.mu.Unlock()
+	cmd, done := p.take()
 	if cmd == nil {
 		return
 	}
@@ -193,15 +190,22 @@ func (p *Plugin) Stop() {
 // Kill sends SIGKILL (a crash at whatever point the process is) and waits
 // for the process to be gone. Safe to call from another goroutine.
 func (p *Plugin) Kill() {
-	p.mu.Lock()
-	cmd, done := p.cmd, p.waitCh
-	p.cmd = nil
-	p.mu.Unlock()
+	cmd, done := p.take()
 	if cmd == nil {
 		return
 	}
 	_ = cmd.Process.Kill()
 	<-done
+}
+
+// take hands over the running process (nil if none) and the channel closed
+// when it exits, so only one of Stop and Kill ends it.
+func (p *Plugin) take() (*exec.Cmd, chan struct{}) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cmd, done := p.cmd, p.waitCh
+	p.cmd = nil
+	return cmd, done
 }
 
 // PID is the running process's id, 0 if none.
