@@ -10,7 +10,7 @@ import (
 
 	"github.com/docker/go-plugins-helpers/volume"
 
-	"github.com/snapvol/snapvol/snapshot"
+	"github.com/snapvol/snapvol/storage"
 )
 
 // budgetBackend behaves like a remote backend (Portworx): a call whose
@@ -47,7 +47,7 @@ func (b *budgetBackend) enter(ctx context.Context, method string) error {
 		<-ctx.Done()
 	}
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("%s: %w (%v)", method, snapshot.ErrUnavailable, err)
+		return fmt.Errorf("%s: %w (%v)", method, storage.ErrUnavailable, err)
 	}
 	return nil
 }
@@ -76,9 +76,9 @@ func (b *budgetBackend) Mount(ctx context.Context, id, target string) error {
 	return b.memBackend.Mount(ctx, id, target)
 }
 
-func (b *budgetBackend) Clone(ctx context.Context, snap snapshot.Object, labels, opts map[string]string) (snapshot.Object, error) {
+func (b *budgetBackend) Clone(ctx context.Context, snap storage.Object, labels, opts map[string]string) (storage.Object, error) {
 	if err := b.enter(ctx, "Clone"); err != nil {
-		return snapshot.Object{}, err
+		return storage.Object{}, err
 	}
 	return b.memBackend.Clone(ctx, snap, labels, opts)
 }
@@ -125,7 +125,7 @@ func TestFailedMountUndoesWithinItsBudget(t *testing.T) {
 	if err := d.sweep(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if c := m.count(snapshot.KindClone); c != 0 {
+	if c := m.count(storage.KindClone); c != 0 {
 		t.Fatalf("%d clones left after the sweep", c)
 	}
 }

@@ -1,5 +1,5 @@
 // Package driver is snapvol's Docker VolumeDriver: it maps Docker volume
-// names to records in the store and to clones in a snapshot.Backend, counts
+// names to records in the store and to clones in a storage.Backend, counts
 // mounts, and repairs what a crash interrupted. It knows nothing of btrfs
 // or HTTP.
 package driver
@@ -22,12 +22,12 @@ import (
 	"github.com/snapvol/snapvol/driver/names"
 	"github.com/snapvol/snapvol/driver/store"
 	"github.com/snapvol/snapvol/keylock"
-	"github.com/snapvol/snapvol/snapshot"
+	"github.com/snapvol/snapvol/storage"
 )
 
 // Config wires a Driver.
 type Config struct {
-	Backend  snapshot.Backend
+	Backend  storage.Backend
 	Store    *store.Store
 	DataRoot string
 	// LatestMaxAge is how old a snapshot @latest may reuse.
@@ -54,10 +54,10 @@ type Config struct {
 // Driver implements volume.Driver.
 type Driver struct {
 	cfg      Config
-	b        snapshot.Backend
+	b        storage.Backend
 	st       *store.Store
 	log      *logrus.Logger
-	resolver *snapshot.Resolver
+	resolver *storage.Resolver
 	locks    keylock.Map
 	// gc is held for reading from choosing a snapshot until the clone made
 	// from it is recorded, and for writing while snapshots are collected,
@@ -97,7 +97,7 @@ func New(cfg Config) *Driver {
 	}
 	return &Driver{
 		cfg: cfg, b: cfg.Backend, st: cfg.Store, log: cfg.Log,
-		resolver:   &snapshot.Resolver{Backend: cfg.Backend, MaxAge: cfg.LatestMaxAge, Now: cfg.Now},
+		resolver:   &storage.Resolver{Backend: cfg.Backend, MaxAge: cfg.LatestMaxAge, Now: cfg.Now},
 		claimCache: map[string]claimEntry{}, unreconciled: map[string]bool{},
 	}
 }
@@ -199,9 +199,9 @@ func (d *Driver) newRecord(ctx context.Context, raw string, opts map[string]stri
 	if err != nil {
 		return nil, err
 	}
-	kind := snapshot.KindVolume
+	kind := storage.KindVolume
 	if n.IsClone() {
-		kind = snapshot.KindClone
+		kind = storage.KindClone
 	}
 	if err := d.b.CheckOptions(kind, o.Backend); err != nil {
 		return nil, fmt.Errorf("%w: volume %q: %w", names.ErrInvalid, raw, err)
@@ -216,7 +216,7 @@ func (d *Driver) newRecord(ctx context.Context, raw string, opts map[string]stri
 			ErrNotAllowed, raw, n.Source, strings.Join(d.cfg.Sources, ","))
 	}
 	src, err := d.b.Volume(ctx, n.Source)
-	if errors.Is(err, snapshot.ErrNotFound) {
+	if errors.Is(err, storage.ErrNotFound) {
 		return nil, fmt.Errorf("%w: volume %q: source %q does not exist; create it first (docker volume create -d snapvol %s) or check the name", ErrNoSource, raw, n.Source, n.Source)
 	}
 	if err != nil {
@@ -224,7 +224,7 @@ func (d *Driver) newRecord(ctx context.Context, raw string, opts map[string]stri
 	}
 	if n.Ref != names.RefLatest && n.Ref != names.RefNow {
 		if _, err := d.b.SnapshotByName(ctx, src, n.Ref); err != nil {
-			if errors.Is(err, snapshot.ErrNotFound) {
+			if errors.Is(err, storage.ErrNotFound) {
 				return nil, fmt.Errorf("volume %q: snapshot %q of source %q does not exist; use @latest, @now or an existing snapshot: %w", raw, n.Ref, n.Source, err)
 			}
 			return nil, fmt.Errorf("volume %q: looking up snapshot %q: %w", raw, n.Ref, err)
@@ -261,7 +261,7 @@ func (d *Driver) Create(req *volume.CreateRequest) (err error) {
 	step(ctx, "creating the volume in the backend")
 	obj, err := d.b.CreateVolume(ctx, req.Name, r.Options)
 	d.failpoint("create:made")
-	if errors.Is(err, snapshot.ErrUnavailable) {
+	if errors.Is(err, storage.ErrUnavailable) {
 		// A server that timed out may still have made the volume: dropping
 		// the record now could leave one nothing refers to. The intent
 		// stays for Run to finish or undo once the backend answers.
@@ -402,7 +402,7 @@ func (d *Driver) claimable(raw string) bool {
 	// Get fails, and the Mount will say what is wrong if the source really
 	// is missing. The answer is cached like the others, so Docker's probes
 	// do not each wait for a hung server.
-	claim := !errors.Is(err, snapshot.ErrNotFound)
+	claim := !errors.Is(err, storage.ErrNotFound)
 	d.claimMu.Lock()
 	if len(d.claimCache) > 1024 {
 		d.claimCache = map[string]claimEntry{}

@@ -19,7 +19,7 @@ import (
 
 	"github.com/snapvol/snapvol/driver/names"
 	"github.com/snapvol/snapvol/driver/store"
-	"github.com/snapvol/snapvol/snapshot"
+	"github.com/snapvol/snapvol/storage"
 )
 
 func newTestDriver(t testing.TB) (*Driver, *memBackend, *store.Store) {
@@ -78,10 +78,10 @@ func TestConcurrentLatestSharesOneSnapshot(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := b.count(snapshot.KindSnapshot); n != 1 {
+	if n := b.count(storage.KindSnapshot); n != 1 {
 		t.Fatalf("32 concurrent @latest jobs took %d snapshots, want 1", n)
 	}
-	if n := b.count(snapshot.KindClone); n != 32 {
+	if n := b.count(storage.KindClone); n != 32 {
 		t.Fatalf("%d clones, want 32", n)
 	}
 }
@@ -103,7 +103,7 @@ func TestBackendFailureLeavesNothing(t *testing.T) {
 		t.Fatalf("a failed create left a record")
 	}
 	b.fail = nil
-	if n := b.count(snapshot.KindClone); n != 0 {
+	if n := b.count(storage.KindClone); n != 0 {
 		t.Fatalf("%d clones left", n)
 	}
 }
@@ -150,7 +150,7 @@ func TestReapKeepsRecordAndCollectsSnapshots(t *testing.T) {
 	if !ok || r.Clone != nil {
 		t.Fatalf("after reaping: record %v, clone %v; want record kept, clone gone", ok, r)
 	}
-	if n := b.count(snapshot.KindClone) + b.count(snapshot.KindSnapshot); n != 0 {
+	if n := b.count(storage.KindClone) + b.count(storage.KindSnapshot); n != 0 {
 		t.Fatalf("%d clones/snapshots left after reaping an old idle clone", n)
 	}
 }
@@ -224,7 +224,7 @@ func TestRemoveCollectsWithoutScanningWhenNothingToCollect(t *testing.T) {
 	lifecycle("app-production@latest+a", true) // takes snapshot 1
 	lifecycle("app-production@now+b", true)    // takes snapshot 2, the newest
 	lifecycle("app-production@latest+a", false)
-	if n := b.count(snapshot.KindSnapshot); n != 1 {
+	if n := b.count(storage.KindSnapshot); n != 1 {
 		t.Fatalf("%d snapshots after removing the only user of the older one, want 1", n)
 	}
 	b.mu.Lock()
@@ -233,7 +233,7 @@ func TestRemoveCollectsWithoutScanningWhenNothingToCollect(t *testing.T) {
 	lifecycle("app-production@now+b", false)
 	lifecycle("app-production@latest+c", true) // reuses snapshot 2
 	lifecycle("app-production@latest+c", false)
-	if n := b.count(snapshot.KindSnapshot); n != 1 {
+	if n := b.count(storage.KindSnapshot); n != 1 {
 		t.Fatalf("%d snapshots, want the newest kept for @latest", n)
 	}
 	if b.owned != 0 {

@@ -3,7 +3,7 @@ package driver
 import "errors"
 
 // Sentinel errors callers branch on; every returned error wraps one of
-// these or a snapshot/names sentinel and names the volume.
+// these or a storage/names sentinel and names the volume.
 var (
 	ErrNoSuchVolume = errors.New("no such volume")
 	ErrInUse        = errors.New("volume in use")

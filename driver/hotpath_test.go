@@ -5,11 +5,11 @@ import (
 
 	"github.com/docker/go-plugins-helpers/volume"
 
-	"github.com/snapvol/snapvol/snapshot"
+	"github.com/snapvol/snapvol/storage"
 )
 
 // noBackend panics on any call: the nil Backend it embeds has no methods.
-type noBackend struct{ snapshot.Backend }
+type noBackend struct{ storage.Backend }
 
 // Get, List and Path answer from the in-memory index alone: Docker calls
 // them constantly, probes every plugin with Get, and drops a volume whose

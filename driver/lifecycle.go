@@ -12,7 +12,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/snapvol/snapvol/driver/store"
-	"github.com/snapvol/snapvol/snapshot"
+	"github.com/snapvol/snapvol/storage"
 )
 
 // Mount mounts a volume for one container mount point (req.ID), making
@@ -134,7 +134,7 @@ func (d *Driver) materialize(ctx context.Context, r *store.Record, key string) (
 func (d *Driver) makeClone(ctx context.Context, r *store.Record, key string) (*store.Clone, error) {
 	step(ctx, "looking up source %q", r.Source)
 	src, err := d.b.Volume(ctx, r.Source)
-	if errors.Is(err, snapshot.ErrNotFound) {
+	if errors.Is(err, storage.ErrNotFound) {
 		return nil, fmt.Errorf("%w: volume %q: source %q no longer exists", ErrNoSource, r.Name, r.Source)
 	}
 	if err != nil {
@@ -146,7 +146,7 @@ func (d *Driver) makeClone(ctx context.Context, r *store.Record, key string) (*s
 		return nil, fmt.Errorf("volume %q: %w", r.Name, err)
 	}
 	d.failpoint("materialize:snapshot")
-	labels := map[string]string{snapshot.LabelOwner: "1", snapshot.LabelVolume: r.Name, snapshot.LabelSource: r.Source}
+	labels := map[string]string{storage.LabelOwner: "1", storage.LabelVolume: r.Name, storage.LabelSource: r.Source}
 	step(ctx, "cloning snapshot %q of %q", snap.Name, r.Source)
 	obj, err := d.b.Clone(ctx, snap, labels, r.Options)
 	if err != nil {
@@ -367,7 +367,7 @@ func (d *Driver) remove(ctx context.Context, r *store.Record, retry bool) (err e
 		}
 		if r.Object != "" {
 			step(ctx, "deleting the volume in the backend")
-			if err := d.b.RemoveVolume(ctx, snapshot.Object{ID: r.Object, Name: r.Name, Kind: snapshot.KindVolume}); err != nil {
+			if err := d.b.RemoveVolume(ctx, storage.Object{ID: r.Object, Name: r.Name, Kind: storage.KindVolume}); err != nil {
 				return fmt.Errorf("volume %q: deleting: %w", r.Name, err)
 			}
 		}
@@ -437,13 +437,13 @@ func (d *Driver) mayCollect(ctx context.Context, source string) bool {
 	if err != nil {
 		return true
 	}
-	var owned []snapshot.Object
+	var owned []storage.Object
 	for _, s := range snaps {
-		if s.Owned() && s.Labels[snapshot.LabelSource] == source {
+		if s.Owned() && s.Labels[storage.LabelSource] == source {
 			owned = append(owned, s)
 		}
 	}
-	newest, _ := snapshot.Newest(owned)
+	newest, _ := storage.Newest(owned)
 	now := d.cfg.Now()
 	for _, s := range owned {
 		if !d.keptForLatest(s, newest, now) {
@@ -455,13 +455,13 @@ func (d *Driver) mayCollect(ctx context.Context, source string) bool {
 
 // keptForLatest reports whether s, among snapshots of one source whose
 // newest is newest, is the one @latest may still reuse.
-func (d *Driver) keptForLatest(s, newest snapshot.Object, now time.Time) bool {
+func (d *Driver) keptForLatest(s, newest storage.Object, now time.Time) bool {
 	return s.ID == newest.ID && now.Sub(s.Created) < d.cfg.LatestMaxAge
 }
 
 // collect deletes unneeded plugin snapshots among owned whose source
 // matches; the caller holds d.gc for writing.
-func (d *Driver) collect(ctx context.Context, owned []snapshot.Object, match func(string) bool) {
+func (d *Driver) collect(ctx context.Context, owned []storage.Object, match func(string) bool) {
 	inUse := map[string]bool{}
 	// A volume whose ref names a plugin snapshot (SOURCE@snapvol-…, or
 	// -o ref=) needs it for every clone it will make, not only while one
@@ -475,15 +475,15 @@ func (d *Driver) collect(ctx context.Context, owned []snapshot.Object, match fun
 			named[r.Source+"/"+r.Ref] = true
 		}
 	})
-	bySource := map[string][]snapshot.Object{}
+	bySource := map[string][]storage.Object{}
 	for _, o := range owned {
-		if o.Kind == snapshot.KindSnapshot && match(o.Labels[snapshot.LabelSource]) {
-			bySource[o.Labels[snapshot.LabelSource]] = append(bySource[o.Labels[snapshot.LabelSource]], o)
+		if o.Kind == storage.KindSnapshot && match(o.Labels[storage.LabelSource]) {
+			bySource[o.Labels[storage.LabelSource]] = append(bySource[o.Labels[storage.LabelSource]], o)
 		}
 	}
 	now := d.cfg.Now()
 	for source, snaps := range bySource {
-		newest, _ := snapshot.Newest(snaps)
+		newest, _ := storage.Newest(snaps)
 		for _, s := range snaps {
 			if inUse[s.ID] || named[source+"/"+s.Name] {
 				continue

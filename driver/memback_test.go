@@ -6,23 +6,23 @@ import (
 	"sync"
 	"time"
 
-	"github.com/snapvol/snapvol/snapshot"
+	"github.com/snapvol/snapvol/storage"
 )
 
-// memBackend is an in-memory snapshot.Backend for unit tests and fuzzing
+// memBackend is an in-memory storage.Backend for unit tests and fuzzing
 // of the driver's logic without root; the integration tests in test/ run
 // the same logic on real btrfs.
 type memBackend struct {
 	mu      sync.Mutex
 	n       int
-	objs    map[string]snapshot.Object
+	objs    map[string]storage.Object
 	mounted map[string]string // target -> id
 	fail    error             // returned by every mutating call when set
 	owned   int               // calls of Owned (a scan of the whole pool)
 }
 
 func newMemBackend() *memBackend {
-	return &memBackend{objs: map[string]snapshot.Object{}, mounted: map[string]string{}}
+	return &memBackend{objs: map[string]storage.Object{}, mounted: map[string]string{}}
 }
 
 func (m *memBackend) Scope() string           { return "local" }
@@ -30,8 +30,8 @@ func (m *memBackend) OptionKey(k string) bool { return k == "tier" }
 
 // CheckOptions: tier sets where a new volume lives, so a clone, which
 // lives where its snapshot does, cannot take one.
-func (m *memBackend) CheckOptions(kind snapshot.Kind, opts map[string]string) error {
-	if _, ok := opts["tier"]; ok && kind == snapshot.KindClone {
+func (m *memBackend) CheckOptions(kind storage.Kind, opts map[string]string) error {
+	if _, ok := opts["tier"]; ok && kind == storage.KindClone {
 		return fmt.Errorf("option tier= cannot be applied to a clone")
 	}
 	return nil
@@ -44,84 +44,84 @@ func (m *memBackend) Mounted(target string) bool {
 	return ok
 }
 
-func (m *memBackend) add(kind snapshot.Kind, name, parent string, labels map[string]string) snapshot.Object {
+func (m *memBackend) add(kind storage.Kind, name, parent string, labels map[string]string) storage.Object {
 	m.n++
-	o := snapshot.Object{ID: fmt.Sprintf("%s-%d", kind, m.n), Name: name, Kind: kind, Parent: parent, Created: time.Now(), Labels: labels}
+	o := storage.Object{ID: fmt.Sprintf("%s-%d", kind, m.n), Name: name, Kind: kind, Parent: parent, Created: time.Now(), Labels: labels}
 	m.objs[o.ID] = o
 	return o
 }
 
-func (m *memBackend) Volume(_ context.Context, name string) (snapshot.Object, error) {
+func (m *memBackend) Volume(_ context.Context, name string) (storage.Object, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, o := range m.objs {
-		if o.Kind == snapshot.KindVolume && o.Name == name {
+		if o.Kind == storage.KindVolume && o.Name == name {
 			return o, nil
 		}
 	}
-	return snapshot.Object{}, fmt.Errorf("volume %q: %w", name, snapshot.ErrNotFound)
+	return storage.Object{}, fmt.Errorf("volume %q: %w", name, storage.ErrNotFound)
 }
 
-func (m *memBackend) CreateVolume(ctx context.Context, name string, _ map[string]string) (snapshot.Object, error) {
+func (m *memBackend) CreateVolume(ctx context.Context, name string, _ map[string]string) (storage.Object, error) {
 	if o, err := m.Volume(ctx, name); err == nil {
 		if o.Labels["made-elsewhere"] == "1" {
-			return snapshot.Object{}, fmt.Errorf("volume %q: %w", name, snapshot.ErrForeign)
+			return storage.Object{}, fmt.Errorf("volume %q: %w", name, storage.ErrForeign)
 		}
 		return o, nil
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.fail != nil {
-		return snapshot.Object{}, m.fail
+		return storage.Object{}, m.fail
 	}
-	return m.add(snapshot.KindVolume, name, "", nil), nil
+	return m.add(storage.KindVolume, name, "", nil), nil
 }
 
-func (m *memBackend) RemoveVolume(_ context.Context, v snapshot.Object) error {
+func (m *memBackend) RemoveVolume(_ context.Context, v storage.Object) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.objs, v.ID)
 	return nil
 }
 
-func (m *memBackend) Snapshots(_ context.Context, source snapshot.Object) ([]snapshot.Object, error) {
+func (m *memBackend) Snapshots(_ context.Context, source storage.Object) ([]storage.Object, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var out []snapshot.Object
+	var out []storage.Object
 	for _, o := range m.objs {
-		if o.Kind == snapshot.KindSnapshot && o.Parent == source.ID {
+		if o.Kind == storage.KindSnapshot && o.Parent == source.ID {
 			out = append(out, o)
 		}
 	}
 	return out, nil
 }
 
-func (m *memBackend) Snapshot(_ context.Context, source snapshot.Object, labels map[string]string) (snapshot.Object, error) {
+func (m *memBackend) Snapshot(_ context.Context, source storage.Object, labels map[string]string) (storage.Object, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.fail != nil {
-		return snapshot.Object{}, m.fail
+		return storage.Object{}, m.fail
 	}
-	return m.add(snapshot.KindSnapshot, fmt.Sprintf("snap%d", m.n+1), source.ID, labels), nil
+	return m.add(storage.KindSnapshot, fmt.Sprintf("snap%d", m.n+1), source.ID, labels), nil
 }
 
-func (m *memBackend) SnapshotByName(ctx context.Context, source snapshot.Object, name string) (snapshot.Object, error) {
+func (m *memBackend) SnapshotByName(ctx context.Context, source storage.Object, name string) (storage.Object, error) {
 	snaps, _ := m.Snapshots(ctx, source)
 	for _, s := range snaps {
 		if s.Name == name {
 			return s, nil
 		}
 	}
-	return snapshot.Object{}, fmt.Errorf("snapshot %q: %w", name, snapshot.ErrNotFound)
+	return storage.Object{}, fmt.Errorf("snapshot %q: %w", name, storage.ErrNotFound)
 }
 
-func (m *memBackend) Clone(_ context.Context, snap snapshot.Object, labels, _ map[string]string) (snapshot.Object, error) {
+func (m *memBackend) Clone(_ context.Context, snap storage.Object, labels, _ map[string]string) (storage.Object, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.fail != nil {
-		return snapshot.Object{}, m.fail
+		return storage.Object{}, m.fail
 	}
-	return m.add(snapshot.KindClone, "clone", snap.ID, labels), nil
+	return m.add(storage.KindClone, "clone", snap.ID, labels), nil
 }
 
 func (m *memBackend) Delete(_ context.Context, id string) error {
@@ -132,17 +132,17 @@ func (m *memBackend) Delete(_ context.Context, id string) error {
 		return nil
 	}
 	if !o.Owned() {
-		return snapshot.ErrProtected
+		return storage.ErrProtected
 	}
 	delete(m.objs, id)
 	return nil
 }
 
-func (m *memBackend) Owned(context.Context) ([]snapshot.Object, error) {
+func (m *memBackend) Owned(context.Context) ([]storage.Object, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.owned++
-	var out []snapshot.Object
+	var out []storage.Object
 	for _, o := range m.objs {
 		if o.Owned() {
 			out = append(out, o)
@@ -155,7 +155,7 @@ func (m *memBackend) Mount(_ context.Context, id, target string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.objs[id]; !ok {
-		return snapshot.ErrNotFound
+		return storage.ErrNotFound
 	}
 	m.mounted[target] = id
 	return nil
@@ -168,7 +168,7 @@ func (m *memBackend) Unmount(_ context.Context, _, target string) error {
 	return nil
 }
 
-func (m *memBackend) count(kind snapshot.Kind) int {
+func (m *memBackend) count(kind storage.Kind) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	n := 0

@@ -12,7 +12,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/snapvol/snapvol/driver/store"
-	"github.com/snapvol/snapvol/snapshot"
+	"github.com/snapvol/snapvol/storage"
 )
 
 // Reconcile repairs what a crash left: it finishes or undoes every recorded
@@ -122,7 +122,7 @@ func (d *Driver) reconcileVolume(ctx context.Context, name string) error {
 			// Run to retry: dropping the record then could leave a volume
 			// the backend did make without a record.
 			obj, err := d.b.Volume(ctx, name)
-			if errors.Is(err, snapshot.ErrNotFound) {
+			if errors.Is(err, storage.ErrNotFound) {
 				log.Info("reconcile: interrupted create made nothing; dropping the record")
 				return d.st.Delete(name)
 			}
@@ -132,7 +132,7 @@ func (d *Driver) reconcileVolume(ctx context.Context, name string) error {
 				// volume of the same name must not make it ours to delete).
 				obj, err = d.b.CreateVolume(ctx, name, r.Options)
 			}
-			if errors.Is(err, snapshot.ErrForeign) {
+			if errors.Is(err, storage.ErrForeign) {
 				log.WithError(err).Warn("reconcile: interrupted create found a volume snapvol did not make; dropping the record, leaving the volume alone")
 				return d.st.Delete(name)
 			}
@@ -208,10 +208,10 @@ func (d *Driver) sweep(ctx context.Context) error {
 		return fmt.Errorf("listing plugin objects: %w", err)
 	}
 	for _, o := range owned {
-		if o.Kind != snapshot.KindClone {
+		if o.Kind != storage.KindClone {
 			continue
 		}
-		vol := o.Labels[snapshot.LabelVolume]
+		vol := o.Labels[storage.LabelVolume]
 		if d.cloneReferenced(vol, o.ID) {
 			continue
 		}

@@ -10,15 +10,15 @@ import (
 	"github.com/docker/go-plugins-helpers/volume"
 
 	"github.com/snapvol/snapvol/driver/store"
-	"github.com/snapvol/snapvol/snapshot"
+	"github.com/snapvol/snapvol/storage"
 )
 
 // volumeLookupDown is a backend that cannot answer Volume (a Portworx
 // server that is down), and passes every other call on.
 type volumeLookupDown struct{ *memBackend }
 
-func (volumeLookupDown) Volume(context.Context, string) (snapshot.Object, error) {
-	return snapshot.Object{}, snapshot.ErrUnavailable
+func (volumeLookupDown) Volume(context.Context, string) (storage.Object, error) {
+	return storage.Object{}, storage.ErrUnavailable
 }
 
 // An interrupted create is undone only when the backend says the volume
@@ -59,7 +59,7 @@ func TestReconcileKeepsCreateIntentWhileBackendIsDown(t *testing.T) {
 // call on.
 type deleteFails struct{ *memBackend }
 
-func (deleteFails) Delete(context.Context, string) error { return snapshot.ErrUnavailable }
+func (deleteFails) Delete(context.Context, string) error { return storage.ErrUnavailable }
 
 // A +each clone whose Unmount could not destroy it (its count is zero, so
 // no later Unmount will) is destroyed by the next Reap, whatever the ttl.
@@ -81,7 +81,7 @@ func TestReapDestroysEachCloneItsUnmountLeft(t *testing.T) {
 	if r, ok := st.Get(name); !ok || len(r.EachClones) != 0 {
 		t.Fatalf("after Reap: %+v, %v; want the record kept and its clone gone", r, ok)
 	}
-	if n := b.count(snapshot.KindClone); n != 0 {
+	if n := b.count(storage.KindClone); n != 0 {
 		t.Fatalf("%d clones left after Reap", n)
 	}
 }
@@ -111,10 +111,10 @@ func TestCreateThatTimedOutIsFinishedLater(t *testing.T) {
 	ctx := context.Background()
 	for _, made := range []bool{false, true} {
 		name := fmt.Sprintf("scratch-%v", made)
-		b.fail = fmt.Errorf("hung: %w", snapshot.ErrUnavailable)
+		b.fail = fmt.Errorf("hung: %w", storage.ErrUnavailable)
 		err := d.Create(&volume.CreateRequest{Name: name})
 		b.fail = nil
-		if !errors.Is(err, snapshot.ErrUnavailable) || !strings.Contains(err.Error(), name) {
+		if !errors.Is(err, storage.ErrUnavailable) || !strings.Contains(err.Error(), name) {
 			t.Fatalf("create while the backend hangs: %v", err)
 		}
 		if r, ok := st.Get(name); !ok || r.Pending == nil || r.Pending.Op != store.OpCreate {
@@ -153,7 +153,7 @@ func TestCreateThatTimedOutIsFinishedLater(t *testing.T) {
 func TestInterruptedCreateNeverAdoptsAForeignVolume(t *testing.T) {
 	d, b, st := newTestDriver(t)
 	b.mu.Lock()
-	prod := b.add(snapshot.KindVolume, "orders-db", "", map[string]string{"made-elsewhere": "1"})
+	prod := b.add(storage.KindVolume, "orders-db", "", map[string]string{"made-elsewhere": "1"})
 	b.mu.Unlock()
 	if err := st.Put(&store.Record{Name: "orders-db", Pending: &store.Pending{Op: store.OpCreate}}); err != nil {
 		t.Fatal(err)

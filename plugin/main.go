@@ -20,9 +20,9 @@ import (
 
 	"github.com/snapvol/snapvol/driver"
 	"github.com/snapvol/snapvol/driver/store"
-	"github.com/snapvol/snapvol/snapshot"
-	"github.com/snapvol/snapvol/snapshot/local"
-	"github.com/snapvol/snapvol/snapshot/portworx"
+	"github.com/snapvol/snapvol/storage"
+	"github.com/snapvol/snapvol/storage/local"
+	"github.com/snapvol/snapvol/storage/portworx"
 )
 
 func main() {
@@ -35,7 +35,7 @@ func main() {
 	}
 }
 
-func openBackend(s Settings, log *logrus.Logger) (snapshot.Backend, error) {
+func openBackend(s Settings, log *logrus.Logger) (storage.Backend, error) {
 	switch s.Backend {
 	case "portworx":
 		id, err := portworx.InstanceID(s.StateDir)

@@ -21,15 +21,15 @@ import (
 	"time"
 
 	"github.com/docker/go-plugins-helpers/volume"
+	"github.com/snapvol/snapvol/internal/roottest"
 	"golang.org/x/sys/unix"
 )
 
-// RequireRoot fails (never skips) a test that needs root, with the reason.
+// RequireRoot skips a test that needs root unless root tests were asked
+// for (make test, .ci/run), and then fails it if it is not root.
 func RequireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatalf("this test needs root (btrfs loop pool, mounts); run `make test` as root")
-	}
+	roottest.Require(t, "btrfs loop pool, mounts")
 }
 
 // RequireTool fails if a command is missing, naming the Debian package.
@@ -46,25 +46,51 @@ func RepoRoot() string {
 	return filepath.Dir(filepath.Dir(file))
 }
 
-var buildOnce sync.Once
-var buildErr error
+// builds holds one build of the snapvol binary per flavour.
+var builds sync.Map // output name -> *build
 
-// Binary builds bin/snapvol once per test process and returns its path.
-func Binary(t testing.TB) string {
+type build struct {
+	once sync.Once
+	err  error
+}
+
+// buildBinary builds ./plugin into bin/NAME once per test process.
+func buildBinary(t testing.TB, name string, race bool) string {
 	t.Helper()
 	root := RepoRoot()
-	buildOnce.Do(func() {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(root, "bin", "snapvol"), "./plugin")
+	out := filepath.Join(root, "bin", name)
+	v, _ := builds.LoadOrStore(name, &build{})
+	b := v.(*build)
+	b.once.Do(func() {
+		args, cgo := []string{"build", "-o", out}, "CGO_ENABLED=0"
+		if race {
+			args, cgo = []string{"build", "-race", "-o", out}, "CGO_ENABLED=1"
+		}
+		cmd := exec.Command("go", append(args, "./plugin")...)
 		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("building bin/snapvol: %v\n%s", err, out)
+		cmd.Env = append(os.Environ(), cgo)
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("building bin/%s: %v\n%s", name, err, msg)
 		}
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return filepath.Join(root, "bin", "snapvol")
+	return out
+}
+
+// Binary is the static bin/snapvol, as make build makes it: what a plugin
+// bundle ships (its rootfs has no C library).
+func Binary(t testing.TB) string { return buildBinary(t, "snapvol", false) }
+
+// HostBinary is the snapvol the tests run directly on the host: race-built
+// when the tests are (the crash and chaos figures are quoted "with -race"),
+// else the static one.
+func HostBinary(t testing.TB) string {
+	if raceBuild {
+		return buildBinary(t, "snapvol-race", true)
+	}
+	return Binary(t)
 }
 
 // Plugin is a bin/snapvol process serving on its own socket, with its own
@@ -134,7 +160,7 @@ func StartPlugin(t testing.TB, env map[string]string) *Plugin {
 // Start (re)starts the process and waits for its socket.
 func (p *Plugin) Start() {
 	p.t.Helper()
-	bin := Binary(p.t)
+	bin := HostBinary(p.t)
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), "STATE_DIR="+p.StateDir, "DATA_ROOT="+p.DataRoot, "SOCKET="+p.Socket)
 	for k, v := range p.Env {

@@ -7,7 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/snapvol/snapvol/snapshot"
+	"github.com/snapvol/snapvol/mountpoint"
+	"github.com/snapvol/snapvol/storage"
 	"github.com/snapvol/snapvol/test/dockerd"
 	"github.com/snapvol/snapvol/test/osdserver"
 )
@@ -55,7 +56,7 @@ func TestE2EPortworxManagedPlugin(t *testing.T) {
 	clones, _ := pxObjects(srv)
 	var held string
 	for _, c := range clones {
-		if c.Locator.VolumeLabels[snapshot.LabelVolume] == "snap:app-production@latest+held" {
+		if c.Locator.VolumeLabels[storage.LabelVolume] == "snap:app-production@latest+held" {
 			if len(c.AttachPath) != 1 || filepath.Dir(c.AttachPath[0]) != propagated {
 				t.Fatalf("the server mounted the clone at %v; want one path in %s", c.AttachPath, propagated)
 			}
@@ -73,7 +74,7 @@ func TestE2EPortworxManagedPlugin(t *testing.T) {
 		t.Fatalf("the container's write is not in the server's mount at %s: %q", held, got)
 	}
 	d.MustDocker("rm", "-f", "holder")
-	if snapshot.IsMountPoint(held) {
+	if mountpoint.IsMountPoint(held) {
 		t.Errorf("%s still mounted after the container stopped", held)
 	}
 

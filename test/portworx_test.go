@@ -11,7 +11,7 @@ import (
 
 	"github.com/libopenstorage/openstorage/api"
 
-	"github.com/snapvol/snapvol/snapshot"
+	"github.com/snapvol/snapvol/storage"
 	"github.com/snapvol/snapvol/test/osdserver"
 )
 
@@ -35,10 +35,10 @@ func pxEnv(srv *osdserver.Server, extra map[string]string) map[string]string {
 func pxObjects(srv *osdserver.Server) (clones, snaps []*api.Volume) {
 	for _, v := range srv.Volumes() {
 		l := v.GetLocator().GetVolumeLabels()
-		if l[snapshot.LabelOwner] != "1" {
+		if l[storage.LabelOwner] != "1" {
 			continue
 		}
-		if l[snapshot.LabelVolume] != "" {
+		if l[storage.LabelVolume] != "" {
 			clones = append(clones, v)
 		} else {
 			snaps = append(snaps, v)
@@ -66,7 +66,7 @@ func checkPXLeftovers(t *testing.T, srv *osdserver.Server) {
 	}
 	per := map[string]int{}
 	for _, s := range snaps {
-		per[s.Locator.VolumeLabels[snapshot.LabelSource]]++
+		per[s.Locator.VolumeLabels[storage.LabelSource]]++
 	}
 	for src, n := range per {
 		if n > 1 {
@@ -364,7 +364,7 @@ func TestPortworxRemoveWhileDown(t *testing.T) {
 	}
 	orphan := func(instance string) string {
 		cid, err := srv.Snapshot(snaps[0].Id, false, &api.VolumeLocator{Name: "orphan-" + instance, VolumeLabels: map[string]string{
-			snapshot.LabelOwner: "1", snapshot.LabelVolume: "gone@latest", snapshot.LabelSource: "app-production", "snapvol.instance": instance,
+			storage.LabelOwner: "1", storage.LabelVolume: "gone@latest", storage.LabelSource: "app-production", "snapvol.instance": instance,
 		}})
 		mustDo(t, err)
 		return cid

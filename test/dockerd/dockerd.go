@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snapvol/snapvol/internal/roottest"
 	"golang.org/x/sys/unix"
 )
 
@@ -32,9 +33,7 @@ const Image = "snapvol-busybox:latest"
 // private engine needs is here. It never skips.
 func Require(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("the Docker end-to-end tests need root (they start a private dockerd); run `make test` as root")
-	}
+	roottest.Require(t, "a private dockerd")
 	for _, tool := range []struct{ name, pkg string }{
 		{"dockerd", "docker.io"}, {"containerd", "containerd (a dependency of docker.io)"}, {"runc", "runc (a dependency of docker.io)"},
 		{DockerCLI(), "docker.io"}, {"mkfs.btrfs", "btrfs-progs"}, {"busybox", "busybox-static"},

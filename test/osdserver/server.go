@@ -40,8 +40,9 @@ import (
 	"github.com/libopenstorage/openstorage/api"
 	"golang.org/x/sys/unix"
 
-	"github.com/snapvol/snapvol/snapshot"
-	"github.com/snapvol/snapvol/snapshot/local"
+	"github.com/snapvol/snapvol/mountpoint"
+	"github.com/snapvol/snapvol/storage"
+	"github.com/snapvol/snapvol/storage/local"
 )
 
 // Error texts of the OpenStorage volume package and drivers.
@@ -80,7 +81,7 @@ type Request struct {
 
 type entry struct {
 	vol *api.Volume
-	obj snapshot.Object // the object in the local pool
+	obj storage.Object // the object in the local pool
 }
 
 // Server is a running test OpenStorage server.
@@ -223,7 +224,7 @@ func (s *Server) Close() error {
 
 func (s *Server) unmountPool() error {
 	mnt := s.pool.Root()
-	for snapshot.IsMountPoint(mnt) {
+	for mountpoint.IsMountPoint(mnt) {
 		if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
 			return fmt.Errorf("unmount pool %s: %w", mnt, err)
 		}
@@ -547,21 +548,21 @@ func (s *Server) Snapshot(id string, readonly bool, loc *api.VolumeLocator) (str
 		return "", fmt.Errorf("Volume with name %s already exists", loc.Name)
 	}
 	ctx := context.Background()
-	own := map[string]string{snapshot.LabelOwner: "1"} // lets the pool delete it
-	var obj snapshot.Object
+	own := map[string]string{storage.LabelOwner: "1"} // lets the pool delete it
+	var obj storage.Object
 	var err error
 	switch {
-	case parent.obj.Kind == snapshot.KindVolume && readonly:
+	case parent.obj.Kind == storage.KindVolume && readonly:
 		obj, err = s.pool.Snapshot(ctx, parent.obj, own)
-	case parent.obj.Kind == snapshot.KindVolume:
-		var tmp snapshot.Object
+	case parent.obj.Kind == storage.KindVolume:
+		var tmp storage.Object
 		if tmp, err = s.pool.Snapshot(ctx, parent.obj, own); err == nil {
 			obj, err = s.pool.Clone(ctx, tmp, own, nil)
 			if derr := s.pool.Delete(ctx, tmp.ID); err == nil {
 				err = derr
 			}
 		}
-	case parent.obj.Kind == snapshot.KindSnapshot && !readonly:
+	case parent.obj.Kind == storage.KindSnapshot && !readonly:
 		obj, err = s.pool.Clone(ctx, parent.obj, own, nil)
 	default:
 		return "", fmt.Errorf("%s: the test server cannot take a read-only=%v snapshot of a %s", errNotSupported, readonly, parent.obj.Kind)
@@ -657,7 +658,7 @@ func (s *Server) Delete(id string) error {
 	}
 	ctx := context.Background()
 	var err error
-	if e.obj.Kind == snapshot.KindVolume {
+	if e.obj.Kind == storage.KindVolume {
 		err = s.pool.RemoveVolume(ctx, e.obj)
 	} else {
 		err = s.pool.Delete(ctx, e.obj.ID)

@@ -2,8 +2,9 @@ package osdserver
 
 import (
 	"os"
-	"os/exec"
 	"testing"
+
+	"github.com/snapvol/snapvol/internal/roottest"
 )
 
 // ForTest starts a server on a fresh pool for one test and closes it,
@@ -12,12 +13,7 @@ import (
 // move real data.
 func ForTest(t testing.TB, cfg Config) *Server {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatalf("the test OpenStorage server needs root (a loop-mounted btrfs pool and bind mounts); run the tests as root")
-	}
-	if _, err := exec.LookPath("mkfs.btrfs"); err != nil {
-		t.Fatalf("mkfs.btrfs not found: install Debian's btrfs-progs (bash .ci/run installs what the tests need)")
-	}
+	roottest.Require(t, "the test OpenStorage server: a loop-mounted btrfs pool and bind mounts", roottest.Btrfs)
 	dir, err := os.MkdirTemp("", "osdserver-")
 	if err != nil {
 		t.Fatal(err)

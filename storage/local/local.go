@@ -20,7 +20,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/snapvol/snapvol/snapshot"
+	"github.com/snapvol/snapvol/mountpoint"
+	"github.com/snapvol/snapvol/storage"
 )
 
 const (
@@ -38,12 +39,12 @@ type Config struct {
 	PoolSize int64  // POOL_SIZE in bytes
 }
 
-// Backend is the btrfs implementation of snapshot.Backend.
+// Backend is the btrfs implementation of storage.Backend.
 type Backend struct {
 	root string
 }
 
-var _ snapshot.Backend = (*Backend)(nil)
+var _ storage.Backend = (*Backend)(nil)
 
 // Open mounts (or creates) the pool and prepares its layout.
 func Open(cfg Config) (*Backend, error) {
@@ -80,7 +81,7 @@ func (b *Backend) Scope() string { return "local" }
 func (b *Backend) OptionKey(string) bool { return false }
 
 // CheckOptions: there are none to check (OptionKey refuses every key).
-func (b *Backend) CheckOptions(_ snapshot.Kind, opts map[string]string) error {
+func (b *Backend) CheckOptions(_ storage.Kind, opts map[string]string) error {
 	for k := range opts {
 		return fmt.Errorf("option %s= is not known to the local backend", k)
 	}
@@ -91,7 +92,7 @@ func (b *Backend) Close() error { return nil }
 
 // path maps an object ID to its directory, refusing anything that is not
 // one of the three layouts, so an ID can never point outside the pool.
-func (b *Backend) path(id string) (string, snapshot.Kind, error) {
+func (b *Backend) path(id string) (string, storage.Kind, error) {
 	parts := strings.Split(id, "/")
 	for _, p := range parts {
 		if p == "" || p == "." || p == ".." || strings.ContainsRune(p, 0) {
@@ -100,11 +101,11 @@ func (b *Backend) path(id string) (string, snapshot.Kind, error) {
 	}
 	switch {
 	case len(parts) == 2 && parts[0] == dirVolumes:
-		return filepath.Join(b.root, id), snapshot.KindVolume, nil
+		return filepath.Join(b.root, id), storage.KindVolume, nil
 	case len(parts) == 2 && parts[0] == dirClones:
-		return filepath.Join(b.root, id), snapshot.KindClone, nil
+		return filepath.Join(b.root, id), storage.KindClone, nil
 	case len(parts) == 3 && parts[0] == dirSnapshots:
-		return filepath.Join(b.root, id), snapshot.KindSnapshot, nil
+		return filepath.Join(b.root, id), storage.KindSnapshot, nil
 	}
 	return "", "", fmt.Errorf("invalid object id %q", id)
 }
@@ -200,15 +201,15 @@ func (b *Backend) staged(src, dst string) error {
 	return nil
 }
 
-func (b *Backend) object(id, name string, kind snapshot.Kind, parent string) (snapshot.Object, error) {
+func (b *Backend) object(id, name string, kind storage.Kind, parent string) (storage.Object, error) {
 	p, _, err := b.path(id)
 	if err != nil {
-		return snapshot.Object{}, err
+		return storage.Object{}, err
 	}
 	if !isSubvolume(p) {
-		return snapshot.Object{}, fmt.Errorf("%s %q: %w", kind, name, snapshot.ErrNotFound)
+		return storage.Object{}, fmt.Errorf("%s %q: %w", kind, name, storage.ErrNotFound)
 	}
-	o := snapshot.Object{ID: id, Name: name, Kind: kind, Parent: parent, Labels: b.readLabels(id)}
+	o := storage.Object{ID: id, Name: name, Kind: kind, Parent: parent, Labels: b.readLabels(id)}
 	if t, err := creationTime(p); err == nil {
 		o.Created = t
 	}
@@ -225,36 +226,36 @@ func checkName(what, name string) error {
 func wrapErr(err error) error {
 	switch {
 	case errors.Is(err, unix.ENOSPC), errors.Is(err, unix.EDQUOT):
-		return fmt.Errorf("%w: %w", snapshot.ErrNoSpace, err)
+		return fmt.Errorf("%w: %w", storage.ErrNoSpace, err)
 	}
 	return err
 }
 
-func (b *Backend) Volume(_ context.Context, name string) (snapshot.Object, error) {
+func (b *Backend) Volume(_ context.Context, name string) (storage.Object, error) {
 	if err := checkName("volume", name); err != nil {
-		return snapshot.Object{}, err
+		return storage.Object{}, err
 	}
-	return b.object(dirVolumes+"/"+name, name, snapshot.KindVolume, "")
+	return b.object(dirVolumes+"/"+name, name, storage.KindVolume, "")
 }
 
-func (b *Backend) CreateVolume(ctx context.Context, name string, _ map[string]string) (snapshot.Object, error) {
+func (b *Backend) CreateVolume(ctx context.Context, name string, _ map[string]string) (storage.Object, error) {
 	if err := checkName("volume", name); err != nil {
-		return snapshot.Object{}, err
+		return storage.Object{}, err
 	}
 	p := filepath.Join(b.root, dirVolumes, name)
 	if err := subvolCreate(p); err != nil && !errors.Is(err, unix.EEXIST) {
-		return snapshot.Object{}, wrapErr(err)
+		return storage.Object{}, wrapErr(err)
 	}
 	return b.Volume(ctx, name)
 }
 
-func (b *Backend) RemoveVolume(_ context.Context, v snapshot.Object) error {
+func (b *Backend) RemoveVolume(_ context.Context, v storage.Object) error {
 	p, kind, err := b.path(v.ID)
 	if err != nil {
 		return err
 	}
-	if kind != snapshot.KindVolume {
-		return fmt.Errorf("%s is not a volume: %w", v.ID, snapshot.ErrProtected)
+	if kind != storage.KindVolume {
+		return fmt.Errorf("%s is not a volume: %w", v.ID, storage.ErrProtected)
 	}
 	if !isSubvolume(p) {
 		return nil
@@ -262,7 +263,7 @@ func (b *Backend) RemoveVolume(_ context.Context, v snapshot.Object) error {
 	return subvolDelete(p)
 }
 
-func (b *Backend) Snapshots(_ context.Context, source snapshot.Object) ([]snapshot.Object, error) {
+func (b *Backend) Snapshots(_ context.Context, source storage.Object) ([]storage.Object, error) {
 	dir := filepath.Join(b.root, dirSnapshots, source.Name)
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
@@ -271,20 +272,20 @@ func (b *Backend) Snapshots(_ context.Context, source snapshot.Object) ([]snapsh
 	if err != nil {
 		return nil, err
 	}
-	var out []snapshot.Object
+	var out []storage.Object
 	for _, e := range ents {
-		if o, err := b.object(dirSnapshots+"/"+source.Name+"/"+e.Name(), e.Name(), snapshot.KindSnapshot, source.ID); err == nil {
+		if o, err := b.object(dirSnapshots+"/"+source.Name+"/"+e.Name(), e.Name(), storage.KindSnapshot, source.ID); err == nil {
 			out = append(out, o)
 		}
 	}
 	return out, nil
 }
 
-func (b *Backend) SnapshotByName(_ context.Context, source snapshot.Object, name string) (snapshot.Object, error) {
+func (b *Backend) SnapshotByName(_ context.Context, source storage.Object, name string) (storage.Object, error) {
 	if err := checkName("snapshot", name); err != nil {
-		return snapshot.Object{}, err
+		return storage.Object{}, err
 	}
-	return b.object(dirSnapshots+"/"+source.Name+"/"+name, name, snapshot.KindSnapshot, source.ID)
+	return b.object(dirSnapshots+"/"+source.Name+"/"+name, name, storage.KindSnapshot, source.ID)
 }
 
 func randHex(n int) string {
@@ -293,46 +294,46 @@ func randHex(n int) string {
 	return hex.EncodeToString(buf)
 }
 
-func (b *Backend) Snapshot(_ context.Context, source snapshot.Object, labels map[string]string) (snapshot.Object, error) {
+func (b *Backend) Snapshot(_ context.Context, source storage.Object, labels map[string]string) (storage.Object, error) {
 	src, kind, err := b.path(source.ID)
-	if err != nil || kind != snapshot.KindVolume {
-		return snapshot.Object{}, fmt.Errorf("cannot snapshot %q: not a volume", source.ID)
+	if err != nil || kind != storage.KindVolume {
+		return storage.Object{}, fmt.Errorf("cannot snapshot %q: not a volume", source.ID)
 	}
 	// A valid snapshot word, so users can also name it as @REF.
 	name := "snapvol-" + time.Now().UTC().Format("20060102-150405.000000") + "-" + randHex(2)
 	id := dirSnapshots + "/" + source.Name + "/" + name
 	if err := os.MkdirAll(filepath.Join(b.root, dirSnapshots, source.Name), 0o755); err != nil {
-		return snapshot.Object{}, err
+		return storage.Object{}, err
 	}
-	return b.make(id, name, snapshot.KindSnapshot, source.ID, labels, func(dst string) error {
+	return b.make(id, name, storage.KindSnapshot, source.ID, labels, func(dst string) error {
 		return snapCreate(src, dst, true)
 	})
 }
 
-func (b *Backend) Clone(_ context.Context, snap snapshot.Object, labels map[string]string, _ map[string]string) (snapshot.Object, error) {
+func (b *Backend) Clone(_ context.Context, snap storage.Object, labels map[string]string, _ map[string]string) (storage.Object, error) {
 	src, kind, err := b.path(snap.ID)
-	if err != nil || kind != snapshot.KindSnapshot {
-		return snapshot.Object{}, fmt.Errorf("cannot clone %q: not a snapshot", snap.ID)
+	if err != nil || kind != storage.KindSnapshot {
+		return storage.Object{}, fmt.Errorf("cannot clone %q: not a snapshot", snap.ID)
 	}
 	name := "c-" + randHex(12)
-	return b.make(dirClones+"/"+name, name, snapshot.KindClone, snap.ID, labels, func(dst string) error {
+	return b.make(dirClones+"/"+name, name, storage.KindClone, snap.ID, labels, func(dst string) error {
 		return b.staged(src, dst)
 	})
 }
 
 // make writes the labels, then the object, so that whatever a crash leaves
 // is either a stale label (dropped at Open) or a labelled object.
-func (b *Backend) make(id, name string, kind snapshot.Kind, parent string, labels map[string]string, create func(dst string) error) (snapshot.Object, error) {
+func (b *Backend) make(id, name string, kind storage.Kind, parent string, labels map[string]string, create func(dst string) error) (storage.Object, error) {
 	dst, _, err := b.path(id)
 	if err != nil {
-		return snapshot.Object{}, err
+		return storage.Object{}, err
 	}
 	if err := b.writeLabels(id, labels); err != nil {
-		return snapshot.Object{}, wrapErr(err)
+		return storage.Object{}, wrapErr(err)
 	}
 	if err := create(dst); err != nil {
 		os.Remove(labelFile(b.root, id))
-		return snapshot.Object{}, wrapErr(err)
+		return storage.Object{}, wrapErr(err)
 	}
 	return b.object(id, name, kind, parent)
 }
@@ -344,10 +345,10 @@ func (b *Backend) Delete(_ context.Context, id string) error {
 	}
 	labels := b.readLabels(id)
 	switch {
-	case kind == snapshot.KindClone:
-	case kind == snapshot.KindSnapshot && labels[snapshot.LabelOwner] == "1":
+	case kind == storage.KindClone:
+	case kind == storage.KindSnapshot && labels[storage.LabelOwner] == "1":
 	default:
-		return fmt.Errorf("delete %s: %w", id, snapshot.ErrProtected)
+		return fmt.Errorf("delete %s: %w", id, storage.ErrProtected)
 	}
 	if isSubvolume(p) {
 		if err := subvolDelete(p); err != nil {
@@ -360,20 +361,20 @@ func (b *Backend) Delete(_ context.Context, id string) error {
 	return nil
 }
 
-func (b *Backend) Owned(_ context.Context) ([]snapshot.Object, error) {
-	var out []snapshot.Object
+func (b *Backend) Owned(_ context.Context) ([]storage.Object, error) {
+	var out []storage.Object
 	clones, err := os.ReadDir(filepath.Join(b.root, dirClones))
 	if err != nil {
 		return nil, err
 	}
 	for _, e := range clones {
-		o, err := b.object(dirClones+"/"+e.Name(), e.Name(), snapshot.KindClone, "")
+		o, err := b.object(dirClones+"/"+e.Name(), e.Name(), storage.KindClone, "")
 		if err != nil {
 			continue
 		}
 		if o.Labels == nil {
 			// clones/ holds only plugin objects: an unlabelled one is an orphan.
-			o.Labels = map[string]string{snapshot.LabelOwner: "1"}
+			o.Labels = map[string]string{storage.LabelOwner: "1"}
 		}
 		out = append(out, o)
 	}
@@ -384,7 +385,7 @@ func (b *Backend) Owned(_ context.Context) ([]snapshot.Object, error) {
 	for _, s := range sources {
 		snaps, _ := os.ReadDir(filepath.Join(b.root, dirSnapshots, s.Name()))
 		for _, e := range snaps {
-			o, err := b.object(dirSnapshots+"/"+s.Name()+"/"+e.Name(), e.Name(), snapshot.KindSnapshot, dirVolumes+"/"+s.Name())
+			o, err := b.object(dirSnapshots+"/"+s.Name()+"/"+e.Name(), e.Name(), storage.KindSnapshot, dirVolumes+"/"+s.Name())
 			if err == nil && o.Owned() {
 				out = append(out, o)
 			}
@@ -398,17 +399,17 @@ func (b *Backend) Mount(_ context.Context, id, target string) error {
 	if err != nil {
 		return err
 	}
-	if kind == snapshot.KindSnapshot {
+	if kind == storage.KindSnapshot {
 		return fmt.Errorf("mount %s: snapshots are not mounted", id)
 	}
 	if !isSubvolume(p) {
-		return fmt.Errorf("mount %s: %w", id, snapshot.ErrNotFound)
+		return fmt.Errorf("mount %s: %w", id, storage.ErrNotFound)
 	}
-	return snapshot.BindMount(p, target)
+	return mountpoint.BindMount(p, target)
 }
 
 func (b *Backend) Unmount(_ context.Context, _, target string) error {
-	return snapshot.Unbind(target)
+	return mountpoint.Unbind(target)
 }
 
-func (b *Backend) Mounted(target string) bool { return snapshot.IsMountPoint(target) }
+func (b *Backend) Mounted(target string) bool { return mountpoint.IsMountPoint(target) }

@@ -12,7 +12,8 @@ import (
 
 	"github.com/libopenstorage/openstorage/api"
 
-	"github.com/snapvol/snapvol/snapshot"
+	"github.com/snapvol/snapvol/mountpoint"
+	"github.com/snapvol/snapvol/storage"
 )
 
 // The mount-path question. The OpenStorage server (Portworx) attaches a
@@ -51,7 +52,7 @@ var propagatedMountRe = regexp.MustCompile(`/plugins/[0-9a-f]{64}/propagated-mou
 // host path. how says which case applied.
 func DetectMountRoot(dataRoot string) (path, how string) {
 	dataRoot = filepath.Clean(dataRoot)
-	root, ok := snapshot.MountRoot(dataRoot)
+	root, ok := mountpoint.MountRoot(dataRoot)
 	if ok && propagatedMountRe.MatchString(root) {
 		if strings.HasPrefix(root, "/plugins/") {
 			return "/var/lib/docker" + root, "managed plugin, Docker root assumed at /var/lib/docker (set PX_MOUNT_ROOT if it is elsewhere)"
@@ -77,7 +78,7 @@ func (b *Backend) Mount(ctx context.Context, id, target string) error {
 	if err != nil {
 		return err
 	}
-	if snapshot.IsMountPoint(target) {
+	if mountpoint.IsMountPoint(target) {
 		return nil
 	}
 	if err := os.MkdirAll(target, 0o755); err != nil {
@@ -123,7 +124,7 @@ func (b *Backend) Mount(ctx context.Context, id, target string) error {
 	}); err != nil {
 		return undo(err)
 	}
-	if !snapshot.IsMountPoint(target) {
+	if !mountpoint.IsMountPoint(target) {
 		if host == target {
 			return undo(fmt.Errorf("the OpenStorage server reports %q (%s) mounted at %s, but nothing is mounted there", name, id, host))
 		}
@@ -170,13 +171,13 @@ func (b *Backend) Unmount(ctx context.Context, id, target string) error {
 	}
 	v, err := b.rest.inspect(ctx, id)
 	switch {
-	case errors.Is(err, snapshot.ErrNotFound):
+	case errors.Is(err, storage.ErrNotFound):
 		// The volume is gone; only a stale mount point can remain here.
-		return snapshot.Unbind(target)
+		return mountpoint.Unbind(target)
 	case err != nil:
 		return err
 	}
-	mountedThere, others := snapshot.IsMountPoint(target), 0
+	mountedThere, others := mountpoint.IsMountPoint(target), 0
 	for _, p := range v.AttachPath {
 		if filepath.Clean(p) == host {
 			mountedThere = true
@@ -189,11 +190,11 @@ func (b *Backend) Unmount(ctx context.Context, id, target string) error {
 			return err
 		}
 	}
-	if snapshot.IsMountPoint(target) {
+	if mountpoint.IsMountPoint(target) {
 		// The server does not know this mount (it lost track of it): the
 		// mount point is ours, below DATA_ROOT, so it goes here; a detach
 		// with it in place would fail or pull the device from under it.
-		if err := snapshot.Unbind(target); err != nil {
+		if err := mountpoint.Unbind(target); err != nil {
 			return fmt.Errorf("%q (%s): the OpenStorage server left %s mounted and it could not be unmounted here: %w", volumeName(v), id, target, err)
 		}
 	}
@@ -210,4 +211,4 @@ func (b *Backend) Unmount(ctx context.Context, id, target string) error {
 	return nil
 }
 
-func (b *Backend) Mounted(target string) bool { return snapshot.IsMountPoint(target) }
+func (b *Backend) Mounted(target string) bool { return mountpoint.IsMountPoint(target) }

@@ -1,4 +1,4 @@
-package snapshot
+package storage
 
 import (
 	"context"

@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/snapvol/snapvol/snapshot"
+	"github.com/snapvol/snapvol/mountpoint"
 )
 
 // openPool returns the directory of a mounted btrfs pool, mounting (and on
@@ -37,7 +37,7 @@ func openPool(pool, stateDir string, size int64) (string, error) {
 		if st.Mode()&os.ModeDevice == 0 {
 			return "", fmt.Errorf("POOL %s is neither a directory nor a block device", pool)
 		}
-		if snapshot.IsMountPoint(mnt) && isBtrfs(mnt) {
+		if mountpoint.IsMountPoint(mnt) && isBtrfs(mnt) {
 			return mnt, nil
 		}
 		if err := os.MkdirAll(mnt, 0o700); err != nil {
@@ -48,7 +48,7 @@ func openPool(pool, stateDir string, size int64) (string, error) {
 		}
 		return mnt, nil
 	}
-	if snapshot.IsMountPoint(mnt) && isBtrfs(mnt) {
+	if mountpoint.IsMountPoint(mnt) && isBtrfs(mnt) {
 		return mnt, nil
 	}
 	img := filepath.Join(stateDir, "pool.img")

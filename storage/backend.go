@@ -1,8 +1,9 @@
-// Package snapshot defines the storage backend interface of snapvol and the
-// ref resolution shared by all backends. The local (btrfs) and portworx
-// (OpenStorage) implementations live in its subpackages; the Docker driver
-// only ever sees this interface.
-package snapshot
+// Package storage defines the backend contract of snapvol: the objects a
+// backend holds (volumes, snapshots, clones), their labels, and the errors
+// callers branch on. The local (btrfs) and portworx (OpenStorage)
+// implementations live in its subpackages; the Docker driver only ever
+// sees this interface.
+package storage
 
 import (
 	"context"

@@ -13,8 +13,9 @@ import (
 	"github.com/libopenstorage/openstorage/api"
 	"golang.org/x/sys/unix"
 
-	"github.com/snapvol/snapvol/snapshot"
-	"github.com/snapvol/snapvol/snapshot/portworx"
+	"github.com/snapvol/snapvol/mountpoint"
+	"github.com/snapvol/snapvol/storage"
+	"github.com/snapvol/snapvol/storage/portworx"
 	"github.com/snapvol/snapvol/test/osdserver"
 )
 
@@ -74,7 +75,7 @@ func readFile(t *testing.T, p string) string {
 
 // production makes app-production through the backend, with data
 // written through a mount the server made, and unmounts it.
-func (e *env) production() snapshot.Object {
+func (e *env) production() storage.Object {
 	t := e.t
 	c := ctx(t)
 	src, err := e.b.CreateVolume(c, "app-production", nil)
@@ -95,15 +96,15 @@ func (e *env) production() snapshot.Object {
 
 // snapClone takes a plugin snapshot of src and a clone of it for the
 // Docker volume named volume, labelled as the driver labels them.
-func (e *env) snapClone(src snapshot.Object, volume string) (snap, clone snapshot.Object) {
+func (e *env) snapClone(src storage.Object, volume string) (snap, clone storage.Object) {
 	t := e.t
 	t.Helper()
 	c := ctx(t)
-	snap, err := e.b.Snapshot(c, src, map[string]string{snapshot.LabelOwner: "1", snapshot.LabelSource: src.Name})
+	snap, err := e.b.Snapshot(c, src, map[string]string{storage.LabelOwner: "1", storage.LabelSource: src.Name})
 	if err != nil {
 		t.Fatal(err)
 	}
-	clone, err = e.b.Clone(c, snap, map[string]string{snapshot.LabelOwner: "1", snapshot.LabelVolume: volume, snapshot.LabelSource: src.Name}, nil)
+	clone, err = e.b.Clone(c, snap, map[string]string{storage.LabelOwner: "1", storage.LabelVolume: volume, storage.LabelSource: src.Name}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +115,7 @@ func TestCloneLifecycleMovesRealData(t *testing.T) {
 	e := newEnv(t, osdserver.Config{}, nil)
 	c := ctx(t)
 	src := e.production()
-	if src.Kind != snapshot.KindVolume || src.Name != "app-production" {
+	if src.Kind != storage.KindVolume || src.Name != "app-production" {
 		t.Fatalf("source = %+v", src)
 	}
 	if got, err := e.b.Volume(c, "app-production"); err != nil || got.ID != src.ID {
@@ -122,7 +123,7 @@ func TestCloneLifecycleMovesRealData(t *testing.T) {
 	}
 	srcPath := e.srv.DataPath(src.ID)
 
-	snap, err := e.b.Snapshot(c, src, map[string]string{snapshot.LabelOwner: "1", snapshot.LabelSource: "app-production"})
+	snap, err := e.b.Snapshot(c, src, map[string]string{storage.LabelOwner: "1", storage.LabelSource: "app-production"})
 	if err != nil {
 		t.Fatalf("snapshot: %v", err)
 	}
@@ -138,7 +139,7 @@ func TestCloneLifecycleMovesRealData(t *testing.T) {
 		t.Fatalf("SnapshotByName = %+v, %v", got, err)
 	}
 
-	labels := map[string]string{snapshot.LabelOwner: "1", snapshot.LabelVolume: "app-production@latest", snapshot.LabelSource: "app-production"}
+	labels := map[string]string{storage.LabelOwner: "1", storage.LabelVolume: "app-production@latest", storage.LabelSource: "app-production"}
 	clone, err := e.b.Clone(c, snap, labels, map[string]string{"repl": "1", "io_priority": "low"})
 	if err != nil {
 		t.Fatalf("clone: %v", err)
@@ -150,7 +151,7 @@ func TestCloneLifecycleMovesRealData(t *testing.T) {
 	if cv.Spec.HaLevel != 1 || cv.Spec.Cos != api.CosType_LOW {
 		t.Errorf("clone spec: repl=%d cos=%v; want the options repl=1 io_priority=low applied", cv.Spec.HaLevel, cv.Spec.Cos)
 	}
-	if cv.Locator.VolumeLabels[snapshot.LabelVolume] != "app-production@latest" || cv.Locator.VolumeLabels[portworx.LabelInstance] != "0123456789abcdef" {
+	if cv.Locator.VolumeLabels[storage.LabelVolume] != "app-production@latest" || cv.Locator.VolumeLabels[portworx.LabelInstance] != "0123456789abcdef" {
 		t.Errorf("clone labels = %v", cv.Locator.VolumeLabels)
 	}
 
@@ -183,9 +184,9 @@ func TestCloneLifecycleMovesRealData(t *testing.T) {
 		t.Fatalf("Owned = %+v, %v; want the snapshot and the clone", owned, err)
 	}
 	for _, o := range owned {
-		want := snapshot.KindSnapshot
+		want := storage.KindSnapshot
 		if o.ID == clone.ID {
-			want = snapshot.KindClone
+			want = storage.KindClone
 		}
 		if o.Kind != want {
 			t.Errorf("Owned: %s is %s, want %s", o.Name, o.Kind, want)
@@ -224,7 +225,7 @@ func TestCloneLifecycleMovesRealData(t *testing.T) {
 	if owned, err := e.b.Owned(c); err != nil || len(owned) != 0 {
 		t.Fatalf("Owned after deleting = %+v, %v", owned, err)
 	}
-	if err := e.b.Delete(c, src.ID); !errors.Is(err, snapshot.ErrProtected) {
+	if err := e.b.Delete(c, src.ID); !errors.Is(err, storage.ErrProtected) {
 		t.Fatalf("Delete(source) = %v; want ErrProtected", err)
 	}
 	if _, ok := e.srv.ByName("app-production"); !ok {
@@ -232,7 +233,7 @@ func TestCloneLifecycleMovesRealData(t *testing.T) {
 	}
 
 	// The created volume is snapvol's to remove, with the snapshot it keeps.
-	if _, err := e.b.Snapshot(c, src, map[string]string{snapshot.LabelOwner: "1", snapshot.LabelSource: "app-production"}); err != nil {
+	if _, err := e.b.Snapshot(c, src, map[string]string{storage.LabelOwner: "1", storage.LabelSource: "app-production"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.b.RemoveVolume(c, src); err != nil {
@@ -289,18 +290,18 @@ func TestForeignObjects(t *testing.T) {
 	if s, err := e.b.SnapshotByName(c, src, "app-ci-test-41"); err != nil || s.ID != ciOld {
 		t.Fatalf("SnapshotByName(app-ci-test-41) = %+v, %v; a named writable snapshot is the user's choice", s, err)
 	}
-	if _, err := e.b.SnapshotByName(c, src, "no-such-snap"); !errors.Is(err, snapshot.ErrNotFound) || !strings.Contains(err.Error(), `"no-such-snap"`) {
+	if _, err := e.b.SnapshotByName(c, src, "no-such-snap"); !errors.Is(err, storage.ErrNotFound) || !strings.Contains(err.Error(), `"no-such-snap"`) {
 		t.Fatalf("SnapshotByName(no-such-snap) = %v; want ErrNotFound naming it", err)
 	}
-	if _, err := e.b.Volume(c, "nightly"); !errors.Is(err, snapshot.ErrNotFound) {
+	if _, err := e.b.Volume(c, "nightly"); !errors.Is(err, storage.ErrNotFound) {
 		t.Fatalf("a snapshot was taken for a source: %v", err)
 	}
-	if _, err := e.b.Volume(c, "no-such-source"); !errors.Is(err, snapshot.ErrNotFound) || !strings.Contains(err.Error(), `"no-such-source"`) {
+	if _, err := e.b.Volume(c, "no-such-source"); !errors.Is(err, storage.ErrNotFound) || !strings.Contains(err.Error(), `"no-such-source"`) {
 		t.Fatalf("Volume(no-such-source) = %v; want ErrNotFound naming it", err)
 	}
 
 	// A clone of the schedule's snapshot has the production data.
-	clone, err := e.b.Clone(c, snaps[0], map[string]string{snapshot.LabelOwner: "1", snapshot.LabelVolume: "v", snapshot.LabelSource: "app-production"}, nil)
+	clone, err := e.b.Clone(c, snaps[0], map[string]string{storage.LabelOwner: "1", storage.LabelVolume: "v", storage.LabelSource: "app-production"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,11 +318,11 @@ func TestForeignObjects(t *testing.T) {
 
 	// Nothing snapvol did not make is deleted, or adopted.
 	for _, victim := range []string{id, nightly, ciOld} {
-		if err := e.b.Delete(c, victim); !errors.Is(err, snapshot.ErrProtected) {
+		if err := e.b.Delete(c, victim); !errors.Is(err, storage.ErrProtected) {
 			t.Errorf("Delete(%s) = %v; want ErrProtected", victim, err)
 		}
 	}
-	if err := e.b.RemoveVolume(c, src); !errors.Is(err, snapshot.ErrProtected) {
+	if err := e.b.RemoveVolume(c, src); !errors.Is(err, storage.ErrProtected) {
 		t.Errorf("RemoveVolume(production) = %v; want ErrProtected", err)
 	}
 	if _, err := e.b.CreateVolume(c, "app-production", nil); err == nil || !strings.Contains(err.Error(), "not made by snapvol") {
@@ -349,7 +350,7 @@ func TestInstancesDoNotTouchEachOther(t *testing.T) {
 		t.Fatalf("another instance owns %+v, %v", owned, err)
 	}
 	for _, id := range []string{snap.ID, clone.ID} {
-		if err := other.Delete(c, id); !errors.Is(err, snapshot.ErrProtected) {
+		if err := other.Delete(c, id); !errors.Is(err, storage.ErrProtected) {
 			t.Errorf("another instance's Delete(%s) = %v; want ErrProtected", id, err)
 		}
 	}
@@ -357,7 +358,7 @@ func TestInstancesDoNotTouchEachOther(t *testing.T) {
 	if snaps, err := other.Snapshots(c, src); err != nil || len(snaps) != 1 {
 		t.Errorf("another instance sees snapshots %+v, %v", snaps, err)
 	}
-	if _, err := other.Volume(c, clone.Name); !errors.Is(err, snapshot.ErrNotFound) {
+	if _, err := other.Volume(c, clone.Name); !errors.Is(err, storage.ErrNotFound) {
 		t.Errorf("a plugin clone was taken for a source: %v", err)
 	}
 }
@@ -392,11 +393,11 @@ func TestOptions(t *testing.T) {
 	if _, err := e.b.CreateVolume(c, "bad", map[string]string{"labels": "snapvol=1"}); err == nil || !strings.Contains(err.Error(), "reserved") {
 		t.Errorf("reserved label: %v", err)
 	}
-	snap, err := e.b.Snapshot(c, v, map[string]string{snapshot.LabelOwner: "1", snapshot.LabelSource: "scratch"})
+	snap, err := e.b.Snapshot(c, v, map[string]string{storage.LabelOwner: "1", storage.LabelSource: "scratch"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	labels := map[string]string{snapshot.LabelOwner: "1", snapshot.LabelVolume: "scratch@now", snapshot.LabelSource: "scratch"}
+	labels := map[string]string{storage.LabelOwner: "1", storage.LabelVolume: "scratch@now", storage.LabelSource: "scratch"}
 	before := len(e.srv.Volumes())
 	if _, err := e.b.Clone(c, snap, labels, map[string]string{"fs": "xfs"}); err == nil || !strings.Contains(err.Error(), "fs=") {
 		t.Errorf("fs= on a clone: %v; want a refusal naming it", err)
@@ -425,18 +426,18 @@ func TestFailures(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer bad.Close()
-	if _, err := bad.Volume(c, "app-production"); !errors.Is(err, snapshot.ErrDenied) || !strings.Contains(err.Error(), "PX_TOKEN") {
+	if _, err := bad.Volume(c, "app-production"); !errors.Is(err, storage.ErrDenied) || !strings.Contains(err.Error(), "PX_TOKEN") {
 		t.Errorf("wrong token: %v; want ErrDenied naming PX_TOKEN", err)
 	}
-	if err := bad.Ping(c); !errors.Is(err, snapshot.ErrDenied) {
+	if err := bad.Ping(c); !errors.Is(err, storage.ErrDenied) {
 		t.Errorf("ping with a wrong token: %v", err)
 	}
 	e.srv.SetStatus(http.StatusForbidden)
-	if _, err := e.b.Owned(c); !errors.Is(err, snapshot.ErrDenied) || !strings.Contains(err.Error(), "PX_TOKEN") {
+	if _, err := e.b.Owned(c); !errors.Is(err, storage.ErrDenied) || !strings.Contains(err.Error(), "PX_TOKEN") {
 		t.Errorf("403: %v; want ErrDenied naming PX_TOKEN", err)
 	}
 	e.srv.SetStatus(http.StatusInternalServerError)
-	if _, err := e.b.Volume(c, "app-production"); err == nil || errors.Is(err, snapshot.ErrUnavailable) || errors.Is(err, snapshot.ErrNotFound) ||
+	if _, err := e.b.Volume(c, "app-production"); err == nil || errors.Is(err, storage.ErrUnavailable) || errors.Is(err, storage.ErrNotFound) ||
 		!strings.Contains(err.Error(), "injected failure") || !strings.Contains(err.Error(), `"app-production"`) {
 		t.Errorf("500: %v; want the server's message passed on, naming the volume", err)
 	}
@@ -446,7 +447,7 @@ func TestFailures(t *testing.T) {
 	e.srv.SetDelay(time.Minute)
 	start := time.Now()
 	_, err = e.b.Volume(c, "app-production")
-	if took := time.Since(start); !errors.Is(err, snapshot.ErrUnavailable) || took > 3*time.Second || !strings.Contains(err.Error(), "did not answer") {
+	if took := time.Since(start); !errors.Is(err, storage.ErrUnavailable) || took > 3*time.Second || !strings.Contains(err.Error(), "did not answer") {
 		t.Errorf("hung server: %v after %s; want ErrUnavailable within the call timeout", err, took)
 	}
 	// The caller's deadline is honoured too.
@@ -454,7 +455,7 @@ func TestFailures(t *testing.T) {
 	start = time.Now()
 	_, err = e.b.Volume(short, "app-production")
 	cancel()
-	if took := time.Since(start); !errors.Is(err, snapshot.ErrUnavailable) || took > time.Second {
+	if took := time.Since(start); !errors.Is(err, storage.ErrUnavailable) || took > time.Second {
 		t.Errorf("deadline: %v after %s", err, took)
 	}
 	e.srv.SetDelay(0)
@@ -463,7 +464,7 @@ func TestFailures(t *testing.T) {
 	e.srv.Stop()
 	start = time.Now()
 	_, err = e.b.Volume(c, "app-production")
-	if took := time.Since(start); !errors.Is(err, snapshot.ErrUnavailable) || took > time.Second || !strings.Contains(err.Error(), "PX_ENDPOINT") {
+	if took := time.Since(start); !errors.Is(err, storage.ErrUnavailable) || took > time.Second || !strings.Contains(err.Error(), "PX_ENDPOINT") {
 		t.Errorf("stopped server: %v after %s", err, took)
 	}
 	if err := e.srv.Restart(); err != nil {
@@ -478,7 +479,7 @@ func TestFailures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := gone.Volume(c, "x"); !errors.Is(err, snapshot.ErrUnavailable) {
+	if _, err := gone.Volume(c, "x"); !errors.Is(err, storage.ErrUnavailable) {
 		t.Errorf("no socket: %v", err)
 	}
 	for _, ep := range []string{"", "127.0.0.1:9001", "ftp://x", "unix://"} {
@@ -495,7 +496,7 @@ func TestUnixSocketEndpoint(t *testing.T) {
 		t.Fatalf("endpoint %s", e.srv.Endpoint())
 	}
 	src := e.production()
-	if _, err := e.b.Snapshot(ctx(t), src, map[string]string{snapshot.LabelOwner: "1", snapshot.LabelSource: src.Name}); err != nil {
+	if _, err := e.b.Snapshot(ctx(t), src, map[string]string{storage.LabelOwner: "1", storage.LabelSource: src.Name}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -551,7 +552,7 @@ func TestManagedPluginPaths(t *testing.T) {
 	if err := e.b.Unmount(c, clone.ID, target); err != nil {
 		t.Fatal(err)
 	}
-	if snapshot.IsMountPoint(filepath.Join(host, "v-1234")) || snapshot.IsMountPoint(target) {
+	if mountpoint.IsMountPoint(filepath.Join(host, "v-1234")) || mountpoint.IsMountPoint(target) {
 		t.Fatalf("still mounted after Unmount")
 	}
 }
@@ -572,7 +573,7 @@ func TestWrongMountRootFailsLoudly(t *testing.T) {
 	if s.ID != snap {
 		t.Fatal("snapshot lookup")
 	}
-	clone, err := e.b.Clone(c, s, map[string]string{snapshot.LabelOwner: "1", snapshot.LabelVolume: "v", snapshot.LabelSource: "p"}, nil)
+	clone, err := e.b.Clone(c, s, map[string]string{storage.LabelOwner: "1", storage.LabelVolume: "v", storage.LabelSource: "p"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -688,21 +689,21 @@ func TestFilesystemDriver(t *testing.T) {
 func TestCheckOptions(t *testing.T) {
 	var b portworx.Backend
 	for _, c := range []struct {
-		kind snapshot.Kind
+		kind storage.Kind
 		opts map[string]string
 		ok   bool
 	}{
-		{snapshot.KindVolume, map[string]string{"size": "2G", "repl": "2", "io_priority": "high"}, true},
-		{snapshot.KindVolume, map[string]string{"size": "lots"}, false},
-		{snapshot.KindVolume, map[string]string{"labels": "snapvol=1"}, false},
-		{snapshot.KindVolume, map[string]string{"parent": "x"}, false},
-		{snapshot.KindClone, nil, true},
-		{snapshot.KindClone, map[string]string{"io_priority": "high", "labels": "team=ci"}, true},
-		{snapshot.KindClone, map[string]string{"size": "10G"}, false},
-		{snapshot.KindClone, map[string]string{"repl": "2"}, true},
-		{snapshot.KindClone, map[string]string{"fs": "ext4"}, false},
-		{snapshot.KindClone, map[string]string{"labels": "snapvol.instance=x"}, false},
-		{snapshot.KindClone, map[string]string{"io_priority": "warp"}, false},
+		{storage.KindVolume, map[string]string{"size": "2G", "repl": "2", "io_priority": "high"}, true},
+		{storage.KindVolume, map[string]string{"size": "lots"}, false},
+		{storage.KindVolume, map[string]string{"labels": "snapvol=1"}, false},
+		{storage.KindVolume, map[string]string{"parent": "x"}, false},
+		{storage.KindClone, nil, true},
+		{storage.KindClone, map[string]string{"io_priority": "high", "labels": "team=ci"}, true},
+		{storage.KindClone, map[string]string{"size": "10G"}, false},
+		{storage.KindClone, map[string]string{"repl": "2"}, true},
+		{storage.KindClone, map[string]string{"fs": "ext4"}, false},
+		{storage.KindClone, map[string]string{"labels": "snapvol.instance=x"}, false},
+		{storage.KindClone, map[string]string{"io_priority": "warp"}, false},
 	} {
 		err := b.CheckOptions(c.kind, c.opts)
 		if (err == nil) != c.ok {

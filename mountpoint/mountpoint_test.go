@@ -1,10 +1,11 @@
-package snapshot
+package mountpoint
 
 import (
 	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/snapvol/snapvol/internal/roottest"
 	"golang.org/x/sys/unix"
 )
 
@@ -12,9 +13,7 @@ import (
 // bind mounts of a directory on the same filesystem, files, missing paths
 // and after a lazy unmount.
 func TestIsMountPointAgreesWithMountinfo(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("this test needs root (bind mounts); run `make test` as root")
-	}
+	roottest.Require(t, "bind mounts")
 	dir := t.TempDir()
 	src, target := filepath.Join(dir, "src"), filepath.Join(dir, "target")
 	if err := os.Mkdir(src, 0o755); err != nil {

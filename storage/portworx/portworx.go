@@ -21,7 +21,7 @@ import (
 	"github.com/libopenstorage/openstorage/api"
 	"github.com/libopenstorage/openstorage/api/spec"
 
-	"github.com/snapvol/snapvol/snapshot"
+	"github.com/snapvol/snapvol/storage"
 )
 
 // Labels this backend adds to the driver's on everything it makes.
@@ -66,7 +66,7 @@ type Config struct {
 	DialTimeout time.Duration
 }
 
-// Backend is the OpenStorage implementation of snapshot.Backend.
+// Backend is the OpenStorage implementation of storage.Backend.
 type Backend struct {
 	cfg       Config
 	rest      *rest
@@ -75,7 +75,7 @@ type Backend struct {
 	host      string
 }
 
-var _ snapshot.Backend = (*Backend)(nil)
+var _ storage.Backend = (*Backend)(nil)
 
 // Open checks the settings and prepares the client. It does not contact
 // the server: a plugin whose server is down must still start, answer Get
@@ -169,9 +169,9 @@ func (b *Backend) OptionKey(key string) bool { return volumeKeys[key] }
 // CheckOptions parses opts with api/spec as CreateVolume (KindVolume) or
 // Clone (KindClone) will, so a bad key or value fails docker volume create
 // instead of every later Mount.
-func (b *Backend) CheckOptions(kind snapshot.Kind, opts map[string]string) error {
+func (b *Backend) CheckOptions(kind storage.Kind, opts map[string]string) error {
 	var err error
-	if kind == snapshot.KindClone {
+	if kind == storage.KindClone {
 		_, err = cloneSpec(opts)
 	} else {
 		_, _, err = volumeSpec(opts)
@@ -221,7 +221,7 @@ func (b *Backend) Close() error {
 }
 
 func (b *Backend) ours(labels map[string]string) bool {
-	return labels[snapshot.LabelOwner] == "1" && labels[LabelInstance] == b.cfg.Instance
+	return labels[storage.LabelOwner] == "1" && labels[LabelInstance] == b.cfg.Instance
 }
 
 // isPluginClone and isPluginSnapshot classify objects any snapvol made,
@@ -229,12 +229,12 @@ func (b *Backend) ours(labels map[string]string) bool {
 // source or a snapshot.
 func isPluginClone(v *api.Volume) bool {
 	l := locatorLabels(v)
-	return l[snapshot.LabelOwner] == "1" && l[snapshot.LabelVolume] != ""
+	return l[storage.LabelOwner] == "1" && l[storage.LabelVolume] != ""
 }
 
 func isPluginSnapshot(v *api.Volume) bool {
 	l := locatorLabels(v)
-	return l[snapshot.LabelOwner] == "1" && l[snapshot.LabelVolume] == ""
+	return l[storage.LabelOwner] == "1" && l[storage.LabelVolume] == ""
 }
 
 func locatorLabels(v *api.Volume) map[string]string {
@@ -273,8 +273,8 @@ func copyLabels(l map[string]string) map[string]string {
 	return out
 }
 
-func (b *Backend) object(v *api.Volume, kind snapshot.Kind) snapshot.Object {
-	return snapshot.Object{
+func (b *Backend) object(v *api.Volume, kind storage.Kind) storage.Object {
+	return storage.Object{
 		ID: v.Id, Name: volumeName(v), Kind: kind, Parent: parentOf(v),
 		Created: created(v), Labels: copyLabels(locatorLabels(v)),
 	}
@@ -308,7 +308,7 @@ func (b *Backend) find(ctx context.Context, name string) (*api.Volume, error) {
 	}
 	switch len(match) {
 	case 0:
-		return nil, fmt.Errorf("volume %q: %w on the OpenStorage server at %s (driver %s)", name, snapshot.ErrNotFound, b.cfg.Endpoint, b.cfg.Driver)
+		return nil, fmt.Errorf("volume %q: %w on the OpenStorage server at %s (driver %s)", name, storage.ErrNotFound, b.cfg.Endpoint, b.cfg.Driver)
 	case 1:
 		return match[0], nil
 	}
@@ -319,30 +319,30 @@ func (b *Backend) find(ctx context.Context, name string) (*api.Volume, error) {
 	return nil, fmt.Errorf("volume %q is ambiguous: the OpenStorage server has %d volumes of that name (%s)", name, len(match), strings.Join(ids, ", "))
 }
 
-func (b *Backend) Volume(ctx context.Context, name string) (snapshot.Object, error) {
+func (b *Backend) Volume(ctx context.Context, name string) (storage.Object, error) {
 	v, err := b.find(ctx, name)
 	if err != nil {
-		return snapshot.Object{}, err
+		return storage.Object{}, err
 	}
-	return b.object(v, snapshot.KindVolume), nil
+	return b.object(v, storage.KindVolume), nil
 }
 
 // CreateVolume makes an empty volume named name. A volume of that name
 // that snapvol did not create is refused rather than adopted: adopting
 // it would let `docker volume rm` delete production data.
-func (b *Backend) CreateVolume(ctx context.Context, name string, opts map[string]string) (snapshot.Object, error) {
+func (b *Backend) CreateVolume(ctx context.Context, name string, opts map[string]string) (storage.Object, error) {
 	existing, err := b.find(ctx, name)
 	switch {
 	case err == nil && b.createdByUs(existing):
-		return b.object(existing, snapshot.KindVolume), nil
+		return b.object(existing, storage.KindVolume), nil
 	case err == nil:
-		return snapshot.Object{}, fmt.Errorf("%w: volume %q already exists on the OpenStorage server and was not made by snapvol; clone it with %s@latest instead of creating it", snapshot.ErrForeign, name, name)
-	case !errors.Is(err, snapshot.ErrNotFound):
-		return snapshot.Object{}, err
+		return storage.Object{}, fmt.Errorf("%w: volume %q already exists on the OpenStorage server and was not made by snapvol; clone it with %s@latest instead of creating it", storage.ErrForeign, name, name)
+	case !errors.Is(err, storage.ErrNotFound):
+		return storage.Object{}, err
 	}
 	sp, loc, err := volumeSpec(opts)
 	if err != nil {
-		return snapshot.Object{}, fmt.Errorf("volume %q: %w", name, err)
+		return storage.Object{}, fmt.Errorf("volume %q: %w", name, err)
 	}
 	if sp.Size == 0 {
 		sp.Size = DefaultSize
@@ -354,13 +354,13 @@ func (b *Backend) CreateVolume(ctx context.Context, name string, opts map[string
 	what := fmt.Sprintf("creating volume %q", name)
 	id, err := b.rest.create(ctx, what, &api.VolumeCreateRequest{Locator: loc, Source: &api.Source{}, Spec: sp})
 	if err != nil {
-		return snapshot.Object{}, err
+		return storage.Object{}, err
 	}
 	v, err := b.rest.inspect(ctx, id)
 	if err != nil {
-		return snapshot.Object{}, fmt.Errorf("%s: created as %s but: %w", what, id, err)
+		return storage.Object{}, fmt.Errorf("%s: created as %s but: %w", what, id, err)
 	}
-	return b.object(v, snapshot.KindVolume), nil
+	return b.object(v, storage.KindVolume), nil
 }
 
 func (b *Backend) createdByUs(v *api.Volume) bool {
@@ -370,7 +370,7 @@ func (b *Backend) createdByUs(v *api.Volume) bool {
 
 func checkUserLabels(l map[string]string) error {
 	for k := range l {
-		if k == snapshot.LabelOwner || strings.HasPrefix(k, snapshot.LabelOwner+".") {
+		if k == storage.LabelOwner || strings.HasPrefix(k, storage.LabelOwner+".") {
 			return fmt.Errorf("label %q is reserved for snapvol's own bookkeeping", k)
 		}
 	}
@@ -381,16 +381,16 @@ func checkUserLabels(l map[string]string) error {
 // instance took of it (the one kept for @latest, typically): OpenStorage
 // servers refuse to delete a volume that has snapshots. Snapshots others
 // took are left alone, so the server's refusal is passed on then.
-func (b *Backend) RemoveVolume(ctx context.Context, obj snapshot.Object) error {
+func (b *Backend) RemoveVolume(ctx context.Context, obj storage.Object) error {
 	v, err := b.rest.inspect(ctx, obj.ID)
-	if errors.Is(err, snapshot.ErrNotFound) {
+	if errors.Is(err, storage.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
 	if !b.createdByUs(v) {
-		return fmt.Errorf("volume %q (%s) was not created by this snapvol: %w", volumeName(v), v.Id, snapshot.ErrProtected)
+		return fmt.Errorf("volume %q (%s) was not created by this snapvol: %w", volumeName(v), v.Id, storage.ErrProtected)
 	}
 	snaps, err := b.rest.snapEnumerate(ctx, fmt.Sprintf("listing snapshots of %q", volumeName(v)), []string{v.Id}, nil)
 	if err != nil {
@@ -410,7 +410,7 @@ func (b *Backend) RemoveVolume(ctx context.Context, obj snapshot.Object) error {
 }
 
 // children lists what the server holds with parent as its source.
-func (b *Backend) children(ctx context.Context, source snapshot.Object) ([]*api.Volume, error) {
+func (b *Backend) children(ctx context.Context, source storage.Object) ([]*api.Volume, error) {
 	vols, err := b.rest.snapEnumerate(ctx, fmt.Sprintf("listing snapshots of %q", source.Name), []string{source.ID}, nil)
 	if err != nil {
 		return nil, err
@@ -431,15 +431,15 @@ func (b *Backend) children(ctx context.Context, source snapshot.Object) ([]*api.
 // flag). Writable snapshots others made are left out: that is how people
 // ran CI on Portworx before snapvol (pxctl snap create, then writing to
 // the snapshot), so their content may have drifted from the source's.
-func (b *Backend) Snapshots(ctx context.Context, source snapshot.Object) ([]snapshot.Object, error) {
+func (b *Backend) Snapshots(ctx context.Context, source storage.Object) ([]storage.Object, error) {
 	vols, err := b.children(ctx, source)
 	if err != nil {
 		return nil, err
 	}
-	var out []snapshot.Object
+	var out []storage.Object
 	for _, v := range vols {
 		if v.Readonly || isPluginSnapshot(v) {
-			out = append(out, b.object(v, snapshot.KindSnapshot))
+			out = append(out, b.object(v, storage.KindSnapshot))
 		}
 	}
 	return out, nil
@@ -447,17 +447,17 @@ func (b *Backend) Snapshots(ctx context.Context, source snapshot.Object) ([]snap
 
 // SnapshotByName finds the snapshot a user named in @NAME. Writable ones
 // count: the user chose it.
-func (b *Backend) SnapshotByName(ctx context.Context, source snapshot.Object, name string) (snapshot.Object, error) {
+func (b *Backend) SnapshotByName(ctx context.Context, source storage.Object, name string) (storage.Object, error) {
 	vols, err := b.children(ctx, source)
 	if err != nil {
-		return snapshot.Object{}, err
+		return storage.Object{}, err
 	}
 	for _, v := range vols {
 		if volumeName(v) == name {
-			return b.object(v, snapshot.KindSnapshot), nil
+			return b.object(v, storage.KindSnapshot), nil
 		}
 	}
-	return snapshot.Object{}, fmt.Errorf("snapshot %q of volume %q: %w on the OpenStorage server", name, source.Name, snapshot.ErrNotFound)
+	return storage.Object{}, fmt.Errorf("snapshot %q of volume %q: %w on the OpenStorage server", name, source.Name, storage.ErrNotFound)
 }
 
 func randHex(n int) string {
@@ -472,17 +472,17 @@ func snapName() string {
 	return "snapvol-" + time.Now().UTC().Format("20060102-150405") + "-" + randHex(4)
 }
 
-func (b *Backend) Snapshot(ctx context.Context, source snapshot.Object, labels map[string]string) (snapshot.Object, error) {
+func (b *Backend) Snapshot(ctx context.Context, source storage.Object, labels map[string]string) (storage.Object, error) {
 	loc := &api.VolumeLocator{Name: snapName(), VolumeLabels: b.labels(labels)}
 	what := fmt.Sprintf("taking a snapshot of %q", source.Name)
 	id, err := b.rest.snapshot(ctx, what, &api.SnapCreateRequest{Id: source.ID, Readonly: true, Locator: loc})
 	if err != nil {
-		return snapshot.Object{}, err
+		return storage.Object{}, err
 	}
 	// The server's ctime is read back by later listings; until then the
 	// snapshot is as old as this call.
-	return snapshot.Object{
-		ID: id, Name: loc.Name, Kind: snapshot.KindSnapshot, Parent: source.ID,
+	return storage.Object{
+		ID: id, Name: loc.Name, Kind: storage.KindSnapshot, Parent: source.ID,
 		Created: time.Now().UTC(), Labels: copyLabels(loc.VolumeLabels),
 	}, nil
 }
@@ -490,20 +490,20 @@ func (b *Backend) Snapshot(ctx context.Context, source snapshot.Object, labels m
 // Clone makes a writable snapshot of snap. Spec options are applied with
 // a volume update right after, since a snapshot request carries no spec;
 // if that fails the clone is deleted, so nothing half made remains.
-func (b *Backend) Clone(ctx context.Context, snap snapshot.Object, labels map[string]string, opts map[string]string) (snapshot.Object, error) {
+func (b *Backend) Clone(ctx context.Context, snap storage.Object, labels map[string]string, opts map[string]string) (storage.Object, error) {
 	// Parse before making anything: a bad value fails with no clone.
 	sp, err := cloneSpec(opts)
 	if err != nil {
-		return snapshot.Object{}, err
+		return storage.Object{}, err
 	}
 	loc := &api.VolumeLocator{Name: "snapvol-clone-" + randHex(8), VolumeLabels: b.labels(labels)}
 	what := fmt.Sprintf("cloning snapshot %q", snap.Name)
 	id, err := b.rest.snapshot(ctx, what, &api.SnapCreateRequest{Id: snap.ID, Readonly: false, Locator: loc})
 	if err != nil {
-		return snapshot.Object{}, err
+		return storage.Object{}, err
 	}
-	obj := snapshot.Object{
-		ID: id, Name: loc.Name, Kind: snapshot.KindClone, Parent: snap.ID,
+	obj := storage.Object{
+		ID: id, Name: loc.Name, Kind: storage.KindClone, Parent: snap.ID,
 		Created: time.Now().UTC(), Labels: copyLabels(loc.VolumeLabels),
 	}
 	if sp == nil {
@@ -513,7 +513,7 @@ func (b *Backend) Clone(ctx context.Context, snap snapshot.Object, labels map[st
 		if derr := b.deleteID(ctx, "deleting the clone whose options failed", id); derr != nil {
 			err = fmt.Errorf("%w (and the clone %s could not be deleted: %v; the orphan sweep will retry)", err, id, derr)
 		}
-		return snapshot.Object{}, err
+		return storage.Object{}, err
 	}
 	return obj, nil
 }
@@ -565,14 +565,14 @@ func sortedKeys(m map[string]bool) []string {
 // detaching it first if a crash left it so. Anything else is refused.
 func (b *Backend) Delete(ctx context.Context, id string) error {
 	v, err := b.rest.inspect(ctx, id)
-	if errors.Is(err, snapshot.ErrNotFound) {
+	if errors.Is(err, storage.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
 	if !b.ours(locatorLabels(v)) || !(isPluginClone(v) || isPluginSnapshot(v)) {
-		return fmt.Errorf("delete %q (%s): not a snapshot or clone this snapvol made: %w", volumeName(v), id, snapshot.ErrProtected)
+		return fmt.Errorf("delete %q (%s): not a snapshot or clone this snapvol made: %w", volumeName(v), id, storage.ErrProtected)
 	}
 	if err := b.detachAll(ctx, v); err != nil {
 		return err
@@ -582,7 +582,7 @@ func (b *Backend) Delete(ctx context.Context, id string) error {
 
 func (b *Backend) deleteID(ctx context.Context, what, id string) error {
 	err := b.rest.delete(ctx, what, id)
-	if errors.Is(err, snapshot.ErrNotFound) {
+	if errors.Is(err, storage.ErrNotFound) {
 		return nil
 	}
 	return err
@@ -618,8 +618,8 @@ func (b *Backend) detach(ctx context.Context, v *api.Volume) error {
 	return err
 }
 
-func (b *Backend) Owned(ctx context.Context) ([]snapshot.Object, error) {
-	sel := map[string]string{snapshot.LabelOwner: "1", LabelInstance: b.cfg.Instance}
+func (b *Backend) Owned(ctx context.Context) ([]storage.Object, error) {
+	sel := map[string]string{storage.LabelOwner: "1", LabelInstance: b.cfg.Instance}
 	vols, err := b.rest.enumerate(ctx, "listing snapvol's volumes", &api.VolumeLocator{VolumeLabels: sel}, nil)
 	if err != nil {
 		return nil, err
@@ -630,7 +630,7 @@ func (b *Backend) Owned(ctx context.Context) ([]snapshot.Object, error) {
 		return nil, err
 	}
 	seen := map[string]bool{}
-	var out []snapshot.Object
+	var out []storage.Object
 	for _, v := range append(vols, snaps...) {
 		// Servers may match label keys only (openstorage v1.0.0 does), so
 		// values are checked here.
@@ -640,9 +640,9 @@ func (b *Backend) Owned(ctx context.Context) ([]snapshot.Object, error) {
 		seen[v.Id] = true
 		switch {
 		case isPluginClone(v):
-			out = append(out, b.object(v, snapshot.KindClone))
+			out = append(out, b.object(v, storage.KindClone))
 		case isPluginSnapshot(v):
-			out = append(out, b.object(v, snapshot.KindSnapshot))
+			out = append(out, b.object(v, storage.KindSnapshot))
 		}
 	}
 	return out, nil

@@ -15,7 +15,7 @@ import (
 	"github.com/libopenstorage/openstorage/api"
 	"github.com/libopenstorage/openstorage/api/client"
 
-	"github.com/snapvol/snapvol/snapshot"
+	"github.com/snapvol/snapvol/storage"
 )
 
 // The REST paths of the OpenStorage volume API (api/server/volume.go).
@@ -132,13 +132,13 @@ func (r *rest) transportError(ctx, cctx context.Context, what string, err error,
 	}
 	switch {
 	case ctx.Err() != nil && cctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return fmt.Errorf("%s: %w: the OpenStorage server at %s did not answer before the operation's deadline (%s)", what, snapshot.ErrUnavailable, r.endpoint, took.Round(time.Millisecond))
+		return fmt.Errorf("%s: %w: the OpenStorage server at %s did not answer before the operation's deadline (%s)", what, storage.ErrUnavailable, r.endpoint, took.Round(time.Millisecond))
 	case cctx.Err() != nil || isTimeout(err):
-		return fmt.Errorf("%s: %w: the OpenStorage server at %s did not answer within %s; is Portworx healthy?", what, snapshot.ErrUnavailable, r.endpoint, took.Round(time.Millisecond))
+		return fmt.Errorf("%s: %w: the OpenStorage server at %s did not answer within %s; is Portworx healthy?", what, storage.ErrUnavailable, r.endpoint, took.Round(time.Millisecond))
 	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ENOENT):
-		return fmt.Errorf("%s: %w: nothing is serving the OpenStorage API at %s (PX_ENDPOINT); is Portworx running?", what, snapshot.ErrUnavailable, r.endpoint)
+		return fmt.Errorf("%s: %w: nothing is serving the OpenStorage API at %s (PX_ENDPOINT); is Portworx running?", what, storage.ErrUnavailable, r.endpoint)
 	default:
-		return fmt.Errorf("%s: %w: the OpenStorage server at %s (PX_ENDPOINT) is unreachable: %w", what, snapshot.ErrUnavailable, r.endpoint, uerr.Err)
+		return fmt.Errorf("%s: %w: the OpenStorage server at %s (PX_ENDPOINT) is unreachable: %w", what, storage.ErrUnavailable, r.endpoint, uerr.Err)
 	}
 }
 
@@ -156,15 +156,15 @@ func (r *rest) statusError(what string, code int, body []byte) error {
 	}
 	switch {
 	case code == http.StatusUnauthorized:
-		return fmt.Errorf("%s: %w: the OpenStorage server at %s rejected the credentials (HTTP 401): PX_TOKEN is wrong, expired or missing: %s", what, snapshot.ErrDenied, r.endpoint, msg)
+		return fmt.Errorf("%s: %w: the OpenStorage server at %s rejected the credentials (HTTP 401): PX_TOKEN is wrong, expired or missing: %s", what, storage.ErrDenied, r.endpoint, msg)
 	case code == http.StatusForbidden:
-		return fmt.Errorf("%s: %w: the OpenStorage server at %s refused the request (HTTP 403): PX_TOKEN is wrong or not allowed to do this: %s", what, snapshot.ErrDenied, r.endpoint, msg)
+		return fmt.Errorf("%s: %w: the OpenStorage server at %s refused the request (HTTP 403): PX_TOKEN is wrong or not allowed to do this: %s", what, storage.ErrDenied, r.endpoint, msg)
 	case notFoundText(msg):
-		return fmt.Errorf("%s: %w: %s", what, snapshot.ErrNotFound, msg)
+		return fmt.Errorf("%s: %w: %s", what, storage.ErrNotFound, msg)
 	case code == http.StatusNotFound:
 		return fmt.Errorf("%s: the server at %s has no such OpenStorage route (HTTP 404); check PX_ENDPOINT and PX_DRIVER: %s", what, r.endpoint, msg)
 	case code == http.StatusServiceUnavailable, code == http.StatusBadGateway, code == http.StatusGatewayTimeout:
-		return fmt.Errorf("%s: %w: the OpenStorage server at %s answered HTTP %d: %s", what, snapshot.ErrUnavailable, r.endpoint, code, msg)
+		return fmt.Errorf("%s: %w: the OpenStorage server at %s answered HTTP %d: %s", what, storage.ErrUnavailable, r.endpoint, code, msg)
 	default:
 		return fmt.Errorf("%s: the OpenStorage server answered HTTP %d: %s", what, code, msg)
 	}
@@ -174,7 +174,7 @@ func (r *rest) statusError(what string, code int, body []byte) error {
 // answer (VolumeResponse.Error).
 func serverError(what, msg string) error {
 	if notFoundText(msg) {
-		return fmt.Errorf("%s: %w: %s", what, snapshot.ErrNotFound, msg)
+		return fmt.Errorf("%s: %w: %s", what, storage.ErrNotFound, msg)
 	}
 	return fmt.Errorf("%s: the OpenStorage server said: %s", what, msg)
 }
@@ -208,7 +208,7 @@ func (r *rest) inspect(ctx context.Context, id string) (*api.Volume, error) {
 			return v, nil
 		}
 	}
-	return nil, fmt.Errorf("inspecting volume %s: %w on the OpenStorage server", id, snapshot.ErrNotFound)
+	return nil, fmt.Errorf("inspecting volume %s: %w on the OpenStorage server", id, storage.ErrNotFound)
 }
 
 func (r *rest) enumerate(ctx context.Context, what string, locator *api.VolumeLocator, configLabels map[string]string) ([]*api.Volume, error) {

@@ -3,7 +3,6 @@ package local
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -11,19 +10,15 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/snapvol/snapvol/snapshot"
+	"github.com/snapvol/snapvol/internal/roottest"
+	"github.com/snapvol/snapvol/storage"
 )
 
 // testPoolFile makes a fresh 256M btrfs pool file and an empty mount
 // point for it, failing (never skipping) without root or mkfs.btrfs.
 func testPoolFile(t *testing.T) (img, mnt string) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("this test needs root (loop devices, mounts); run `make test` as root")
-	}
-	if _, err := exec.LookPath("mkfs.btrfs"); err != nil {
-		t.Fatal("mkfs.btrfs not found: apt-get install -y btrfs-progs")
-	}
+	roottest.Require(t, "loop devices, mounts", roottest.Btrfs)
 	dir := t.TempDir()
 	img, mnt = filepath.Join(dir, "pool.img"), filepath.Join(dir, "pool")
 	if err := makePoolFile(img, 256<<20); err != nil {
@@ -63,19 +58,19 @@ func TestClonesAreStagedAndCrashLeftoversDropped(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(root, src.ID, "data"), []byte("production"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	snap, err := b.Snapshot(ctx, src, map[string]string{snapshot.LabelOwner: "1", snapshot.LabelSource: "app"})
+	snap, err := b.Snapshot(ctx, src, map[string]string{storage.LabelOwner: "1", storage.LabelSource: "app"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	const n = 16
-	clones := make([]snapshot.Object, n)
+	clones := make([]storage.Object, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range clones {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			clones[i], errs[i] = b.Clone(ctx, snap, map[string]string{snapshot.LabelOwner: "1", snapshot.LabelVolume: "v"}, nil)
+			clones[i], errs[i] = b.Clone(ctx, snap, map[string]string{storage.LabelOwner: "1", storage.LabelVolume: "v"}, nil)
 		}(i)
 	}
 	wg.Wait()
@@ -83,7 +78,7 @@ func TestClonesAreStagedAndCrashLeftoversDropped(t *testing.T) {
 		if errs[i] != nil {
 			t.Fatal(errs[i])
 		}
-		if !strings.HasPrefix(c.ID, "clones/") || c.Labels[snapshot.LabelVolume] != "v" {
+		if !strings.HasPrefix(c.ID, "clones/") || c.Labels[storage.LabelVolume] != "v" {
 			t.Fatalf("clone %+v", c)
 		}
 		got, err := os.ReadFile(filepath.Join(root, c.ID, "data"))
@@ -98,13 +93,13 @@ func TestClonesAreStagedAndCrashLeftoversDropped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if kinds := countKinds(owned); kinds[snapshot.KindClone] != n || kinds[snapshot.KindSnapshot] != 1 {
+	if kinds := countKinds(owned); kinds[storage.KindClone] != n || kinds[storage.KindSnapshot] != 1 {
 		t.Fatalf("owned: %v", kinds)
 	}
 
 	// A crash after the snapshot ioctl, before the rename.
 	id := dirClones + "/c-crashed"
-	if err := b.writeLabels(id, map[string]string{snapshot.LabelOwner: "1"}); err != nil {
+	if err := b.writeLabels(id, map[string]string{storage.LabelOwner: "1"}); err != nil {
 		t.Fatal(err)
 	}
 	stage := filepath.Join(root, dirStaging, "c-crashed")
@@ -133,8 +128,8 @@ func TestClonesAreStagedAndCrashLeftoversDropped(t *testing.T) {
 	}
 }
 
-func countKinds(objs []snapshot.Object) map[snapshot.Kind]int {
-	m := map[snapshot.Kind]int{}
+func countKinds(objs []storage.Object) map[storage.Kind]int {
+	m := map[storage.Kind]int{}
 	for _, o := range objs {
 		m[o.Kind]++
 	}
