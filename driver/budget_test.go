@@ -182,8 +182,8 @@ func TestReconcileAtStartSharesOneBudget(t *testing.T) {
 		}
 	}
 	for _, name := range st.Names() {
-		if r, _ := st.Get(name); r.Pending != nil {
-			t.Fatalf("%s keeps intent %+v", name, r.Pending)
+		if r, _ := st.Get(name); r.Intent != nil {
+			t.Fatalf("%s keeps intent %+v", name, r.Intent)
 		}
 	}
 	if len(d.unreconciled) != 0 {

@@ -133,7 +133,6 @@ func TestReapKeepsRecordAndCollectsSnapshots(t *testing.T) {
 	d, b, st := newTestDriver(t)
 	now := time.Now()
 	d.cfg.Now = func() time.Time { return now }
-	d.resolver.Now = d.cfg.Now
 	name := "app-production@latest+r"
 	if _, err := d.Mount(&volume.MountRequest{Name: name, ID: "1"}); err != nil {
 		t.Fatal(err)
@@ -147,7 +146,7 @@ func TestReapKeepsRecordAndCollectsSnapshots(t *testing.T) {
 		t.Fatal(err)
 	}
 	r, ok := st.Get(name)
-	if !ok || r.Clone != nil {
+	if !ok || r.Attachment("") != nil {
 		t.Fatalf("after reaping: record %v, clone %v; want record kept, clone gone", ok, r)
 	}
 	if n := b.count(storage.KindClone) + b.count(storage.KindSnapshot); n != 0 {

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -55,7 +54,7 @@ func (d *Driver) retryReconcile(ctx context.Context) {
 	d.unreconciled = map[string]bool{}
 	d.unreconciledMu.Unlock()
 	d.st.Each(func(r *store.Record) {
-		if r.Pending != nil {
+		if r.Intent != nil {
 			todo[r.Name] = true
 		}
 	})
@@ -78,11 +77,8 @@ func (d *Driver) retryReconcile(ctx context.Context) {
 func (d *Driver) dropStrayMounts(ctx context.Context) {
 	known := map[string]bool{}
 	d.st.Each(func(r *store.Record) {
-		if r.Target != "" {
-			known[r.Target] = true
-		}
-		for _, c := range r.Clones() {
-			known[c.Target] = true
+		for _, a := range r.Attachments {
+			known[a.Target] = true
 		}
 	})
 	ents, err := os.ReadDir(d.cfg.DataRoot)
@@ -113,85 +109,79 @@ func (d *Driver) reconcileVolume(ctx context.Context, name string) error {
 	if !ok {
 		return nil
 	}
-	if p := r.Pending; p != nil {
-		log := d.log.WithFields(logrus.Fields{"volume": name, "intent": p.Op, "since": rfc3339(p.Since)})
-		switch p.Op {
+	if in := r.Intent; in != nil {
+		log := d.log.WithFields(logrus.Fields{"volume": name, "intent": in.Op, "since": rfc3339(in.Since)})
+		switch in.Op {
 		case store.OpCreate:
-			// Roll forward if the volume got made, back if it did not. A
-			// backend that cannot say (down, slow) keeps the intent for
-			// Run to retry: dropping the record then could leave a volume
-			// the backend did make without a record.
-			obj, err := d.b.Volume(ctx, name)
-			if errors.Is(err, storage.ErrNotFound) {
-				log.Info("reconcile: interrupted create made nothing; dropping the record")
-				return d.st.Delete(name)
-			}
-			if err == nil {
-				// A volume of that name is there; adopt it only if snapvol
-				// made it (a crash before CreateVolume refused a production
-				// volume of the same name must not make it ours to delete).
-				obj, err = d.b.CreateVolume(ctx, name, r.Options)
-			}
-			if errors.Is(err, storage.ErrForeign) {
-				log.WithError(err).Warn("reconcile: interrupted create found a volume snapvol did not make; dropping the record, leaving the volume alone")
-				return d.st.Delete(name)
-			}
-			if err != nil {
-				return fmt.Errorf("volume %q: finishing interrupted create: %w", name, err)
-			}
-			r.Object, r.Pending = obj.ID, nil
-			log.Info("reconcile: finished interrupted create")
-		case store.OpMaterialize:
-			// The half-made clone, if any, is unreferenced; sweep destroys it.
-			r.Pending = nil
-			log.Info("reconcile: undid interrupted clone")
+			return d.finishCreate(ctx, r, log)
 		case store.OpRelease:
 			log.Info("reconcile: finishing interrupted clone destruction")
-			return d.release(ctx, r, p.MountID, true)
+			if err := d.release(ctx, r, in.Key, retrying); err != nil {
+				return err
+			}
 		case store.OpRemove:
 			log.Info("reconcile: finishing interrupted remove")
-			return d.remove(ctx, r, true)
+			return d.remove(ctx, r, retrying)
 		default:
-			return fmt.Errorf("unknown intent %q", p.Op)
-		}
-		if err := d.st.Put(r); err != nil {
-			return err
+			return fmt.Errorf("volume %q: unknown intent %q; remove the volume", name, in.Op)
 		}
 	}
 	return d.restoreMounts(ctx, r)
+}
+
+// finishCreate rolls an interrupted create forward if the volume got made,
+// back if it did not. A backend that cannot say (down, slow) keeps the
+// intent for Run to retry: dropping the record then could leave a volume
+// the backend did make without a record.
+func (d *Driver) finishCreate(ctx context.Context, r *store.Record, log *logrus.Entry) error {
+	obj, err := d.b.Volume(ctx, r.Name)
+	if errors.Is(err, storage.ErrNotFound) {
+		log.Info("reconcile: interrupted create made nothing; dropping the record")
+		return d.st.Delete(r.Name)
+	}
+	if err == nil {
+		// A volume of that name is there; adopt it only if snapvol made it
+		// (a crash before CreateVolume refused a production volume of the
+		// same name must not make it ours to delete).
+		obj, err = d.b.CreateVolume(ctx, r.Name, r.Options)
+	}
+	if errors.Is(err, storage.ErrForeign) {
+		log.WithError(err).Warn("reconcile: interrupted create found a volume snapvol did not make; dropping the record, leaving the volume alone")
+		return d.st.Delete(r.Name)
+	}
+	if err != nil {
+		return fmt.Errorf("volume %q: finishing interrupted create: %w", r.Name, err)
+	}
+	r.SetAttachment("", &store.Attachment{Object: obj.ID})
+	r.Intent = nil
+	log.Info("reconcile: finished interrupted create")
+	return d.st.Put(r)
 }
 
 // restoreMounts makes the mounts match the counts: a plugin restarted in
 // a new mount namespace must serve running containers' volumes again, and
 // a mount whose count dropped to zero while we were down goes away.
 func (d *Driver) restoreMounts(ctx context.Context, r *store.Record) error {
-	type m struct {
-		obj, target string
-		n           int
-	}
-	var ms []m
-	if !r.IsClone() && r.Target != "" {
-		ms = append(ms, m{r.Object, r.Target, r.Mounts})
-	}
-	for _, c := range r.Clones() {
-		ms = append(ms, m{c.Object, c.Target, c.Mounts})
-	}
-	for _, x := range ms {
-		mounted := d.b.Mounted(x.target)
+	for _, key := range r.Keys() {
+		a := r.Attachments[key]
+		if a.Target == "" {
+			continue
+		}
+		mounted := d.b.Mounted(a.Target)
 		switch {
-		case x.n > 0 && !mounted:
-			if err := d.b.Mount(ctx, x.obj, x.target); err != nil {
+		case a.Mounts > 0 && !mounted:
+			if err := d.b.Mount(ctx, a.Object, a.Target); err != nil {
 				return fmt.Errorf("volume %q: restoring mount: %w", r.Name, err)
 			}
-		case x.n == 0 && mounted:
-			if err := d.b.Unmount(ctx, x.obj, x.target); err != nil {
+		case a.Mounts == 0 && mounted:
+			if err := d.b.Unmount(ctx, a.Object, a.Target); err != nil {
 				return fmt.Errorf("volume %q: dropping stale mount: %w", r.Name, err)
 			}
-		case x.n == 0:
+		case a.Mounts == 0:
 			// A Mount killed between making the mount point and mounting
 			// leaves the empty directory; it is the volume's, so the stray
 			// mount check does not look at it.
-			if err := os.Remove(x.target); err != nil && !errors.Is(err, os.ErrNotExist) {
+			if err := os.Remove(a.Target); err != nil && !errors.Is(err, os.ErrNotExist) {
 				d.log.WithError(err).WithField("volume", r.Name).Warn("removing an unused mount point")
 			}
 		}
@@ -225,8 +215,8 @@ func (d *Driver) sweep(ctx context.Context) error {
 		}
 		unlock()
 	}
-	d.gc.Lock()
-	defer d.gc.Unlock()
+	d.refs.gc.Lock()
+	defer d.refs.gc.Unlock()
 	d.collect(ctx, owned, func(string) bool { return true })
 	return nil
 }
@@ -236,103 +226,10 @@ func (d *Driver) cloneReferenced(vol, id string) bool {
 	if !ok {
 		return false
 	}
-	if r.Pending != nil && r.Pending.Op == store.OpMaterialize {
-		return true // being made under the lock we do not hold yet
-	}
 	for _, c := range r.Clones() {
 		if c.Object == id {
 			return true
 		}
 	}
 	return false
-}
-
-// Reap destroys clones idle longer than their ttl, and +each clones whose
-// Unmount could not destroy them; records stay.
-func (d *Driver) Reap() {
-	now := d.cfg.Now()
-	type clone struct{ volume, key string }
-	var due []clone
-	d.st.Each(func(r *store.Record) {
-		if r.Each {
-			for key := range r.EachClones {
-				if d.reapable(r, key, now) {
-					due = append(due, clone{r.Name, key})
-				}
-			}
-		} else if d.reapable(r, "", now) {
-			due = append(due, clone{r.Name, ""})
-		}
-	})
-	for _, c := range due {
-		func() {
-			defer d.locks.Lock(c.volume)()
-			r, ok := d.st.Get(c.volume)
-			if !ok || !d.reapable(r, c.key, now) {
-				return
-			}
-			log := d.log.WithField("volume", c.volume)
-			if r.Each {
-				log = log.WithField("mount_id", c.key)
-				log.Info("destroying a +each clone its Unmount left")
-			} else {
-				log.WithField("idle", now.Sub(r.LastUsed).Round(time.Second).String()).Info("reaping idle clone")
-			}
-			ctx, cancel := d.ctx()
-			defer cancel()
-			if err := d.release(ctx, r, c.key, false); err != nil {
-				log.WithError(err).Warn("reaping clone")
-			}
-		}()
-	}
-}
-
-// reapable reports whether Reap destroys clone key of r ("" for a
-// non-each volume's clone). A +each clone goes at its last Unmount, so
-// one still there with no mount is what a failed destruction left; any
-// other clone goes once unmounted for its ttl. A volume with an unfinished
-// intent is left to reconcile.
-func (d *Driver) reapable(r *store.Record, key string, now time.Time) bool {
-	if r.Pending != nil {
-		return false
-	}
-	c := r.CloneFor(key)
-	if c == nil || c.Mounts > 0 {
-		return false
-	}
-	ttl := d.ttl(r)
-	return r.Each || ttl > 0 && now.Sub(r.LastUsed) >= ttl
-}
-
-// ReapInterval is how often Run reaps: at least every minute, and twice
-// per IDLE_TTL when that is shorter.
-func (d *Driver) ReapInterval() time.Duration {
-	iv := time.Minute
-	if d.cfg.IdleTTL > 0 && d.cfg.IdleTTL/2 < iv {
-		iv = d.cfg.IdleTTL / 2
-	}
-	if iv < 100*time.Millisecond {
-		iv = 100 * time.Millisecond
-	}
-	return iv
-}
-
-// Run reaps idle clones and sweeps orphans until ctx ends.
-func (d *Driver) Run(ctx context.Context) {
-	t := time.NewTicker(d.ReapInterval())
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			d.retryReconcile(ctx)
-			d.Reap()
-			sctx, cancel := d.ctx()
-			if err := d.sweep(sctx); err != nil {
-				d.log.WithError(err).Warn("sweep")
-			}
-			cancel()
-		}
-	}
 }

@@ -31,26 +31,26 @@ func TestReconcileKeepsCreateIntentWhileBackendIsDown(t *testing.T) {
 	if _, err := b.CreateVolume(ctx, "scratch", nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Put(&store.Record{Name: "scratch", Pending: &store.Pending{Op: store.OpCreate}}); err != nil {
+	if err := st.Put(&store.Record{Name: "scratch", Intent: &store.Intent{Op: store.OpCreate}}); err != nil {
 		t.Fatal(err)
 	}
 	d.b = volumeLookupDown{b}
 	_ = d.Reconcile(ctx)
-	if r, ok := st.Get("scratch"); !ok || r.Pending == nil {
+	if r, ok := st.Get("scratch"); !ok || r.Intent == nil {
 		t.Fatalf("record of an interrupted create changed while the backend was down: %+v, %v", r, ok)
 	}
 	// Removing only the record now would leave the volume without one.
 	if err := d.Remove(&volume.RemoveRequest{Name: "scratch"}); !errors.Is(err, ErrInUse) {
 		t.Fatalf("remove of a volume with an unfinished create: %v, want ErrInUse", err)
 	}
-	if r, ok := st.Get("scratch"); !ok || r.Pending == nil || r.Pending.Op != store.OpCreate {
+	if r, ok := st.Get("scratch"); !ok || r.Intent == nil || r.Intent.Op != store.OpCreate {
 		t.Fatalf("remove changed the record of an unfinished create: %+v, %v", r, ok)
 	}
 	d.b = b
 	if err := d.Reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if r, ok := st.Get("scratch"); !ok || r.Pending != nil || r.Object == "" {
+	if r, ok := st.Get("scratch"); !ok || r.Intent != nil || r.Attachment("") == nil {
 		t.Fatalf("interrupted create not rolled forward: %+v, %v", r, ok)
 	}
 }
@@ -73,12 +73,12 @@ func TestReapDestroysEachCloneItsUnmountLeft(t *testing.T) {
 	if err := d.Unmount(&volume.UnmountRequest{Name: name, ID: "1"}); err == nil {
 		t.Fatal("Unmount succeeded though the clone could not be deleted")
 	}
-	if r, ok := st.Get(name); !ok || r.EachClones["1"] == nil || r.EachClones["1"].Mounts != 0 || r.Pending != nil {
+	if r, ok := st.Get(name); !ok || r.Attachment("1") == nil || r.Attachment("1").Mounts != 0 || r.Intent != nil {
 		t.Fatalf("after the failed destruction: %+v, %v; want the clone recorded, unmounted, no intent", r, ok)
 	}
 	d.b = b
 	d.Reap()
-	if r, ok := st.Get(name); !ok || len(r.EachClones) != 0 {
+	if r, ok := st.Get(name); !ok || len(r.Attachments) != 0 {
 		t.Fatalf("after Reap: %+v, %v; want the record kept and its clone gone", r, ok)
 	}
 	if n := b.count(storage.KindClone); n != 0 {
@@ -117,7 +117,7 @@ func TestCreateThatTimedOutIsFinishedLater(t *testing.T) {
 		if !errors.Is(err, storage.ErrUnavailable) || !strings.Contains(err.Error(), name) {
 			t.Fatalf("create while the backend hangs: %v", err)
 		}
-		if r, ok := st.Get(name); !ok || r.Pending == nil || r.Pending.Op != store.OpCreate {
+		if r, ok := st.Get(name); !ok || r.Intent == nil || r.Intent.Op != store.OpCreate {
 			t.Fatalf("record after the timed-out create: %+v, %v; want the create intent kept", r, ok)
 		}
 		// Not a volume yet: Docker's Get (before its retried Create) finds
@@ -139,7 +139,7 @@ func TestCreateThatTimedOutIsFinishedLater(t *testing.T) {
 		d.retryReconcile(ctx)
 		r, ok := st.Get(name)
 		switch {
-		case made && (!ok || r.Pending != nil || r.Object == ""):
+		case made && (!ok || r.Intent != nil || r.Attachment("") == nil):
 			t.Fatalf("made volume not rolled forward: %+v, %v", r, ok)
 		case !made && ok:
 			t.Fatalf("record of a create that made nothing kept: %+v", r)
@@ -155,7 +155,7 @@ func TestInterruptedCreateNeverAdoptsAForeignVolume(t *testing.T) {
 	b.mu.Lock()
 	prod := b.add(storage.KindVolume, "orders-db", "", map[string]string{"made-elsewhere": "1"})
 	b.mu.Unlock()
-	if err := st.Put(&store.Record{Name: "orders-db", Pending: &store.Pending{Op: store.OpCreate}}); err != nil {
+	if err := st.Put(&store.Record{Name: "orders-db", Intent: &store.Intent{Op: store.OpCreate}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.Reconcile(context.Background()); err != nil {

@@ -122,10 +122,10 @@ func TestCollectionWaitsForTheCloneRecord(t *testing.T) {
 			return
 		}
 		go func() {
-			d.gc.Lock()
+			d.refs.gc.Lock()
 			r, _ := st.Get(name)
-			d.gc.Unlock()
-			recorded <- r != nil && r.Clone != nil
+			d.refs.gc.Unlock()
+			recorded <- r != nil && r.Attachment("") != nil
 		}()
 	}
 	if _, err := d.Mount(&volume.MountRequest{Name: name, ID: "1"}); err != nil {
@@ -149,7 +149,7 @@ func TestCollectKeepsSnapshotsNamedByARef(t *testing.T) {
 	}
 	mount("app-production@now+a")
 	r, _ := st.Get("app-production@now+a")
-	named := r.Clone.SnapshotName
+	named := r.Attachment("").SnapshotName
 	if err := d.Create(&volume.CreateRequest{Name: "ci-1", Options: map[string]string{"from": "app-production", "ref": named}}); err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +164,47 @@ func TestCollectKeepsSnapshotsNamedByARef(t *testing.T) {
 		t.Fatal(err)
 	}
 	mount("ci-1")
-	if r, _ := st.Get("ci-1"); r.Clone == nil || r.Clone.SnapshotName != named {
-		t.Fatalf("ci-1 cloned %+v, want snapshot %s", r.Clone, named)
+	if r, _ := st.Get("ci-1"); r.Attachment("") == nil || r.Attachment("").SnapshotName != named {
+		t.Fatalf("ci-1 cloned %+v, want snapshot %s", r.Attachment(""), named)
+	}
+}
+
+// A +each volume holds clones only while containers run: with none it
+// does not keep its source from being removed; with one it does.
+func TestEachRecordWithoutClonesDoesNotBlockItsSource(t *testing.T) {
+	d, _, st := newTestDriver(t)
+	const each = "app-production@latest+each"
+	if _, err := d.Mount(&volume.MountRequest{Name: each, ID: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	err := d.Remove(&volume.RemoveRequest{Name: "app-production"})
+	if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), each) {
+		t.Fatalf("Remove of the source while a +each clone runs: %v", err)
+	}
+	if err := d.Unmount(&volume.UnmountRequest{Name: each, ID: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := st.Get(each); !ok || len(r.Attachments) != 0 {
+		t.Fatalf("+each record after its last unmount: %+v %v", r, ok)
+	}
+	if err := d.Remove(&volume.RemoveRequest{Name: "app-production"}); err != nil {
+		t.Fatalf("Remove of the source with only an idle +each record: %v", err)
+	}
+}
+
+// docker volume inspect of a mounted +each volume says its clones go with
+// their containers, not after a ttl.
+func TestEachStatusSaysClonesGoAtUnmount(t *testing.T) {
+	d, _, _ := newTestDriver(t)
+	const each = "app-production@latest+each"
+	if _, err := d.Mount(&volume.MountRequest{Name: each, ID: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	g, err := d.Get(&volume.GetRequest{Name: each})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := g.Volume.Status["expires"]; got != "each clone is destroyed when its container's mount ends" {
+		t.Fatalf("expires = %q", got)
 	}
 }

@@ -23,14 +23,6 @@ const (
 	KindClone Kind = "clone"
 )
 
-// Labels put on every object the plugin makes, so that reconcile can find
-// what it owns without trusting its own database.
-const (
-	LabelOwner  = "snapvol"        // always "1" on plugin-made objects
-	LabelVolume = "snapvol.volume" // the Docker volume a clone belongs to
-	LabelSource = "snapvol.source" // the source name a snapshot was taken of
-)
-
 // Sentinel errors callers branch on. Backends wrap them with %w.
 var (
 	ErrNotFound    = errors.New("not found")

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/snapvol/snapvol/driver"
 )
 
 // chaosModel is what the test knows was acknowledged: volumes created and
@@ -108,11 +110,6 @@ func randomOp(r *rand.Rand, m *chaosModel) chaosOp {
 	}
 }
 
-var failpoints = []string{
-	"create:intent", "create:made", "materialize:intent", "materialize:snapshot", "materialize:clone",
-	"materialize:mount", "release:intent", "destroy:unmounted", "release:destroyed", "remove:intent", "remove:destroyed",
-}
-
 // TestChaosRandomKills runs random Create/Mount/Unmount/Remove sequences
 // and SIGKILLs the plugin in the middle of a request, round after round.
 // After every restart: every record has its storage, no orphan, no stray
@@ -169,7 +166,7 @@ func TestChaosRandomKills(t *testing.T) {
 		}
 		delete(p.Env, "SNAPVOL_FAILPOINT")
 		if round%2 == 0 {
-			p.Env["SNAPVOL_FAILPOINT"] = failpoints[r.Intn(len(failpoints))]
+			p.Env["SNAPVOL_FAILPOINT"] = driver.Failpoints[r.Intn(len(driver.Failpoints))]
 		}
 		p.Start()
 

@@ -1,8 +1,11 @@
 package test
 
 import (
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/snapvol/snapvol/driver"
 )
 
 // TestCrashAtEveryStep kills the plugin (SIGKILL, via SNAPVOL_FAILPOINT) at
@@ -38,12 +41,14 @@ func TestCrashAtEveryStep(t *testing.T) {
 			}
 		}
 	}
+	// Every failpoint the driver has, and for some more than one request
+	// that reaches it; a failpoint without a step here fails the test.
 	steps := []step{
 		{"create:intent", nil, func(p *Plugin) error { return p.Create("scratch", nil) }, nil},
 		{"create:made", nil, func(p *Plugin) error { return p.Create("scratch", nil) }, nil},
-		{"materialize:intent", nil, mountOp("app-production@latest", "m"), freshMount("app-production@latest")},
 		{"materialize:snapshot", nil, mountOp("app-production@now", "m"), freshMount("app-production@now")},
 		{"materialize:clone", nil, mountOp("app-production@latest+x", "m"), freshMount("app-production@latest+x")},
+		{"materialize:clone", nil, mountOp("app-production@latest", "m"), freshMount("app-production@latest")},
 		{"materialize:mount", nil, mountOp("app-production@latest+each", "m"), freshMount("app-production@latest+each")},
 		{"release:intent", mounted("app-production@latest+each", "e1"), unmountOp("app-production@latest+each", "e1"), nil},
 		{"destroy:unmounted", mounted("app-production@latest+each", "e1"), unmountOp("app-production@latest+each", "e1"), nil},
@@ -52,10 +57,22 @@ func TestCrashAtEveryStep(t *testing.T) {
 		{"destroy:unmounted", createMountUnmount("app-production@latest+r"), removeOp("app-production@latest+r"), gone("app-production@latest+r")},
 		{"remove:destroyed", createMountUnmount("app-production@latest+r"), removeOp("app-production@latest+r"), gone("app-production@latest+r")},
 	}
+	covered := map[string]bool{}
+	for _, s := range steps {
+		covered[s.failpoint] = true
+	}
+	for _, f := range driver.Failpoints {
+		if !covered[f] {
+			t.Errorf("failpoint %s has no crash step", f)
+		}
+	}
 	p := StartPlugin(t, nil)
 	sources := SeedProduction(t, p)
 	for _, s := range steps {
 		t.Run(strings.ReplaceAll(s.failpoint, ":", "_"), func(t *testing.T) {
+			if !slices.Contains(driver.Failpoints, s.failpoint) {
+				t.Fatalf("%s is not a driver failpoint", s.failpoint)
+			}
 			if s.setup != nil {
 				s.setup(t, p)
 			}

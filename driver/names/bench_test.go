@@ -19,7 +19,7 @@ func BenchmarkParse(b *testing.B) {
 	}
 }
 
-func BenchmarkResolveOptions(b *testing.B) {
+func BenchmarkWithOptionsOptions(b *testing.B) {
 	n, err := Parse("ci-4711")
 	if err != nil {
 		b.Fatal(err)
@@ -27,7 +27,7 @@ func BenchmarkResolveOptions(b *testing.B) {
 	opts := map[string]string{"from": "app-production", "ref": "latest", "ttl": "2h"}
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		if _, _, err := Resolve(n, opts, nil); err != nil {
+		if _, _, err := WithOptions(n, opts, nil); err != nil {
 			b.Fatal(err)
 		}
 	}

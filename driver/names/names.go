@@ -17,7 +17,8 @@ import (
 
 // Grammar is shown in every rejection so the user sees the expected form.
 const Grammar = `expected a plain name WORD, or [snap:]SOURCE@REF[+TAG] where REF is "latest", "now" or a snapshot name, ` +
-	`TAG is a word ("each" = one clone per container), and every WORD matches [A-Za-z0-9][A-Za-z0-9_.-]{0,62}`
+	`TAG is a word ("each" = one clone per container), every WORD matches [A-Za-z0-9][A-Za-z0-9_.-]{0,62}, ` +
+	`and a plain name may be up to 200 characters`
 
 // Reserved refs and tags.
 const (
@@ -26,6 +27,14 @@ const (
 	TagEach   = "each"
 	Prefix    = "snap:"
 	maxWord   = 63
+	// MaxPlain is the longest plain name. Docker sets no limit of its own
+	// short of the file name limit (255 bytes) its local driver meets, and
+	// GitLab Runner names its cache volumes with 95 characters: they must
+	// be plain volumes when volume_driver routes them here. A backend
+	// derives file names from the name with a few bytes around it (local:
+	// labels/volumes%NAME.json.tmp), so 200 leaves room under 255. Words
+	// in the clone grammar keep the grammar's 63.
+	MaxPlain = 200
 )
 
 // ErrInvalid is wrapped by every grammar or option rejection.
@@ -52,12 +61,14 @@ func invalid(raw, format string, args ...any) error {
 }
 
 // CheckWord returns why w is not a word, or "" if it is one.
-func CheckWord(w string) string {
+func CheckWord(w string) string { return checkChars(w, maxWord) }
+
+func checkChars(w string, limit int) string {
 	if w == "" {
 		return "is empty"
 	}
-	if len(w) > maxWord {
-		return fmt.Sprintf("is %d characters long, the limit is %d", len(w), maxWord)
+	if len(w) > limit {
+		return fmt.Sprintf("is %d characters long, the limit is %d", len(w), limit)
 	}
 	for i := 0; i < len(w); i++ {
 		c := w[i]
@@ -91,7 +102,7 @@ func describe(w string, i int) string {
 
 // Parse parses a Docker volume name.
 func Parse(raw string) (Name, error) {
-	if len(raw) > 2*maxWord+len(Prefix)+len(RefLatest)+64 {
+	if len(raw) > MaxPlain+len(Prefix)+2 {
 		// Short-circuit huge inputs before any further work; the message
 		// does not echo them back.
 		return Name{}, fmt.Errorf("%w: volume name of %d bytes is too long; %s", ErrInvalid, len(raw), Grammar)
@@ -106,7 +117,7 @@ func Parse(raw string) (Name, error) {
 		if prefixed {
 			return Name{}, invalid(raw, "the snap: prefix needs @REF after the source")
 		}
-		if why := CheckWord(s); why != "" {
+		if why := checkChars(s, MaxPlain); why != "" {
 			return Name{}, invalid(raw, "plain volume name %s", why)
 		}
 		return Name{Raw: raw, Source: s}, nil
@@ -141,11 +152,11 @@ type Options struct {
 	Backend map[string]string
 }
 
-// Resolve combines a parsed name with its -o options. On a plain name,
+// WithOptions combines a parsed name with its -o options. On a plain name,
 // from= turns it into a clone volume of that source; from/ref on a grammar
 // name are refused because the name already says both. backendKey reports
 // whether the backend understands a key; nil accepts none.
-func Resolve(n Name, opts map[string]string, backendKey func(string) bool) (Name, Options, error) {
+func WithOptions(n Name, opts map[string]string, backendKey func(string) bool) (Name, Options, error) {
 	var o Options
 	from, hasFrom := opts["from"]
 	ref, hasRef := opts["ref"]

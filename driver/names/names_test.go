@@ -45,7 +45,10 @@ func TestParse(t *testing.T) {
 		{in: "snap:x", wantErr: "snap: prefix needs @REF"},
 		{in: "snap:snap:x@latest", wantErr: "contains ':'"},
 		{in: "x@each", wantErr: `"each" is a tag`},
-		{in: long + "a", wantErr: "64 characters"},
+		// GitLab Runner's cache volume (95 characters) is a plain volume.
+		{in: "runner-abcdefgh-project-1234-concurrent-0-cache-3c3f060a0374fc8bc39395164f415a70-0123456789ab", source: "runner-abcdefgh-project-1234-concurrent-0-cache-3c3f060a0374fc8bc39395164f415a70-0123456789ab"},
+		{in: strings.Repeat("p", 200), source: strings.Repeat("p", 200)},
+		{in: strings.Repeat("p", 201), wantErr: "plain volume name is 201 characters long, the limit is 200"},
 		{in: long + "a@latest", wantErr: "source is 64 characters"},
 		{in: "x@" + long + "a", wantErr: "ref (after '@') is 64 characters"},
 		{in: "a\x00b@latest", wantErr: "NUL"},
@@ -78,7 +81,7 @@ func TestParse(t *testing.T) {
 	}
 }
 
-func TestResolve(t *testing.T) {
+func TestWithOptions(t *testing.T) {
 	px := func(k string) bool { return k == "repl" || k == "io_priority" }
 	two := 2 * time.Hour
 	tests := []struct {
@@ -112,22 +115,22 @@ func TestResolve(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, o, err := Resolve(n, tt.opts, tt.backend)
+		got, o, err := WithOptions(n, tt.opts, tt.backend)
 		if tt.wantErr != "" {
 			if err == nil || !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tt.wantErr) || !strings.Contains(err.Error(), tt.name) {
-				t.Errorf("Resolve(%q, %v) error = %v, want one naming the volume and %q", tt.name, tt.opts, err, tt.wantErr)
+				t.Errorf("WithOptions(%q, %v) error = %v, want one naming the volume and %q", tt.name, tt.opts, err, tt.wantErr)
 			}
 			continue
 		}
 		if err != nil {
-			t.Errorf("Resolve(%q, %v): %v", tt.name, tt.opts, err)
+			t.Errorf("WithOptions(%q, %v): %v", tt.name, tt.opts, err)
 			continue
 		}
 		if got.Source != tt.source || got.Ref != tt.ref || got.IsClone() != tt.clone || got.Raw != tt.name {
-			t.Errorf("Resolve(%q, %v) = %+v", tt.name, tt.opts, got)
+			t.Errorf("WithOptions(%q, %v) = %+v", tt.name, tt.opts, got)
 		}
 		if (o.TTL == nil) != (tt.ttl == nil) || (o.TTL != nil && *o.TTL != *tt.ttl) {
-			t.Errorf("Resolve(%q, %v) ttl = %v, want %v", tt.name, tt.opts, o.TTL, tt.ttl)
+			t.Errorf("WithOptions(%q, %v) ttl = %v, want %v", tt.name, tt.opts, o.TTL, tt.ttl)
 		}
 	}
 }
@@ -172,7 +175,7 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
-func FuzzResolve(f *testing.F) {
+func FuzzWithOptions(f *testing.F) {
 	f.Add("ci-1", "from", "app-production", "ref", "now")
 	f.Add("app@latest", "ttl", "2h", "x", "y")
 	f.Add("ci", "from", "../x", "ref", "each")
@@ -181,7 +184,7 @@ func FuzzResolve(f *testing.F) {
 		if err != nil {
 			return
 		}
-		got, _, err := Resolve(n, map[string]string{k1: v1, k2: v2}, nil)
+		got, _, err := WithOptions(n, map[string]string{k1: v1, k2: v2}, nil)
 		if err != nil {
 			if !errors.Is(err, ErrInvalid) {
 				t.Fatalf("error not wrapping ErrInvalid: %v", err)

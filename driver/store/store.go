@@ -3,6 +3,8 @@
 package store
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,41 +17,51 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// SchemaVersion is bumped whenever Record changes incompatibly.
-const SchemaVersion = 1
+// SchemaVersion is bumped whenever Record changes incompatibly; Open
+// migrates older versions forward (see migrate.go) and refuses newer ones.
+const SchemaVersion = 2
 
 var (
 	bucketMeta    = []byte("meta")
 	bucketVolumes = []byte("volumes")
 	keySchema     = []byte("schema")
+	keyInstance   = []byte("instance")
 )
 
-// Operations an intent can record.
+// Op is what an intent is about to do.
+type Op string
+
+// Operations an intent can record. Making a clone needs none: the clone's
+// labels, written before it, say whose it is, so a crash before its record
+// leaves a labelled orphan the sweep destroys.
 const (
-	OpCreate      = "create"      // making a plain volume
-	OpMaterialize = "materialize" // making a clone
-	OpRelease     = "release"     // destroying a clone, keeping the record
-	OpRemove      = "remove"      // destroying a clone and its record
+	OpCreate  Op = "create"  // making a plain volume's backend object
+	OpRelease Op = "release" // destroying one attachment, keeping the record
+	OpRemove  Op = "remove"  // destroying every attachment and the record
 )
 
-// Pending is an intent written before a backend change and cleared after
-// it, so that reconcile knows what a crash interrupted.
-type Pending struct {
-	Op      string    `json:"op"`
-	MountID string    `json:"mount_id,omitempty"`
-	Object  string    `json:"object,omitempty"`
-	Since   time.Time `json:"since"`
+// Intent is written to a record before a backend change and cleared in the
+// write that records its outcome, so reconcile knows what a crash
+// interrupted and finishes or undoes it.
+type Intent struct {
+	Op Op `json:"op"`
+	// Key is the attachment a release destroys.
+	Key   string    `json:"key,omitempty"`
+	Since time.Time `json:"since"`
 }
 
-// Clone is one materialized clone of a volume.
-type Clone struct {
-	Object       string    `json:"object"`
-	Snapshot     string    `json:"snapshot"`
-	SnapshotName string    `json:"snapshot_name"`
-	SnapshotTime time.Time `json:"snapshot_time"`
-	Made         time.Time `json:"made"`
-	Mounts       int       `json:"mounts"`
-	Target       string    `json:"target,omitempty"`
+// Attachment is one backend object Docker mounts, with its mount target
+// and count: a plain volume's object, a clone volume's clone, or one +each
+// clone. The snapshot fields are empty for a plain volume.
+type Attachment struct {
+	Object string `json:"object"`
+	Target string `json:"target,omitempty"`
+	Mounts int    `json:"mounts"`
+
+	Snapshot     string    `json:"snapshot,omitempty"`
+	SnapshotName string    `json:"snapshot_name,omitempty"`
+	SnapshotTime time.Time `json:"snapshot_time,omitempty"`
+	Made         time.Time `json:"made,omitempty"`
 }
 
 // Record is one Docker volume.
@@ -63,65 +75,66 @@ type Record struct {
 	Options map[string]string `json:"options,omitempty"`
 	Created time.Time         `json:"created"`
 
-	// Object is the backend object of a plain volume.
-	Object string `json:"object,omitempty"`
-	// Mounts counts the mounts of a plain volume.
-	Mounts int `json:"mounts,omitempty"`
-	// Target is where a plain volume is mounted.
-	Target string `json:"target,omitempty"`
-
-	// Clone is the clone of a (non-each) clone volume, nil when not
-	// materialized; EachClones holds +each clones by Docker mount ID.
-	Clone      *Clone            `json:"clone,omitempty"`
-	EachClones map[string]*Clone `json:"each_clones,omitempty"`
+	// Attachments by key (see Key): "" holds a plain volume's object or a
+	// clone volume's clone, a Docker mount ID one +each clone.
+	Attachments map[string]*Attachment `json:"attachments,omitempty"`
 
 	// LastUsed is when the last mount ended (idle reaping counts from it).
 	LastUsed time.Time `json:"last_used"`
-	Pending  *Pending  `json:"pending,omitempty"`
+	Intent   *Intent   `json:"intent,omitempty"`
 }
 
 // IsClone reports whether the record is a clone volume.
 func (r *Record) IsClone() bool { return r.Source != "" }
 
-// Clones returns every materialized clone of the record.
-func (r *Record) Clones() []*Clone {
-	var out []*Clone
-	if r.Clone != nil {
-		out = append(out, r.Clone)
-	}
-	ids := make([]string, 0, len(r.EachClones))
-	for id := range r.EachClones {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	for _, id := range ids {
-		out = append(out, r.EachClones[id])
-	}
-	return out
-}
-
-// CloneKey is the key of the clone a mount with Docker mount ID id uses:
-// the ID itself for +each, where every mount has its own, else "".
-func (r *Record) CloneKey(id string) string {
+// Key is the attachment key of a mount with Docker mount ID id: the ID
+// itself for +each, where every mount has its own clone, else "".
+func (r *Record) Key(id string) string {
 	if r.Each {
 		return id
 	}
 	return ""
 }
 
-// CloneFor returns the clone of key (see CloneKey), nil if not made.
-func (r *Record) CloneFor(key string) *Clone {
-	if r.Each {
-		return r.EachClones[key]
+// Attachment returns the attachment of key, nil if none.
+func (r *Record) Attachment(key string) *Attachment { return r.Attachments[key] }
+
+// SetAttachment records a under key.
+func (r *Record) SetAttachment(key string, a *Attachment) {
+	if r.Attachments == nil {
+		r.Attachments = map[string]*Attachment{}
 	}
-	return r.Clone
+	r.Attachments[key] = a
+}
+
+// Keys returns the attachment keys, sorted.
+func (r *Record) Keys() []string {
+	keys := make([]string, 0, len(r.Attachments))
+	for k := range r.Attachments {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// Clones returns the record's clones (none for a plain volume), in key
+// order.
+func (r *Record) Clones() []*Attachment {
+	if !r.IsClone() {
+		return nil
+	}
+	out := make([]*Attachment, 0, len(r.Attachments))
+	for _, k := range r.Keys() {
+		out = append(out, r.Attachments[k])
+	}
+	return out
 }
 
 // TotalMounts counts every mount of the volume.
 func (r *Record) TotalMounts() int {
-	n := r.Mounts
-	for _, c := range r.Clones() {
-		n += c.Mounts
+	n := 0
+	for _, a := range r.Attachments {
+		n += a.Mounts
 	}
 	return n
 }
@@ -140,20 +153,16 @@ func (r *Record) Copy() *Record {
 			c.Options[k] = v
 		}
 	}
-	if r.Clone != nil {
-		cl := *r.Clone
-		c.Clone = &cl
-	}
-	if r.EachClones != nil {
-		c.EachClones = make(map[string]*Clone, len(r.EachClones))
-		for k, v := range r.EachClones {
-			cl := *v
-			c.EachClones[k] = &cl
+	if r.Attachments != nil {
+		c.Attachments = make(map[string]*Attachment, len(r.Attachments))
+		for k, v := range r.Attachments {
+			a := *v
+			c.Attachments[k] = &a
 		}
 	}
-	if r.Pending != nil {
-		p := *r.Pending
-		c.Pending = &p
+	if r.Intent != nil {
+		i := *r.Intent
+		c.Intent = &i
 	}
 	return &c
 }
@@ -204,15 +213,11 @@ func Open(path string) (*Store, error) {
 		if err != nil {
 			return err
 		}
-		if v := meta.Get(keySchema); v == nil {
-			if err := meta.Put(keySchema, []byte(fmt.Sprint(SchemaVersion))); err != nil {
-				return err
-			}
-		} else if string(v) != fmt.Sprint(SchemaVersion) {
-			return fmt.Errorf("%w: %s has version %s, this snapvol reads version %d", ErrSchema, path, v, SchemaVersion)
-		}
 		vols, err := tx.CreateBucketIfNotExists(bucketVolumes)
 		if err != nil {
+			return err
+		}
+		if err := upgrade(path, meta, vols); err != nil {
 			return err
 		}
 		return vols.ForEach(func(k, v []byte) error {
@@ -384,3 +389,36 @@ func (s *Store) apply(batch []*write) {
 	}
 	s.mu.Unlock()
 }
+
+// Instance returns the ID of this snapvol instance: the one this database
+// stands for, which the backends label their objects with (a Portworx
+// cluster shared by hosts tells each host's clones apart by it). It lives
+// in the database so that a restored snapvol.db keeps owning its clones.
+// The first call keeps legacy (an ID an older version kept in a side
+// file) if there is one, else makes a new ID.
+func (s *Store) Instance(legacy string) (string, error) {
+	var id string
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if v := meta.Get(keyInstance); v != nil {
+			id = string(v)
+			return nil
+		}
+		id = legacy
+		if id == "" {
+			buf := make([]byte, 8)
+			if _, err := rand.Read(buf); err != nil {
+				return err
+			}
+			id = hex.EncodeToString(buf)
+		}
+		return meta.Put(keyInstance, []byte(id))
+	})
+	if err != nil {
+		return "", fmt.Errorf("instance ID in %s: %w", s.db.Path(), err)
+	}
+	return id, nil
+}
+
+// Path is the database file.
+func (s *Store) Path() string { return s.db.Path() }

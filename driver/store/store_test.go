@@ -22,14 +22,14 @@ func TestRecordsSurviveReopen(t *testing.T) {
 	}
 	ttl := 2 * time.Hour
 	r := &Record{Name: "app@latest+each", Source: "app", Ref: "latest", Tag: "each", Each: true, TTL: &ttl,
-		EachClones: map[string]*Clone{"id1": {Object: "clones/c-1", Mounts: 2}},
-		Pending:    &Pending{Op: OpMaterialize, MountID: "id2"}}
+		Attachments: map[string]*Attachment{"id1": {Object: "clones/c-1", Mounts: 2}},
+		Intent:      &Intent{Op: OpRelease, Key: "id2"}}
 	if err := s.Put(r); err != nil {
 		t.Fatal(err)
 	}
 	// The index holds a copy: changing the caller's record changes nothing.
-	r.EachClones["id1"].Mounts = 99
-	if got, _ := s.Get(r.Name); got.EachClones["id1"].Mounts != 2 {
+	r.Attachments["id1"].Mounts = 99
+	if got, _ := s.Get(r.Name); got.Attachments["id1"].Mounts != 2 {
 		t.Fatalf("index shares state with the caller")
 	}
 	s.Close()
@@ -39,7 +39,7 @@ func TestRecordsSurviveReopen(t *testing.T) {
 	}
 	defer s.Close()
 	got, ok := s.Get(r.Name)
-	if !ok || got.EachClones["id1"].Object != "clones/c-1" || *got.TTL != ttl || got.Pending.MountID != "id2" || got.TotalMounts() != 2 {
+	if !ok || got.Attachments["id1"].Object != "clones/c-1" || *got.TTL != ttl || got.Intent.Key != "id2" || got.TotalMounts() != 2 {
 		t.Fatalf("after reopen: %+v", got)
 	}
 	if err := s.Delete(r.Name); err != nil {
@@ -82,12 +82,12 @@ func TestConcurrentWritesAreDurable(t *testing.T) {
 		go func(w int) {
 			defer wg.Done()
 			for i := 0; i < each; i++ {
-				r := &Record{Name: fmt.Sprintf("v%d-%d", w, i), Source: "app", Ref: "latest", Clone: &Clone{Mounts: i}}
+				r := &Record{Name: fmt.Sprintf("v%d-%d", w, i), Source: "app", Ref: "latest", Attachments: map[string]*Attachment{"": {Mounts: i}}}
 				if err := s.Put(r); err != nil {
 					errs <- err
 					return
 				}
-				if got, ok := s.Get(r.Name); !ok || got.Clone.Mounts != i {
+				if got, ok := s.Get(r.Name); !ok || got.Attachments[""].Mounts != i {
 					errs <- fmt.Errorf("%s not published when Put returned", r.Name)
 					return
 				}

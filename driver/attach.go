@@ -1,0 +1,206 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/snapvol/snapvol/driver/store"
+	"github.com/snapvol/snapvol/storage"
+)
+
+// attach mounts attachment key of r for one more container mount, making
+// the clone first when r is a clone volume that has none for key yet, and
+// records the new count. The caller holds r's lock.
+func (d *Driver) attach(ctx context.Context, r *store.Record, key string) (*store.Attachment, error) {
+	a := r.Attachment(key)
+	if a == nil {
+		if !r.IsClone() {
+			return nil, fmt.Errorf("%w: volume %q has no backend volume recorded; remove it and create it again", ErrNoSuchVolume, r.Name)
+		}
+		return d.materialize(ctx, r, key)
+	}
+	if a.Target == "" {
+		a.Target = d.target(r.Name, key)
+	}
+	if a.Mounts == 0 || !d.b.Mounted(a.Target) {
+		step(ctx, "mounting %s at %s", a.Object, a.Target)
+		if err := d.b.Mount(ctx, a.Object, a.Target); err != nil {
+			return nil, fmt.Errorf("volume %q: mount: %w", r.Name, err)
+		}
+	}
+	a.Mounts++
+	if err := d.st.Put(r); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// detach ends one container mount of attachment key of r. The failure
+// policy, the same for every attachment: the count always goes down and is
+// saved before the backend is asked to unmount, as moby's local driver
+// does. Docker treats the mount as ended whatever we answer, so a count
+// kept up by a failed unmount would never come down again: the volume
+// could never be reaped or removed. A mount left in place by a failed
+// unmount is dropped by the next sweep, a +each clone left by a failed
+// destruction is destroyed by the reaper. The caller holds r's lock;
+// released reports that a +each clone went (its snapshot may now be
+// collectable).
+func (d *Driver) detach(ctx context.Context, r *store.Record, key string) (released bool, err error) {
+	a := r.Attachment(key)
+	if a == nil || a.Mounts == 0 {
+		return false, nil // never below zero: Docker repeats Unmounts
+	}
+	a.Mounts--
+	if a.Mounts > 0 {
+		return false, d.st.Put(r)
+	}
+	r.LastUsed = d.now()
+	if r.Each {
+		// The count goes down in the release's intent write.
+		return true, d.release(ctx, r, key, nil)
+	}
+	if err := d.st.Put(r); err != nil {
+		return false, err
+	}
+	step(ctx, "unmounting %s", a.Target)
+	if err := d.b.Unmount(ctx, a.Object, a.Target); err != nil {
+		return false, fmt.Errorf("volume %q: unmount: %w; the mount is dropped at the next sweep", r.Name, err)
+	}
+	return false, nil
+}
+
+// materialize makes and mounts a clone of r for attachment key and records
+// it, counted as mounted once, in one durable write: the clone's labels,
+// written before it, are its intent (a crash before the record leaves a
+// labelled clone no record owns, which the sweep destroys, and a stray
+// mount reconcile drops).
+func (d *Driver) materialize(ctx context.Context, r *store.Record, key string) (*store.Attachment, error) {
+	start := time.Now()
+	if !d.sourceAllowed(r.Source) {
+		return nil, d.errNotAllowed(r.Name, r.Source)
+	}
+	step(ctx, "waiting for snapshot collection to finish")
+	defer d.refs.cloning()()
+	step(ctx, "looking up source %q", r.Source)
+	src, err := d.b.Volume(ctx, r.Source)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, fmt.Errorf("%w: volume %q: source %q no longer exists", ErrNoSource, r.Name, r.Source)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("volume %q: looking up source %q: %w", r.Name, r.Source, err)
+	}
+	step(ctx, "resolving @%s of %q (taking a snapshot if it needs one)", r.Ref, r.Source)
+	snap, err := d.refs.resolve(ctx, src, r.Ref)
+	if err != nil {
+		return nil, fmt.Errorf("volume %q: %w", r.Name, err)
+	}
+	d.failpoint("materialize:snapshot")
+	step(ctx, "cloning snapshot %q of %q", snap.Name, r.Source)
+	obj, err := d.b.Clone(ctx, snap, storage.CloneLabels(r.Name, r.Source), r.Options)
+	if err != nil {
+		return nil, fmt.Errorf("volume %q: cloning snapshot %q of %q: %w", r.Name, snap.Name, r.Source, err)
+	}
+	d.failpoint("materialize:clone")
+	a := &store.Attachment{
+		Object: obj.ID, Target: d.target(r.Name, key), Mounts: 1,
+		Snapshot: snap.ID, SnapshotName: snap.Name, SnapshotTime: snap.Created.UTC(), Made: d.now(),
+	}
+	step(ctx, "mounting clone %s at %s", a.Object, a.Target)
+	if err := d.b.Mount(ctx, a.Object, a.Target); err != nil {
+		d.undoClone(ctx, r.Name, a)
+		return nil, fmt.Errorf("volume %q: mounting clone: %w", r.Name, err)
+	}
+	d.failpoint("materialize:mount")
+	r.SetAttachment(key, a)
+	if err := d.st.Put(r); err != nil {
+		delete(r.Attachments, key)
+		d.undoClone(ctx, r.Name, a) // without a record it would be an orphan
+		return nil, err
+	}
+	d.log.WithFields(logrus.Fields{
+		"audit": "clone made", "volume": r.Name, "source": r.Source, "snapshot": a.SnapshotName,
+		"snapshot_time": rfc3339(a.SnapshotTime), "clone": a.Object, "ms": time.Since(start).Milliseconds(),
+	}).Info("clone made")
+	return a, nil
+}
+
+// destroy unmounts and deletes the backend object of attachment key of r
+// and drops it from r (not from the store: the caller's intent write
+// does). A clone volume's object is its clone; a plain volume's is the
+// regular volume, which only an explicit Remove of its name reaches.
+func (d *Driver) destroy(ctx context.Context, r *store.Record, key string) error {
+	a := r.Attachment(key)
+	if a == nil {
+		return nil
+	}
+	if a.Target != "" { // never mounted: no path to hand the backend
+		step(ctx, "unmounting %s", a.Target)
+		if err := d.b.Unmount(ctx, a.Object, a.Target); err != nil {
+			return fmt.Errorf("volume %q: unmounting %s: %w", r.Name, a.Object, err)
+		}
+	}
+	d.failpoint("destroy:unmounted")
+	step(ctx, "deleting %s", a.Object)
+	if r.IsClone() {
+		if err := d.b.Delete(ctx, a.Object); err != nil {
+			return fmt.Errorf("volume %q: deleting clone %s: %w", r.Name, a.Object, err)
+		}
+		d.log.WithFields(logrus.Fields{
+			"audit": "clone destroyed", "volume": r.Name, "snapshot": a.SnapshotName, "clone": a.Object,
+		}).Info("clone destroyed")
+	} else if err := d.b.RemoveVolume(ctx, storage.Object{ID: a.Object, Name: r.Name, Kind: storage.KindVolume}); err != nil {
+		return fmt.Errorf("volume %q: deleting: %w", r.Name, err)
+	}
+	delete(r.Attachments, key)
+	return nil
+}
+
+// undoClone destroys a clone a failed request made and will not record.
+// It spends what is left of the request's budget, not a fresh one, so the
+// request still answers inside Docker's 30 s; if the undo fails or the
+// budget is gone, the clone is a labelled orphan the sweep destroys. The
+// request's own error is the one to return, so this one is logged.
+func (d *Driver) undoClone(ctx context.Context, volName string, a *store.Attachment) {
+	tmp := &store.Record{Name: volName, Source: "-"}
+	tmp.SetAttachment("", a)
+	if err := d.destroy(ctx, tmp, ""); err != nil {
+		d.log.WithError(err).WithFields(logrus.Fields{"volume": volName, "clone": a.Object}).Warn("could not undo a clone; the orphan sweep will")
+	}
+}
+
+// release destroys one clone of r and keeps the record: the next Mount
+// makes a fresh one. keep is the intent's failure policy (nil in a
+// request: a failure withdraws it, the clone is still whole and recorded).
+func (d *Driver) release(ctx context.Context, r *store.Record, key string, keep keepIntent) error {
+	if r.Attachment(key) == nil {
+		return nil
+	}
+	return d.withIntent(r, store.OpRelease, key, keep, func() error {
+		if err := d.destroy(ctx, r, key); err != nil {
+			return err
+		}
+		d.failpoint("release:destroyed")
+		r.LastUsed = d.now()
+		return nil
+	})
+}
+
+// remove destroys every attachment of r, then its record. A crash part-way
+// is finished at the next start; a failure in a request (keep nil)
+// withdraws the intent and the record keeps whatever is left, so Docker
+// and the user see a whole volume and can try again.
+func (d *Driver) remove(ctx context.Context, r *store.Record, keep keepIntent) error {
+	return d.withIntent(r, store.OpRemove, "", keep, func() error {
+		for _, key := range r.Keys() {
+			if err := d.destroy(ctx, r, key); err != nil {
+				return err
+			}
+			d.failpoint("remove:destroyed")
+		}
+		return nil
+	})
+}

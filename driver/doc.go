@@ -1,0 +1,36 @@
+// Package driver is snapvol's Docker VolumeDriver: it maps Docker volume
+// names to records in the store and to objects in a storage.Backend,
+// counts mounts, and repairs what a crash interrupted. It knows nothing of
+// btrfs or HTTP.
+//
+// Glossary (the words the code and README use, one meaning each):
+//
+//   - volume: a Docker volume, i.e. one Record in the store.
+//   - plain volume: a volume whose name has no @ (app-production); its
+//     storage is a regular backend volume. Production lives in one.
+//   - clone volume: a volume that names a source and a ref
+//     (app-production@latest, or a plain name with -o from=); its storage
+//     is made at the first Mount and destroyed at Remove or when idle.
+//   - source: the plain volume a clone volume copies.
+//   - ref: which snapshot of the source: latest, now, or a snapshot name.
+//   - snapshot: a read-only point-in-time copy of a source in the backend.
+//   - clone: the writable backend object made from a snapshot for a clone
+//     volume (one per volume, or one per container mount with +each).
+//   - attachment: one backend object Docker mounts, with its mount target
+//     and mount count: a plain volume's object, or one clone. Every Mount
+//     and Unmount works on exactly one attachment, chosen by its key ("" or,
+//     for +each, the Docker mount ID).
+//   - intent: what a record says the plugin is about to do to the backend,
+//     written before and cleared after; reconcile finishes or undoes it.
+//   - claim: answering Docker's Get for a grammar name not yet recorded.
+//   - reconcile: the repair at start (and retried every sweep).
+//   - sweep: destroying plugin objects no record owns, and collecting
+//     snapshots nothing needs.
+//   - reap: destroying clones idle longer than their ttl.
+//
+// Files: handlers.go holds the eight VolumeDriver handlers; attach.go the
+// one Mount and one Unmount path over attachments; intent.go the intent
+// protocol and its failpoints; refs.go the @latest reuse and snapshot
+// retention rules; status.go what Get shows; reconcile.go the repair;
+// run.go the reaper and the background loop.
+package driver

@@ -1,0 +1,333 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/docker/go-plugins-helpers/volume"
+	"github.com/sirupsen/logrus"
+
+	"github.com/snapvol/snapvol/driver/names"
+	"github.com/snapvol/snapvol/driver/store"
+	"github.com/snapvol/snapvol/storage"
+)
+
+// The eight VolumeDriver handlers. Get, List and Path answer from the
+// store's index only; the others go to the backend within one budget.
+
+func (d *Driver) errNotAllowed(volName, source string) error {
+	return fmt.Errorf("%w: volume %q: source %q does not match SOURCES=%s; add a pattern for it with `docker plugin set snapvol SOURCES=...`",
+		ErrNotAllowed, volName, source, strings.Join(d.cfg.Sources, ","))
+}
+
+// newRecord validates a name and its options and returns the record it
+// would make, without writing anything.
+func (d *Driver) newRecord(ctx context.Context, raw string, opts map[string]string) (*store.Record, error) {
+	n, err := names.Parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	n, o, err := names.WithOptions(n, opts, d.b.OptionKey)
+	if err != nil {
+		return nil, err
+	}
+	kind := storage.KindVolume
+	if n.IsClone() {
+		kind = storage.KindClone
+	}
+	if err := d.b.CheckOptions(kind, o.Backend); err != nil {
+		return nil, fmt.Errorf("%w: volume %q: %w", names.ErrInvalid, raw, err)
+	}
+	r := &store.Record{Name: raw, TTL: o.TTL, Options: o.Backend, Created: d.now(), LastUsed: d.now()}
+	if !n.IsClone() {
+		return r, nil
+	}
+	r.Source, r.Ref, r.Tag, r.Each = n.Source, n.Ref, n.Tag, n.Each()
+	if !d.sourceAllowed(n.Source) {
+		return nil, d.errNotAllowed(raw, n.Source)
+	}
+	src, err := d.b.Volume(ctx, n.Source)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, fmt.Errorf("%w: volume %q: source %q does not exist; create it first (docker volume create -d snapvol %s) or check the name", ErrNoSource, raw, n.Source, n.Source)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("volume %q: looking up source %q: %w", raw, n.Source, err)
+	}
+	if named(n.Ref) {
+		if _, err := d.b.SnapshotByName(ctx, src, n.Ref); err != nil {
+			if errors.Is(err, storage.ErrNotFound) {
+				return nil, fmt.Errorf("volume %q: snapshot %q of source %q does not exist; use @latest, @now or an existing snapshot: %w", raw, n.Ref, n.Source, err)
+			}
+			return nil, fmt.Errorf("volume %q: looking up snapshot %q: %w", raw, n.Ref, err)
+		}
+	}
+	return r, nil
+}
+
+// Create makes the record of a volume. A plain name makes an empty regular
+// volume now; a clone is made at the first Mount, so it is as fresh as the
+// container that uses it.
+func (d *Driver) Create(req *volume.CreateRequest) (err error) {
+	ctx, end := d.begin("create", req.Name, &err)
+	defer end()
+	r, err := d.newRecord(ctx, req.Name, req.Options)
+	if err != nil {
+		return err
+	}
+	defer d.locks.Lock(req.Name)()
+	if old, ok := d.st.Get(req.Name); ok {
+		if creating(old) {
+			return errUnfinished(old)
+		}
+		return nil // Docker ignores options on later creates; so do we.
+	}
+	if r.IsClone() {
+		return d.st.Put(r)
+	}
+	// A server that timed out may still have made the volume: dropping the
+	// record then could leave one nothing refers to, so the intent stays
+	// for Run to finish or undo once the backend answers.
+	unavailable := func(err error) bool { return errors.Is(err, storage.ErrUnavailable) }
+	err = d.withIntent(r, store.OpCreate, "", unavailable, func() error {
+		step(ctx, "creating the volume in the backend")
+		obj, err := d.b.CreateVolume(ctx, req.Name, r.Options)
+		d.failpoint("create:made")
+		if err != nil {
+			return err
+		}
+		r.SetAttachment("", &store.Attachment{Object: obj.ID})
+		return nil
+	})
+	if unavailable(err) {
+		return fmt.Errorf("volume %q: creating: %w; the plugin finishes or undoes this create within a minute of the backend answering again, then retry", req.Name, err)
+	}
+	if err != nil {
+		return fmt.Errorf("volume %q: creating: %w", req.Name, err)
+	}
+	return nil
+}
+
+// creating reports whether r is a create not known to have succeeded (the
+// backend timed out): not a volume yet, so Get and List do not show it
+// (Docker, whose Create failed, would otherwise take it for one, and its
+// retry would succeed without a volume), and a new Create is told to wait.
+func creating(r *store.Record) bool {
+	return r.Intent != nil && r.Intent.Op == store.OpCreate
+}
+
+// Get answers from the index only. For a grammar name not yet created it
+// claims the name when CLAIM is on and its source is allowed and exists.
+func (d *Driver) Get(req *volume.GetRequest) (*volume.GetResponse, error) {
+	if r, ok := d.st.Get(req.Name); ok && !creating(r) {
+		return &volume.GetResponse{Volume: d.apiVolume(r)}, nil
+	}
+	if d.cfg.Claim && d.claimable(req.Name) {
+		return &volume.GetResponse{Volume: &volume.Volume{Name: req.Name, Status: map[string]interface{}{
+			"state": "not materialized", "claimed": true, "mounts": 0,
+		}}}, nil
+	}
+	return nil, fmt.Errorf("%w: %q", ErrNoSuchVolume, req.Name)
+}
+
+// claimable reports, cheaply, whether Get should answer for an unknown
+// name. Docker asks every plugin about every name it does not know, so
+// anything not in the grammar is answered from the name alone, and source
+// existence is cached for a few seconds.
+func (d *Driver) claimable(raw string) bool {
+	n, err := names.Parse(raw)
+	if err != nil || !n.IsClone() || !d.sourceAllowed(n.Source) {
+		return false
+	}
+	if r, ok := d.st.Get(n.Source); ok && !r.IsClone() {
+		return true
+	}
+	now := d.cfg.Now()
+	d.claimMu.Lock()
+	e, ok := d.claimCache[n.Source]
+	d.claimMu.Unlock()
+	if ok && now.Sub(e.at) < 10*time.Second {
+		return e.ok
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = d.b.Volume(ctx, n.Source)
+	// A backend that cannot answer (Portworx down) must not make Get deny
+	// a name Docker may already hold as ours: Docker forgets a volume whose
+	// Get fails, and the Mount will say what is wrong if the source really
+	// is missing. The answer is cached like the others, so Docker's probes
+	// do not each wait for a hung server.
+	claim := !errors.Is(err, storage.ErrNotFound)
+	d.claimMu.Lock()
+	if len(d.claimCache) > 1024 {
+		d.claimCache = map[string]claimEntry{}
+	}
+	d.claimCache[n.Source] = claimEntry{ok: claim, at: now}
+	d.claimMu.Unlock()
+	return claim
+}
+
+// List answers from the index only, allocating the answer in one piece
+// (Docker lists often, and a host may have 10,000 volumes).
+func (d *Driver) List() (*volume.ListResponse, error) {
+	n := d.st.Len()
+	vols := make([]volume.Volume, 0, n)
+	out := make([]*volume.Volume, 0, n)
+	d.st.Each(func(r *store.Record) {
+		if creating(r) {
+			return
+		}
+		vols = append(vols, volume.Volume{Name: r.Name, Mountpoint: mountpoint(r), CreatedAt: rfc3339(r.Created)})
+		out = append(out, &vols[len(vols)-1])
+	})
+	return &volume.ListResponse{Volumes: out}, nil
+}
+
+// Path returns the mount point of a mounted volume, or "" if unmounted.
+func (d *Driver) Path(req *volume.PathRequest) (*volume.PathResponse, error) {
+	r, ok := d.st.Get(req.Name)
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrNoSuchVolume, req.Name)
+	}
+	return &volume.PathResponse{Mountpoint: mountpoint(r)}, nil
+}
+
+// Capabilities: the scope is the backend's (local btrfs pool, or storage
+// shared by a cluster).
+func (d *Driver) Capabilities() *volume.CapabilitiesResponse {
+	return &volume.CapabilitiesResponse{Capabilities: volume.Capability{Scope: d.b.Scope()}}
+}
+
+// Mount mounts a volume for one container mount point (req.ID), making
+// the clone first if it does not exist yet. Mounts are counted, never kept
+// as a set: Docker reuses IDs (docker cp) and may pair extra Mount/Unmount
+// calls (docker create).
+func (d *Driver) Mount(req *volume.MountRequest) (resp *volume.MountResponse, err error) {
+	ctx, end := d.begin("mount", req.Name, &err)
+	defer end()
+	step(ctx, "waiting for the volume's lock")
+	defer d.locks.Lock(req.Name)()
+
+	r, ok := d.st.Get(req.Name)
+	if !ok {
+		if !d.cfg.Claim {
+			return nil, fmt.Errorf("%w: %q; create it first with docker volume create -d snapvol", ErrNoSuchVolume, req.Name)
+		}
+		// A claimed name: Docker never calls Create for it, so the record
+		// is made here, from the name alone, in the clone's own write.
+		if r, err = d.newRecord(ctx, req.Name, nil); err != nil {
+			return nil, err
+		}
+		if !r.IsClone() {
+			return nil, fmt.Errorf("%w: %q", ErrNoSuchVolume, req.Name)
+		}
+	}
+	if r.Intent != nil {
+		return nil, errUnfinished(r)
+	}
+	a, err := d.attach(ctx, r, r.Key(req.ID))
+	if err != nil {
+		return nil, err
+	}
+	return &volume.MountResponse{Mountpoint: a.Target}, nil
+}
+
+// Unmount ends one mount. Counts never go below zero; data is never
+// deleted here except a +each clone at its mount ID's last Unmount.
+func (d *Driver) Unmount(req *volume.UnmountRequest) (err error) {
+	ctx, end := d.begin("unmount", req.Name, &err)
+	defer end()
+	// Set when a +each clone went: its snapshot may be collectable. Run
+	// after the volume's lock is released (defers run last in, first out),
+	// as Remove does, so every other container of the same +each name does
+	// not wait on a pool-wide collection.
+	collectSource := ""
+	defer func() {
+		if collectSource != "" {
+			d.collectSnapshots(ctx, collectSource)
+		}
+	}()
+	defer d.locks.Lock(req.Name)()
+	r, ok := d.st.Get(req.Name)
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrNoSuchVolume, req.Name)
+	}
+	released, err := d.detach(ctx, r, r.Key(req.ID))
+	if released && err == nil {
+		collectSource = r.Source
+	}
+	return err
+}
+
+// Remove destroys a volume. A clone volume loses its clones and record;
+// a plain volume is deleted only when no clone volume comes from it.
+func (d *Driver) Remove(req *volume.RemoveRequest) (err error) {
+	ctx, end := d.begin("remove", req.Name, &err)
+	defer end()
+	step(ctx, "waiting for the volume's lock")
+	unlock := d.locks.Lock(req.Name)
+	r, ok := d.st.Get(req.Name)
+	if !ok {
+		unlock()
+		return nil
+	}
+	if err := d.removable(r); err != nil {
+		unlock()
+		return err
+	}
+	err = d.remove(ctx, r, nil)
+	unlock()
+	if err == nil {
+		source := r.Source
+		if source == "" {
+			source = r.Name
+		}
+		d.collectSnapshots(ctx, source)
+	}
+	return err
+}
+
+// removable says why Remove must refuse r, if it must.
+func (d *Driver) removable(r *store.Record) error {
+	if r.Intent != nil && r.Intent.Op != store.OpRemove {
+		// Only reconcile knows how to finish it: an interrupted create,
+		// say, has no object recorded yet, and removing just the record
+		// would leave the volume the backend made.
+		return errUnfinished(r)
+	}
+	n := r.TotalMounts()
+	if n > 0 && !r.IsClone() {
+		// Production data: a count may belong to another dockerd on the
+		// same host (the binary run directly serves every daemon that looks
+		// in /run/docker/plugins), whose container still uses the volume.
+		return fmt.Errorf("%w: volume %q is mounted %d time(s); stop the containers using it first (a count left by a container that exited while dockerd was down with --live-restore keeps it; see README, Limits)", ErrInUse, r.Name, n)
+	}
+	if n > 0 {
+		// Docker calls Remove only when no container, running or stopped,
+		// refers to the volume (it checks its references first, even with
+		// -f); mounts still counted then are Unmounts it will never send
+		// (dockerd 20.10 sends none for a container that exited while it
+		// was down with --live-restore). Refusing would keep the clone
+		// forever; a clone holds no production data.
+		d.log.WithFields(logrus.Fields{"volume": r.Name, "mounts": n}).Warn("removing a clone volume with mounts Docker never unmounted")
+	}
+	if r.IsClone() {
+		return nil
+	}
+	var users []string
+	d.st.Each(func(o *store.Record) {
+		// A +each volume holds a clone only while a container runs; with
+		// none it is a name, not a user of the source.
+		if o.Source == r.Name && (!o.Each || len(o.Attachments) > 0) {
+			users = append(users, o.Name)
+		}
+	})
+	if len(users) > 0 {
+		sort.Strings(users)
+		return fmt.Errorf("%w: volume %q is the source of %s; remove those first", ErrInUse, r.Name, strings.Join(users, ", "))
+	}
+	return nil
+}

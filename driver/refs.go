@@ -1,0 +1,200 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/snapvol/snapvol/driver/names"
+	"github.com/snapvol/snapvol/driver/store"
+	"github.com/snapvol/snapvol/keylock"
+	"github.com/snapvol/snapvol/storage"
+)
+
+// refs owns everything about which snapshot a clone is made from: the
+// @latest reuse rule, the snapshots the plugin takes, and which of those it
+// keeps. Both halves read one rule (reusable), so a snapshot @latest would
+// reuse is never collected, and one lock (gc) keeps collection from
+// deleting a snapshot between its being chosen and the clone of it being
+// recorded.
+type refs struct {
+	b      storage.Backend
+	maxAge time.Duration
+	now    func() time.Time
+
+	// One lock per source serialises @latest, so concurrent jobs inside
+	// maxAge share one snapshot instead of each taking their own.
+	sources keylock.Map
+	// gc is held for reading from choosing a snapshot until the clone made
+	// from it is recorded (see cloning), and for writing while snapshots
+	// are collected.
+	gc sync.RWMutex
+}
+
+// cloning holds off collection until the returned func is called: call it
+// once the clone of the snapshot resolve returns is recorded (or failed).
+func (f *refs) cloning() (done func()) {
+	f.gc.RLock()
+	return f.gc.RUnlock
+}
+
+// reusable is the snapshot @latest clones without taking a new one: the
+// newest snapshot of the source, of any kind, if younger than maxAge.
+func (f *refs) reusable(snaps []storage.Object, now time.Time) (storage.Object, bool) {
+	var best storage.Object
+	found := false
+	for _, s := range snaps {
+		if !found || s.Created.After(best.Created) {
+			best, found = s, true
+		}
+	}
+	if !found || now.Sub(best.Created) >= f.maxAge {
+		return storage.Object{}, false
+	}
+	return best, true
+}
+
+// resolve returns the snapshot of source that ref names, taking one for
+// now, and for latest when none is reusable. The caller holds cloning.
+func (f *refs) resolve(ctx context.Context, source storage.Object, ref string) (storage.Object, error) {
+	switch ref {
+	case names.RefNow:
+		return f.take(ctx, source)
+	case names.RefLatest:
+		defer f.sources.Lock(source.ID)()
+		snaps, err := f.b.Snapshots(ctx, source)
+		if err != nil {
+			return storage.Object{}, fmt.Errorf("listing snapshots of %q: %w", source.Name, err)
+		}
+		if s, ok := f.reusable(snaps, f.now()); ok {
+			return s, nil
+		}
+		return f.take(ctx, source)
+	}
+	s, err := f.b.SnapshotByName(ctx, source, ref)
+	if errors.Is(err, storage.ErrNotFound) {
+		return storage.Object{}, fmt.Errorf("snapshot %q of source %q does not exist (use @latest, @now or the name of an existing snapshot): %w", ref, source.Name, err)
+	}
+	return s, err
+}
+
+func (f *refs) take(ctx context.Context, source storage.Object) (storage.Object, error) {
+	s, err := f.b.Snapshot(ctx, source, storage.SnapshotLabels(source.Name))
+	if err != nil {
+		return storage.Object{}, fmt.Errorf("taking a snapshot of %q: %w", source.Name, err)
+	}
+	return s, nil
+}
+
+// named reports whether ref names one snapshot (not latest or now).
+func named(ref string) bool { return ref != names.RefLatest && ref != names.RefNow }
+
+// keep says which plugin snapshots must not be collected: those a clone
+// was made from, and those a volume's ref names (it needs them for every
+// clone it will make, not only while one exists).
+type keep struct {
+	inUse map[string]bool // snapshot IDs
+	named map[string]bool // source + "/" + snapshot name
+}
+
+func (d *Driver) keepSet() keep {
+	k := keep{inUse: map[string]bool{}, named: map[string]bool{}}
+	d.st.Each(func(r *store.Record) {
+		for _, c := range r.Clones() {
+			k.inUse[c.Snapshot] = true
+		}
+		if r.IsClone() && named(r.Ref) {
+			k.named[r.Source+"/"+r.Ref] = true
+		}
+	})
+	return k
+}
+
+// collectable returns the plugin snapshots of one source that nothing
+// needs. all is every snapshot of the live source (nil if it is gone),
+// plugin lists the plugin's own snapshots labelled with its name.
+func (f *refs) collectable(source string, all, plugin []storage.Object, k keep) []storage.Object {
+	latest, hasLatest := f.reusable(all, f.now())
+	var out []storage.Object
+	for _, s := range plugin {
+		if k.inUse[s.ID] || k.named[source+"/"+s.Name] || hasLatest && s.ID == latest.ID {
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// sourceSnapshots returns every snapshot of the source named source, nil
+// if the source is gone; ok is false when the backend cannot say.
+func (d *Driver) sourceSnapshots(ctx context.Context, source string) (all []storage.Object, ok bool) {
+	src, err := d.b.Volume(ctx, source)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, true
+	}
+	if err != nil {
+		return nil, false
+	}
+	all, err = d.b.Snapshots(ctx, src)
+	return all, err == nil
+}
+
+// collectSnapshots deletes the plugin snapshots of source that nothing
+// needs. Sources and snapshots the plugin did not take are never touched.
+// It runs on what is left of the request's budget: what it cannot finish,
+// the sweep does.
+func (d *Driver) collectSnapshots(ctx context.Context, source string) {
+	step(ctx, "collecting unused snapshots of %q", source)
+	// Cheaply, without the gc lock: in CI's steady state (every job
+	// cloning one shared @latest snapshot) there is nothing to collect,
+	// and a Remove need not stop every clone being made while it lists
+	// the whole pool.
+	if all, ok := d.sourceSnapshots(ctx, source); ok && all != nil {
+		var plugin []storage.Object
+		for _, s := range all {
+			if s.Owned() && s.Labels[storage.LabelSource] == source {
+				plugin = append(plugin, s)
+			}
+		}
+		if len(d.refs.collectable(source, all, plugin, keep{inUse: map[string]bool{}, named: map[string]bool{}})) == 0 {
+			return
+		}
+	}
+	d.refs.gc.Lock()
+	defer d.refs.gc.Unlock()
+	owned, err := d.b.Owned(ctx)
+	if err != nil {
+		d.log.WithError(err).WithField("source", source).Warn("listing snapshots to collect")
+		return
+	}
+	d.collect(ctx, owned, func(s string) bool { return s == source })
+}
+
+// collect deletes the plugin snapshots among owned, of sources match
+// accepts, that nothing needs; the caller holds refs.gc for writing.
+func (d *Driver) collect(ctx context.Context, owned []storage.Object, match func(string) bool) {
+	k := d.keepSet()
+	bySource := map[string][]storage.Object{}
+	for _, o := range owned {
+		if o.Kind == storage.KindSnapshot && match(o.Labels[storage.LabelSource]) {
+			bySource[o.Labels[storage.LabelSource]] = append(bySource[o.Labels[storage.LabelSource]], o)
+		}
+	}
+	for source, plugin := range bySource {
+		all, ok := d.sourceSnapshots(ctx, source)
+		if !ok {
+			continue // the backend cannot say which one @latest reuses
+		}
+		for _, s := range d.refs.collectable(source, all, plugin, k) {
+			if err := d.b.Delete(ctx, s.ID); err != nil {
+				d.log.WithError(err).WithFields(logrus.Fields{"source": source, "snapshot": s.Name}).Warn("deleting unused snapshot")
+				continue
+			}
+			d.log.WithFields(logrus.Fields{"audit": "snapshot deleted", "source": source, "snapshot": s.Name}).Info("snapshot deleted")
+		}
+	}
+}

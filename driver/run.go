@@ -1,0 +1,129 @@
+package driver
+
+import (
+	"context"
+	"time"
+
+	"github.com/snapvol/snapvol/driver/store"
+)
+
+// Reap destroys clones idle longer than their ttl, and +each clones whose
+// Unmount could not destroy them; records stay.
+func (d *Driver) Reap() {
+	now := d.cfg.Now()
+	type clone struct{ volume, key string }
+	var due []clone
+	d.st.Each(func(r *store.Record) {
+		for key := range r.Attachments {
+			if d.reapable(r, key, now) {
+				due = append(due, clone{r.Name, key})
+			}
+		}
+	})
+	for _, c := range due {
+		func() {
+			defer d.locks.Lock(c.volume)()
+			r, ok := d.st.Get(c.volume)
+			if !ok || !d.reapable(r, c.key, now) {
+				return
+			}
+			log := d.log.WithField("volume", c.volume)
+			if r.Each {
+				log = log.WithField("mount_id", c.key)
+				log.Info("destroying a +each clone its Unmount left")
+			} else {
+				log.WithField("idle", now.Sub(r.LastUsed).Round(time.Second).String()).Info("reaping idle clone")
+			}
+			ctx, cancel := d.ctx()
+			defer cancel()
+			if err := d.release(ctx, r, c.key, nil); err != nil {
+				log.WithError(err).Warn("reaping clone")
+			}
+		}()
+	}
+}
+
+// reapable reports whether Reap destroys clone key of r ("" for a
+// non-each volume's clone). A +each clone goes at its last Unmount, so
+// one still there with no mount is what a failed destruction left; any
+// other clone goes once unmounted for its ttl. A volume with an unfinished
+// intent is left to reconcile.
+func (d *Driver) reapable(r *store.Record, key string, now time.Time) bool {
+	if r.Intent != nil || !r.IsClone() {
+		return false
+	}
+	c := r.Attachment(key)
+	if c == nil || c.Mounts > 0 {
+		return false
+	}
+	ttl := d.ttl(r)
+	return r.Each || ttl > 0 && now.Sub(r.LastUsed) >= ttl
+}
+
+// ReapInterval is how often Run reaps: at least every minute, and twice
+// per IDLE_TTL when that is shorter.
+func (d *Driver) ReapInterval() time.Duration {
+	iv := time.Minute
+	if d.cfg.IdleTTL > 0 && d.cfg.IdleTTL/2 < iv {
+		iv = d.cfg.IdleTTL / 2
+	}
+	if iv < 100*time.Millisecond {
+		iv = 100 * time.Millisecond
+	}
+	return iv
+}
+
+// Run reaps idle clones and sweeps orphans until ctx ends.
+func (d *Driver) Run(ctx context.Context) {
+	t := time.NewTicker(d.ReapInterval())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			d.retryReconcile(ctx)
+			d.dropStaleMounts()
+			d.Reap()
+			sctx, cancel := d.ctx()
+			if err := d.sweep(sctx); err != nil {
+				d.log.WithError(err).Warn("sweep")
+			}
+			cancel()
+		}
+	}
+}
+
+// dropStaleMounts unmounts what an Unmount counted down but could not
+// unmount (see detach): a mount no count holds.
+func (d *Driver) dropStaleMounts() {
+	var stale []string
+	d.st.Each(func(r *store.Record) {
+		for _, a := range r.Attachments {
+			if a.Mounts == 0 && a.Target != "" && d.b.Mounted(a.Target) {
+				stale = append(stale, r.Name)
+				return
+			}
+		}
+	})
+	for _, name := range stale {
+		func() {
+			defer d.locks.Lock(name)()
+			r, ok := d.st.Get(name)
+			if !ok || r.Intent != nil {
+				return
+			}
+			ctx, cancel := d.ctx()
+			defer cancel()
+			for _, a := range r.Attachments {
+				if a.Mounts == 0 && a.Target != "" && d.b.Mounted(a.Target) {
+					if err := d.b.Unmount(ctx, a.Object, a.Target); err != nil {
+						d.log.WithError(err).WithField("volume", name).Warn("dropping a mount no count holds")
+						continue
+					}
+					d.log.WithField("volume", name).Info("dropped a mount no count holds")
+				}
+			}
+		}()
+	}
+}

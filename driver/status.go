@@ -1,0 +1,92 @@
+package driver
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/docker/go-plugins-helpers/volume"
+
+	"github.com/snapvol/snapvol/driver/store"
+)
+
+func rfc3339(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func (d *Driver) ttl(r *store.Record) time.Duration {
+	if r.TTL != nil {
+		return *r.TTL
+	}
+	return d.cfg.IdleTTL
+}
+
+// status is what docker volume inspect shows under Status.
+func (d *Driver) status(r *store.Record) map[string]interface{} {
+	s := map[string]interface{}{"created": rfc3339(r.Created), "mounts": r.TotalMounts()}
+	var objs, mps []string
+	for _, k := range r.Keys() {
+		a := r.Attachments[k]
+		objs = append(objs, a.Object)
+		if a.Mounts > 0 {
+			mps = append(mps, a.Target)
+		}
+	}
+	if r.Intent != nil {
+		s["pending"] = string(r.Intent.Op)
+	}
+	if !r.IsClone() {
+		s["kind"] = "volume"
+		s["objects"] = objs
+		if len(mps) > 0 {
+			s["mountpoints"] = mps
+		}
+		return s
+	}
+	s["kind"] = "clone"
+	s["source"], s["ref"] = r.Source, r.Ref
+	if r.Tag != "" {
+		s["tag"] = r.Tag
+	}
+	s["state"] = "not materialized"
+	s["snapshot"], s["snapshot_time"], s["expires"] = "", "", ""
+	clones := r.Clones()
+	if len(clones) > 0 {
+		s["state"] = "materialized"
+		last := clones[len(clones)-1]
+		s["snapshot"], s["snapshot_time"] = last.SnapshotName, rfc3339(last.SnapshotTime)
+		s["clones"] = len(clones)
+		s["objects"], s["mountpoints"] = objs, mps
+		s["expires"] = d.expires(r)
+	}
+	return s
+}
+
+// expires says what happens to a materialized volume's clones and when.
+func (d *Driver) expires(r *store.Record) string {
+	ttl := d.ttl(r)
+	switch {
+	case r.Each:
+		return "each clone is destroyed when its container's mount ends"
+	case ttl == 0:
+		return "never"
+	case r.TotalMounts() > 0:
+		return fmt.Sprintf("%s after the last unmount", ttl)
+	}
+	return rfc3339(r.LastUsed.Add(ttl))
+}
+
+func (d *Driver) apiVolume(r *store.Record) *volume.Volume {
+	return &volume.Volume{Name: r.Name, Mountpoint: mountpoint(r), CreatedAt: rfc3339(r.Created), Status: d.status(r)}
+}
+
+// mountpoint is where a volume is mounted now, "" if it is not (or, for
+// +each, where every container has its own).
+func mountpoint(r *store.Record) string {
+	if a := r.Attachments[""]; a != nil && a.Mounts > 0 {
+		return a.Target
+	}
+	return ""
+}
