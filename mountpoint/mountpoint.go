@@ -95,12 +95,13 @@ func BindMount(dir, target string) error {
 	return nil
 }
 
-// Unbind detaches the mount at target, if any, and removes the directory.
+// Unbind detaches every mount at target, then removes target with
+// RemoveMountPoint: it is what a backend's Unmount does on this host.
 // Detaching lazily lets a late reader finish without failing Unmount. It
 // loops because mounts may be stacked at target. EINVAL (nothing this
 // namespace may unmount there: gone meanwhile, or a locked mount) ends the
 // loop instead of retrying it forever with the volume's lock held; a mount
-// still in place then fails the Remove below with EBUSY.
+// still in place then fails it.
 func Unbind(target string) error {
 	for IsMountPoint(target) {
 		err := unix.Unmount(target, unix.MNT_DETACH)
@@ -111,8 +112,25 @@ func Unbind(target string) error {
 			return fmt.Errorf("unmount %s: %w", target, err)
 		}
 	}
-	if err := os.Remove(target); err != nil && !os.IsNotExist(err) {
-		return fmt.Errorf("remove mount point %s: %w", target, err)
+	return RemoveMountPoint(target)
+}
+
+// RemoveMountPoint removes target once nothing is mounted there, if it is
+// an empty directory. A directory with files in it stays: they were
+// written while nothing was mounted there, and deleting files snapvol did
+// not make is never its call (the next mount covers them). Anything
+// still mounted at target is an error.
+func RemoveMountPoint(target string) error {
+	if IsMountPoint(target) {
+		return fmt.Errorf("mount point %s: still mounted", target)
 	}
-	return nil
+	err := unix.Rmdir(target)
+	switch {
+	case err == nil, errors.Is(err, unix.ENOENT):
+		return nil
+	case errors.Is(err, unix.ENOTEMPTY), errors.Is(err, unix.EEXIST), errors.Is(err, unix.ENOTDIR):
+		// Files, or a file where the directory was: not ours.
+		return nil
+	}
+	return fmt.Errorf("remove mount point %s: %w", target, err)
 }

@@ -78,3 +78,80 @@ func TestUnescapeMountPath(t *testing.T) {
 		}
 	}
 }
+
+// RemoveMountPoint removes an empty directory only: files someone wrote
+// where nothing was mounted stay, and a missing target is fine.
+func TestRemoveMountPointKeepsFiles(t *testing.T) {
+	dir := t.TempDir()
+	empty, full, file := filepath.Join(dir, "empty"), filepath.Join(dir, "full"), filepath.Join(dir, "file")
+	for _, d := range []string{empty, full} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(full, "stray"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{empty, full, file, filepath.Join(dir, "missing"), filepath.Join(file, "below")} {
+		if err := RemoveMountPoint(p); err != nil {
+			t.Errorf("RemoveMountPoint(%s) = %v", p, err)
+		}
+	}
+	if _, err := os.Stat(empty); !os.IsNotExist(err) {
+		t.Errorf("empty mount point kept: %v", err)
+	}
+	for _, p := range []string{filepath.Join(full, "stray"), file} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s was removed: %v", p, err)
+		}
+	}
+}
+
+// Unbind succeeds once nothing is mounted: the directory a mount covered
+// stays with the files written into it before, and is removed when empty.
+func TestUnbindLeavesFilesItDidNotMake(t *testing.T) {
+	roottest.Require(t, "bind mounts")
+	dir := t.TempDir()
+	src, target := filepath.Join(dir, "src"), filepath.Join(dir, "target")
+	for _, d := range []string{src, target} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(target, "stray"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Stacked twice over the stray file.
+	for i := 0; i < 2; i++ {
+		if err := unix.Mount(src, target, "", unix.MS_BIND, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := Unbind(target); err != nil {
+		t.Fatalf("Unbind over a non-empty directory: %v", err)
+	}
+	if IsMountPoint(target) {
+		t.Fatal("still mounted after Unbind")
+	}
+	if _, err := os.Stat(filepath.Join(target, "stray")); err != nil {
+		t.Fatalf("the file under the mount is gone: %v", err)
+	}
+	if err := Unbind(target); err != nil {
+		t.Fatalf("Unbind of nothing mounted: %v", err)
+	}
+	if err := os.Remove(filepath.Join(target, "stray")); err != nil {
+		t.Fatal(err)
+	}
+	if err := BindMount(src, target); err != nil {
+		t.Fatal(err)
+	}
+	if err := Unbind(target); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(target); !os.IsNotExist(err) {
+		t.Fatalf("empty mount point kept: %v", err)
+	}
+}
