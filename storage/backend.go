@@ -1,8 +1,9 @@
 // Package storage defines the backend contract of snapvol: the objects a
 // backend holds (volumes, snapshots, clones), their labels, and the errors
 // callers branch on. The local (btrfs) and portworx (OpenStorage)
-// implementations live in its subpackages; the Docker driver only ever
-// sees this interface.
+// implementations live in its subpackages, an in-memory one for tests in
+// storage/memory; storage/storagetest checks any of them against this
+// contract. The Docker driver only ever sees this interface.
 package storage
 
 import (
@@ -33,23 +34,46 @@ var (
 	// ErrForeign: a regular volume of that name exists and snapvol did not
 	// make it (CreateVolume); it is never adopted.
 	ErrForeign = errors.New("volume exists and was not made by snapvol")
+	// ErrBusy: the storage keeps the object for something that depends on
+	// it and that snapvol may not delete (a snapshot someone else took of a
+	// volume, a clone of a snapshot). Retrying after that is gone works.
+	ErrBusy = errors.New("in use by objects that depend on it")
 )
 
 // Object is one backend object.
 type Object struct {
-	ID      string
-	Name    string
-	Kind    Kind
-	Parent  string // snapshot: the source's ID; clone: the snapshot's ID
+	// ID is what the backend finds the object by; the driver records it.
+	// It is not an identity: local IDs are paths, and a volume made again
+	// under a removed one's name gets the removed one's ID.
+	ID string
+	// Identity stays with the object for its whole life and is never
+	// given to another: the volume ID on OpenStorage, the subvolume UUID
+	// on btrfs. Empty only where the storage cannot tell.
+	Identity string
+	Name     string
+	Kind     Kind
+	// Parent is the Identity of what the object belongs to. A snapshot
+	// belongs to the source whose Identity its LabelSourceID names, or,
+	// without that label, to the volume it was taken of (a snapshot made
+	// by hand included); a clone to the snapshot it was made from. Empty
+	// for a volume.
+	Parent  string
 	Created time.Time
 	Labels  map[string]string
 }
 
-// Owned reports whether the plugin made the object.
-func (o Object) Owned() bool { return o.Labels[LabelOwner] == "1" }
+// Owned reports whether the plugin made the object (see KindOf).
+func (o Object) Owned() bool {
+	_, ok := KindOf(o.Labels)
+	return ok
+}
 
 // Backend is the storage a snapvol plugin drives. Every method is safe for
 // concurrent use; the driver serialises calls per volume.
+//
+// Objects are found by ID and keyed by Identity: a name can be reused once
+// its volume is removed, an Identity never is, so nothing that belonged to
+// a removed volume (its snapshots) is ever offered for a new one.
 type Backend interface {
 	// Scope is the Docker capability scope: "local" or "global".
 	Scope() string
@@ -60,35 +84,62 @@ type Backend interface {
 	// without making anything, so Create refuses what Mount could not do.
 	CheckOptions(kind Kind, opts map[string]string) error
 
-	// Volume looks a regular volume up by name (ErrNotFound if absent).
+	// Volume looks a regular volume up by name, whoever made it (sources
+	// are made by hand); ErrNotFound if there is none.
 	Volume(ctx context.Context, name string) (Object, error)
-	// CreateVolume makes an empty regular volume, or returns the one of
-	// that name snapvol made before; one it did not make is ErrForeign.
+	// CreateVolume makes an empty regular volume labelled VolumeLabels(),
+	// or returns the one of that name snapvol made before (an interrupted
+	// create being finished). One it did not make is ErrForeign; so is one
+	// made by snapvol before volumes were labelled, which cannot be told
+	// from a volume made by hand.
 	CreateVolume(ctx context.Context, name string, opts map[string]string) (Object, error)
-	// RemoveVolume deletes a regular volume. Only an explicit Docker
-	// Remove of that plain name reaches it.
+	// RemoveVolume deletes a regular volume snapvol made (CreateVolume),
+	// and with it the snapshots the plugin took of it: nothing can clone
+	// them once their source is gone, since every ref resolves through the
+	// source. Only an explicit Docker Remove of that plain name reaches it;
+	// v may carry only ID and Name. A volume that is gone is success; one
+	// snapvol did not make is ErrProtected. Snapshots others took are never
+	// deleted: where the storage lets a volume go while it has snapshots
+	// (btrfs) they outlive it and stay its own, where it does not
+	// (OpenStorage) RemoveVolume fails with ErrBusy.
 	RemoveVolume(ctx context.Context, v Object) error
 
-	// Snapshots lists the snapshots of a source, plugin-made or not.
+	// Snapshots lists the snapshots that belong to source (Object.Parent
+	// equals its Identity), plugin-made or not. source may carry only ID
+	// and Name; its Identity is then looked up.
 	Snapshots(ctx context.Context, source Object) ([]Object, error)
-	// Snapshot takes a read-only snapshot of source carrying labels.
+	// Snapshot takes a read-only snapshot of source carrying labels (the
+	// driver's, built with SnapshotLabels) and the backend's own: its
+	// instance and host, and LabelSourceID, source's Identity, unless
+	// labels name one already. A source that is gone, or was replaced by a
+	// namesake since source was looked up, is ErrNotFound.
 	Snapshot(ctx context.Context, source Object, labels map[string]string) (Object, error)
-	// SnapshotByName looks a snapshot of source up by name (ErrNotFound if
-	// absent).
+	// SnapshotByName looks a snapshot that belongs to source up by name
+	// (ErrNotFound if absent).
 	SnapshotByName(ctx context.Context, source Object, name string) (Object, error)
-	// Clone makes a writable copy of snap carrying labels.
+	// Clone makes a writable copy of snap carrying labels (built with
+	// CloneLabels) and the backend's own; a snap that is gone is
+	// ErrNotFound.
 	Clone(ctx context.Context, snap Object, labels map[string]string, opts map[string]string) (Object, error)
 	// Delete destroys a snapshot or clone the plugin made. It refuses
-	// (ErrProtected) anything else, and succeeds if the object is gone.
+	// (ErrProtected) anything else, regular volumes included, and succeeds
+	// if the object is gone.
 	Delete(ctx context.Context, id string) error
-	// Owned lists every object carrying LabelOwner.
+	// Owned lists every object the plugin made (KindOf its labels says
+	// so), volumes included, each with the Kind KindOf gives.
 	Owned(ctx context.Context) ([]Object, error)
 
-	// Mount makes object id visible at target (a directory under
-	// DATA_ROOT); it is a no-op when already mounted there.
+	// Mount makes volume or clone id visible at target (a directory under
+	// DATA_ROOT, made if missing); it is a no-op when something is
+	// mounted there already. A missing object is ErrNotFound, and leaves
+	// no mount point behind. Snapshots need not be mountable.
 	Mount(ctx context.Context, id, target string) error
-	// Unmount undoes Mount; it is a no-op when nothing is mounted. id is
-	// empty for a stray mount reconcile found, whose object is unknown.
+	// Unmount undoes Mount: it succeeds once nothing is mounted at target,
+	// whether or not anything was. It then removes target if it is an
+	// empty directory, and leaves a directory with files in place (they
+	// were written while nothing was mounted, and are not snapvol's to
+	// delete). It logs nothing; errors say what failed. id is empty for a
+	// stray mount reconcile found, whose object is unknown.
 	Unmount(ctx context.Context, id, target string) error
 	// Mounted reports whether target is a live mount point.
 	Mounted(target string) bool
