@@ -156,29 +156,50 @@ type ioctlTimespec struct {
 // _IOR(0x94, 60, struct btrfs_ioctl_get_subvol_info_args), Linux 4.18+.
 const iocGetSubvolInfo = 0x81f8943c
 
-// creationTime is when the subvolume at path was created: the otime of its
-// root item (what `btrfs subvolume show` calls Creation time). The btime
-// of a snapshot's root directory will not do: a snapshot copies its
-// source's root inode, otime included, so every snapshot would look as old
-// as its source. Falls back to btime where the ioctl is missing.
-func creationTime(path string) (time.Time, error) {
+// subvol is what the storage says about one subvolume.
+type subvol struct {
+	uuid, parentUUID string    // empty where the ioctl is missing
+	created          time.Time // see getSubvol
+}
+
+// getSubvol reads the root item of the subvolume at path: its UUID, the
+// UUID of the subvolume it is a snapshot of (what `btrfs subvolume show`
+// calls Parent UUID: set by every snapshot, snapvol's or made by hand),
+// and when it was created. That is the otime of its root item; the btime
+// of a snapshot's root directory will not do, since a snapshot copies its
+// source's root inode, otime included, so every snapshot would look as
+// old as its source. Falls back to btime, without UUIDs, where the ioctl
+// is missing (Linux before 4.18).
+func getSubvol(path string) (subvol, error) {
 	f, err := openDir(path)
 	if err != nil {
-		return time.Time{}, err
+		return subvol{}, err
 	}
 	defer f.Close()
 	var info subvolInfo
 	if err := ioctl(f.Fd(), iocGetSubvolInfo, unsafe.Pointer(&info)); err == nil {
-		return time.Unix(int64(info.otime.sec), int64(info.otime.nsec)), nil
+		return subvol{
+			uuid: uuidString(info.uuid), parentUUID: uuidString(info.parentUUID),
+			created: time.Unix(int64(info.otime.sec), int64(info.otime.nsec)),
+		}, nil
 	}
 	var stx unix.Statx_t
 	if err := unix.Statx(int(f.Fd()), "", unix.AT_EMPTY_PATH, unix.STATX_BTIME, &stx); err != nil {
-		return time.Time{}, err
+		return subvol{}, err
 	}
 	if stx.Mask&unix.STATX_BTIME == 0 {
-		return time.Time{}, fmt.Errorf("%s: no creation time", path)
+		return subvol{}, fmt.Errorf("%s: no creation time", path)
 	}
-	return time.Unix(stx.Btime.Sec, int64(stx.Btime.Nsec)), nil
+	return subvol{created: time.Unix(stx.Btime.Sec, int64(stx.Btime.Nsec))}, nil
+}
+
+// uuidString formats a UUID as btrfs-progs shows it; the zero UUID (no
+// parent) is empty.
+func uuidString(u [16]byte) string {
+	if u == ([16]byte{}) {
+		return ""
+	}
+	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
 }
 
 // subvolInfo must be exactly the kernel's 504 bytes: both fail to compile

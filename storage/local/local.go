@@ -4,6 +4,12 @@
 // snapshots under clones/. Labels of plugin-made objects are small JSON files
 // under labels/, written before the object so a crash never leaves an
 // unlabelled plugin object.
+//
+// A subvolume's UUID is its Identity. snapshots/SOURCE/ is named after the
+// source, as pools have always been laid out, but a name can outlive its
+// volume: a snapshot belongs to the source whose UUID its label names
+// (storage.LabelSourceID), or, without one (taken by hand, or before the
+// label), whose UUID is its parent UUID.
 package local
 
 import (
@@ -14,12 +20,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/snapvol/snapvol/keylock"
 	"github.com/snapvol/snapvol/mountpoint"
 	"github.com/snapvol/snapvol/storage"
 )
@@ -42,6 +50,9 @@ type Config struct {
 // Backend is the btrfs implementation of storage.Backend.
 type Backend struct {
 	root string
+	// names serialises CreateVolume and RemoveVolume per volume: the label
+	// written before the subvolume is one call's to take back.
+	names keylock.Map
 }
 
 var _ storage.Backend = (*Backend)(nil)
@@ -201,7 +212,8 @@ func (b *Backend) staged(src, dst string) error {
 	return nil
 }
 
-func (b *Backend) object(id, name string, kind storage.Kind, parent string) (storage.Object, error) {
+// object reads the object id is, named name, as the storage has it now.
+func (b *Backend) object(id, name string, kind storage.Kind) (storage.Object, error) {
 	p, _, err := b.path(id)
 	if err != nil {
 		return storage.Object{}, err
@@ -209,11 +221,42 @@ func (b *Backend) object(id, name string, kind storage.Kind, parent string) (sto
 	if !isSubvolume(p) {
 		return storage.Object{}, fmt.Errorf("%s %q: %w", kind, name, storage.ErrNotFound)
 	}
-	o := storage.Object{ID: id, Name: name, Kind: kind, Parent: parent, Labels: b.readLabels(id)}
-	if t, err := creationTime(p); err == nil {
-		o.Created = t
+	sv, err := getSubvol(p)
+	if err != nil {
+		if !isSubvolume(p) {
+			return storage.Object{}, fmt.Errorf("%s %q: %w", kind, name, storage.ErrNotFound)
+		}
+		return storage.Object{}, fmt.Errorf("%s %q: %w", kind, name, err)
+	}
+	o := storage.Object{ID: id, Identity: sv.uuid, Name: name, Kind: kind, Created: sv.created, Labels: b.readLabels(id)}
+	switch kind {
+	case storage.KindSnapshot:
+		o.Parent = storage.SnapshotParent(o.Labels, sv.parentUUID)
+	case storage.KindClone:
+		o.Parent = sv.parentUUID
 	}
 	return o, nil
+}
+
+// volumeOf is the volume source stands for now: found by its ID, which is
+// all the driver may have, and ErrNotFound when the volume there is not
+// the one source was (removed, and its name reused since).
+func (b *Backend) volumeOf(source storage.Object) (storage.Object, error) {
+	_, kind, err := b.path(source.ID)
+	if err != nil {
+		return storage.Object{}, err
+	}
+	if kind != storage.KindVolume {
+		return storage.Object{}, fmt.Errorf("%s is not a volume", source.ID)
+	}
+	v, err := b.object(source.ID, path.Base(source.ID), storage.KindVolume)
+	if err != nil {
+		return storage.Object{}, err
+	}
+	if source.Identity != "" && v.Identity != source.Identity {
+		return storage.Object{}, fmt.Errorf("volume %q (%s) was removed; the volume of that name now is another one (%s): %w", v.Name, source.Identity, v.Identity, storage.ErrNotFound)
+	}
+	return v, nil
 }
 
 func checkName(what, name string) error {
@@ -235,21 +278,57 @@ func (b *Backend) Volume(_ context.Context, name string) (storage.Object, error)
 	if err := checkName("volume", name); err != nil {
 		return storage.Object{}, err
 	}
-	return b.object(dirVolumes+"/"+name, name, storage.KindVolume, "")
+	return b.object(dirVolumes+"/"+name, name, storage.KindVolume)
 }
 
-func (b *Backend) CreateVolume(ctx context.Context, name string, _ map[string]string) (storage.Object, error) {
+// madeVolume reports whether labels say snapvol made the volume they
+// belong to. Volumes made before volumes were labelled cannot be told from
+// volumes made by hand, and count as not snapvol's: adopting production,
+// or deleting it, is the one mistake this backend must never make.
+func madeVolume(labels map[string]string) bool {
+	k, ok := storage.KindOf(labels)
+	return ok && k == storage.KindVolume
+}
+
+// CreateVolume writes the label, then the subvolume, as make does, so a
+// crash leaves a stale label (dropped at Open) or a labelled volume.
+func (b *Backend) CreateVolume(_ context.Context, name string, _ map[string]string) (storage.Object, error) {
 	if err := checkName("volume", name); err != nil {
 		return storage.Object{}, err
 	}
+	id := dirVolumes + "/" + name
+	defer b.names.Lock(id)()
 	p := filepath.Join(b.root, dirVolumes, name)
-	if err := subvolCreate(p); err != nil && !errors.Is(err, unix.EEXIST) {
-		return storage.Object{}, wrapErr(err)
+	foreign := fmt.Errorf("%w: volume %q is in the pool and was not made by snapvol; clone it with %s@latest instead of creating it", storage.ErrForeign, name, name)
+	if isSubvolume(p) {
+		v, err := b.object(id, name, storage.KindVolume)
+		if err != nil {
+			return storage.Object{}, err
+		}
+		if !madeVolume(v.Labels) {
+			return storage.Object{}, foreign
+		}
+		return v, nil
 	}
-	return b.Volume(ctx, name)
+	if err := b.writeLabels(id, storage.VolumeLabels()); err != nil {
+		return storage.Object{}, fmt.Errorf("volume %q: %w", name, wrapErr(err))
+	}
+	if err := subvolCreate(p); err != nil {
+		// Under the name's lock the label is this call's alone to take back.
+		os.Remove(labelFile(b.root, id))
+		if errors.Is(err, unix.EEXIST) {
+			return storage.Object{}, foreign // made by someone else meanwhile
+		}
+		return storage.Object{}, fmt.Errorf("volume %q: %w", name, wrapErr(err))
+	}
+	return b.object(id, name, storage.KindVolume)
 }
 
-func (b *Backend) RemoveVolume(_ context.Context, v storage.Object) error {
+// RemoveVolume deletes a volume snapvol made and the plugin's snapshots of
+// it. Others' snapshots stay: a btrfs snapshot does not need its source,
+// and keyed by the removed volume's UUID it is never offered for a later
+// volume of the same name.
+func (b *Backend) RemoveVolume(ctx context.Context, v storage.Object) error {
 	p, kind, err := b.path(v.ID)
 	if err != nil {
 		return err
@@ -257,14 +336,46 @@ func (b *Backend) RemoveVolume(_ context.Context, v storage.Object) error {
 	if kind != storage.KindVolume {
 		return fmt.Errorf("%s is not a volume: %w", v.ID, storage.ErrProtected)
 	}
-	if !isSubvolume(p) {
+	defer b.names.Lock(v.ID)()
+	cur, err := b.volumeOf(v)
+	if errors.Is(err, storage.ErrNotFound) {
 		return nil
 	}
-	return subvolDelete(p)
+	if err != nil {
+		return err
+	}
+	if !madeVolume(cur.Labels) {
+		return fmt.Errorf("volume %q was not made by snapvol: %w", cur.Name, storage.ErrProtected)
+	}
+	snaps, err := b.Snapshots(ctx, cur)
+	if err != nil {
+		return err
+	}
+	for _, s := range snaps {
+		if k, ok := storage.KindOf(s.Labels); ok && k == storage.KindSnapshot {
+			if err := b.Delete(ctx, s.ID); err != nil {
+				return fmt.Errorf("volume %q: deleting its snapshot %q: %w", cur.Name, s.Name, err)
+			}
+		}
+	}
+	if err := subvolDelete(p); err != nil {
+		return fmt.Errorf("volume %q: %w", cur.Name, err)
+	}
+	if err := os.Remove(labelFile(b.root, v.ID)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
+// Snapshots reads the directory named after the source, as pools have
+// always been laid out, and keeps what belongs to the source's UUID: a
+// directory of a removed volume's name may hold its snapshots still.
 func (b *Backend) Snapshots(_ context.Context, source storage.Object) ([]storage.Object, error) {
-	dir := filepath.Join(b.root, dirSnapshots, source.Name)
+	ident, name, ok, err := b.identity(source)
+	if err != nil || !ok {
+		return nil, err
+	}
+	dir := filepath.Join(b.root, dirSnapshots, name)
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -274,18 +385,63 @@ func (b *Backend) Snapshots(_ context.Context, source storage.Object) ([]storage
 	}
 	var out []storage.Object
 	for _, e := range ents {
-		if o, err := b.object(dirSnapshots+"/"+source.Name+"/"+e.Name(), e.Name(), storage.KindSnapshot, source.ID); err == nil {
+		o, err := b.object(dirSnapshots+"/"+name+"/"+e.Name(), e.Name(), storage.KindSnapshot)
+		if err == nil && belongs(o, ident) {
 			out = append(out, o)
 		}
 	}
 	return out, nil
 }
 
+// identity is the UUID and name of source, looked up by ID when the caller
+// has no UUID; ok is false when the source is gone and its UUID unknown,
+// so nothing can be said to belong to it.
+func (b *Backend) identity(source storage.Object) (ident, name string, ok bool, err error) {
+	_, kind, err := b.path(source.ID)
+	if err != nil {
+		return "", "", false, err
+	}
+	if kind != storage.KindVolume {
+		return "", "", false, fmt.Errorf("%s is not a volume", source.ID)
+	}
+	name = path.Base(source.ID)
+	if source.Identity != "" {
+		return source.Identity, name, true, nil
+	}
+	v, err := b.object(source.ID, name, storage.KindVolume)
+	if errors.Is(err, storage.ErrNotFound) {
+		return "", name, false, nil
+	}
+	if err != nil {
+		return "", "", false, err
+	}
+	return v.Identity, name, true, nil
+}
+
+// belongs reports whether snapshot s is the source ident's. Where the
+// kernel cannot say (no UUIDs), the directory alone decides, as it did
+// before snapshots were keyed by UUID.
+func belongs(s storage.Object, ident string) bool {
+	return ident == "" || s.Parent == ident
+}
+
 func (b *Backend) SnapshotByName(_ context.Context, source storage.Object, name string) (storage.Object, error) {
 	if err := checkName("snapshot", name); err != nil {
 		return storage.Object{}, err
 	}
-	return b.object(dirSnapshots+"/"+source.Name+"/"+name, name, storage.KindSnapshot, source.ID)
+	ident, src, ok, err := b.identity(source)
+	if err != nil {
+		return storage.Object{}, err
+	}
+	notFound := fmt.Errorf("snapshot %q of volume %q: %w", name, src, storage.ErrNotFound)
+	if !ok {
+		return storage.Object{}, notFound
+	}
+	o, err := b.object(dirSnapshots+"/"+src+"/"+name, name, storage.KindSnapshot)
+	if errors.Is(err, storage.ErrNotFound) || (err == nil && !belongs(o, ident)) {
+		return storage.Object{}, notFound
+	}
+	return o, err
 }
 
 func randHex(n int) string {
@@ -295,17 +451,18 @@ func randHex(n int) string {
 }
 
 func (b *Backend) Snapshot(_ context.Context, source storage.Object, labels map[string]string) (storage.Object, error) {
-	src, kind, err := b.path(source.ID)
-	if err != nil || kind != storage.KindVolume {
-		return storage.Object{}, fmt.Errorf("cannot snapshot %q: not a volume", source.ID)
+	v, err := b.volumeOf(source)
+	if err != nil {
+		return storage.Object{}, fmt.Errorf("snapshot of volume %q: %w", source.Name, err)
 	}
+	src, _, _ := b.path(v.ID)
 	// A valid snapshot word, so users can also name it as @REF.
 	name := "snapvol-" + time.Now().UTC().Format("20060102-150405.000000") + "-" + randHex(2)
-	id := dirSnapshots + "/" + source.Name + "/" + name
-	if err := os.MkdirAll(filepath.Join(b.root, dirSnapshots, source.Name), 0o755); err != nil {
+	id := dirSnapshots + "/" + v.Name + "/" + name
+	if err := os.MkdirAll(filepath.Join(b.root, dirSnapshots, v.Name), 0o755); err != nil {
 		return storage.Object{}, err
 	}
-	return b.make(id, name, storage.KindSnapshot, source.ID, labels, func(dst string) error {
+	return b.make(id, name, storage.KindSnapshot, storage.WithSourceID(labels, v.Identity), func(dst string) error {
 		return snapCreate(src, dst, true)
 	})
 }
@@ -315,15 +472,18 @@ func (b *Backend) Clone(_ context.Context, snap storage.Object, labels map[strin
 	if err != nil || kind != storage.KindSnapshot {
 		return storage.Object{}, fmt.Errorf("cannot clone %q: not a snapshot", snap.ID)
 	}
+	if !isSubvolume(src) {
+		return storage.Object{}, fmt.Errorf("clone of snapshot %q: %w", snap.Name, storage.ErrNotFound)
+	}
 	name := "c-" + randHex(12)
-	return b.make(dirClones+"/"+name, name, storage.KindClone, snap.ID, labels, func(dst string) error {
+	return b.make(dirClones+"/"+name, name, storage.KindClone, labels, func(dst string) error {
 		return b.staged(src, dst)
 	})
 }
 
 // make writes the labels, then the object, so that whatever a crash leaves
 // is either a stale label (dropped at Open) or a labelled object.
-func (b *Backend) make(id, name string, kind storage.Kind, parent string, labels map[string]string, create func(dst string) error) (storage.Object, error) {
+func (b *Backend) make(id, name string, kind storage.Kind, labels map[string]string, create func(dst string) error) (storage.Object, error) {
 	dst, _, err := b.path(id)
 	if err != nil {
 		return storage.Object{}, err
@@ -335,25 +495,32 @@ func (b *Backend) make(id, name string, kind storage.Kind, parent string, labels
 		os.Remove(labelFile(b.root, id))
 		return storage.Object{}, wrapErr(err)
 	}
-	return b.object(id, name, kind, parent)
+	return b.object(id, name, kind)
 }
 
+// Delete destroys a clone (clones/ holds nothing but the plugin's) or a
+// snapshot labelled as the plugin's. An object that is gone is success,
+// whatever its labels were: its label file may be gone with it.
 func (b *Backend) Delete(_ context.Context, id string) error {
 	p, kind, err := b.path(id)
 	if err != nil {
 		return err
 	}
-	labels := b.readLabels(id)
-	switch {
-	case kind == storage.KindClone:
-	case kind == storage.KindSnapshot && labels[storage.LabelOwner] == "1":
-	default:
-		return fmt.Errorf("delete %s: %w", id, storage.ErrProtected)
-	}
-	if isSubvolume(p) {
-		if err := subvolDelete(p); err != nil {
+	if !isSubvolume(p) {
+		if err := os.Remove(labelFile(b.root, id)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
+		return nil
+	}
+	k, ours := storage.KindOf(b.readLabels(id))
+	switch {
+	case kind == storage.KindClone:
+	case kind == storage.KindSnapshot && ours && k == storage.KindSnapshot:
+	default:
+		return fmt.Errorf("delete %s: not a snapshot or clone snapvol made: %w", id, storage.ErrProtected)
+	}
+	if err := subvolDelete(p); err != nil && isSubvolume(p) {
+		return err
 	}
 	if err := os.Remove(labelFile(b.root, id)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
@@ -361,6 +528,8 @@ func (b *Backend) Delete(_ context.Context, id string) error {
 	return nil
 }
 
+// Owned lists clones/ (all the plugin's), and the volumes and snapshots
+// labelled as the plugin's.
 func (b *Backend) Owned(_ context.Context) ([]storage.Object, error) {
 	var out []storage.Object
 	clones, err := os.ReadDir(filepath.Join(b.root, dirClones))
@@ -368,15 +537,26 @@ func (b *Backend) Owned(_ context.Context) ([]storage.Object, error) {
 		return nil, err
 	}
 	for _, e := range clones {
-		o, err := b.object(dirClones+"/"+e.Name(), e.Name(), storage.KindClone, "")
+		o, err := b.object(dirClones+"/"+e.Name(), e.Name(), storage.KindClone)
 		if err != nil {
 			continue
 		}
-		if o.Labels == nil {
-			// clones/ holds only plugin objects: an unlabelled one is an orphan.
-			o.Labels = map[string]string{storage.LabelOwner: "1"}
+		if k, ok := storage.KindOf(o.Labels); !ok || k != storage.KindClone {
+			// A clone whose label is lost or garbled is still an orphan
+			// the sweep must find.
+			o.Labels = map[string]string{storage.LabelOwner: "1", storage.LabelKind: string(storage.KindClone)}
 		}
 		out = append(out, o)
+	}
+	vols, err := os.ReadDir(filepath.Join(b.root, dirVolumes))
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range vols {
+		o, err := b.object(dirVolumes+"/"+e.Name(), e.Name(), storage.KindVolume)
+		if err == nil && madeVolume(o.Labels) {
+			out = append(out, o)
+		}
 	}
 	sources, err := os.ReadDir(filepath.Join(b.root, dirSnapshots))
 	if err != nil {
@@ -385,8 +565,8 @@ func (b *Backend) Owned(_ context.Context) ([]storage.Object, error) {
 	for _, s := range sources {
 		snaps, _ := os.ReadDir(filepath.Join(b.root, dirSnapshots, s.Name()))
 		for _, e := range snaps {
-			o, err := b.object(dirSnapshots+"/"+s.Name()+"/"+e.Name(), e.Name(), storage.KindSnapshot, dirVolumes+"/"+s.Name())
-			if err == nil && o.Owned() {
+			o, err := b.object(dirSnapshots+"/"+s.Name()+"/"+e.Name(), e.Name(), storage.KindSnapshot)
+			if k, ok := storage.KindOf(o.Labels); err == nil && ok && k == storage.KindSnapshot {
 				out = append(out, o)
 			}
 		}
