@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 
 	"github.com/libopenstorage/openstorage/api"
 
@@ -37,8 +36,6 @@ import (
 // mountinfo (DetectMountRoot). Every Mount checks that the server's mount
 // did appear at the target, so a wrong mapping fails loudly instead of
 // giving a container an empty directory.
-
-var errNotEmpty = syscall.ENOTEMPTY
 
 var propagatedMountRe = regexp.MustCompile(`/plugins/[0-9a-f]{64}/propagated-mount$`)
 
@@ -81,14 +78,15 @@ func (b *Backend) Mount(ctx context.Context, id, target string) error {
 	if mountpoint.IsMountPoint(target) {
 		return nil
 	}
-	if err := os.MkdirAll(target, 0o755); err != nil {
-		return fmt.Errorf("creating mount point %s: %w", target, err)
-	}
+	// Looked up first: a volume that is gone leaves no mount point.
 	v, err := b.rest.inspect(ctx, id)
 	if err != nil {
-		return err
+		return fmt.Errorf("mount %s: %w", id, err)
 	}
 	name := volumeName(v)
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		return fmt.Errorf("creating mount point %s for %q: %w", target, name, err)
+	}
 	for _, p := range v.AttachPath {
 		if filepath.Clean(p) == host {
 			// The server still counts a mount that is gone (a reboot, or a
@@ -108,7 +106,7 @@ func (b *Backend) Mount(ctx context.Context, id, target string) error {
 			// Filesystem drivers (btrfs, vfs, nfs) have no device to attach.
 			wasAttached = true
 		case err != nil:
-			os.Remove(target)
+			_ = mountpoint.RemoveMountPoint(target)
 			return err
 		}
 	}
@@ -116,7 +114,7 @@ func (b *Backend) Mount(ctx context.Context, id, target string) error {
 		if err := b.release(ctx, v, host, !wasAttached); err != nil {
 			cause = fmt.Errorf("%w (undoing it also failed: %v)", cause, err)
 		}
-		os.Remove(target)
+		_ = mountpoint.RemoveMountPoint(target)
 		return cause
 	}
 	if _, err := b.rest.set(ctx, fmt.Sprintf("mounting %q (%s) at %s", name, id, host), id, &api.VolumeSetRequest{
@@ -163,11 +161,17 @@ func notMounted(err error) bool {
 }
 
 // Unmount has the server unmount the volume from target's host path and
-// detach it once nothing else holds it, then removes the mount point.
+// detach it once nothing else holds it, then removes the mount point if
+// it is empty. Without an id (a stray mount) only this host's mount goes;
+// the server's record of it, if any, is cleared when the object is
+// deleted (detachAll) or mounted there again.
 func (b *Backend) Unmount(ctx context.Context, id, target string) error {
 	host, err := b.hostPath(target)
 	if err != nil {
 		return err
+	}
+	if id == "" {
+		return mountpoint.Unbind(target)
 	}
 	v, err := b.rest.inspect(ctx, id)
 	switch {
@@ -203,10 +207,8 @@ func (b *Backend) Unmount(ctx context.Context, id, target string) error {
 			return err
 		}
 	}
-	// A directory someone wrote into while nothing was mounted stays:
-	// that data is not the clone's, and the next Mount covers it.
-	if err := os.Remove(target); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, errNotEmpty) {
-		return fmt.Errorf("removing mount point %s: %w", target, err)
+	if err := mountpoint.RemoveMountPoint(target); err != nil {
+		return fmt.Errorf("%q (%s): %w", volumeName(v), id, err)
 	}
 	return nil
 }

@@ -24,20 +24,6 @@ import (
 	"github.com/snapvol/snapvol/storage"
 )
 
-// Labels this backend adds to the driver's on everything it makes.
-const (
-	// LabelInstance names the snapvol instance (one bbolt database) that
-	// made an object. Clones are per host while a Portworx cluster is
-	// shared: without it, one host's orphan sweep would destroy another
-	// host's clones.
-	LabelInstance = "snapvol.instance"
-	// LabelHost is the hostname, for people reading pxctl output.
-	LabelHost = "snapvol.host"
-	// LabelCreated marks a regular volume snapvol created (docker volume
-	// create of a plain name); only those may be deleted by RemoveVolume.
-	LabelCreated = "snapvol.created"
-)
-
 // DefaultSize is the size of a regular volume created without size=.
 const DefaultSize = 1 << 30
 
@@ -220,21 +206,20 @@ func (b *Backend) Close() error {
 	return nil
 }
 
+// ours reports whether this instance made the object labels belong to;
+// objects of other instances sharing the cluster are never touched.
 func (b *Backend) ours(labels map[string]string) bool {
-	return labels[storage.LabelOwner] == "1" && labels[LabelInstance] == b.cfg.Instance
+	_, ok := storage.KindOf(labels)
+	return ok && labels[storage.LabelInstance] == b.cfg.Instance
 }
 
-// isPluginClone and isPluginSnapshot classify objects any snapvol made,
-// whatever the instance, so one host never takes another's clone for a
-// source or a snapshot.
-func isPluginClone(v *api.Volume) bool {
-	l := locatorLabels(v)
-	return l[storage.LabelOwner] == "1" && l[storage.LabelVolume] != ""
-}
+// kindOf classifies what any snapvol instance made, so one host never
+// takes another's clone for a source or a snapshot.
+func kindOf(v *api.Volume) (storage.Kind, bool) { return storage.KindOf(locatorLabels(v)) }
 
-func isPluginSnapshot(v *api.Volume) bool {
-	l := locatorLabels(v)
-	return l[storage.LabelOwner] == "1" && l[storage.LabelVolume] == ""
+func isKind(v *api.Volume, k storage.Kind) bool {
+	got, ok := kindOf(v)
+	return ok && got == k
 }
 
 func locatorLabels(v *api.Volume) map[string]string {
@@ -273,19 +258,37 @@ func copyLabels(l map[string]string) map[string]string {
 	return out
 }
 
+// object is v as a storage.Object. The volume ID is the Identity: the
+// server never gives it to another volume.
 func (b *Backend) object(v *api.Volume, kind storage.Kind) storage.Object {
-	return storage.Object{
-		ID: v.Id, Name: volumeName(v), Kind: kind, Parent: parentOf(v),
+	o := storage.Object{
+		ID: v.Id, Identity: v.Id, Name: volumeName(v), Kind: kind,
 		Created: created(v), Labels: copyLabels(locatorLabels(v)),
 	}
+	switch kind {
+	case storage.KindSnapshot:
+		o.Parent = storage.SnapshotParent(o.Labels, parentOf(v))
+	case storage.KindClone:
+		o.Parent = parentOf(v)
+	}
+	return o
+}
+
+// identity is o's Identity, which is its ID here when the caller has only
+// that.
+func identity(o storage.Object) string {
+	if o.Identity != "" {
+		return o.Identity
+	}
+	return o.ID
 }
 
 // labels adds this instance's labels to the driver's.
 func (b *Backend) labels(l map[string]string) map[string]string {
 	out := copyLabels(l)
-	out[LabelInstance] = b.cfg.Instance
+	out[storage.LabelInstance] = b.cfg.Instance
 	if b.host != "" {
-		out[LabelHost] = b.host
+		out[storage.LabelHost] = b.host
 	}
 	return out
 }
@@ -301,7 +304,10 @@ func (b *Backend) find(ctx context.Context, name string) (*api.Volume, error) {
 	}
 	var match []*api.Volume
 	for _, v := range vols {
-		if v == nil || volumeName(v) != name || v.IsSnapshot() || isPluginClone(v) || isPluginSnapshot(v) {
+		if v == nil || volumeName(v) != name || v.IsSnapshot() {
+			continue
+		}
+		if k, ok := kindOf(v); ok && k != storage.KindVolume {
 			continue
 		}
 		match = append(match, v)
@@ -348,7 +354,7 @@ func (b *Backend) CreateVolume(ctx context.Context, name string, opts map[string
 		sp.Size = DefaultSize
 	}
 	loc.Name = name
-	for k, v := range b.labels(map[string]string{LabelCreated: "1"}) {
+	for k, v := range b.labels(storage.VolumeLabels()) {
 		loc.VolumeLabels[k] = v
 	}
 	what := fmt.Sprintf("creating volume %q", name)
@@ -363,9 +369,10 @@ func (b *Backend) CreateVolume(ctx context.Context, name string, opts map[string
 	return b.object(v, storage.KindVolume), nil
 }
 
+// createdByUs: volumes made before LabelKind carry LabelCreated, which
+// KindOf reads as a volume too.
 func (b *Backend) createdByUs(v *api.Volume) bool {
-	l := locatorLabels(v)
-	return l[LabelCreated] == "1" && l[LabelInstance] == b.cfg.Instance
+	return isKind(v, storage.KindVolume) && b.ours(locatorLabels(v))
 }
 
 func checkUserLabels(l map[string]string) error {
@@ -380,7 +387,8 @@ func checkUserLabels(l map[string]string) error {
 // RemoveVolume deletes a volume snapvol created, after the snapshots this
 // instance took of it (the one kept for @latest, typically): OpenStorage
 // servers refuse to delete a volume that has snapshots. Snapshots others
-// took are left alone, so the server's refusal is passed on then.
+// took are left alone, so the server's refusal is passed on then, as
+// ErrBusy.
 func (b *Backend) RemoveVolume(ctx context.Context, obj storage.Object) error {
 	v, err := b.rest.inspect(ctx, obj.ID)
 	if errors.Is(err, storage.ErrNotFound) {
@@ -392,14 +400,14 @@ func (b *Backend) RemoveVolume(ctx context.Context, obj storage.Object) error {
 	if !b.createdByUs(v) {
 		return fmt.Errorf("volume %q (%s) was not created by this snapvol: %w", volumeName(v), v.Id, storage.ErrProtected)
 	}
-	snaps, err := b.rest.snapEnumerate(ctx, fmt.Sprintf("listing snapshots of %q", volumeName(v)), []string{v.Id}, nil)
+	snaps, err := b.Snapshots(ctx, b.object(v, storage.KindVolume))
 	if err != nil {
 		return err
 	}
 	for _, s := range snaps {
-		if s != nil && parentOf(s) == v.Id && isPluginSnapshot(s) && b.ours(locatorLabels(s)) {
-			if err := b.Delete(ctx, s.Id); err != nil {
-				return fmt.Errorf("deleting snapshot %q of volume %q: %w", volumeName(s), volumeName(v), err)
+		if k, ok := storage.KindOf(s.Labels); ok && k == storage.KindSnapshot && b.ours(s.Labels) {
+			if err := b.Delete(ctx, s.ID); err != nil {
+				return fmt.Errorf("deleting snapshot %q of volume %q: %w", s.Name, volumeName(v), err)
 			}
 		}
 	}
@@ -409,16 +417,22 @@ func (b *Backend) RemoveVolume(ctx context.Context, obj storage.Object) error {
 	return b.deleteID(ctx, fmt.Sprintf("deleting volume %q (%s)", volumeName(v), v.Id), v.Id)
 }
 
-// children lists what the server holds with parent as its source.
+// children lists what the server holds as made from source that belongs
+// to it, clones left out. A snapshot made from source but labelled as
+// another source's (storage.LabelSourceID) is that source's.
 func (b *Backend) children(ctx context.Context, source storage.Object) ([]*api.Volume, error) {
 	vols, err := b.rest.snapEnumerate(ctx, fmt.Sprintf("listing snapshots of %q", source.Name), []string{source.ID}, nil)
 	if err != nil {
 		return nil, err
 	}
+	ident := identity(source)
 	out := vols[:0]
 	for _, v := range vols {
 		// Filtered here too: some servers ignore or mangle the ID filter.
-		if v != nil && parentOf(v) == source.ID && !isPluginClone(v) {
+		if v == nil || parentOf(v) != source.ID || isKind(v, storage.KindClone) {
+			continue
+		}
+		if storage.SnapshotParent(locatorLabels(v), parentOf(v)) == ident {
 			out = append(out, v)
 		}
 	}
@@ -438,7 +452,7 @@ func (b *Backend) Snapshots(ctx context.Context, source storage.Object) ([]stora
 	}
 	var out []storage.Object
 	for _, v := range vols {
-		if v.Readonly || isPluginSnapshot(v) {
+		if v.Readonly || isKind(v, storage.KindSnapshot) {
 			out = append(out, b.object(v, storage.KindSnapshot))
 		}
 	}
@@ -473,7 +487,7 @@ func snapName() string {
 }
 
 func (b *Backend) Snapshot(ctx context.Context, source storage.Object, labels map[string]string) (storage.Object, error) {
-	loc := &api.VolumeLocator{Name: snapName(), VolumeLabels: b.labels(labels)}
+	loc := &api.VolumeLocator{Name: snapName(), VolumeLabels: b.labels(storage.WithSourceID(labels, identity(source)))}
 	what := fmt.Sprintf("taking a snapshot of %q", source.Name)
 	id, err := b.rest.snapshot(ctx, what, &api.SnapCreateRequest{Id: source.ID, Readonly: true, Locator: loc})
 	if err != nil {
@@ -482,7 +496,8 @@ func (b *Backend) Snapshot(ctx context.Context, source storage.Object, labels ma
 	// The server's ctime is read back by later listings; until then the
 	// snapshot is as old as this call.
 	return storage.Object{
-		ID: id, Name: loc.Name, Kind: storage.KindSnapshot, Parent: source.ID,
+		ID: id, Identity: id, Name: loc.Name, Kind: storage.KindSnapshot,
+		Parent:  storage.SnapshotParent(loc.VolumeLabels, source.ID),
 		Created: time.Now().UTC(), Labels: copyLabels(loc.VolumeLabels),
 	}, nil
 }
@@ -503,7 +518,7 @@ func (b *Backend) Clone(ctx context.Context, snap storage.Object, labels map[str
 		return storage.Object{}, err
 	}
 	obj := storage.Object{
-		ID: id, Name: loc.Name, Kind: storage.KindClone, Parent: snap.ID,
+		ID: id, Identity: id, Name: loc.Name, Kind: storage.KindClone, Parent: snap.ID,
 		Created: time.Now().UTC(), Labels: copyLabels(loc.VolumeLabels),
 	}
 	if sp == nil {
@@ -571,7 +586,7 @@ func (b *Backend) Delete(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if !b.ours(locatorLabels(v)) || !(isPluginClone(v) || isPluginSnapshot(v)) {
+	if !b.ours(locatorLabels(v)) || !(isKind(v, storage.KindClone) || isKind(v, storage.KindSnapshot)) {
 		return fmt.Errorf("delete %q (%s): not a snapshot or clone this snapvol made: %w", volumeName(v), id, storage.ErrProtected)
 	}
 	if err := b.detachAll(ctx, v); err != nil {
@@ -618,8 +633,11 @@ func (b *Backend) detach(ctx context.Context, v *api.Volume) error {
 	return err
 }
 
+// Owned lists what this instance made. Volumes made before LabelKind
+// carry no LabelOwner and are not listed: the driver looks for clones and
+// snapshots here, and those always had it.
 func (b *Backend) Owned(ctx context.Context) ([]storage.Object, error) {
-	sel := map[string]string{storage.LabelOwner: "1", LabelInstance: b.cfg.Instance}
+	sel := map[string]string{storage.LabelOwner: "1", storage.LabelInstance: b.cfg.Instance}
 	vols, err := b.rest.enumerate(ctx, "listing snapvol's volumes", &api.VolumeLocator{VolumeLabels: sel}, nil)
 	if err != nil {
 		return nil, err
@@ -638,12 +656,8 @@ func (b *Backend) Owned(ctx context.Context) ([]storage.Object, error) {
 			continue
 		}
 		seen[v.Id] = true
-		switch {
-		case isPluginClone(v):
-			out = append(out, b.object(v, storage.KindClone))
-		case isPluginSnapshot(v):
-			out = append(out, b.object(v, storage.KindSnapshot))
-		}
+		k, _ := kindOf(v)
+		out = append(out, b.object(v, k))
 	}
 	return out, nil
 }

@@ -151,7 +151,7 @@ func TestCloneLifecycleMovesRealData(t *testing.T) {
 	if cv.Spec.HaLevel != 1 || cv.Spec.Cos != api.CosType_LOW {
 		t.Errorf("clone spec: repl=%d cos=%v; want the options repl=1 io_priority=low applied", cv.Spec.HaLevel, cv.Spec.Cos)
 	}
-	if cv.Locator.VolumeLabels[storage.LabelVolume] != "app-production@latest" || cv.Locator.VolumeLabels[portworx.LabelInstance] != "0123456789abcdef" {
+	if cv.Locator.VolumeLabels[storage.LabelVolume] != "app-production@latest" || cv.Locator.VolumeLabels[storage.LabelInstance] != "0123456789abcdef" {
 		t.Errorf("clone labels = %v", cv.Locator.VolumeLabels)
 	}
 
@@ -180,22 +180,19 @@ func TestCloneLifecycleMovesRealData(t *testing.T) {
 	}
 
 	owned, err := e.b.Owned(c)
-	if err != nil || len(owned) != 2 {
-		t.Fatalf("Owned = %+v, %v; want the snapshot and the clone", owned, err)
+	if err != nil || len(owned) != 3 {
+		t.Fatalf("Owned = %+v, %v; want the volume, the snapshot and the clone", owned, err)
 	}
 	for _, o := range owned {
-		want := storage.KindSnapshot
-		if o.ID == clone.ID {
-			want = storage.KindClone
-		}
+		want := map[string]storage.Kind{src.ID: storage.KindVolume, snap.ID: storage.KindSnapshot, clone.ID: storage.KindClone}[o.ID]
 		if o.Kind != want {
 			t.Errorf("Owned: %s is %s, want %s", o.Name, o.Kind, want)
 		}
 	}
 
 	// Deleting the snapshot under a clone is the server's to refuse.
-	if err := e.b.Delete(c, snap.ID); err == nil || !strings.Contains(err.Error(), "snapshots") {
-		t.Errorf("delete of a snapshot with a clone: %v; want the server's refusal", err)
+	if err := e.b.Delete(c, snap.ID); !errors.Is(err, storage.ErrBusy) || !strings.Contains(err.Error(), "snapshots") {
+		t.Errorf("delete of a snapshot with a clone: %v; want the server's refusal, as ErrBusy", err)
 	}
 	if err := e.b.Unmount(c, clone.ID, mp); err != nil {
 		t.Fatalf("unmount clone: %v", err)
@@ -222,8 +219,8 @@ func TestCloneLifecycleMovesRealData(t *testing.T) {
 	if err := e.b.Delete(c, snap.ID); err != nil {
 		t.Fatalf("delete snapshot: %v", err)
 	}
-	if owned, err := e.b.Owned(c); err != nil || len(owned) != 0 {
-		t.Fatalf("Owned after deleting = %+v, %v", owned, err)
+	if owned, err := e.b.Owned(c); err != nil || len(owned) != 1 || owned[0].ID != src.ID {
+		t.Fatalf("Owned after deleting = %+v, %v; want only the volume", owned, err)
 	}
 	if err := e.b.Delete(c, src.ID); !errors.Is(err, storage.ErrProtected) {
 		t.Fatalf("Delete(source) = %v; want ErrProtected", err)

@@ -176,6 +176,9 @@ func serverError(what, msg string) error {
 	if notFoundText(msg) {
 		return fmt.Errorf("%s: %w: %s", what, storage.ErrNotFound, msg)
 	}
+	if hasSnapsText(msg) {
+		return fmt.Errorf("%s: %w: the OpenStorage server said: %s", what, storage.ErrBusy, msg)
+	}
 	return fmt.Errorf("%s: the OpenStorage server said: %s", what, msg)
 }
 
@@ -191,6 +194,13 @@ func notFoundText(msg string) bool {
 		}
 	}
 	return false
+}
+
+// hasSnapsText recognises volume.ErrVolHasSnaps ("Volume has snapshots
+// associated"): the server keeps a volume while snapshots or clones of it
+// exist.
+func hasSnapsText(msg string) bool {
+	return strings.Contains(strings.ToLower(msg), "has snapshots")
 }
 
 // The calls below are those of api/client/volume's volumeClient.
