@@ -30,17 +30,14 @@ func pxEnv(srv *osdserver.Server, extra map[string]string) map[string]string {
 	return env
 }
 
-// pxObjects lists the server's objects the plugin made: clones (with a
-// volume label) and snapshots (without).
+// pxObjects lists the server's clones and snapshots the plugin made, as
+// their labels say (storage.KindOf).
 func pxObjects(srv *osdserver.Server) (clones, snaps []*api.Volume) {
 	for _, v := range srv.Volumes() {
-		l := v.GetLocator().GetVolumeLabels()
-		if l[storage.LabelOwner] != "1" {
-			continue
-		}
-		if l[storage.LabelVolume] != "" {
+		switch k, _ := storage.KindOf(v.GetLocator().GetVolumeLabels()); k {
+		case storage.KindClone:
 			clones = append(clones, v)
-		} else {
+		case storage.KindSnapshot:
 			snaps = append(snaps, v)
 		}
 	}
@@ -364,7 +361,7 @@ func TestPortworxRemoveWhileDown(t *testing.T) {
 	}
 	orphan := func(instance string) string {
 		cid, err := srv.Snapshot(snaps[0].Id, false, &api.VolumeLocator{Name: "orphan-" + instance, VolumeLabels: map[string]string{
-			storage.LabelOwner: "1", storage.LabelVolume: "gone@latest", storage.LabelSource: "app-production", "snapvol.instance": instance,
+			storage.LabelOwner: "1", storage.LabelVolume: "gone@latest", storage.LabelSource: "app-production", storage.LabelInstance: instance,
 		}})
 		mustDo(t, err)
 		return cid
