@@ -114,6 +114,12 @@ type Backend interface {
 	// labels name one already. A source that is gone, or was replaced by a
 	// namesake since source was looked up, is ErrNotFound.
 	Snapshot(ctx context.Context, source Object, labels map[string]string) (Object, error)
+	// SnapshotOf takes a read-only snapshot of clone, a clone of a snapshot
+	// of source (after a masking job wrote to it, say), and files it as a
+	// snapshot of source: it carries LabelSourceID source's Identity, so
+	// Snapshots(source) lists it and SnapshotByName finds it. The clone is
+	// not changed. A clone or source that is gone is ErrNotFound.
+	SnapshotOf(ctx context.Context, clone, source Object, labels map[string]string) (Object, error)
 	// SnapshotByName looks a snapshot that belongs to source up by name
 	// (ErrNotFound if absent).
 	SnapshotByName(ctx context.Context, source Object, name string) (Object, error)

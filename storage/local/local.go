@@ -456,11 +456,41 @@ func (b *Backend) Snapshot(_ context.Context, source storage.Object, labels map[
 		return storage.Object{}, fmt.Errorf("snapshot of volume %q: %w", source.Name, err)
 	}
 	src, _, _ := b.path(v.ID)
+	return b.snapshotInto(v, src, labels)
+}
+
+// SnapshotOf takes a read-only snapshot of the clone into the source's
+// snapshot directory, labelled with the source's UUID: btrfs records the
+// clone as its parent, but the label says whose it is (see
+// storage.SnapshotParent), so Snapshots and SnapshotByName of the source
+// find it. A btrfs snapshot does not depend on what it was taken of, so
+// the clone can be deleted afterwards and the snapshot stays.
+func (b *Backend) SnapshotOf(_ context.Context, clone, source storage.Object, labels map[string]string) (storage.Object, error) {
+	cp, kind, err := b.path(clone.ID)
+	if err != nil {
+		return storage.Object{}, err
+	}
+	if kind != storage.KindClone {
+		return storage.Object{}, fmt.Errorf("snapshot of %s: not a clone", clone.ID)
+	}
+	if !isSubvolume(cp) {
+		return storage.Object{}, fmt.Errorf("snapshot of clone %q (%s): %w", clone.Name, clone.ID, storage.ErrNotFound)
+	}
+	v, err := b.volumeOf(source)
+	if err != nil {
+		return storage.Object{}, fmt.Errorf("snapshot of clone %q as volume %q's: %w", clone.Name, source.Name, err)
+	}
+	return b.snapshotInto(v, cp, labels)
+}
+
+// snapshotInto takes a read-only snapshot of the subvolume src (v itself,
+// or a clone of it) filed under v's snapshot directory as v's.
+func (b *Backend) snapshotInto(v storage.Object, src string, labels map[string]string) (storage.Object, error) {
 	// A valid snapshot word, so users can also name it as @REF.
 	name := "snapvol-" + time.Now().UTC().Format("20060102-150405.000000") + "-" + randHex(2)
 	id := dirSnapshots + "/" + v.Name + "/" + name
-	if err := os.MkdirAll(filepath.Join(b.root, dirSnapshots, v.Name), 0o755); err != nil {
-		return storage.Object{}, err
+	if err := os.MkdirAll(filepath.Join(b.root, dirSnapshots, v.Name), 0o700); err != nil {
+		return storage.Object{}, wrapErr(err)
 	}
 	return b.make(id, name, storage.KindSnapshot, storage.WithSourceID(labels, v.Identity), func(dst string) error {
 		return snapCreate(src, dst, true)

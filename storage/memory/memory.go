@@ -46,7 +46,7 @@ type Hook func(ctx context.Context, c Call) error
 // methods are those a failure can be injected into.
 var methods = map[string]bool{
 	"CheckOptions": true, "Volume": true, "CreateVolume": true, "RemoveVolume": true,
-	"Snapshots": true, "Snapshot": true, "SnapshotByName": true, "Clone": true,
+	"Snapshots": true, "Snapshot": true, "SnapshotOf": true, "SnapshotByName": true, "Clone": true,
 	"Delete": true, "Owned": true, "Mount": true, "Unmount": true, "Close": true,
 }
 
@@ -393,6 +393,26 @@ func (b *Backend) Snapshot(ctx context.Context, source storage.Object, labels ma
 	src, err := b.source(source)
 	if err != nil {
 		return storage.Object{}, fmt.Errorf("snapshot: %w", err)
+	}
+	l := storage.WithSourceID(labels, src.Identity)
+	return b.add(storage.KindSnapshot, fmt.Sprintf("snap%d", b.n+1), storage.SnapshotParent(l, src.Identity), l), nil
+}
+
+func (b *Backend) SnapshotOf(ctx context.Context, clone, source storage.Object, labels map[string]string) (storage.Object, error) {
+	if err := b.enter(ctx, Call{Method: "SnapshotOf", ID: clone.ID}); err != nil {
+		return storage.Object{}, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.fail != nil {
+		return storage.Object{}, b.fail
+	}
+	if c, ok := b.objs[clone.ID]; !ok || c.Kind != storage.KindClone {
+		return storage.Object{}, fmt.Errorf("snapshot of clone %q: %w", clone.ID, storage.ErrNotFound)
+	}
+	src, err := b.source(source)
+	if err != nil {
+		return storage.Object{}, fmt.Errorf("snapshot of clone %q: %w", clone.ID, err)
 	}
 	l := storage.WithSourceID(labels, src.Identity)
 	return b.add(storage.KindSnapshot, fmt.Sprintf("snap%d", b.n+1), storage.SnapshotParent(l, src.Identity), l), nil

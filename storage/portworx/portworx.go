@@ -417,22 +417,36 @@ func (b *Backend) RemoveVolume(ctx context.Context, obj storage.Object) error {
 	return b.deleteID(ctx, fmt.Sprintf("deleting volume %q (%s)", volumeName(v), v.Id), v.Id)
 }
 
-// children lists what the server holds as made from source that belongs
-// to it, clones left out. A snapshot made from source but labelled as
-// another source's (storage.LabelSourceID) is that source's.
+// children lists the snapshots the server holds that belong to source,
+// clones left out: those made from source, unless labelled as another
+// source's (storage.LabelSourceID), and those made from anything else
+// (a clone of source, by SnapshotOf) labelled as source's. Two listings:
+// the server's parent index, and a label selector.
 func (b *Backend) children(ctx context.Context, source storage.Object) ([]*api.Volume, error) {
-	vols, err := b.rest.snapEnumerate(ctx, fmt.Sprintf("listing snapshots of %q", source.Name), []string{source.ID}, nil)
+	what := fmt.Sprintf("listing snapshots of %q", source.Name)
+	vols, err := b.rest.snapEnumerate(ctx, what, []string{source.ID}, nil)
 	if err != nil {
 		return nil, err
 	}
 	ident := identity(source)
-	out := vols[:0]
-	for _, v := range vols {
-		// Filtered here too: some servers ignore or mangle the ID filter.
-		if v == nil || parentOf(v) != source.ID || isKind(v, storage.KindClone) {
+	filed, err := b.rest.snapEnumerate(ctx, what, nil, map[string]string{storage.LabelSourceID: ident})
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var out []*api.Volume
+	for _, v := range append(vols, filed...) {
+		// Filtered here too: some servers ignore or mangle the ID filter,
+		// and some match label keys only.
+		if v == nil || seen[v.Id] || parentOf(v) == "" || isKind(v, storage.KindClone) {
 			continue
 		}
-		if storage.SnapshotParent(locatorLabels(v), parentOf(v)) == ident {
+		l := locatorLabels(v)
+		if parentOf(v) != source.ID && l[storage.LabelSourceID] == "" {
+			continue
+		}
+		if storage.SnapshotParent(l, parentOf(v)) == ident {
+			seen[v.Id] = true
 			out = append(out, v)
 		}
 	}
@@ -498,6 +512,39 @@ func (b *Backend) Snapshot(ctx context.Context, source storage.Object, labels ma
 	return storage.Object{
 		ID: id, Identity: id, Name: loc.Name, Kind: storage.KindSnapshot,
 		Parent:  storage.SnapshotParent(loc.VolumeLabels, source.ID),
+		Created: time.Now().UTC(), Labels: copyLabels(loc.VolumeLabels),
+	}, nil
+}
+
+// SnapshotOf takes a read-only snapshot of the clone (an OpenStorage
+// snapshot of the clone's volume) labelled with source's Identity, which
+// files it as source's (see children). The server records the clone as
+// its parent, so it keeps the clone while the snapshot exists: Delete of
+// the clone is ErrBusy until the snapshot is deleted.
+func (b *Backend) SnapshotOf(ctx context.Context, clone, source storage.Object, labels map[string]string) (storage.Object, error) {
+	cv, err := b.rest.inspect(ctx, clone.ID)
+	if err != nil {
+		return storage.Object{}, fmt.Errorf("snapshot of clone %q: %w", clone.Name, err)
+	}
+	if !isKind(cv, storage.KindClone) || !b.ours(locatorLabels(cv)) {
+		return storage.Object{}, fmt.Errorf("snapshot of %q (%s): not a clone this snapvol made", volumeName(cv), cv.Id)
+	}
+	sv, err := b.rest.inspect(ctx, source.ID)
+	if err != nil {
+		return storage.Object{}, fmt.Errorf("snapshot of clone %q as volume %q's: %w", clone.Name, source.Name, err)
+	}
+	if source.Identity != "" && sv.Id != source.Identity {
+		return storage.Object{}, fmt.Errorf("snapshot of clone %q: volume %q is not %s: %w", clone.Name, source.Name, source.Identity, storage.ErrNotFound)
+	}
+	loc := &api.VolumeLocator{Name: snapName(), VolumeLabels: b.labels(storage.WithSourceID(labels, sv.Id))}
+	what := fmt.Sprintf("taking a snapshot of clone %q for %q", clone.Name, source.Name)
+	id, err := b.rest.snapshot(ctx, what, &api.SnapCreateRequest{Id: cv.Id, Readonly: true, Locator: loc})
+	if err != nil {
+		return storage.Object{}, err
+	}
+	return storage.Object{
+		ID: id, Identity: id, Name: loc.Name, Kind: storage.KindSnapshot,
+		Parent:  storage.SnapshotParent(loc.VolumeLabels, cv.Id),
 		Created: time.Now().UTC(), Labels: copyLabels(loc.VolumeLabels),
 	}, nil
 }

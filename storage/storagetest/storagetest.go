@@ -57,6 +57,7 @@ var checks = []check{
 	{"SnapshotsOfRemovedNamesake", testHandSnapshotOutlivesSource},
 	{"Clone", testClone},
 	{"CloneData", testCloneData},
+	{"SnapshotOf", testSnapshotOf},
 	{"Delete", testDelete},
 	{"Owned", testOwned},
 	{"NotFound", testNotFound},

@@ -4,7 +4,8 @@
 // HTTP on loopback or a unix socket, and backed by real storage: snapvol's
 // local btrfs backend on a loop-mounted pool file. A volume is a btrfs
 // subvolume, a snapshot a read-only subvolume snapshot, a writable
-// snapshot (a clone) a writable one, and Mount bind-mounts the subvolume at
+// snapshot (a clone) a writable one (a read-only snapshot of a clone is
+// filed in the pool under the volume the clone descends from), and Mount bind-mounts the subvolume at
 // the path asked for, in the caller's mount namespace, as Portworx mounts
 // in the host's. So the portworx backend moves real data in tests.
 //
@@ -532,8 +533,9 @@ func (s *Server) Create(loc *api.VolumeLocator, src *api.Source, spec *api.Volum
 }
 
 // Snapshot copies the volume id, read-only or writable. The pool can
-// snapshot a volume either way and clone a read-only snapshot; the other
-// combinations are refused as not supported.
+// snapshot a volume either way, clone a read-only snapshot and take a
+// read-only snapshot of a clone; the other combinations are refused as
+// not supported.
 func (s *Server) Snapshot(id string, readonly bool, loc *api.VolumeLocator) (string, error) {
 	if loc == nil || loc.Name == "" {
 		return "", errors.New("Name for snapshot must be provided")
@@ -564,6 +566,12 @@ func (s *Server) Snapshot(id string, readonly bool, loc *api.VolumeLocator) (str
 		}
 	case parent.obj.Kind == storage.KindSnapshot && !readonly:
 		obj, err = s.pool.Clone(ctx, parent.obj, own, nil)
+	case parent.obj.Kind == storage.KindClone && readonly:
+		// Filed in the pool under the volume the clone descends from.
+		var root storage.Object
+		if root, err = s.rootVolumeLocked(id); err == nil {
+			obj, err = s.pool.SnapshotOf(ctx, parent.obj, root, own)
+		}
 	default:
 		return "", fmt.Errorf("%s: the test server cannot take a read-only=%v snapshot of a %s", errNotSupported, readonly, parent.obj.Kind)
 	}
@@ -577,6 +585,22 @@ func (s *Server) Snapshot(id string, readonly bool, loc *api.VolumeLocator) (str
 	v.State, v.AttachedOn, v.DevicePath, v.AttachPath = api.VolumeState_VOLUME_STATE_DETACHED, "", "", nil
 	s.vols[nid] = &entry{vol: v, obj: obj}
 	return nid, nil
+}
+
+// rootVolumeLocked is the pool volume the object id descends from,
+// through its snapshots and clones; the caller holds s.mu.
+func (s *Server) rootVolumeLocked(id string) (storage.Object, error) {
+	for range len(s.vols) + 1 {
+		e, ok := s.vols[id]
+		if !ok {
+			return storage.Object{}, notFound(id)
+		}
+		if e.obj.Kind == storage.KindVolume {
+			return e.obj, nil
+		}
+		id = e.vol.GetSource().GetParent()
+	}
+	return storage.Object{}, fmt.Errorf("volume %s: a cycle of parents", id)
 }
 
 // Inspect returns the volumes among ids that exist; none is an error.

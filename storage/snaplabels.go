@@ -1,0 +1,41 @@
+package storage
+
+// Why the plugin took a snapshot, for snapvol snapshot ls and for the
+// @latest rule (which reuses snapshots of the source itself, not of a
+// masked clone of it).
+const (
+	// LabelTaken says why: TakenPlugin (for @latest or @now), TakenNamed
+	// (snapvol snapshot create) or TakenScheduled. Absent on snapshots
+	// taken before it existed, which were all TakenPlugin.
+	LabelTaken = "snapvol.taken"
+	// LabelFrom names the clone volume a snapshot was taken of on its
+	// source's behalf (after masking); absent for the source's own.
+	LabelFrom = "snapvol.from"
+
+	TakenPlugin    = "plugin"
+	TakenNamed     = "named"
+	TakenScheduled = "scheduled"
+)
+
+// TakenSnapshotLabels are the labels of a snapshot of source the plugin
+// takes for the reason taken; from is the clone volume it is taken of,
+// "" for the source itself.
+func TakenSnapshotLabels(source, taken, from string) map[string]string {
+	l := SnapshotLabels(source)
+	l[LabelTaken] = taken
+	if from != "" {
+		l[LabelFrom] = from
+	}
+	return l
+}
+
+// Taken says why the plugin took snapshot o ("" if it did not).
+func Taken(o Object) string {
+	if !o.Owned() {
+		return ""
+	}
+	if t := o.Labels[LabelTaken]; t != "" {
+		return t
+	}
+	return TakenPlugin
+}
