@@ -41,7 +41,7 @@ test: vet build
 	$(MAKE) fuzz FUZZTIME=10s
 
 FUZZTIME ?= 2m
-FUZZ_TARGETS := ./driver/names:FuzzParse ./driver/names:FuzzWithOptions ./driver:FuzzHandlers ./plugin:FuzzParseSize
+FUZZ_TARGETS := ./driver/names:FuzzParse ./driver/names:FuzzWithOptions ./driver:FuzzHandlers ./plugin:FuzzParseSize ./driver/sources:FuzzParse
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		echo "fuzz $${t#*:} for $(FUZZTIME)"; \

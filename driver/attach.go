@@ -74,21 +74,25 @@ func (d *Driver) detach(ctx context.Context, r *store.Record, key string) (relea
 }
 
 // materialize makes and mounts a clone of r for attachment key and records
-// it, counted as mounted once, in one durable write: the clone's labels,
-// written before it, are its intent (a crash before the record leaves a
-// labelled clone no record owns, which the sweep destroys, and a stray
-// mount reconcile drops).
+// it, counted as mounted once, in one durable write.
 func (d *Driver) materialize(ctx context.Context, r *store.Record, key string) (*store.Attachment, error) {
+	return d.makeClone(ctx, r, key, d.target(r.Name, key))
+}
+
+// makeClone makes a clone of r for attachment key, mounts it at target
+// (none when target is "": an operator volume made ahead of its first
+// Mount) and records it in one durable write: the clone's labels, written
+// before it, are its intent (a crash before the record leaves a labelled
+// clone no record owns, which the sweep destroys, and a stray mount
+// reconcile drops).
+func (d *Driver) makeClone(ctx context.Context, r *store.Record, key, target string) (*store.Attachment, error) {
 	start := time.Now()
-	if !d.sourceAllowed(r.Source) {
-		return nil, d.errNotAllowed(r.Name, r.Source)
-	}
 	step(ctx, "waiting for snapshot collection to finish")
 	defer d.refs.cloning()()
 	step(ctx, "looking up source %q", r.Source)
 	src, err := d.b.Volume(ctx, r.Source)
 	if errors.Is(err, storage.ErrNotFound) {
-		return nil, fmt.Errorf("%w: volume %q: source %q no longer exists", ErrNoSource, r.Name, r.Source)
+		return nil, fmt.Errorf("%w: volume %q: source %q does not exist", ErrNoSource, r.Name, r.Source)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("volume %q: looking up source %q: %w", r.Name, r.Source, err)
@@ -106,15 +110,18 @@ func (d *Driver) materialize(ctx context.Context, r *store.Record, key string) (
 	}
 	d.failpoint("materialize:clone")
 	a := &store.Attachment{
-		Object: obj.ID, Target: d.target(r.Name, key), Mounts: 1,
+		Object: obj.ID, Target: target,
 		Snapshot: snap.ID, SnapshotName: snap.Name, SnapshotTime: snap.Created.UTC(), Made: d.now(),
 	}
-	step(ctx, "mounting clone %s at %s", a.Object, a.Target)
-	if err := d.b.Mount(ctx, a.Object, a.Target); err != nil {
-		d.undoClone(ctx, r.Name, a)
-		return nil, fmt.Errorf("volume %q: mounting clone: %w", r.Name, err)
+	if target != "" {
+		step(ctx, "mounting clone %s at %s", a.Object, a.Target)
+		if err := d.b.Mount(ctx, a.Object, a.Target); err != nil {
+			d.undoClone(ctx, r.Name, a)
+			return nil, fmt.Errorf("volume %q: mounting clone: %w", r.Name, err)
+		}
+		a.Mounts = 1
+		d.failpoint("materialize:mount")
 	}
-	d.failpoint("materialize:mount")
 	r.SetAttachment(key, a)
 	if err := d.st.Put(r); err != nil {
 		delete(r.Attachments, key)
@@ -152,7 +159,13 @@ func (d *Driver) destroy(ctx context.Context, r *store.Record, key string) error
 		d.log.WithFields(logrus.Fields{
 			"audit": "clone destroyed", "volume": r.Name, "snapshot": a.SnapshotName, "clone": a.Object,
 		}).Info("clone destroyed")
-	} else if err := d.b.RemoveVolume(ctx, storage.Object{ID: a.Object, Name: r.Name, Kind: storage.KindVolume}); err != nil {
+	} else if err := d.b.RemoveVolume(ctx, storage.Object{ID: a.Object, Name: r.Name, Kind: storage.KindVolume}); errors.Is(err, storage.ErrProtected) {
+		// A volume the backend does not know as snapvol's: made by hand and
+		// adopted by a version that did not label volumes. Its data is never
+		// snapvol's to delete; the record goes, the data stays.
+		d.log.WithFields(logrus.Fields{"volume": r.Name, "object": a.Object}).Warn(
+			"removing the record of a volume snapvol did not make (or made before it labelled volumes); its data is left in place")
+	} else if err != nil {
 		return fmt.Errorf("volume %q: deleting: %w", r.Name, err)
 	}
 	delete(r.Attachments, key)

@@ -11,6 +11,7 @@ import (
 	"github.com/docker/go-plugins-helpers/volume"
 
 	"github.com/snapvol/snapvol/storage"
+	"github.com/snapvol/snapvol/storage/memory"
 )
 
 // budgetBackend behaves like a remote backend (Portworx): a call whose
@@ -18,14 +19,14 @@ import (
 // until its context ends (a hung server). It records the deadline every
 // Mount, Clone and Delete call was given.
 type budgetBackend struct {
-	*memBackend
+	*memory.Backend
 	mu        sync.Mutex
 	hang      map[string]bool
 	deadlines map[string][]time.Time
 }
 
-func newBudgetBackend(m *memBackend) *budgetBackend {
-	return &budgetBackend{memBackend: m, hang: map[string]bool{}, deadlines: map[string][]time.Time{}}
+func newBudgetBackend(m *memory.Backend) *budgetBackend {
+	return &budgetBackend{Backend: m, hang: map[string]bool{}, deadlines: map[string][]time.Time{}}
 }
 
 func (b *budgetBackend) setHang(method string, on bool) {
@@ -73,21 +74,21 @@ func (b *budgetBackend) Mount(ctx context.Context, id, target string) error {
 	if err := b.enter(ctx, "Mount"); err != nil {
 		return err
 	}
-	return b.memBackend.Mount(ctx, id, target)
+	return b.Backend.Mount(ctx, id, target)
 }
 
 func (b *budgetBackend) Clone(ctx context.Context, snap storage.Object, labels, opts map[string]string) (storage.Object, error) {
 	if err := b.enter(ctx, "Clone"); err != nil {
 		return storage.Object{}, err
 	}
-	return b.memBackend.Clone(ctx, snap, labels, opts)
+	return b.Backend.Clone(ctx, snap, labels, opts)
 }
 
 func (b *budgetBackend) Delete(ctx context.Context, id string) error {
 	if err := b.enter(ctx, "Delete"); err != nil {
 		return err
 	}
-	return b.memBackend.Delete(ctx, id)
+	return b.Backend.Delete(ctx, id)
 }
 
 // A Mount whose backend hangs after the clone is made answers within its
@@ -125,7 +126,7 @@ func TestFailedMountUndoesWithinItsBudget(t *testing.T) {
 	if err := d.sweep(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if c := m.count(storage.KindClone); c != 0 {
+	if c := m.Count(storage.KindClone); c != 0 {
 		t.Fatalf("%d clones left after the sweep", c)
 	}
 }
@@ -147,9 +148,7 @@ func TestReconcileAtStartSharesOneBudget(t *testing.T) {
 	}
 	// A restart in a new mount namespace: records count the mounts, and
 	// none is there.
-	m.mu.Lock()
-	m.mounted = map[string]string{}
-	m.mu.Unlock()
+	m.ForgetMounts()
 
 	b := newBudgetBackend(m)
 	b.setHang("Mount", true)

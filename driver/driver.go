@@ -4,7 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"path"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -13,6 +13,7 @@ import (
 	"github.com/docker/go-plugins-helpers/volume"
 	"github.com/sirupsen/logrus"
 
+	"github.com/snapvol/snapvol/driver/sources"
 	"github.com/snapvol/snapvol/driver/store"
 	"github.com/snapvol/snapvol/keylock"
 	"github.com/snapvol/snapvol/storage"
@@ -27,8 +28,8 @@ type Config struct {
 	LatestMaxAge time.Duration
 	// IdleTTL is how long an unmounted clone lives (0 = forever).
 	IdleTTL time.Duration
-	// Sources are glob patterns of sources that may be cloned.
-	Sources []string
+	// Sources is SOURCES: what Docker users may clone (nil: anything).
+	Sources *sources.Policy
 	// Claim makes Get answer for grammar names not yet created.
 	Claim bool
 	// OpTimeout bounds the backend calls of one request together, well
@@ -90,7 +91,7 @@ func New(cfg Config) *Driver {
 		claimCache: map[string]claimEntry{}, unreconciled: map[string]bool{},
 	}
 	// Through d, so a test that moves the clock moves it for both.
-	d.refs = &refs{b: cfg.Backend, maxAge: cfg.LatestMaxAge, now: func() time.Time { return d.cfg.Now() }}
+	d.refs = &refs{b: cfg.Backend, st: cfg.Store, maxAge: cfg.LatestMaxAge, now: func() time.Time { return d.cfg.Now() }}
 	return d
 }
 
@@ -164,14 +165,13 @@ func isTargetName(n string) bool {
 	return true
 }
 
-func (d *Driver) sourceAllowed(source string) bool {
-	if len(d.cfg.Sources) == 0 {
-		return true
-	}
-	for _, p := range d.cfg.Sources {
-		if ok, _ := path.Match(p, source); ok {
-			return true
-		}
-	}
-	return false
+// allowed reports whether SOURCES lets Docker users clone r. An operator's
+// volume (snapvol volume create) was the operator's decision and is not
+// subject to it.
+func (d *Driver) allowed(r *store.Record) bool {
+	return !r.IsClone() || r.Operator || d.cfg.Sources.Allows(r.Source, r.Ref)
+}
+
+func (d *Driver) errNotAllowed(r *store.Record) error {
+	return fmt.Errorf("%w: volume %q: %s", ErrNotAllowed, r.Name, d.cfg.Sources.Refusal(r.Source, r.Ref))
 }

@@ -20,19 +20,20 @@ import (
 	"github.com/snapvol/snapvol/driver/names"
 	"github.com/snapvol/snapvol/driver/store"
 	"github.com/snapvol/snapvol/storage"
+	"github.com/snapvol/snapvol/storage/memory"
 )
 
-func newTestDriver(t testing.TB) (*Driver, *memBackend, *store.Store) {
+func newTestDriver(t testing.TB) (*Driver, *memory.Backend, *store.Store) {
 	t.Helper()
 	st, err := store.Open(filepath.Join(t.TempDir(), "snapvol.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	b := newMemBackend()
+	b := memory.New()
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	d := New(Config{Backend: b, Store: st, DataRoot: t.TempDir(), LatestMaxAge: time.Minute, IdleTTL: time.Hour, Claim: true, Sources: []string{"*"}, Log: log})
+	d := New(Config{Backend: b, Store: st, DataRoot: t.TempDir(), LatestMaxAge: time.Minute, IdleTTL: time.Hour, Claim: true, Log: log})
 	if err := d.Create(&volume.CreateRequest{Name: "app-production"}); err != nil {
 		t.Fatal(err)
 	}
@@ -78,17 +79,17 @@ func TestConcurrentLatestSharesOneSnapshot(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := b.count(storage.KindSnapshot); n != 1 {
+	if n := b.Count(storage.KindSnapshot); n != 1 {
 		t.Fatalf("32 concurrent @latest jobs took %d snapshots, want 1", n)
 	}
-	if n := b.count(storage.KindClone); n != 32 {
+	if n := b.Count(storage.KindClone); n != 32 {
 		t.Fatalf("%d clones, want 32", n)
 	}
 }
 
 func TestBackendFailureLeavesNothing(t *testing.T) {
 	d, b, st := newTestDriver(t)
-	b.fail = errors.New("pool on fire")
+	b.SetFail(errors.New("pool on fire"))
 	_, err := d.Mount(&volume.MountRequest{Name: "app-production@now+x", ID: "1"})
 	if err == nil || !strings.Contains(err.Error(), "app-production@now+x") || !strings.Contains(err.Error(), "pool on fire") {
 		t.Fatalf("mount error = %v; want the volume name and the cause", err)
@@ -102,8 +103,8 @@ func TestBackendFailureLeavesNothing(t *testing.T) {
 	if _, ok := st.Get("fresh"); ok {
 		t.Fatalf("a failed create left a record")
 	}
-	b.fail = nil
-	if n := b.count(storage.KindClone); n != 0 {
+	b.SetFail(nil)
+	if n := b.Count(storage.KindClone); n != 0 {
 		t.Fatalf("%d clones left", n)
 	}
 }
@@ -149,7 +150,7 @@ func TestReapKeepsRecordAndCollectsSnapshots(t *testing.T) {
 	if !ok || r.Attachment("") != nil {
 		t.Fatalf("after reaping: record %v, clone %v; want record kept, clone gone", ok, r)
 	}
-	if n := b.count(storage.KindClone) + b.count(storage.KindSnapshot); n != 0 {
+	if n := b.Count(storage.KindClone) + b.Count(storage.KindSnapshot); n != 0 {
 		t.Fatalf("%d clones/snapshots left after reaping an old idle clone", n)
 	}
 }
@@ -191,9 +192,7 @@ func FuzzHandlers(f *testing.F) {
 		default:
 			t.Fatalf("%s answered HTTP %d: %q", p, resp.StatusCode, data)
 		}
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		for target := range b.mounted {
+		for target := range b.Mounts() {
 			if filepath.Dir(target) != d.cfg.DataRoot {
 				t.Fatalf("mounted outside DATA_ROOT: %s", target)
 			}
@@ -223,20 +222,18 @@ func TestRemoveCollectsWithoutScanningWhenNothingToCollect(t *testing.T) {
 	lifecycle("app-production@latest+a", true) // takes snapshot 1
 	lifecycle("app-production@now+b", true)    // takes snapshot 2, the newest
 	lifecycle("app-production@latest+a", false)
-	if n := b.count(storage.KindSnapshot); n != 1 {
+	if n := b.Count(storage.KindSnapshot); n != 1 {
 		t.Fatalf("%d snapshots after removing the only user of the older one, want 1", n)
 	}
-	b.mu.Lock()
-	b.owned = 0
-	b.mu.Unlock()
+	owned := b.OwnedCalls()
 	lifecycle("app-production@now+b", false)
 	lifecycle("app-production@latest+c", true) // reuses snapshot 2
 	lifecycle("app-production@latest+c", false)
-	if n := b.count(storage.KindSnapshot); n != 1 {
+	if n := b.Count(storage.KindSnapshot); n != 1 {
 		t.Fatalf("%d snapshots, want the newest kept for @latest", n)
 	}
-	if b.owned != 0 {
-		t.Fatalf("Remove listed the whole pool %d times with nothing to collect", b.owned)
+	if n := b.OwnedCalls() - owned; n != 0 {
+		t.Fatalf("Remove listed the whole pool %d times with nothing to collect", n)
 	}
 }
 

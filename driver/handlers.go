@@ -19,11 +19,6 @@ import (
 // The eight VolumeDriver handlers. Get, List and Path answer from the
 // store's index only; the others go to the backend within one budget.
 
-func (d *Driver) errNotAllowed(volName, source string) error {
-	return fmt.Errorf("%w: volume %q: source %q does not match SOURCES=%s; add a pattern for it with `docker plugin set snapvol SOURCES=...`",
-		ErrNotAllowed, volName, source, strings.Join(d.cfg.Sources, ","))
-}
-
 // newRecord validates a name and its options and returns the record it
 // would make, without writing anything.
 func (d *Driver) newRecord(ctx context.Context, raw string, opts map[string]string) (*store.Record, error) {
@@ -47,8 +42,8 @@ func (d *Driver) newRecord(ctx context.Context, raw string, opts map[string]stri
 		return r, nil
 	}
 	r.Source, r.Ref, r.Tag, r.Each = n.Source, n.Ref, n.Tag, n.Each()
-	if !d.sourceAllowed(n.Source) {
-		return nil, d.errNotAllowed(raw, n.Source)
+	if !d.allowed(r) {
+		return nil, d.errNotAllowed(r)
 	}
 	src, err := d.b.Volume(ctx, n.Source)
 	if errors.Is(err, storage.ErrNotFound) {
@@ -58,11 +53,8 @@ func (d *Driver) newRecord(ctx context.Context, raw string, opts map[string]stri
 		return nil, fmt.Errorf("volume %q: looking up source %q: %w", raw, n.Source, err)
 	}
 	if named(n.Ref) {
-		if _, err := d.b.SnapshotByName(ctx, src, n.Ref); err != nil {
-			if errors.Is(err, storage.ErrNotFound) {
-				return nil, fmt.Errorf("volume %q: snapshot %q of source %q does not exist; use @latest, @now or an existing snapshot: %w", raw, n.Ref, n.Source, err)
-			}
-			return nil, fmt.Errorf("volume %q: looking up snapshot %q: %w", raw, n.Ref, err)
+		if _, err := d.refs.lookup(ctx, src, n.Ref); err != nil {
+			return nil, fmt.Errorf("volume %q: %w", raw, err)
 		}
 	}
 	return r, nil
@@ -139,7 +131,7 @@ func (d *Driver) Get(req *volume.GetRequest) (*volume.GetResponse, error) {
 // existence is cached for a few seconds.
 func (d *Driver) claimable(raw string) bool {
 	n, err := names.Parse(raw)
-	if err != nil || !n.IsClone() || !d.sourceAllowed(n.Source) {
+	if err != nil || !n.IsClone() || !d.cfg.Sources.Allows(n.Source, n.Ref) {
 		return false
 	}
 	if r, ok := d.st.Get(n.Source); ok && !r.IsClone() {
@@ -180,7 +172,7 @@ func (d *Driver) List() (*volume.ListResponse, error) {
 		if creating(r) {
 			return
 		}
-		vols = append(vols, volume.Volume{Name: r.Name, Mountpoint: mountpoint(r), CreatedAt: rfc3339(r.Created)})
+		vols = append(vols, volume.Volume{Name: r.Name, Mountpoint: mountpointOf(r), CreatedAt: rfc3339(r.Created)})
 		out = append(out, &vols[len(vols)-1])
 	})
 	return &volume.ListResponse{Volumes: out}, nil
@@ -192,7 +184,7 @@ func (d *Driver) Path(req *volume.PathRequest) (*volume.PathResponse, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", ErrNoSuchVolume, req.Name)
 	}
-	return &volume.PathResponse{Mountpoint: mountpoint(r)}, nil
+	return &volume.PathResponse{Mountpoint: mountpointOf(r)}, nil
 }
 
 // Capabilities: the scope is the backend's (local btrfs pool, or storage
@@ -227,6 +219,11 @@ func (d *Driver) Mount(req *volume.MountRequest) (resp *volume.MountResponse, er
 	}
 	if r.Intent != nil {
 		return nil, errUnfinished(r)
+	}
+	// At every Mount, not only at Create: SOURCES may have been narrowed
+	// since the record was made.
+	if !d.allowed(r) {
+		return nil, d.errNotAllowed(r)
 	}
 	a, err := d.attach(ctx, r, r.Key(req.ID))
 	if err != nil {
@@ -267,9 +264,13 @@ func (d *Driver) Unmount(req *volume.UnmountRequest) (err error) {
 func (d *Driver) Remove(req *volume.RemoveRequest) (err error) {
 	ctx, end := d.begin("remove", req.Name, &err)
 	defer end()
+	return d.removeVolume(ctx, req.Name)
+}
+
+func (d *Driver) removeVolume(ctx context.Context, name string) error {
 	step(ctx, "waiting for the volume's lock")
-	unlock := d.locks.Lock(req.Name)
-	r, ok := d.st.Get(req.Name)
+	unlock := d.locks.Lock(name)
+	r, ok := d.st.Get(name)
 	if !ok {
 		unlock()
 		return nil
@@ -278,16 +279,20 @@ func (d *Driver) Remove(req *volume.RemoveRequest) (err error) {
 		unlock()
 		return err
 	}
-	err = d.remove(ctx, r, nil)
+	err := d.remove(ctx, r, nil)
 	unlock()
-	if err == nil {
-		source := r.Source
-		if source == "" {
-			source = r.Name
-		}
-		d.collectSnapshots(ctx, source)
+	if err != nil {
+		return err
 	}
-	return err
+	source := r.Source
+	if !r.IsClone() {
+		// Its names and schedule die with it: a new volume of that name
+		// is another volume.
+		source = r.Name
+		d.forgetSource(name)
+	}
+	d.collectSnapshots(ctx, source)
+	return nil
 }
 
 // removable says why Remove must refuse r, if it must.

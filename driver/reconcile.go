@@ -11,6 +11,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/snapvol/snapvol/driver/store"
+	"github.com/snapvol/snapvol/mountpoint"
 	"github.com/snapvol/snapvol/storage"
 )
 
@@ -181,7 +182,7 @@ func (d *Driver) restoreMounts(ctx context.Context, r *store.Record) error {
 			// A Mount killed between making the mount point and mounting
 			// leaves the empty directory; it is the volume's, so the stray
 			// mount check does not look at it.
-			if err := os.Remove(a.Target); err != nil && !errors.Is(err, os.ErrNotExist) {
+			if err := mountpoint.RemoveMountPoint(a.Target); err != nil {
 				d.log.WithError(err).WithField("volume", r.Name).Warn("removing an unused mount point")
 			}
 		}

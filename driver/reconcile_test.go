@@ -11,11 +11,12 @@ import (
 
 	"github.com/snapvol/snapvol/driver/store"
 	"github.com/snapvol/snapvol/storage"
+	"github.com/snapvol/snapvol/storage/memory"
 )
 
 // volumeLookupDown is a backend that cannot answer Volume (a Portworx
 // server that is down), and passes every other call on.
-type volumeLookupDown struct{ *memBackend }
+type volumeLookupDown struct{ *memory.Backend }
 
 func (volumeLookupDown) Volume(context.Context, string) (storage.Object, error) {
 	return storage.Object{}, storage.ErrUnavailable
@@ -57,7 +58,7 @@ func TestReconcileKeepsCreateIntentWhileBackendIsDown(t *testing.T) {
 
 // deleteFails is a backend whose Delete fails, and passes every other
 // call on.
-type deleteFails struct{ *memBackend }
+type deleteFails struct{ *memory.Backend }
 
 func (deleteFails) Delete(context.Context, string) error { return storage.ErrUnavailable }
 
@@ -81,7 +82,7 @@ func TestReapDestroysEachCloneItsUnmountLeft(t *testing.T) {
 	if r, ok := st.Get(name); !ok || len(r.Attachments) != 0 {
 		t.Fatalf("after Reap: %+v, %v; want the record kept and its clone gone", r, ok)
 	}
-	if n := b.count(storage.KindClone); n != 0 {
+	if n := b.Count(storage.KindClone); n != 0 {
 		t.Fatalf("%d clones left after Reap", n)
 	}
 }
@@ -111,9 +112,9 @@ func TestCreateThatTimedOutIsFinishedLater(t *testing.T) {
 	ctx := context.Background()
 	for _, made := range []bool{false, true} {
 		name := fmt.Sprintf("scratch-%v", made)
-		b.fail = fmt.Errorf("hung: %w", storage.ErrUnavailable)
+		b.SetFail(fmt.Errorf("hung: %w", storage.ErrUnavailable))
 		err := d.Create(&volume.CreateRequest{Name: name})
-		b.fail = nil
+		b.SetFail(nil)
 		if !errors.Is(err, storage.ErrUnavailable) || !strings.Contains(err.Error(), name) {
 			t.Fatalf("create while the backend hangs: %v", err)
 		}
@@ -152,9 +153,10 @@ func TestCreateThatTimedOutIsFinishedLater(t *testing.T) {
 // volume stays untouched.
 func TestInterruptedCreateNeverAdoptsAForeignVolume(t *testing.T) {
 	d, b, st := newTestDriver(t)
-	b.mu.Lock()
-	prod := b.add(storage.KindVolume, "orders-db", "", map[string]string{"made-elsewhere": "1"})
-	b.mu.Unlock()
+	prod, err := b.ForeignVolume(context.Background(), "orders-db")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := st.Put(&store.Record{Name: "orders-db", Intent: &store.Intent{Op: store.OpCreate}}); err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,7 @@ import (
 // recorded.
 type refs struct {
 	b      storage.Backend
+	st     *store.Store
 	maxAge time.Duration
 	now    func() time.Time
 
@@ -43,11 +44,16 @@ func (f *refs) cloning() (done func()) {
 }
 
 // reusable is the snapshot @latest clones without taking a new one: the
-// newest snapshot of the source, of any kind, if younger than maxAge.
+// newest snapshot of the source itself (the plugin's, a schedule's, a named
+// one, one made by hand; not one of a masked clone), if younger than
+// maxAge.
 func (f *refs) reusable(snaps []storage.Object, now time.Time) (storage.Object, bool) {
 	var best storage.Object
 	found := false
 	for _, s := range snaps {
+		if s.Labels[storage.LabelFrom] != "" {
+			continue
+		}
 		if !found || s.Created.After(best.Created) {
 			best, found = s, true
 		}
@@ -75,15 +81,25 @@ func (f *refs) resolve(ctx context.Context, source storage.Object, ref string) (
 		}
 		return f.take(ctx, source)
 	}
+	return f.lookup(ctx, source, ref)
+}
+
+// lookup finds the snapshot of source named ref: a name registered with
+// snapvol snapshot create or a schedule, else one the backend has by that
+// name (made by hand, or pxctl).
+func (f *refs) lookup(ctx context.Context, source storage.Object, ref string) (storage.Object, error) {
+	if reg, ok := f.st.RegisteredSnapshot(source.Name, ref); ok && (reg.SourceID == "" || source.Identity == "" || reg.SourceID == source.Identity) {
+		return storage.Object{ID: reg.Object, Name: reg.Name, Kind: storage.KindSnapshot, Parent: reg.SourceID, Created: reg.Time}, nil
+	}
 	s, err := f.b.SnapshotByName(ctx, source, ref)
 	if errors.Is(err, storage.ErrNotFound) {
-		return storage.Object{}, fmt.Errorf("snapshot %q of source %q does not exist (use @latest, @now or the name of an existing snapshot): %w", ref, source.Name, err)
+		return storage.Object{}, fmt.Errorf("snapshot %q of source %q does not exist (use @latest, @now or the name of an existing snapshot; snapvol snapshot ls %s lists them): %w", ref, source.Name, source.Name, err)
 	}
 	return s, err
 }
 
 func (f *refs) take(ctx context.Context, source storage.Object) (storage.Object, error) {
-	s, err := f.b.Snapshot(ctx, source, storage.SnapshotLabels(source.Name))
+	s, err := f.b.Snapshot(ctx, source, storage.TakenSnapshotLabels(source.Name, storage.TakenPlugin, ""))
 	if err != nil {
 		return storage.Object{}, fmt.Errorf("taking a snapshot of %q: %w", source.Name, err)
 	}
@@ -94,7 +110,7 @@ func (f *refs) take(ctx context.Context, source storage.Object) (storage.Object,
 func named(ref string) bool { return ref != names.RefLatest && ref != names.RefNow }
 
 // keep says which plugin snapshots must not be collected: those a clone
-// was made from, and those a volume's ref names (it needs them for every
+// was made from or a name is registered for, and those a volume's ref names (it needs them for every
 // clone it will make, not only while one exists).
 type keep struct {
 	inUse map[string]bool // snapshot IDs
@@ -103,6 +119,9 @@ type keep struct {
 
 func (d *Driver) keepSet() keep {
 	k := keep{inUse: map[string]bool{}, named: map[string]bool{}}
+	for _, reg := range d.st.RegisteredSnapshots("") {
+		k.inUse[reg.Object] = true
+	}
 	d.st.Each(func(r *store.Record) {
 		for _, c := range r.Clones() {
 			k.inUse[c.Snapshot] = true

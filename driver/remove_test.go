@@ -10,6 +10,7 @@ import (
 	"github.com/docker/go-plugins-helpers/volume"
 
 	"github.com/snapvol/snapvol/storage"
+	"github.com/snapvol/snapvol/storage/memory"
 )
 
 // Docker calls Remove only for a volume no container refers to. Mounts
@@ -30,7 +31,7 @@ func TestRemoveDropsMountsDockerNeverUnmounted(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := b.count(storage.KindClone); n != 3 {
+	if n := b.Count(storage.KindClone); n != 3 {
 		t.Fatalf("%d clones, want 3", n)
 	}
 	for _, name := range []string{"app-production@latest+gone", "app-production@latest+each"} {
@@ -41,12 +42,10 @@ func TestRemoveDropsMountsDockerNeverUnmounted(t *testing.T) {
 			t.Errorf("%s still recorded after Remove", name)
 		}
 	}
-	if n := b.count(storage.KindClone); n != 0 {
+	if n := b.Count(storage.KindClone); n != 0 {
 		t.Errorf("%d clones left after Remove", n)
 	}
-	b.mu.Lock()
-	mounted := len(b.mounted)
-	b.mu.Unlock()
+	mounted := len(b.Mounts())
 	if mounted != 1 {
 		t.Errorf("%d mounts left, want only the plain volume's", mounted)
 	}
@@ -57,7 +56,7 @@ func TestRemoveDropsMountsDockerNeverUnmounted(t *testing.T) {
 	if _, ok := st.Get("app-production"); !ok {
 		t.Fatal("the plain volume's record is gone")
 	}
-	if n := b.count(storage.KindVolume); n != 1 {
+	if n := b.Count(storage.KindVolume); n != 1 {
 		t.Fatalf("%d plain volumes in the backend, want the source kept", n)
 	}
 }
@@ -65,13 +64,13 @@ func TestRemoveDropsMountsDockerNeverUnmounted(t *testing.T) {
 // snapshotsProbe calls probe whenever the driver lists a source's
 // snapshots (mayCollect, before collecting).
 type snapshotsProbe struct {
-	*memBackend
+	*memory.Backend
 	probe func()
 }
 
 func (s snapshotsProbe) Snapshots(ctx context.Context, source storage.Object) ([]storage.Object, error) {
 	s.probe()
-	return s.memBackend.Snapshots(ctx, source)
+	return s.Backend.Snapshots(ctx, source)
 }
 
 // A +each container's Unmount destroys its clone and collects the
@@ -102,10 +101,10 @@ func TestEachUnmountCollectsOutsideTheVolumeLock(t *testing.T) {
 	if probed == 0 {
 		t.Fatal("Unmount of a +each clone did not look for snapshots to collect")
 	}
-	if n := b.count(storage.KindClone); n != 1 {
+	if n := b.Count(storage.KindClone); n != 1 {
 		t.Fatalf("%d clones after one of two +each containers stopped, want 1", n)
 	}
-	if n := b.count(storage.KindSnapshot); n != 1 {
+	if n := b.Count(storage.KindSnapshot); n != 1 {
 		t.Fatalf("%d snapshots, want only the one the other container's clone uses", n)
 	}
 }

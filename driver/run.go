@@ -75,6 +75,7 @@ func (d *Driver) ReapInterval() time.Duration {
 
 // Run reaps idle clones and sweeps orphans until ctx ends.
 func (d *Driver) Run(ctx context.Context) {
+	go d.runSchedules(ctx)
 	t := time.NewTicker(d.ReapInterval())
 	defer t.Stop()
 	for {

@@ -79,12 +79,12 @@ func (d *Driver) expires(r *store.Record) string {
 }
 
 func (d *Driver) apiVolume(r *store.Record) *volume.Volume {
-	return &volume.Volume{Name: r.Name, Mountpoint: mountpoint(r), CreatedAt: rfc3339(r.Created), Status: d.status(r)}
+	return &volume.Volume{Name: r.Name, Mountpoint: mountpointOf(r), CreatedAt: rfc3339(r.Created), Status: d.status(r)}
 }
 
-// mountpoint is where a volume is mounted now, "" if it is not (or, for
+// mountpointOf is where a volume is mounted now, "" if it is not (or, for
 // +each, where every container has its own).
-func mountpoint(r *store.Record) string {
+func mountpointOf(r *store.Record) string {
 	if a := r.Attachments[""]; a != nil && a.Mounts > 0 {
 		return a.Target
 	}

@@ -18,21 +18,33 @@ import (
 	"github.com/docker/go-plugins-helpers/volume"
 	"github.com/sirupsen/logrus"
 
+	"github.com/snapvol/snapvol/admin"
 	"github.com/snapvol/snapvol/driver"
 	"github.com/snapvol/snapvol/driver/store"
 	"github.com/snapvol/snapvol/storage"
 	"github.com/snapvol/snapvol/storage/local"
 	"github.com/snapvol/snapvol/storage/portworx"
+	"github.com/snapvol/snapvol/version"
 )
 
 func main() {
+	if err := newCLI(os.Stdout, os.Stderr).Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "snapvol:", err)
+		os.Exit(1)
+	}
+}
+
+// serve runs the plugin until SIGTERM: the managed plugin's entrypoint
+// (snapvol with no arguments) and snapvol serve.
+func serve() error {
 	log := logrus.New()
 	log.SetOutput(os.Stdout) // dockerd files a plugin's stderr as errors
 	log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: time.RFC3339Nano})
 	if err := run(log); err != nil {
 		log.WithError(err).Error("snapvol stopped")
-		os.Exit(1)
+		return err
 	}
+	return nil
 }
 
 func openBackend(s Settings, log *logrus.Logger) (storage.Backend, error) {
@@ -74,7 +86,8 @@ func run(log *logrus.Logger) error {
 		return fmt.Errorf("LOG_LEVEL=%q: %w", s.LogLevel, err)
 	}
 	log.SetLevel(lvl)
-	log.WithFields(logrus.Fields{"backend": s.Backend, "state_dir": s.StateDir, "data_root": s.DataRoot, "socket": s.Socket}).Info("snapvol starting")
+	v, commit := version.Get()
+	log.WithFields(logrus.Fields{"version": v, "commit": commit, "backend": s.Backend, "state_dir": s.StateDir, "data_root": s.DataRoot, "socket": s.Socket}).Info("snapvol starting")
 
 	if err := os.MkdirAll(s.DataRoot, 0o755); err != nil {
 		return fmt.Errorf("DATA_ROOT %s: %w", s.DataRoot, err)
@@ -105,6 +118,24 @@ func run(log *logrus.Logger) error {
 	log.WithField("ms", time.Since(start).Milliseconds()).Info("reconciled")
 
 	serving.Store(true)
+	// The admin socket first: it is bound with a umask, before anything
+	// else runs that makes files.
+	al, err := admin.Listen(admin.SocketPath(s.StateDir))
+	if err != nil {
+		return err
+	}
+	adm := admin.NewServer(d)
+	go func() {
+		if err := adm.Serve(al); err != nil {
+			log.WithError(err).Error("admin socket")
+		}
+	}()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = adm.Shutdown(sctx)
+		os.Remove(admin.SocketPath(s.StateDir))
+	}()
 	l, err := listen(s.Socket)
 	if err != nil {
 		return err

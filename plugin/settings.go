@@ -3,10 +3,11 @@ package main
 import (
 	"fmt"
 	"os"
-	"path"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/snapvol/snapvol/driver/sources"
 )
 
 // Settings are read from the environment (config.json's env in managed
@@ -20,7 +21,7 @@ type Settings struct {
 	Socket       string
 	LatestMaxAge time.Duration
 	IdleTTL      time.Duration
-	Sources      []string
+	Sources      *sources.Policy
 	Claim        bool
 	PXEndpoint   string
 	PXDriver     string
@@ -80,15 +81,10 @@ func LoadSettings(getenv func(string) string) (Settings, error) {
 	if s.IdleTTL, err = parseDuration(get("IDLE_TTL")); err != nil {
 		return s, fmt.Errorf("IDLE_TTL: %w", err)
 	}
-	for _, p := range strings.Split(get("SOURCES"), ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			// A malformed pattern matches nothing: refusing it here beats
-			// refusing every source later without saying why.
-			if _, err := path.Match(p, ""); err != nil {
-				return s, fmt.Errorf("SOURCES: pattern %q: %w (patterns are globs: * ? [a-z], comma-separated)", p, err)
-			}
-			s.Sources = append(s.Sources, p)
-		}
+	// A malformed pattern matches nothing: refusing it here beats refusing
+	// every source later without saying why.
+	if s.Sources, err = sources.Parse(get("SOURCES")); err != nil {
+		return s, fmt.Errorf("SOURCES: %w", err)
 	}
 	if s.Claim, err = strconv.ParseBool(get("CLAIM")); err != nil {
 		return s, fmt.Errorf("CLAIM=%q: must be true or false", get("CLAIM"))

@@ -13,7 +13,7 @@ func TestDefaults(t *testing.T) {
 	}
 	if s.Backend != "local" || s.StateDir != "/var/lib/snapvol" || s.DataRoot != "/mnt/snapvol" || s.PoolSize != 20<<30 ||
 		s.Socket != "/run/docker/plugins/snapvol.sock" || s.LatestMaxAge != 5*time.Minute || s.IdleTTL != 24*time.Hour ||
-		!s.Claim || len(s.Sources) != 1 || s.Sources[0] != "*" || s.PXEndpoint != "http://127.0.0.1:9001" || s.PXDriver != "pxd" {
+		!s.Claim || s.Sources.String() != "*" || !s.Sources.Allows("anything", "latest") || s.PXEndpoint != "http://127.0.0.1:9001" || s.PXDriver != "pxd" {
 		t.Fatalf("defaults = %+v", s)
 	}
 }

@@ -66,14 +66,17 @@ type Attachment struct {
 
 // Record is one Docker volume.
 type Record struct {
-	Name    string            `json:"name"`
-	Source  string            `json:"source,omitempty"` // empty: a plain volume
-	Ref     string            `json:"ref,omitempty"`
-	Tag     string            `json:"tag,omitempty"`
-	Each    bool              `json:"each,omitempty"`
-	TTL     *time.Duration    `json:"ttl,omitempty"`
-	Options map[string]string `json:"options,omitempty"`
-	Created time.Time         `json:"created"`
+	Name   string `json:"name"`
+	Source string `json:"source,omitempty"` // empty: a plain volume
+	Ref    string `json:"ref,omitempty"`
+	Tag    string `json:"tag,omitempty"`
+	Each   bool   `json:"each,omitempty"`
+	// Operator marks a volume an operator made (snapvol volume create):
+	// Docker users may mount it whatever SOURCES says.
+	Operator bool              `json:"operator,omitempty"`
+	TTL      *time.Duration    `json:"ttl,omitempty"`
+	Options  map[string]string `json:"options,omitempty"`
+	Created  time.Time         `json:"created"`
 
 	// Attachments by key (see Key): "" holds a plain volume's object or a
 	// clone volume's clone, a Docker mount ID one +each clone.

@@ -1,0 +1,137 @@
+package admin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"time"
+
+	"github.com/snapvol/snapvol/driver"
+)
+
+// Client talks to the admin socket of a running snapvol.
+type Client struct {
+	socket string
+	http   *http.Client
+}
+
+// NewClient returns a client of the admin socket at path.
+func NewClient(path string) *Client {
+	return &Client{socket: path, http: &http.Client{
+		Timeout: 60 * time.Second,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		}},
+	}}
+}
+
+// ErrNotRunning means nothing answers on the admin socket.
+var ErrNotRunning = errors.New("snapvol is not running")
+
+func (c *Client) do(method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		data, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(data)
+	}
+	req, err := http.NewRequest(method, "http://snapvol"+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if _, serr := os.Stat(c.socket); serr != nil {
+			return fmt.Errorf("%w: no admin socket at %s (start it, or point --state-dir at its STATE_DIR)", ErrNotRunning, c.socket)
+		}
+		return fmt.Errorf("%w: %s does not answer: %v", ErrNotRunning, c.socket, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var e Error
+		if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Error != "" {
+			return errors.New(e.Error)
+		}
+		return fmt.Errorf("%s %s: %s", method, path, resp.Status)
+	}
+	if out == nil || resp.StatusCode == http.StatusNoContent {
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// Version of the running snapvol.
+func (c *Client) Version() (VersionInfo, error) {
+	var v VersionInfo
+	return v, c.do("GET", "/v1/version", nil, &v)
+}
+
+// Volumes lists every volume.
+func (c *Client) Volumes() ([]driver.VolumeInfo, error) {
+	var v []driver.VolumeInfo
+	return v, c.do("GET", "/v1/volumes", nil, &v)
+}
+
+// CreateVolume makes an operator volume.
+func (c *Client) CreateVolume(name, from string) (driver.VolumeInfo, error) {
+	var v driver.VolumeInfo
+	return v, c.do("POST", "/v1/volumes", CreateVolumeRequest{Name: name, From: from}, &v)
+}
+
+// RemoveVolume removes a volume.
+func (c *Client) RemoveVolume(name string) error {
+	return c.do("DELETE", "/v1/volumes/"+url.PathEscape(name), nil, nil)
+}
+
+// Usage is snapvol df.
+func (c *Client) Usage() (driver.DiskUsage, error) {
+	var u driver.DiskUsage
+	return u, c.do("GET", "/v1/df", nil, &u)
+}
+
+// Snapshots lists the snapshots of source.
+func (c *Client) Snapshots(source string) ([]driver.SnapshotInfo, error) {
+	var v []driver.SnapshotInfo
+	return v, c.do("GET", "/v1/snapshots/"+url.PathEscape(source), nil, &v)
+}
+
+// CreateSnapshot registers a snapshot of source (or of from) as name.
+func (c *Client) CreateSnapshot(source, name, from string, replace bool) (driver.SnapshotInfo, error) {
+	var v driver.SnapshotInfo
+	return v, c.do("POST", "/v1/snapshots/"+url.PathEscape(source), CreateSnapshotRequest{Name: name, From: from, Replace: replace}, &v)
+}
+
+// RemoveSnapshot deletes snapshot source@name.
+func (c *Client) RemoveSnapshot(source, name string) error {
+	return c.do("DELETE", "/v1/snapshots/"+url.PathEscape(source)+"/"+url.PathEscape(name), nil, nil)
+}
+
+// Schedules lists the schedules.
+func (c *Client) Schedules() ([]ScheduleInfo, error) {
+	var v []ScheduleInfo
+	return v, c.do("GET", "/v1/schedules", nil, &v)
+}
+
+// SetSchedule snapshots source every every, keeping keep.
+func (c *Client) SetSchedule(source string, every time.Duration, keep int) (ScheduleInfo, error) {
+	var v ScheduleInfo
+	return v, c.do("PUT", "/v1/schedules/"+url.PathEscape(source), ScheduleRequest{Every: every.String(), Keep: keep}, &v)
+}
+
+// ClearSchedule turns the schedule of source off.
+func (c *Client) ClearSchedule(source string) error {
+	return c.do("DELETE", "/v1/schedules/"+url.PathEscape(source), nil, nil)
+}

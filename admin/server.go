@@ -1,0 +1,274 @@
+// Package admin is the operator's API of a running snapvol: HTTP with JSON
+// bodies over a unix socket in STATE_DIR (root only, 0600), which the
+// snapvol CLI talks to. STATE_DIR is a host directory in both modes, so
+// the host's CLI reaches the managed plugin's socket too. SOURCES does not
+// govern it: it is the operator's.
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/snapvol/snapvol/driver"
+	"github.com/snapvol/snapvol/driver/names"
+	"github.com/snapvol/snapvol/storage"
+	"github.com/snapvol/snapvol/version"
+)
+
+// SocketName is the admin socket's file name in STATE_DIR.
+const SocketName = "admin.sock"
+
+// SocketPath is the admin socket of the snapvol whose state is stateDir.
+func SocketPath(stateDir string) string { return filepath.Join(stateDir, SocketName) }
+
+// maxBody bounds a request body: the largest real one is a few hundred
+// bytes.
+const maxBody = 64 << 10
+
+// Server serves the admin API of one driver.
+type Server struct {
+	d    *driver.Driver
+	http *http.Server
+	// Extra handlers (e.g. /metrics) by pattern.
+	extra map[string]http.Handler
+}
+
+// NewServer returns the admin API of d.
+func NewServer(d *driver.Driver) *Server {
+	return &Server{d: d, extra: map[string]http.Handler{}}
+}
+
+// Handle adds a handler at pattern (before Serve).
+func (s *Server) Handle(pattern string, h http.Handler) { s.extra[pattern] = h }
+
+// Listen binds the socket at path, root only, replacing a stale one.
+func Listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	// The socket is made 0600 from the start (not chmod'ed after), so no
+	// other user can connect in between.
+	old := umask(0o177)
+	l, err := net.Listen("unix", path)
+	umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("admin socket %s: %w", path, err)
+	}
+	return l, nil
+}
+
+// Serve answers on l until Shutdown.
+func (s *Server) Serve(l net.Listener) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/version", s.version)
+	mux.HandleFunc("GET /v1/volumes", s.volumes)
+	mux.HandleFunc("POST /v1/volumes", s.createVolume)
+	mux.HandleFunc("DELETE /v1/volumes/{name}", s.removeVolume)
+	mux.HandleFunc("GET /v1/df", s.df)
+	mux.HandleFunc("GET /v1/snapshots/{source}", s.snapshots)
+	mux.HandleFunc("POST /v1/snapshots/{source}", s.createSnapshot)
+	mux.HandleFunc("DELETE /v1/snapshots/{source}/{name}", s.removeSnapshot)
+	mux.HandleFunc("GET /v1/schedules", s.schedules)
+	mux.HandleFunc("PUT /v1/schedules/{source}", s.setSchedule)
+	mux.HandleFunc("DELETE /v1/schedules/{source}", s.clearSchedule)
+	for p, h := range s.extra {
+		mux.Handle(p, h)
+	}
+	s.http = &http.Server{
+		Handler:           http.MaxBytesHandler(mux, maxBody),
+		ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, IdleTimeout: time.Minute,
+	}
+	err := s.http.Serve(l)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops serving, letting requests in flight finish until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if s.http == nil {
+		return nil
+	}
+	return s.http.Shutdown(ctx)
+}
+
+// Error is the body of every failed request.
+type Error struct {
+	Error string `json:"error"`
+}
+
+func reply(w http.ResponseWriter, v any, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	if err != nil {
+		w.WriteHeader(status(err))
+		_ = json.NewEncoder(w).Encode(Error{Error: err.Error()})
+		return
+	}
+	if v == nil {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func status(err error) int {
+	switch {
+	case errors.Is(err, driver.ErrNoSuchVolume), errors.Is(err, driver.ErrNoSource), errors.Is(err, storage.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, driver.ErrInUse), errors.Is(err, driver.ErrExists), errors.Is(err, storage.ErrProtected):
+		return http.StatusConflict
+	case errors.Is(err, names.ErrInvalid), errors.Is(err, errBadRequest):
+		return http.StatusBadRequest
+	case errors.Is(err, storage.ErrUnavailable):
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+var errBadRequest = errors.New("bad request")
+
+func decode(r *http.Request, v any) error {
+	if err := json.NewDecoder(r.Body).Decode(v); err != nil {
+		return fmt.Errorf("%w: %v", errBadRequest, err)
+	}
+	return nil
+}
+
+// ctx bounds an admin request: within Docker's budget like a request.
+func ctx(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.Context(), 25*time.Second)
+}
+
+// VersionInfo is GET /v1/version.
+type VersionInfo struct {
+	Version string `json:"version"`
+	Commit  string `json:"commit"`
+}
+
+func (s *Server) version(w http.ResponseWriter, _ *http.Request) {
+	v, c := version.Get()
+	reply(w, VersionInfo{Version: v, Commit: c}, nil)
+}
+
+func (s *Server) volumes(w http.ResponseWriter, r *http.Request) {
+	c, cancel := ctx(r)
+	defer cancel()
+	reply(w, s.d.Volumes(c), nil)
+}
+
+// CreateVolumeRequest is POST /v1/volumes.
+type CreateVolumeRequest struct {
+	Name string `json:"name"`
+	From string `json:"from"`
+}
+
+func (s *Server) createVolume(w http.ResponseWriter, r *http.Request) {
+	var req CreateVolumeRequest
+	if err := decode(r, &req); err != nil {
+		reply(w, nil, err)
+		return
+	}
+	c, cancel := ctx(r)
+	defer cancel()
+	v, err := s.d.CreateOperatorVolume(c, req.Name, req.From)
+	reply(w, v, err)
+}
+
+func (s *Server) removeVolume(w http.ResponseWriter, r *http.Request) {
+	c, cancel := ctx(r)
+	defer cancel()
+	reply(w, nil, s.d.RemoveVolume(c, r.PathValue("name")))
+}
+
+func (s *Server) df(w http.ResponseWriter, r *http.Request) {
+	c, cancel := ctx(r)
+	defer cancel()
+	u, err := s.d.Usage(c)
+	reply(w, u, err)
+}
+
+func (s *Server) snapshots(w http.ResponseWriter, r *http.Request) {
+	c, cancel := ctx(r)
+	defer cancel()
+	v, err := s.d.SnapshotsOf(c, r.PathValue("source"))
+	reply(w, v, err)
+}
+
+// CreateSnapshotRequest is POST /v1/snapshots/{source}.
+type CreateSnapshotRequest struct {
+	Name    string `json:"name"`
+	From    string `json:"from,omitempty"`
+	Replace bool   `json:"replace,omitempty"`
+}
+
+func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request) {
+	var req CreateSnapshotRequest
+	if err := decode(r, &req); err != nil {
+		reply(w, nil, err)
+		return
+	}
+	c, cancel := ctx(r)
+	defer cancel()
+	v, err := s.d.CreateSnapshot(c, r.PathValue("source"), req.Name, req.From, req.Replace)
+	reply(w, v, err)
+}
+
+func (s *Server) removeSnapshot(w http.ResponseWriter, r *http.Request) {
+	c, cancel := ctx(r)
+	defer cancel()
+	reply(w, nil, s.d.RemoveSnapshot(c, r.PathValue("source"), r.PathValue("name")))
+}
+
+// ScheduleInfo is a schedule as the API shows it.
+type ScheduleInfo struct {
+	Source string    `json:"source"`
+	Every  string    `json:"every"`
+	Keep   int       `json:"keep"`
+	Last   time.Time `json:"last"`
+}
+
+func (s *Server) schedules(w http.ResponseWriter, _ *http.Request) {
+	out := []ScheduleInfo{}
+	for _, sc := range s.d.Schedules() {
+		out = append(out, ScheduleInfo{Source: sc.Source, Every: sc.Every.String(), Keep: sc.Keep, Last: sc.Last})
+	}
+	reply(w, out, nil)
+}
+
+// ScheduleRequest is PUT /v1/schedules/{source}.
+type ScheduleRequest struct {
+	Every string `json:"every"`
+	Keep  int    `json:"keep"`
+}
+
+func (s *Server) setSchedule(w http.ResponseWriter, r *http.Request) {
+	var req ScheduleRequest
+	if err := decode(r, &req); err != nil {
+		reply(w, nil, err)
+		return
+	}
+	every, err := time.ParseDuration(req.Every)
+	if err != nil {
+		reply(w, nil, fmt.Errorf("%w: every %q is not a duration like 1h or 30m", errBadRequest, req.Every))
+		return
+	}
+	c, cancel := ctx(r)
+	defer cancel()
+	sc, err := s.d.SetSchedule(c, r.PathValue("source"), every, req.Keep)
+	reply(w, ScheduleInfo{Source: sc.Source, Every: sc.Every.String(), Keep: sc.Keep, Last: sc.Last}, err)
+}
+
+func (s *Server) clearSchedule(w http.ResponseWriter, r *http.Request) {
+	reply(w, nil, s.d.ClearSchedule(r.PathValue("source")))
+}

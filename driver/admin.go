@@ -1,0 +1,411 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/snapvol/snapvol/driver/names"
+	"github.com/snapvol/snapvol/driver/store"
+	"github.com/snapvol/snapvol/storage"
+)
+
+// The operator's side of the driver: what the admin socket (snapvol ls,
+// df, volume, snapshot) asks for. SOURCES does not apply here; these are
+// the operator's decisions.
+
+// ErrExists is returned when an admin command would make something that
+// exists already.
+var ErrExists = errors.New("already exists")
+
+// VolumeInfo is one volume as snapvol ls shows it; the JSON keys are a
+// stable interface.
+type VolumeInfo struct {
+	Name string `json:"name"`
+	// Kind is "volume" (a plain volume), "clone" (a clone volume Docker
+	// users made) or "operator" (snapvol volume create).
+	Kind     string    `json:"kind"`
+	Source   string    `json:"source,omitempty"`
+	Ref      string    `json:"ref,omitempty"`
+	Snapshot string    `json:"snapshot,omitempty"`
+	Created  time.Time `json:"created"`
+	Age      string    `json:"age"`
+	Mounts   int       `json:"mounts"`
+	Clones   int       `json:"clones"`
+	// State is "ready", "materialized", "not materialized" or "pending
+	// OP" (an interrupted operation reconcile is finishing).
+	State   string `json:"state"`
+	Expires string `json:"expires,omitempty"`
+	// Bytes is what the volume's objects hold alone (for a clone: what it
+	// wrote); null where the backend cannot tell.
+	Bytes *int64 `json:"bytes"`
+}
+
+// Volumes lists every volume, by name.
+func (d *Driver) Volumes(ctx context.Context) []VolumeInfo {
+	usage := d.objectUsage(ctx)
+	now := d.now()
+	out := make([]VolumeInfo, 0, d.st.Len())
+	d.st.Each(func(r *store.Record) {
+		v := VolumeInfo{
+			Name: r.Name, Kind: "volume", Source: r.Source, Ref: r.Ref, Created: r.Created,
+			Age: now.Sub(r.Created).Round(time.Second).String(), Mounts: r.TotalMounts(),
+			Clones: len(r.Clones()), State: "ready",
+		}
+		if r.IsClone() {
+			v.Kind, v.State = "clone", "not materialized"
+			if r.Operator {
+				v.Kind = "operator"
+			}
+			if cs := r.Clones(); len(cs) > 0 {
+				v.State, v.Snapshot, v.Expires = "materialized", cs[len(cs)-1].SnapshotName, d.expires(r)
+			}
+		}
+		if r.Intent != nil {
+			v.State = "pending " + string(r.Intent.Op)
+		}
+		if usage != nil {
+			var n int64
+			for _, a := range r.Attachments {
+				n += usage[a.Object].Bytes
+			}
+			v.Bytes = &n
+		}
+		out = append(out, v)
+	})
+	return out
+}
+
+func (d *Driver) objectUsage(ctx context.Context) map[string]storage.ObjectUsage {
+	u, ok := d.b.(storage.Usager)
+	if !ok {
+		return nil
+	}
+	m, err := u.ObjectUsage(ctx)
+	if err != nil {
+		d.log.WithError(err).Warn("usage of volumes")
+		return nil
+	}
+	return m
+}
+
+// DiskUsage is what snapvol df shows; sizes are bytes, -1 where the backend
+// cannot tell.
+type DiskUsage struct {
+	Size      int64      `json:"size"`
+	Used      int64      `json:"used"`
+	Free      int64      `json:"free"`
+	Reserve   int64      `json:"reserve"`
+	Consumers []Consumer `json:"consumers"`
+}
+
+// Consumer is a volume and the bytes it holds alone.
+type Consumer struct {
+	Name  string `json:"name"`
+	Kind  string `json:"kind"`
+	Bytes int64  `json:"bytes"`
+}
+
+// Usage reports how full the backend is and its ten largest consumers.
+func (d *Driver) Usage(ctx context.Context) (DiskUsage, error) {
+	du := DiskUsage{Size: -1, Used: -1, Free: -1, Consumers: []Consumer{}}
+	u, ok := d.b.(storage.Usager)
+	if !ok {
+		return du, nil
+	}
+	pu, err := u.Usage(ctx)
+	if err != nil {
+		return du, fmt.Errorf("pool usage: %w", err)
+	}
+	du.Size, du.Used, du.Free, du.Reserve = pu.Size, pu.Used, pu.Free, pu.Reserve
+	for _, v := range d.Volumes(ctx) {
+		if v.Bytes != nil {
+			du.Consumers = append(du.Consumers, Consumer{Name: v.Name, Kind: v.Kind, Bytes: *v.Bytes})
+		}
+	}
+	sort.SliceStable(du.Consumers, func(i, j int) bool { return du.Consumers[i].Bytes > du.Consumers[j].Bytes })
+	if len(du.Consumers) > 10 {
+		du.Consumers = du.Consumers[:10]
+	}
+	return du, nil
+}
+
+// parseSourceRef splits SOURCE[@REF] (REF defaults to latest).
+func parseSourceRef(s string) (source, ref string, err error) {
+	source, ref, _ = strings.Cut(s, "@")
+	if ref == "" {
+		ref = names.RefLatest
+	}
+	if why := names.CheckWord(source); why != "" {
+		return "", "", fmt.Errorf("%w: source %q %s", names.ErrInvalid, source, why)
+	}
+	if why := names.CheckWord(ref); why != "" || ref == names.TagEach {
+		return "", "", fmt.Errorf("%w: ref %q is not latest, now or a snapshot name", names.ErrInvalid, ref)
+	}
+	return source, ref, nil
+}
+
+// CreateOperatorVolume makes NAME, a clone of from (SOURCE[@REF]) that the
+// operator made: the clone is made now (an operator masking data wants the
+// snapshot of this moment), and Docker users mount it by NAME whatever
+// SOURCES says.
+func (d *Driver) CreateOperatorVolume(ctx context.Context, name, from string) (VolumeInfo, error) {
+	n, err := names.Parse(name)
+	if err != nil {
+		return VolumeInfo{}, err
+	}
+	if n.IsClone() {
+		return VolumeInfo{}, fmt.Errorf("%w: volume %q: an operator volume has a plain name; say what it clones with --from SOURCE[@REF]", names.ErrInvalid, name)
+	}
+	source, ref, err := parseSourceRef(from)
+	if err != nil {
+		return VolumeInfo{}, fmt.Errorf("volume %q: --from %s: %w", name, from, err)
+	}
+	if source == name {
+		return VolumeInfo{}, fmt.Errorf("%w: volume %q cannot be a clone of itself", names.ErrInvalid, name)
+	}
+	defer d.locks.Lock(name)()
+	if _, ok := d.st.Get(name); ok {
+		return VolumeInfo{}, fmt.Errorf("%w: volume %q exists; remove it first (snapvol volume rm %s)", ErrExists, name, name)
+	}
+	now := d.now()
+	r := &store.Record{Name: name, Source: source, Ref: ref, Operator: true, Created: now, LastUsed: now}
+	if _, err := d.makeClone(ctx, r, "", ""); err != nil {
+		return VolumeInfo{}, err
+	}
+	for _, v := range d.Volumes(ctx) {
+		if v.Name == name {
+			return v, nil
+		}
+	}
+	return VolumeInfo{}, fmt.Errorf("volume %q: made but not recorded", name)
+}
+
+// RemoveVolume removes a volume as docker volume rm does, with the same
+// refusals (in use, the source of clone volumes).
+func (d *Driver) RemoveVolume(ctx context.Context, name string) error {
+	if _, ok := d.st.Get(name); !ok {
+		return fmt.Errorf("%w: %q", ErrNoSuchVolume, name)
+	}
+	return d.removeVolume(ctx, name)
+}
+
+// SnapshotInfo is one snapshot as snapvol snapshot ls shows it; the JSON
+// keys are a stable interface.
+type SnapshotInfo struct {
+	Source string    `json:"source"`
+	Name   string    `json:"name"`
+	Time   time.Time `json:"time"`
+	// Kind is "named" (snapvol snapshot create), "scheduled", "plugin"
+	// (taken for @latest or @now) or "external" (made outside snapvol).
+	Kind string `json:"kind"`
+	// From is the clone volume it was taken of, "" for the source itself.
+	From   string   `json:"from,omitempty"`
+	Object string   `json:"object"`
+	Clones []string `json:"clones"`
+}
+
+// sourceObject looks a source up for an admin command.
+func (d *Driver) sourceObject(ctx context.Context, source string) (storage.Object, error) {
+	if why := names.CheckWord(source); why != "" {
+		return storage.Object{}, fmt.Errorf("%w: source %q %s", names.ErrInvalid, source, why)
+	}
+	src, err := d.b.Volume(ctx, source)
+	if errors.Is(err, storage.ErrNotFound) {
+		return src, fmt.Errorf("%w: source %q does not exist", ErrNoSource, source)
+	}
+	if err != nil {
+		return src, fmt.Errorf("looking up source %q: %w", source, err)
+	}
+	return src, nil
+}
+
+// cloneUsers maps snapshot object IDs to the volumes with a clone of them.
+func (d *Driver) cloneUsers() map[string][]string {
+	users := map[string][]string{}
+	d.st.Each(func(r *store.Record) {
+		seen := map[string]bool{}
+		for _, c := range r.Clones() {
+			if !seen[c.Snapshot] {
+				seen[c.Snapshot] = true
+				users[c.Snapshot] = append(users[c.Snapshot], r.Name)
+			}
+		}
+	})
+	return users
+}
+
+// SnapshotsOf lists the snapshots of source: the names registered for it
+// and every other snapshot the backend has of it, oldest first.
+func (d *Driver) SnapshotsOf(ctx context.Context, source string) ([]SnapshotInfo, error) {
+	src, err := d.sourceObject(ctx, source)
+	if err != nil {
+		return nil, err
+	}
+	snaps, err := d.b.Snapshots(ctx, src)
+	if err != nil {
+		return nil, fmt.Errorf("listing snapshots of %q: %w", source, err)
+	}
+	users := d.cloneUsers()
+	registered := map[string]bool{}
+	out := []SnapshotInfo{}
+	for _, reg := range d.st.RegisteredSnapshots(source) {
+		if reg.SourceID != "" && src.Identity != "" && reg.SourceID != src.Identity {
+			continue // a removed namesake's
+		}
+		registered[reg.Object] = true
+		out = append(out, SnapshotInfo{Source: source, Name: reg.Name, Time: reg.Time, Kind: reg.Kind, From: reg.From, Object: reg.Object, Clones: orEmpty(users[reg.Object])})
+	}
+	for _, s := range snaps {
+		if registered[s.ID] {
+			continue
+		}
+		kind := storage.Taken(s)
+		if kind == "" {
+			kind = "external"
+		}
+		out = append(out, SnapshotInfo{Source: source, Name: s.Name, Time: s.Created.UTC(), Kind: kind, From: s.Labels[storage.LabelFrom], Object: s.ID, Clones: orEmpty(users[s.ID])})
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
+	return out, nil
+}
+
+func orEmpty(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	sort.Strings(s)
+	return s
+}
+
+// CreateSnapshot takes a read-only snapshot of source, or of from (a clone
+// volume of source, e.g. after masking), and registers it as source@name.
+// With replace an existing name moves to the new snapshot in one write;
+// clones of the old one keep their data and the old one is collected once
+// nothing uses it.
+func (d *Driver) CreateSnapshot(ctx context.Context, source, name, from string, replace bool) (SnapshotInfo, error) {
+	if why := names.CheckWord(name); why != "" || name == names.RefLatest || name == names.RefNow || name == names.TagEach {
+		if why == "" {
+			why = "is reserved"
+		}
+		return SnapshotInfo{}, fmt.Errorf("%w: snapshot name %q %s; use a word such as masked or nightly", names.ErrInvalid, name, why)
+	}
+	src, err := d.sourceObject(ctx, source)
+	if err != nil {
+		return SnapshotInfo{}, err
+	}
+	if _, ok := d.st.RegisteredSnapshot(source, name); ok && !replace {
+		return SnapshotInfo{}, fmt.Errorf("%w: snapshot %s@%s; add --replace to move the name to a new snapshot", ErrExists, source, name)
+	}
+	if _, err := d.b.SnapshotByName(ctx, src, name); err == nil {
+		return SnapshotInfo{}, fmt.Errorf("%w: source %q has a snapshot named %q that snapvol did not register; choose another name", ErrExists, source, name)
+	}
+	// From taking the snapshot until its name is registered, collection
+	// would see an unused plugin snapshot.
+	defer d.refs.cloning()()
+	var snap storage.Object
+	if from == "" {
+		snap, err = d.b.Snapshot(ctx, src, storage.TakenSnapshotLabels(source, storage.TakenNamed, ""))
+	} else {
+		snap, err = d.snapshotOfClone(ctx, src, from)
+	}
+	if err != nil {
+		return SnapshotInfo{}, fmt.Errorf("snapshot %s@%s: %w", source, name, err)
+	}
+	reg := store.Snapshot{Source: source, SourceID: src.Identity, Name: name, Object: snap.ID, Kind: store.SnapNamed, Time: snap.Created.UTC(), From: from}
+	if reg.Time.IsZero() {
+		reg.Time = d.now()
+	}
+	old, err := d.st.RegisterSnapshot(reg)
+	if err != nil {
+		if derr := d.b.Delete(ctx, snap.ID); derr != nil {
+			d.log.WithError(derr).WithField("snapshot", snap.ID).Warn("could not delete an unregistered snapshot; the sweep will")
+		}
+		return SnapshotInfo{}, err
+	}
+	d.log.WithFields(logrus.Fields{"audit": "snapshot registered", "source": source, "snapshot": name, "object": snap.ID, "from": from}).Info("snapshot registered")
+	if old != nil {
+		d.log.WithFields(logrus.Fields{"source": source, "snapshot": name, "old_object": old.Object}).Info("snapshot name moved; the old snapshot goes once no clone uses it")
+		go func() {
+			cctx, cancel := d.ctx()
+			defer cancel()
+			d.collectSnapshots(cctx, source)
+		}()
+	}
+	return SnapshotInfo{Source: source, Name: name, Time: reg.Time, Kind: reg.Kind, From: from, Object: snap.ID, Clones: []string{}}, nil
+}
+
+// snapshotOfClone snapshots the clone of volume from, which must be a
+// clone volume of src, filed as src's.
+func (d *Driver) snapshotOfClone(ctx context.Context, src storage.Object, from string) (storage.Object, error) {
+	defer d.locks.Lock(from)()
+	r, ok := d.st.Get(from)
+	if !ok {
+		return storage.Object{}, fmt.Errorf("%w: --from %q", ErrNoSuchVolume, from)
+	}
+	if r.Source != src.Name || r.Each {
+		return storage.Object{}, fmt.Errorf("%w: --from %q is not a clone volume of %q (make one with snapvol volume create NAME --from %s@now)", names.ErrInvalid, from, src.Name, src.Name)
+	}
+	a := r.Attachment("")
+	if a == nil {
+		return storage.Object{}, fmt.Errorf("--from %q has no clone yet: mount it once, or make it with snapvol volume create", from)
+	}
+	labels := storage.TakenSnapshotLabels(src.Name, storage.TakenNamed, from)
+	if src.Identity != "" {
+		labels[storage.LabelSourceID] = src.Identity
+	}
+	return d.b.SnapshotOf(ctx, storage.Object{ID: a.Object, Name: from, Kind: storage.KindClone}, src, labels)
+}
+
+// RemoveSnapshot deletes snapshot source@name, refused while clones use it
+// (naming them) and for snapshots snapvol did not take.
+func (d *Driver) RemoveSnapshot(ctx context.Context, source, name string) error {
+	src, err := d.sourceObject(ctx, source)
+	if err != nil {
+		return err
+	}
+	d.refs.gc.Lock()
+	defer d.refs.gc.Unlock()
+	reg, registered := d.st.RegisteredSnapshot(source, name)
+	var obj storage.Object
+	if registered {
+		obj = storage.Object{ID: reg.Object, Name: name}
+	} else if obj, err = d.b.SnapshotByName(ctx, src, name); err != nil {
+		return fmt.Errorf("snapshot %s@%s: %w", source, name, err)
+	} else if storage.Taken(obj) == "" {
+		return fmt.Errorf("%w: snapshot %s@%s was not made by snapvol; delete it with the storage's own tools", storage.ErrProtected, source, name)
+	}
+	if users := d.cloneUsers()[obj.ID]; len(users) > 0 {
+		sort.Strings(users)
+		return fmt.Errorf("%w: snapshot %s@%s is used by the clones of %s; remove those volumes first", ErrInUse, source, name, strings.Join(users, ", "))
+	}
+	if registered {
+		if err := d.st.UnregisterSnapshot(source, name); err != nil {
+			return err
+		}
+	}
+	if err := d.b.Delete(ctx, obj.ID); err != nil {
+		return fmt.Errorf("snapshot %s@%s: deleting %s (the sweep retries): %w", source, name, obj.ID, err)
+	}
+	d.log.WithFields(logrus.Fields{"audit": "snapshot deleted", "source": source, "snapshot": name, "object": obj.ID}).Info("snapshot deleted")
+	return nil
+}
+
+// forgetSource drops the registered snapshot names and the schedule of a
+// source that was removed; collection then deletes the snapshots no clone
+// uses.
+func (d *Driver) forgetSource(source string) {
+	for _, reg := range d.st.RegisteredSnapshots(source) {
+		if err := d.st.UnregisterSnapshot(source, reg.Name); err != nil {
+			d.log.WithError(err).WithField("source", source).Warn("dropping the snapshot names of a removed source")
+		}
+	}
+	if err := d.st.DeleteSchedule(source); err != nil {
+		d.log.WithError(err).WithField("source", source).Warn("dropping the schedule of a removed source")
+	}
+}

@@ -1,0 +1,137 @@
+package driver
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/snapvol/snapvol/driver/store"
+	"github.com/snapvol/snapvol/storage"
+)
+
+// Schedules: the plugin snapshots a source every Every and keeps the newest
+// Keep scheduled snapshots (named ones are never expired by a schedule).
+// They live in the store, so they survive restarts; @latest may reuse a
+// scheduled snapshot like any snapshot of the source.
+
+// MinScheduleEvery is the shortest schedule (tests use it).
+const MinScheduleEvery = time.Second
+
+// SetSchedule turns on (or changes) the schedule of source.
+func (d *Driver) SetSchedule(ctx context.Context, source string, every time.Duration, keep int) (store.Schedule, error) {
+	if every < MinScheduleEvery {
+		return store.Schedule{}, fmt.Errorf("schedule of %q: --every %s is shorter than %s", source, every, MinScheduleEvery)
+	}
+	if keep < 1 {
+		return store.Schedule{}, fmt.Errorf("schedule of %q: --keep %d: keep at least 1 scheduled snapshot (or turn the schedule off with --off)", source, keep)
+	}
+	if _, err := d.sourceObject(ctx, source); err != nil {
+		return store.Schedule{}, err
+	}
+	sc := store.Schedule{Source: source, Every: every, Keep: keep}
+	for _, old := range d.st.Schedules() {
+		if old.Source == source {
+			sc.Last = old.Last
+		}
+	}
+	if err := d.st.PutSchedule(sc); err != nil {
+		return store.Schedule{}, err
+	}
+	d.log.WithFields(logrus.Fields{"source": source, "every": every.String(), "keep": keep}).Info("snapshot schedule set")
+	return sc, nil
+}
+
+// ClearSchedule turns the schedule of source off; its scheduled snapshots
+// stay until removed.
+func (d *Driver) ClearSchedule(source string) error {
+	if err := d.st.DeleteSchedule(source); err != nil {
+		return err
+	}
+	d.log.WithField("source", source).Info("snapshot schedule off")
+	return nil
+}
+
+// Schedules lists the schedules.
+func (d *Driver) Schedules() []store.Schedule { return d.st.Schedules() }
+
+// runSchedules takes the snapshots that are due, every second, until ctx
+// ends.
+func (d *Driver) runSchedules(ctx context.Context) {
+	t := time.NewTicker(MinScheduleEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			now := d.now()
+			for _, sc := range d.st.Schedules() {
+				if now.Sub(sc.Last) >= sc.Every {
+					d.takeScheduled(sc, now)
+				}
+			}
+		}
+	}
+}
+
+// takeScheduled takes one scheduled snapshot of sc.Source, registers it as
+// scheduled-TIME and expires the oldest beyond sc.Keep.
+func (d *Driver) takeScheduled(sc store.Schedule, now time.Time) {
+	ctx, cancel := d.ctx()
+	defer cancel()
+	log := d.log.WithField("source", sc.Source)
+	// The time is recorded before the attempt, so a source that cannot be
+	// snapshotted is retried at its pace, not every second.
+	sc.Last = now
+	if err := d.st.PutSchedule(sc); err != nil {
+		log.WithError(err).Warn("scheduled snapshot")
+		return
+	}
+	src, err := d.sourceObject(ctx, sc.Source)
+	if err != nil {
+		log.WithError(err).Warn("scheduled snapshot")
+		return
+	}
+	name := "scheduled-" + now.Format("20060102-150405")
+	if _, taken := d.st.RegisteredSnapshot(sc.Source, name); taken {
+		name += fmt.Sprintf("-%03d", now.Nanosecond()/1e6)
+	}
+	err = func() error {
+		defer d.refs.cloning()()
+		snap, err := d.b.Snapshot(ctx, src, storage.TakenSnapshotLabels(sc.Source, storage.TakenScheduled, ""))
+		if err != nil {
+			return err
+		}
+		t := snap.Created.UTC()
+		if t.IsZero() {
+			t = now
+		}
+		_, err = d.st.RegisterSnapshot(store.Snapshot{Source: sc.Source, SourceID: src.Identity, Name: name, Object: snap.ID, Kind: store.SnapScheduled, Time: t})
+		return err
+	}()
+	if err != nil {
+		log.WithError(err).Warn("scheduled snapshot")
+		return
+	}
+	log.WithFields(logrus.Fields{"audit": "snapshot registered", "snapshot": name}).Info("scheduled snapshot taken")
+	var scheduled []store.Snapshot
+	for _, reg := range d.st.RegisteredSnapshots(sc.Source) {
+		if reg.Kind == store.SnapScheduled {
+			scheduled = append(scheduled, reg)
+		}
+	}
+	for i := 0; i < len(scheduled)-sc.Keep; i++ {
+		// Oldest first. Clones made of an expired one keep it until they
+		// go; the name goes now.
+		if err := d.st.UnregisterSnapshot(sc.Source, scheduled[i].Name); err != nil {
+			log.WithError(err).Warn("expiring a scheduled snapshot")
+			continue
+		}
+		log.WithField("snapshot", scheduled[i].Name).Info("scheduled snapshot expired")
+	}
+	if len(scheduled) > sc.Keep {
+		d.collectSnapshots(ctx, sc.Source)
+	}
+}
