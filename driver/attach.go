@@ -87,6 +87,10 @@ func (d *Driver) materialize(ctx context.Context, r *store.Record, key string) (
 // reconcile drops).
 func (d *Driver) makeClone(ctx context.Context, r *store.Record, key, target string) (*store.Attachment, error) {
 	start := time.Now()
+	step(ctx, "checking the storage's health")
+	if err := d.checkHealth(ctx); err != nil {
+		return nil, errUnhealthy(r.Name, err)
+	}
 	step(ctx, "waiting for snapshot collection to finish")
 	defer d.refs.cloning()()
 	step(ctx, "looking up source %q", r.Source)

@@ -53,6 +53,7 @@ type Driver struct {
 	log   *logrus.Logger
 	refs  *refs
 	locks keylock.Map // one per volume name
+	pool  poolState
 
 	inflight sync.WaitGroup
 

@@ -336,3 +336,46 @@ func TestSweepFailures(t *testing.T) {
 	}
 	consistent(t, d, b, st)
 }
+
+// sick is a backend whose storage reports itself unhealthy (a pool btrfs
+// forced read-only) while health is set.
+type sick struct {
+	*memory.Backend
+	health error
+}
+
+func (s *sick) Health(context.Context) error { return s.health }
+
+// On unhealthy storage new clones are refused, naming the storage's
+// reason; Get and List keep answering and Status says so; once healthy,
+// clones are made again.
+func TestUnhealthyStorageRefusesNewClones(t *testing.T) {
+	d, b, _ := newTestDriver(t)
+	s := &sick{Backend: b, health: fmt.Errorf("%w: pool /var/lib/snapvol/pool is read-only: btrfs forced it read-only after an I/O error", storage.ErrUnhealthy)}
+	d.b = s
+	const name = "app-production@latest+x"
+	if err := d.Create(&volume.CreateRequest{Name: name}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := d.Mount(&volume.MountRequest{Name: name, ID: "1"})
+	if !errors.Is(err, storage.ErrUnhealthy) || !strings.Contains(err.Error(), "read-only") || !strings.Contains(err.Error(), name) {
+		t.Fatalf("Mount on unhealthy storage: %v", err)
+	}
+	g, err := d.Get(&volume.GetRequest{Name: name})
+	if err != nil {
+		t.Fatalf("Get on unhealthy storage: %v", err)
+	}
+	if h, _ := g.Volume.Status["pool"].(string); !strings.HasPrefix(h, "unhealthy: ") {
+		t.Fatalf("Status pool = %q", h)
+	}
+	if l, err := d.List(); err != nil || len(l.Volumes) != 2 {
+		t.Fatalf("List on unhealthy storage: %v %v", l, err)
+	}
+	s.health = nil
+	if _, err := d.Mount(&volume.MountRequest{Name: name, ID: "1"}); err != nil {
+		t.Fatalf("Mount once healthy: %v", err)
+	}
+	if g, _ := d.Get(&volume.GetRequest{Name: name}); g.Volume.Status["pool"] != "healthy" {
+		t.Fatalf("Status pool after recovery = %v", g.Volume.Status["pool"])
+	}
+}

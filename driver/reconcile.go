@@ -35,6 +35,7 @@ func (d *Driver) Reconcile(ctx context.Context) error {
 		}
 	}
 	d.dropStrayMounts(ctx)
+	d.watchPool()
 	return d.sweep(ctx)
 }
 

@@ -84,6 +84,7 @@ func (d *Driver) Run(ctx context.Context) {
 			return
 		case <-t.C:
 			d.retryReconcile(ctx)
+			d.watchPool()
 			d.dropStaleMounts()
 			d.Reap()
 			sctx, cancel := d.ctx()

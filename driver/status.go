@@ -37,6 +37,9 @@ func (d *Driver) status(r *store.Record) map[string]interface{} {
 	if r.Intent != nil {
 		s["pending"] = string(r.Intent.Op)
 	}
+	if h := d.poolHealth(); h != "" {
+		s["pool"] = h
+	}
 	if !r.IsClone() {
 		s["kind"] = "volume"
 		s["objects"] = objs
@@ -60,6 +63,7 @@ func (d *Driver) status(r *store.Record) map[string]interface{} {
 		s["clones"] = len(clones)
 		s["objects"], s["mountpoints"] = objs, mps
 		s["expires"] = d.expires(r)
+		d.usageStatus(s, clones)
 	}
 	return s
 }
@@ -89,4 +93,24 @@ func mountpointOf(r *store.Record) string {
 		return a.Target
 	}
 	return ""
+}
+
+// usageStatus adds what the clones hold alone and their limit, as the
+// last refresh (at most a sweep old) knew them.
+func (d *Driver) usageStatus(s map[string]interface{}, clones []*store.Attachment) {
+	var bytes, limit int64
+	known := false
+	for _, c := range clones {
+		if u, ok := d.cachedUsage(c.Object); ok {
+			known = true
+			bytes += u.Bytes
+			limit += u.Limit
+		}
+	}
+	if known {
+		s["exclusive_bytes"] = bytes
+		if limit > 0 {
+			s["limit_bytes"] = limit
+		}
+	}
 }
