@@ -249,3 +249,42 @@ func TestReusedSourceNameGetsNoOldSnapshots(t *testing.T) {
 		t.Fatalf("cleaning up: %v\n%s", err, out)
 	}
 }
+
+// Every command and flag the README's "Operator commands" synopsis shows
+// exists in the binary: `snapvol WORDS --help` answers and lists the flags.
+func TestREADMEOperatorCommandsExist(t *testing.T) {
+	RequireRoot(t)
+	block := readmeBlock(t, "## Operator commands", "`--state-dir DIR`")
+	n := 0
+	for _, line := range strings.Split(block, "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "snapvol" {
+			continue
+		}
+		var words, flags []string
+		for _, w := range f[1:] {
+			w = strings.Trim(w, "[]|")
+			switch {
+			case strings.HasPrefix(w, "--"):
+				flags = append(flags, w)
+			case w != "" && strings.ToLower(w) == w && len(flags) == 0 && !strings.ContainsAny(w, "0123456789"):
+				words = append(words, w)
+			}
+		}
+		out, err := cli(t, nil, append(words, "--help")...)
+		if err != nil {
+			t.Errorf("snapvol %s --help: %v\n%s", strings.Join(words, " "), err, out)
+			continue
+		}
+		for _, fl := range flags {
+			if !strings.Contains(out, fl) {
+				t.Errorf("snapvol %s has no flag %s:\n%s", strings.Join(words, " "), fl, out)
+			}
+		}
+		n++
+	}
+	if n < 9 {
+		t.Fatalf("only %d commands found in the README's synopsis", n)
+	}
+}

@@ -1,0 +1,188 @@
+package test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/snapvol/snapvol/test/dockerd"
+)
+
+// readmeBlock returns the indented code block that follows the first line
+// of README.md's section heading containing after, unindented.
+func readmeBlock(t *testing.T, heading, after string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(RepoRoot(), "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(data)
+	i := strings.Index(text, "\n"+heading+"\n")
+	if i < 0 {
+		t.Fatalf("README.md has no section %q", heading)
+	}
+	text = text[i+len(heading)+2:]
+	if j := strings.Index(text, "\n## "); j >= 0 {
+		text = text[:j]
+	}
+	k := strings.Index(text, after)
+	if k < 0 {
+		t.Fatalf("README.md section %q has no %q", heading, after)
+	}
+	lines := strings.Split(text[k:], "\n")[1:]
+	var block []string
+	for _, l := range lines {
+		switch {
+		case strings.HasPrefix(l, "    "):
+			block = append(block, strings.TrimPrefix(l, "    "))
+		case l == "" && len(block) == 0:
+		default:
+			if len(block) > 0 {
+				return strings.Join(block, "\n") + "\n"
+			}
+		}
+	}
+	if len(block) == 0 {
+		t.Fatalf("README.md section %q: no code block after %q", heading, after)
+	}
+	return strings.Join(block, "\n") + "\n"
+}
+
+// The README's masking recipe, verbatim, under a private dockerd with
+// PostgreSQL 15: production runs a live database; the refresh script makes
+// an operator clone, masks it in a container, registers it as
+// app-production@masked and drops the clone; SOURCES then lets Docker
+// users clone only the masked snapshots. CI sees only masked rows, raw
+// production is refused, production is unchanged, and a refresh while a CI
+// clone runs leaves that clone as it was and gives the next one the new
+// data.
+func TestE2EMaskingRecipe(t *testing.T) {
+	dockerd.Require(t)
+	RequirePostgres(t)
+	const section = "## Masking production for CI"
+	script := readmeBlock(t, section, "`/usr/local/sbin/mask-production.sh`:")
+	sources := readmeBlock(t, section, "Then let Docker users clone only the masked snapshots")
+	ciRun := readmeBlock(t, section, "What CI writes")
+	for _, want := range []string{"snapvol snapshot create app-production masked --from mask-work --replace", "UPDATE users"} {
+		if !strings.Contains(script, want) {
+			t.Fatalf("the README's refresh script lost %q:\n%s", want, script)
+		}
+	}
+
+	d := dockerd.Start(t, dockerd.Options{})
+	p := d.InstallPlugin(dockerd.Bundle(t, Binary(t)), "snapvol", "POOL_SIZE=4G")
+	ImportPostgres(t, d, PGImage)
+	d.MustDocker("tag", PGImage, "postgres:15") // the name the README uses
+
+	// The host's snapvol and docker, as the operator's shell has them.
+	bin := t.TempDir()
+	for name, target := range map[string]string{"snapvol": Binary(t), "docker": dockerd.DockerCLI()} {
+		if err := os.Symlink(target, filepath.Join(bin, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sh := func(what, script string) string {
+		t.Helper()
+		cmd := exec.Command("bash", "-euo", "pipefail", "-c", script)
+		cmd.Env = append(d.Env(), "PATH="+bin+":"+os.Getenv("PATH"), "STATE_DIR="+p.StateDir)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s\nscript:\n%s", what, err, out, script)
+		}
+		return string(out)
+	}
+	var containers []string
+	t.Cleanup(func() {
+		for _, c := range containers {
+			_, _ = d.Docker("rm", "-f", c)
+		}
+	})
+
+	// Production: a live database with personal data, one row of it the
+	// strange UTF-8 a user typed last night.
+	d.MustDocker("volume", "create", "-d", "snapvol", "app-production")
+	containers = append(containers, "pg-prod")
+	prod, err := RunPostgres(d, "pg-prod", []string{"-v", "app-production:" + PGData})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := prod.WaitReady(60 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Docker("exec", "pg-prod", "psql", "-d", "postgres", "-c", "CREATE DATABASE app"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := prod.SQL(`CREATE TABLE users (id int PRIMARY KEY, name text, email text);
+INSERT INTO users VALUES (1, 'Ada Lovelace', 'ada@example.com'), (2, 'Zoë 🎈 O''Brien', 'zoe@example.com'), (3, 'Grace Hopper', 'grace@example.com');
+CHECKPOINT;`); err != nil {
+		t.Fatal(err)
+	}
+	rows := func(s *PGServer) string {
+		t.Helper()
+		out, err := s.SQL("SELECT id, name, email FROM users ORDER BY id")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	prodBefore := rows(prod)
+
+	sh("the refresh script", script)
+	sh("SOURCES", sources)
+
+	startCI := func(name string) *PGServer {
+		t.Helper()
+		containers = append(containers, name)
+		sh("the CI container", strings.ReplaceAll(ciRun, "ci-db", name))
+		s := &PGServer{d: d, Name: name}
+		if err := s.WaitReady(60 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	ci := startCI("ci-db")
+	masked := rows(ci)
+	if strings.Contains(masked, "@example.com") || strings.Contains(masked, "Lovelace") || strings.Contains(masked, "Zoë") {
+		t.Fatalf("CI sees unmasked rows:\n%s", masked)
+	}
+	if !strings.Contains(masked, "2|user 2|user2@example.invalid") {
+		t.Fatalf("CI's rows are not the masked ones:\n%s", masked)
+	}
+	// CI writes to its clone; nobody else sees it.
+	if _, err := ci.SQL("INSERT INTO users VALUES (100, 'ci', 'ci@example.invalid')"); err != nil {
+		t.Fatal(err)
+	}
+
+	// Raw production is refused, naming SOURCES.
+	out, err := d.Docker("run", "--rm", "--network", "none", "--volume-driver", "snapvol", "-v", "app-production@latest+raw:/data", "postgres:15", "true")
+	if err == nil || !strings.Contains(err.Error(), "SOURCES=app-production@masked*") {
+		t.Fatalf("raw production under SOURCES=app-production@masked*: %v\n%s", err, out)
+	}
+
+	// A refresh while CI runs: production gains a row; the running CI
+	// clone keeps what it started with, the next one gets the new data.
+	if _, err := prod.SQL("INSERT INTO users VALUES (4, 'Late Comer', 'late@example.com'); CHECKPOINT;"); err != nil {
+		t.Fatal(err)
+	}
+	sh("the refresh script, again", script)
+	if got := rows(ci); got != masked+"100|ci|ci@example.invalid\n" {
+		t.Fatalf("the running CI clone changed under the refresh:\n%s\nwant:\n%s", got, masked+"100|ci|ci@example.invalid\n")
+	}
+	next := rows(startCI("ci-db2"))
+	if !strings.Contains(next, "4|user 4|user4@example.invalid") || strings.Contains(next, "@example.com") || strings.Contains(next, "100|ci") {
+		t.Fatalf("the CI clone after the refresh:\n%s", next)
+	}
+
+	// Production never felt any of it.
+	want := prodBefore + "4|Late Comer|late@example.com\n"
+	if got := rows(prod); got != want {
+		t.Fatalf("production changed:\n%s\nwant:\n%s", got, want)
+	}
+	snaps := sh("snapshot ls", "snapvol snapshot ls app-production")
+	if !strings.Contains(snaps, "masked") {
+		t.Fatalf("snapshot ls has no masked snapshot:\n%s", snaps)
+	}
+}
