@@ -34,9 +34,18 @@ UNIT_PKGS := ./driver/... ./keylock ./storage ./storage/memory ./plugin ./intern
 unit:
 	SNAPVOL_ROOT_TESTS= $(GO) test -count=1 $(UNIT_PKGS)
 
+# What the tests need, installed and built once (idempotent; root): Debian's
+# packages, and the current Docker Engine (dockerd, runc) and Compose v2
+# built from the Go module proxy into SNAPVOL_CI_CACHE (default
+# /var/cache/snapvol-ci). See scripts/test-deps.sh.
+.PHONY: deps
+deps:
+	scripts/test-deps.sh
+
 # The whole suite: unit tests, fuzz targets for a bounded time, and the
-# integration tests against real btrfs and a real dockerd (root required).
-test: vet build
+# integration tests against real btrfs and real dockerds, Debian's 20.10 and
+# the current Docker Engine (root required).
+test: deps vet build
 	$(GO) test -race -count=1 -timeout 60m ./...
 	$(MAKE) fuzz FUZZTIME=10s
 
@@ -74,8 +83,9 @@ uninstall:
 demo:
 	demo/demo.sh
 
-# Only the Docker end-to-end suite (private dockerd; part of `make test`).
-e2e: build
+# Only the Docker end-to-end suite (private dockerds, both engines;
+# SNAPVOL_ENGINES=debian or current picks one; part of `make test`).
+e2e: deps build
 	$(GO) test -count=1 -timeout 30m -v -run 'E2E' ./test
 
 # Performance, in one run (root; ~5 min; a sparse 16G pool file in $TMPDIR,

@@ -1,6 +1,8 @@
-// Package dockerd runs a private Docker engine for end-to-end tests: Debian's
-// dockerd (20.10) with its own data root, exec root, pid file and socket,
-// no bridge and no iptables, stopped and cleaned up when the test ends. It
+// Package dockerd runs a private Docker engine for end-to-end tests:
+// Debian's dockerd (20.10) or the current Docker Engine that
+// scripts/test-deps.sh builds (see Engines), with its own data root, exec
+// root, pid file and socket, no bridge and no iptables, stopped and
+// cleaned up when the test ends. It
 // also builds the snapvol managed plugin bundle, installs it into such an
 // engine and imports a busybox image from Debian's busybox-static, so tests
 // need no registry and no network.
@@ -35,11 +37,11 @@ func Require(t testing.TB) {
 	t.Helper()
 	roottest.Require(t, "a private dockerd")
 	for _, tool := range []struct{ name, pkg string }{
-		{"dockerd", "docker.io"}, {"containerd", "containerd (a dependency of docker.io)"}, {"runc", "runc (a dependency of docker.io)"},
+		{"containerd", "containerd (a dependency of docker.io)"},
 		{DockerCLI(), "docker.io"}, {"mkfs.btrfs", "btrfs-progs"}, {"busybox", "busybox-static"},
 	} {
 		if _, err := exec.LookPath(tool.name); err != nil {
-			t.Fatalf("%s not found: apt-get install -y %s (bash .ci/run installs everything the tests need)", tool.name, tool.pkg)
+			t.Fatalf("%s not found: apt-get install -y %s (%s installs everything the tests need)", tool.name, tool.pkg, DepsScript)
 		}
 	}
 	if _, err := os.Stat("/dev/loop-control"); err != nil {
@@ -60,12 +62,15 @@ func DockerCLI() string {
 type Options struct {
 	// LiveRestore keeps containers (and plugins) running across a restart.
 	LiveRestore bool
+	// Engine is the dockerd to run; nil is Debian's (see Debian).
+	Engine *Engine
 }
 
 // Daemon is a private dockerd.
 type Daemon struct {
 	t        testing.TB
 	opts     Options
+	Engine   Engine
 	Dir      string // data root, config, logs, client config
 	ExecRoot string // short, under /run: plugin socket paths must fit 108 bytes
 	Socket   string
@@ -80,6 +85,10 @@ type Daemon struct {
 func Start(t testing.TB, opts Options) *Daemon {
 	t.Helper()
 	Require(t)
+	eng := Debian(t)
+	if opts.Engine != nil {
+		eng = *opts.Engine
+	}
 	dir, err := os.MkdirTemp("", "snapvol-dockerd-")
 	if err != nil {
 		t.Fatal(err)
@@ -93,7 +102,7 @@ func Start(t testing.TB, opts Options) *Daemon {
 		t.Fatalf("exec root %s makes plugin socket paths %d bytes long, over the 107 a unix socket allows", execRoot, n)
 	}
 	d := &Daemon{
-		t: t, opts: opts, Dir: dir, ExecRoot: execRoot,
+		t: t, opts: opts, Engine: eng, Dir: dir, ExecRoot: execRoot,
 		Socket:  filepath.Join(dir, "docker.sock"),
 		logPath: filepath.Join(dir, "dockerd.log"),
 	}
@@ -139,10 +148,14 @@ func (d *Daemon) start() {
 		d.t.Fatal(err)
 	}
 	defer logf.Close()
-	fmt.Fprintf(logf, "\n===== dockerd %s started by the test at %s\n", strings.Join(d.args(), " "), time.Now().Format(time.RFC3339Nano))
-	cmd := exec.Command("dockerd", d.args()...)
+	fmt.Fprintf(logf, "\n===== %s %s started by the test at %s\n", d.Engine.Dockerd, strings.Join(d.args(), " "), time.Now().Format(time.RFC3339Nano))
+	cmd := exec.Command(d.Engine.Dockerd, d.args()...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+filepath.Join(d.Dir, "client"))
+	if d.Engine.PathDir != "" {
+		// Its runc first, for dockerd, its containerd and the shims.
+		cmd.Env = append(cmd.Env, "PATH="+d.Engine.PathDir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	}
 	// Its own process group, so a terminal's ^C reaches the test first and
 	// the cleanup stops the daemon in order.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -158,7 +171,7 @@ func (d *Daemon) start() {
 	for time.Now().Before(deadline) {
 		select {
 		case <-d.exited:
-			d.t.Fatalf("dockerd exited during start (%v); its log:\n%s", cmd.ProcessState, d.LogTail(60))
+			d.t.Fatalf("dockerd %s exited during start (%v); its log:\n%s", d.Engine.Version, cmd.ProcessState, d.LogTail(60))
 		default:
 		}
 		resp, err := client.Get("http://docker/_ping")
