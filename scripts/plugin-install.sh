@@ -5,10 +5,14 @@
 #   scripts/plugin-install.sh install DOCKER NAME BUNDLE STATE_DIR [KEY=VALUE...]
 #   scripts/plugin-install.sh uninstall DOCKER NAME
 #
-# Docker refuses to disable a volume plugin while any of its volumes exists;
-# FORCE=1 disables it anyway (docker plugin disable -f). Volumes, clones and
-# data live in the state directory and are back when the plugin is enabled
-# again; running containers keep their mounts.
+# Replacing or removing an enabled plugin disables it first. While the
+# plugin has volumes (docker volume ls --filter driver=NAME:latest) this
+# script refuses unless FORCE=1: it checks the volumes itself, because
+# Docker's own refusal depends on references it does not take for every
+# volume (none for a name the plugin claimed). With FORCE=1 it disables the
+# plugin anyway (docker plugin disable -f): volumes, clones and data live in
+# the state directory and are back when the plugin is enabled again, and
+# running containers keep their mounts.
 set -euo pipefail
 
 action=$1 docker=$2 name=$3
@@ -17,25 +21,46 @@ shift 3
 say() { printf '%s\n' "$*"; }
 run() { printf '+ %s\n' "$*"; "$@"; }
 
+# Docker names a plugin installed as NAME "NAME:latest", and so do its
+# volumes' Driver fields.
+full=$name
+[[ $full == *:* ]] || full=$name:latest
+
 installed() { $docker plugin inspect --format '{{.Enabled}}' "$name" 2>/dev/null; }
 
+# volumes lists the plugin's volumes, as the enabled plugin reports them.
+volumes() { $docker volume ls -q --filter "driver=$full"; }
+
 disable() {
-	local force=()
-	[[ ${FORCE:-} == 1 ]] && force=(-f)
-	if ! out=$($docker plugin disable "${force[@]}" "$name" 2>&1); then
-		say "$out" >&2
-		say "Docker refuses to disable $name while any of its volumes exists (docker volume ls -f driver=$name)." >&2
-		say "Run again with FORCE=1 to disable it anyway: volumes and data stay in its state directory." >&2
+	local vols n force=()
+	vols=$(volumes) || { say "cannot list the volumes of $name (docker volume ls failed); not disabling it" >&2; exit 1; }
+	n=$(grep -c . <<<"$vols" || true)
+	if ((n > 0)) && [[ ${FORCE:-} != 1 ]]; then
+		say "$name has $n volume(s) in this engine: $(head -n 5 <<<"$vols" | paste -sd ' ')$( ((n > 5)) && echo ' ...')" >&2
+		say "Not disabling it: while it is disabled those volumes cannot be mounted, created or removed." >&2
+		say "Run again with FORCE=1 to disable it anyway: the volumes and their data stay in its state directory and are back when it is enabled; running containers keep their mounts." >&2
 		exit 1
 	fi
-	say "disabled $name${force:+ (forced)}"
+	((n > 0)) && force=(-f)
+	if ! out=$($docker plugin disable "${force[@]}" "$name" 2>&1); then
+		say "$out" >&2
+		say "docker plugin disable $name failed (it listed $n volumes); FORCE=1 runs docker plugin disable -f." >&2
+		exit 1
+	fi
+	if ((n > 0)); then
+		say "disabled $name with -f: its $n volume(s) come back when it is enabled again"
+	else
+		say "disabled $name (it had no volumes)"
+	fi
 }
 
 remove() {
+	local out
 	if [[ ${FORCE:-} == 1 ]]; then
 		run $docker plugin rm -f "$name"
-	elif ! $docker plugin rm "$name"; then
-		say "Docker refuses to remove $name while any of its volumes exists; run again with FORCE=1." >&2
+	elif ! out=$($docker plugin rm "$name" 2>&1); then
+		say "$out" >&2
+		say "docker plugin rm $name failed; FORCE=1 runs docker plugin rm -f." >&2
 		exit 1
 	fi
 }
@@ -59,7 +84,10 @@ install)
 		disable
 		remove
 		;;
-	false) remove ;;
+	false)
+		say "removing the installed $name plugin, which is disabled (its volumes and data stay in its state directory)"
+		remove
+		;;
 	esac
 	run $docker plugin create "$name" "$bundle"
 	run $docker plugin set "$name" state.source="$state" "$@"
