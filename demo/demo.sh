@@ -5,9 +5,15 @@
 #
 # Run as root: `make demo`. It uses the Docker engine `docker` reaches, or
 # starts a private dockerd if there is none (or DEMO_PRIVATE_ENGINE=1), and
-# installs what is missing from Debian's packages.
+# installs what is missing from Debian's packages: docker.io too when no
+# engine is reachable and no dockerd is installed (without starting
+# Debian's system service: the demo's engine is a private one).
 #
 # Knobs: DEMO_PRIVATE_ENGINE=1  always use a private engine
+#        DEMO_DOCKERD=PATH      the dockerd a private engine runs (default:
+#                               dockerd from PATH); a runc beside it comes
+#                               first in its PATH (scripts/test-deps.sh
+#                               builds the current engine that way)
 #        DEMO_DIR=DIR           where a private engine keeps its data (a new
 #                               temporary directory by default)
 #        DEMO_BUNDLE=DIR        a plugin bundle already built (default: make plugin)
@@ -30,18 +36,41 @@ die() { printf '%sdemo failed: %s%s\n' "$r" "$*" "$n" >&2; exit 1; }
 [[ $(id -u) == 0 ]] || die "run the demo as root (it installs a Docker plugin that mounts a btrfs pool)"
 
 section "Prerequisites"
+# The engine: the one docker reaches, else a private dockerd, which needs
+# docker.io when there is none.
+reachable=0
+if [[ ${DEMO_PRIVATE_ENGINE:-} != 1 ]] && command -v "$docker" >/dev/null &&
+	timeout 15 $docker version --format '{{.Server.Version}}' >/dev/null 2>&1; then
+	reachable=1
+fi
+dockerd_bin=${DEMO_DOCKERD:-dockerd}
 missing=()
-command -v "$docker" >/dev/null || missing+=(docker.io)
+if ! command -v "$docker" >/dev/null; then
+	missing+=(docker.io)
+elif [[ $reachable == 0 ]] && ! command -v "$dockerd_bin" >/dev/null; then
+	[[ -n ${DEMO_DOCKERD:-} ]] && die "DEMO_DOCKERD=$DEMO_DOCKERD: not found"
+	say "no Docker engine reachable (${DOCKER_HOST:-default context}) and no dockerd installed: installing Debian's docker.io"
+	missing+=(docker.io)
+fi
 command -v mkfs.btrfs >/dev/null || missing+=(btrfs-progs)
 { [[ -x /bin/busybox ]] && ! ldd /bin/busybox >/dev/null 2>&1; } || missing+=(busybox-static)
 command -v go >/dev/null || die "Go is needed to build snapvol (https://go.dev/dl)"
 if ((${#missing[@]})); then
 	command -v apt-get >/dev/null || die "missing: ${missing[*]}; install them and run again"
 	say "installing Debian packages: ${missing[*]}"
+	# Installing docker.io must not start Debian's system dockerd (its
+	# bridge and iptables rules): the demo starts its own.
+	policy=/usr/sbin/policy-rc.d made_policy=0
+	if [[ ! -e $policy ]]; then
+		printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && made_policy=1
+	fi
 	DEBIAN_FRONTEND=noninteractive apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	[[ $made_policy == 1 ]] && rm -f "$policy"
+	hash -r
 fi
-say "docker client $($docker version --format '{{.Client.Version}}' 2>/dev/null || echo '?'), $(mkfs.btrfs --version | head -1), busybox-static"
+client_version=$($docker version --format '{{.Client.Version}}' 2>/dev/null || true)
+say "docker client ${client_version:-?}, $(mkfs.btrfs --version | head -1), busybox-static"
 
 # ---------------------------------------------------------------- engine
 private=0
@@ -74,11 +103,11 @@ cleanup() {
 trap cleanup EXIT
 
 section "A Docker engine"
-if [[ ${DEMO_PRIVATE_ENGINE:-} != 1 ]] && timeout 15 $docker version --format '{{.Server.Version}}' >/dev/null 2>&1; then
+if [[ $reachable == 1 ]]; then
 	say "using the engine docker reaches (${DOCKER_HOST:-default context}): Docker $($docker version --format '{{.Server.Version}}')"
 else
 	private=1
-	command -v dockerd >/dev/null || die "no Docker engine reachable and no dockerd to start (apt-get install docker.io)"
+	dockerd_bin=$(command -v "$dockerd_bin") || die "no Docker engine reachable and no dockerd to start (apt-get install docker.io)"
 	if [[ -n ${DEMO_DIR:-} ]]; then
 		engine_dir=$DEMO_DIR
 	else
@@ -90,8 +119,11 @@ else
 	echo '{}' >"$engine_dir/daemon.json"
 	export DOCKER_HOST=unix://$engine_dir/docker.sock DOCKER_CONFIG=$engine_dir/client
 	say "no engine reachable (or DEMO_PRIVATE_ENGINE=1): starting a private dockerd"
-	show "dockerd --data-root $engine_dir/data --exec-root $exec_root -H $DOCKER_HOST --bridge=none --iptables=false ..."
-	dockerd --config-file "$engine_dir/daemon.json" --data-root "$engine_dir/data" --exec-root "$exec_root" \
+	engine_path=$PATH
+	# A runc beside DEMO_DOCKERD is the one that engine needs.
+	[[ -n ${DEMO_DOCKERD:-} && -x $(dirname "$dockerd_bin")/runc ]] && engine_path=$(dirname "$dockerd_bin"):$PATH
+	show "$dockerd_bin --data-root $engine_dir/data --exec-root $exec_root -H $DOCKER_HOST --bridge=none --iptables=false ..."
+	PATH=$engine_path "$dockerd_bin" --config-file "$engine_dir/daemon.json" --data-root "$engine_dir/data" --exec-root "$exec_root" \
 		--pidfile "$engine_dir/docker.pid" -H "$DOCKER_HOST" \
 		--bridge=none --iptables=false --ip-forward=false --ip-masq=false >"$engine_dir/dockerd.log" 2>&1 &
 	dockerd_pid=$!
