@@ -1,10 +1,7 @@
 package test
 
 import (
-	"bytes"
-	"context"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -12,61 +9,63 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/pkg/stdcopy"
 	"golang.org/x/sys/unix"
 
 	"github.com/snapvol/snapvol/test/dockerd"
 )
 
 // The CI lifecycle (issue 5) and restarts under Docker (issue 6), end to
-// end: one private dockerd started with --live-restore, the managed plugin
-// installed, and the way CI uses it. No step names a volume driver unless
-// it says so: snapvol claims the names. The steps build on each other and
-// run in this order; the plugin settings change on the way (SOURCES, then
-// IDLE_TTL), so the step that shortens IDLE_TTL comes last. Every step
-// checks that production is unchanged and that what it made is gone.
+// end, on each engine: one private dockerd started with --live-restore,
+// the managed plugin installed, and the way CI uses it. No step names a
+// volume driver unless it says so: snapvol claims the names. The steps
+// build on each other and run in this order; the plugin settings change
+// on the way (SOURCES, then IDLE_TTL), so the step that shortens IDLE_TTL
+// comes last. Every step checks that production is unchanged and that
+// what it made is gone.
 func TestE2ECILifecycle(t *testing.T) {
 	dockerd.Require(t)
 	RequireTool(t, "losetup", "mount")
-	start := time.Now()
-	d := dockerd.Start(t, dockerd.Options{LiveRestore: true})
-	p := d.InstallPlugin(dockerd.Bundle(t, Binary(t)), "snapvol", "POOL_SIZE=2G", "LOG_LEVEL=debug")
-	t.Logf("private dockerd (--live-restore) up, busybox imported, plugin enabled in %v", time.Since(start).Round(time.Millisecond))
-	e := &e2e{t: t, d: d, p: p}
+	dockerd.ForEachEngine(t, func(t *testing.T, eng dockerd.Engine) {
+		start := time.Now()
+		d := dockerd.Start(t, dockerd.Options{LiveRestore: true, Engine: &eng})
+		p := d.InstallPlugin(dockerd.Bundle(t, Binary(t)), "snapvol", "POOL_SIZE=2G", "LOG_LEVEL=debug")
+		t.Logf("private dockerd %s (--live-restore) up, busybox imported, plugin enabled in %v", eng.Version, time.Since(start).Round(time.Millisecond))
+		e := &e2e{t: t, d: d, p: p}
 
-	e.runSteps(t, []e2eStep{
-		{"production volume", e2eProduction},
-		{"docker run -v with no volume driver", ciClaimedRun},
-		{"+each: concurrent containers get separate clones", ciEachConcurrent},
-		{"GitLab Docker executor: service and build containers", ciGitLabExecutor},
-		{"SOURCES refuses other sources", ciSourcesAllowlist},
-		{"dockerd restart with --live-restore", ciLiveRestore},
-		{"container exits while dockerd is down", ciExitWhileDown},
-		{"IDLE_TTL reaps idle clones", ciIdleReaping},
+		e.runSteps(t, []e2eStep{
+			{"production volume", e2eProduction},
+			{"docker run -v with no volume driver", ciClaimedRun},
+			{"+each: concurrent containers get separate clones", ciEachConcurrent},
+			{"GitLab Docker executor: service and build containers", ciGitLabExecutor},
+			{"GitLab Docker executor with volume_driver", ciGitLabVolumeDriver},
+			{"SOURCES refuses other sources", ciSourcesAllowlist},
+			{"dockerd restart with --live-restore", ciLiveRestore},
+			{"container exits while dockerd is down", ciExitWhileDown},
+			{"IDLE_TTL reaps idle clones", ciIdleReaping},
+		})
+		e.checkProduction()
+		if mounts := e.hostCloneMounts(); len(mounts) > 0 {
+			t.Errorf("clone mounts left on the host after every container stopped:\n%s", strings.Join(mounts, "\n"))
+		}
+		if mounts := e.pluginDataMounts(); len(mounts) > 0 {
+			t.Errorf("mounts left under DATA_ROOT in the plugin after every container stopped:\n%s", strings.Join(mounts, "\n"))
+		}
+		if devs, err := p.LoopDevices(); err != nil || len(devs) != 1 {
+			t.Errorf("pool file on loop devices %v (%v), want exactly one", devs, err)
+		}
+		// The plugin logged no warning or error but the refusals asked for.
+		for _, line := range strings.Split(d.Log(), "\n") {
+			if !strings.Contains(line, " plugin=") || !(strings.Contains(line, "level=warning") || strings.Contains(line, "level=error")) {
+				continue
+			}
+			if strings.Contains(line, "create failed") && strings.Contains(line, "source not allowed") ||
+				strings.Contains(line, "mounts Docker never unmounted") && (strings.Contains(line, "@latest+gone") || strings.Contains(line, "@now+each")) {
+				continue
+			}
+			t.Errorf("plugin log: %s", line)
+		}
+		t.Logf("TestE2ECILifecycle on %s took %v", eng.Version, time.Since(start).Round(time.Millisecond))
 	})
-	e.checkProduction()
-	if mounts := e.hostCloneMounts(); len(mounts) > 0 {
-		t.Errorf("clone mounts left on the host after every container stopped:\n%s", strings.Join(mounts, "\n"))
-	}
-	if mounts := e.pluginDataMounts(); len(mounts) > 0 {
-		t.Errorf("mounts left under DATA_ROOT in the plugin after every container stopped:\n%s", strings.Join(mounts, "\n"))
-	}
-	if devs, err := p.LoopDevices(); err != nil || len(devs) != 1 {
-		t.Errorf("pool file on loop devices %v (%v), want exactly one", devs, err)
-	}
-	// The plugin logged no warning or error but the refusals asked for.
-	for _, line := range strings.Split(d.Log(), "\n") {
-		if !strings.Contains(line, " plugin=") || !(strings.Contains(line, "level=warning") || strings.Contains(line, "level=error")) {
-			continue
-		}
-		if strings.Contains(line, "create failed") && strings.Contains(line, "source not allowed") ||
-			strings.Contains(line, "mounts Docker never unmounted") && (strings.Contains(line, "@latest+gone") || strings.Contains(line, "@now+each")) {
-			continue
-		}
-		t.Errorf("plugin log: %s", line)
-	}
-	t.Logf("TestE2ECILifecycle took %v", time.Since(start).Round(time.Millisecond))
 }
 
 // pluginDataMounts lists what is mounted below DATA_ROOT (/mnt/snapvol)
@@ -264,242 +263,6 @@ func ciEachConcurrent(t *testing.T, e *e2e) {
 	}
 	e.checkProduction()
 	e.d.MustDocker("volume", "rm", name)
-}
-
-// ciGitLabExecutor drives the Docker Go SDK with the calls GitLab Runner's
-// Docker executor makes for a job with a service, for a runner whose
-// config.toml has volumes = ["app-production@latest+each:/var/lib/cassandra"]
-// and no volume_driver. The runner's volumes manager turns a "source:dest"
-// entry into a bind string as is; every container of the job (services, the
-// helper and the build container) gets the same HostConfig.Binds; service
-// containers never get a VolumeDriver, the build container gets
-// volume_driver (empty here). Services are created and started first; the
-// helper and build containers are each created once and started once per
-// stage; at the end every container is removed with RemoveVolumes and
-// Force, which leaves named volumes alone.
-func ciGitLabExecutor(t *testing.T, e *e2e) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cli := e.sdk(t)
-
-	const dest = "/var/lib/cassandra"
-	name := e2eProd + "@latest+each"
-	binds := []string{name + ":" + dest}
-	before := e.clones()
-	prefix := "runner-x1y2z3-project-42-concurrent-0-"
-	var created []string
-	defer func() {
-		for _, id := range created {
-			_ = cli.ContainerRemove(context.Background(), id, container.RemoveOptions{RemoveVolumes: true, Force: true})
-		}
-	}()
-
-	// The service: a stand-in for cassandra that writes to its data
-	// directory when it starts and keeps running.
-	svcCfg := &container.Config{
-		Image: dockerd.Image,
-		Cmd:   []string{"sh", "-c", "echo service > " + dest + "/service.txt && exec sleep 600"},
-		Labels: map[string]string{
-			"com.gitlab.gitlab-runner.type": "service", "com.gitlab.gitlab-runner.service": "cassandra",
-			"com.gitlab.gitlab-runner.job.id": "4711",
-		},
-	}
-	svcHost := &container.HostConfig{
-		RestartPolicy: container.RestartPolicy{Name: "no"},
-		NetworkMode:   "none",
-		Binds:         binds,
-		LogConfig:     container.LogConfig{Type: "json-file"},
-	}
-	svc, err := cli.ContainerCreate(ctx, svcCfg, svcHost, nil, nil, prefix+"cassandra-0")
-	if err != nil {
-		t.Fatalf("creating the service container with Binds %v and no volume driver: %v", binds, err)
-	}
-	created = append(created, svc.ID)
-	if err := cli.ContainerStart(ctx, svc.ID, container.StartOptions{}); err != nil {
-		t.Fatalf("starting the service container: %v", err)
-	}
-	// Wait for the service to be up (the runner's health check waits for
-	// its port; here, its file).
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		out, err := e.d.Docker("exec", svc.ID, "cat", dest+"/service.txt")
-		if err == nil && out == "service\n" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the service did not write its data directory: %q %v", out, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if got := e.exec(svc.ID, "cat "+dest+"/guestbook/0003.txt"); got != Guestbook["guestbook/0003.txt"] {
-		t.Fatalf("the service container does not see production's data: %q", got)
-	}
-	svcClones := e.newClones(before)
-	if len(svcClones) != 1 {
-		t.Fatalf("the service container made clones %v, want 1", svcClones)
-	}
-
-	// The job's own containers: the helper ("predefined", for get_sources,
-	// caches and artifacts) and the build container, each created once
-	// (after removing any of the same name), inspected, then attached to
-	// and started once per stage with the stage's script on stdin. Both
-	// get the runner's Binds; only the build container gets volume_driver,
-	// which is unset here. A start is a new mount ID to Docker, so with
-	// +each every stage gets a fresh clone.
-	jobContainer := func(kind string) string {
-		t.Helper()
-		ctrName := prefix + kind
-		_ = cli.ContainerRemove(ctx, ctrName, container.RemoveOptions{RemoveVolumes: true, Force: true})
-		cfg := &container.Config{
-			Image:        dockerd.Image,
-			Cmd:          []string{"sh"},
-			Tty:          false,
-			AttachStdin:  true,
-			AttachStdout: true,
-			AttachStderr: true,
-			OpenStdin:    true,
-			StdinOnce:    true,
-			Labels:       map[string]string{"com.gitlab.gitlab-runner.type": kind, "com.gitlab.gitlab-runner.job.id": "4711"},
-		}
-		host := &container.HostConfig{
-			RestartPolicy: container.RestartPolicy{Name: "no"},
-			NetworkMode:   "none",
-			Binds:         binds,
-			LogConfig:     container.LogConfig{Type: "json-file"},
-		}
-		if kind == "build" {
-			host.VolumeDriver = "" // volume_driver unset in config.toml
-		}
-		c, err := cli.ContainerCreate(ctx, cfg, host, nil, nil, ctrName)
-		if err != nil {
-			t.Fatalf("creating the %s container with Binds %v and no volume driver: %v", kind, binds, err)
-		}
-		created = append(created, c.ID)
-		inspected, err := cli.ContainerInspect(ctx, c.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if inspected.HostConfig.VolumeDriver != "" {
-			t.Fatalf("%s container has volume driver %q, want none", kind, inspected.HostConfig.VolumeDriver)
-		}
-		return c.ID
-	}
-	stage := func(id, script string) (string, int64) {
-		t.Helper()
-		hj, err := cli.ContainerAttach(ctx, id, container.AttachOptions{Stream: true, Stdin: true, Stdout: true, Stderr: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer hj.Close()
-		if err := cli.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
-			t.Fatalf("starting container %s: %v", id[:12], err)
-		}
-		var stdout, stderr bytes.Buffer
-		copied := make(chan error, 1)
-		go func() { _, err := stdcopy.StdCopy(&stdout, &stderr, hj.Reader); copied <- err }()
-		if _, err := io.Copy(hj.Conn, strings.NewReader(script)); err != nil {
-			t.Fatal(err)
-		}
-		if err := hj.CloseWrite(); err != nil {
-			t.Fatal(err)
-		}
-		waitC, errC := cli.ContainerWait(ctx, id, container.WaitConditionNotRunning)
-		var code int64
-		select {
-		case r := <-waitC:
-			code = r.StatusCode
-		case err := <-errC:
-			t.Fatal(err)
-		}
-		select {
-		case <-copied:
-		case <-time.After(10 * time.Second):
-			t.Errorf("container %s: the output stream did not end", id[:12])
-		}
-		if stderr.Len() > 0 {
-			t.Logf("container %s stderr: %s", id[:12], stderr.String())
-		}
-		return stdout.String(), code
-	}
-
-	// get_sources in the helper container: it gets a clone of its own too.
-	helper := jobContainer("predefined")
-	out, code := stage(helper, `cd `+dest+` && ls && echo helper > helper.txt`)
-	if code != 0 || out != "guestbook\nschema.sql\n" {
-		t.Fatalf("helper container exited %d with %q, want production's top level", code, out)
-	}
-	if got := e.newClones(before); len(got) != 1 || got[0] != svcClones[0] {
-		t.Errorf("after the helper stage the clones are %v, want only the service's %v", got, svcClones)
-	}
-
-	build := jobContainer("build")
-	// step_script: production's data (the malformed row), nothing of the
-	// service's clone, and writes of its own.
-	out, code = stage(build, `set -e
-cd `+dest+`
-grep -l "$(printf '\377')" guestbook/*
-if [ -e service.txt ] || [ -e helper.txt ]; then echo "sees another container's clone"; exit 3; fi
-echo build > build.txt
-echo changed > guestbook/0003.txt
-echo stage-one-done
-`)
-	if code != 0 || !strings.Contains(out, "guestbook/0003.txt") || !strings.Contains(out, "stage-one-done") {
-		t.Fatalf("build stage 1 exited %d: %q", code, out)
-	}
-	if got := e.newClones(before); len(got) != 1 || got[0] != svcClones[0] {
-		t.Errorf("after the first stage the clones are %v, want only the service's %v", got, svcClones)
-	}
-	// The service never saw the build's writes.
-	if got := e.exec(svc.ID, "cat "+dest+"/guestbook/0003.txt; ls "+dest); got != Guestbook["guestbook/0003.txt"]+"guestbook\nschema.sql\nservice.txt\n" {
-		t.Errorf("the service sees %q: the build container's writes reached it", got)
-	}
-
-	// after_script: the same container started again.
-	out, code = stage(build, `cd `+dest+` && ls && cat guestbook/0003.txt`)
-	if want := "guestbook\nschema.sql\n" + Guestbook["guestbook/0003.txt"]; code != 0 || out != want {
-		t.Errorf("build stage 2 (same container restarted) exited %d with %q, want a fresh clone: %q", code, out, want)
-	}
-
-	inspected, err := cli.ContainerInspect(ctx, build)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(inspected.Mounts) != 1 || inspected.Mounts[0].Name != name || inspected.Mounts[0].Driver != "snapvol:latest" || inspected.Mounts[0].Destination != dest {
-		t.Errorf("build container mounts %+v, want %s from snapvol:latest at %s", inspected.Mounts, name, dest)
-	}
-	vol, err := cli.VolumeInspect(ctx, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if vol.Driver != "snapvol:latest" || vol.Status["mounts"] != float64(1) {
-		t.Errorf("volume inspect with the service running: driver %s Status %v, want snapvol:latest and 1 mount", vol.Driver, vol.Status)
-	}
-	e.checkProduction()
-
-	// The end of the job: every container removed, services by force.
-	for _, id := range created {
-		if err := cli.ContainerRemove(ctx, id, container.RemoveOptions{RemoveVolumes: true, Force: true}); err != nil {
-			t.Errorf("removing container %s: %v", id[:12], err)
-		}
-	}
-	created = nil
-	if got := e.newClones(before); len(got) != 0 {
-		t.Errorf("clones %v left after the job's containers were removed", got)
-	}
-	vol, err = cli.VolumeInspect(ctx, name)
-	if err != nil {
-		t.Fatalf("the +each volume should still answer after the job: %v", err)
-	}
-	if vol.Status["state"] != "not materialized" || vol.Status["mounts"] != float64(0) {
-		t.Errorf("volume after the job: Status %v, want not materialized, 0 mounts", vol.Status)
-	}
-	if mounts := e.pluginDataMounts(); len(mounts) > 0 {
-		t.Errorf("mounts left in the plugin after the job: %v", mounts)
-	}
-	e.checkProduction()
-	if err := cli.VolumeRemove(ctx, name, false); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // ciSourcesAllowlist: with SOURCES=app-*, a volume called secrets stays

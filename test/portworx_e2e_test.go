@@ -21,9 +21,15 @@ import (
 // container reads production's data through it.
 func TestE2EPortworxManagedPlugin(t *testing.T) {
 	dockerd.Require(t)
+	dockerd.ForEachEngine(t, pxManagedPlugin)
+}
+
+// pxManagedPlugin is TestE2EPortworxManagedPlugin on one engine, with an
+// OpenStorage server of its own.
+func pxManagedPlugin(t *testing.T, eng dockerd.Engine) {
 	srv := osdserver.ForTest(t, osdserver.Config{Token: pxToken})
 	prodID, prodSum := pxProduction(t, srv)
-	d := dockerd.Start(t, dockerd.Options{})
+	d := dockerd.Start(t, dockerd.Options{Engine: &eng})
 	p := d.InstallPlugin(dockerd.Bundle(t, Binary(t)), "snapvol",
 		"BACKEND=portworx", "PX_ENDPOINT="+srv.Endpoint(), "PX_TOKEN="+pxToken, "LOG_LEVEL=debug")
 	id, err := p.ID()

@@ -26,7 +26,6 @@ import (
 func TestE2EPostgresLiveClones(t *testing.T) {
 	dockerd.Require(t)
 	RequirePostgres(t)
-	began := time.Now()
 	clones := 5
 	if v := os.Getenv("SNAPVOL_PG_CLONES"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -35,6 +34,12 @@ func TestE2EPostgresLiveClones(t *testing.T) {
 		}
 		clones = n
 	}
+	dockerd.ForEachEngine(t, func(t *testing.T, eng dockerd.Engine) { pgLiveClones(t, eng, clones) })
+}
+
+// pgLiveClones is TestE2EPostgresLiveClones on one engine.
+func pgLiveClones(t *testing.T, eng dockerd.Engine, clones int) {
+	began := time.Now()
 	const (
 		writers = 4
 		rate    = 100 // commits per second per writer
@@ -42,7 +47,7 @@ func TestE2EPostgresLiveClones(t *testing.T) {
 	seed := rand.Uint64()
 	t.Logf("payload seed %d", seed)
 
-	d := dockerd.Start(t, dockerd.Options{})
+	d := dockerd.Start(t, dockerd.Options{Engine: &eng})
 	d.InstallPlugin(dockerd.Bundle(t, Binary(t)), "snapvol", "POOL_SIZE=4G")
 	ImportPostgres(t, d, PGImage)
 	t.Logf("engine, plugin and image ready in %v", time.Since(began).Round(time.Millisecond))
