@@ -132,7 +132,8 @@ func (d *Driver) makeClone(ctx context.Context, r *store.Record, key, target str
 		d.undoClone(ctx, r.Name, a) // without a record it would be an orphan
 		return nil, err
 	}
-	d.log.WithFields(logrus.Fields{
+	d.obs().CloneMade(time.Since(start))
+	d.logOf(ctx).WithFields(logrus.Fields{
 		"audit": "clone made", "volume": r.Name, "source": r.Source, "snapshot": a.SnapshotName,
 		"snapshot_time": rfc3339(a.SnapshotTime), "clone": a.Object, "ms": time.Since(start).Milliseconds(),
 	}).Info("clone made")
@@ -148,6 +149,7 @@ func (d *Driver) destroy(ctx context.Context, r *store.Record, key string) error
 	if a == nil {
 		return nil
 	}
+	start := time.Now()
 	if a.Target != "" { // never mounted: no path to hand the backend
 		step(ctx, "unmounting %s", a.Target)
 		if err := d.b.Unmount(ctx, a.Object, a.Target); err != nil {
@@ -160,14 +162,15 @@ func (d *Driver) destroy(ctx context.Context, r *store.Record, key string) error
 		if err := d.b.Delete(ctx, a.Object); err != nil {
 			return fmt.Errorf("volume %q: deleting clone %s: %w", r.Name, a.Object, err)
 		}
-		d.log.WithFields(logrus.Fields{
+		d.obs().CloneDestroyed(time.Since(start))
+		d.logOf(ctx).WithFields(logrus.Fields{
 			"audit": "clone destroyed", "volume": r.Name, "snapshot": a.SnapshotName, "clone": a.Object,
 		}).Info("clone destroyed")
 	} else if err := d.b.RemoveVolume(ctx, storage.Object{ID: a.Object, Name: r.Name, Kind: storage.KindVolume}); errors.Is(err, storage.ErrProtected) {
 		// A volume the backend does not know as snapvol's: made by hand and
 		// adopted by a version that did not label volumes. Its data is never
 		// snapvol's to delete; the record goes, the data stays.
-		d.log.WithFields(logrus.Fields{"volume": r.Name, "object": a.Object}).Warn(
+		d.logOf(ctx).WithFields(logrus.Fields{"volume": r.Name, "object": a.Object}).Warn(
 			"removing the record of a volume snapvol did not make (or made before it labelled volumes); its data is left in place")
 	} else if err != nil {
 		return fmt.Errorf("volume %q: deleting: %w", r.Name, err)
@@ -185,7 +188,7 @@ func (d *Driver) undoClone(ctx context.Context, volName string, a *store.Attachm
 	tmp := &store.Record{Name: volName, Source: "-"}
 	tmp.SetAttachment("", a)
 	if err := d.destroy(ctx, tmp, ""); err != nil {
-		d.log.WithError(err).WithFields(logrus.Fields{"volume": volName, "clone": a.Object}).Warn("could not undo a clone; the orphan sweep will")
+		d.logOf(ctx).WithError(err).WithFields(logrus.Fields{"volume": volName, "clone": a.Object}).Warn("could not undo a clone; the orphan sweep will")
 	}
 }
 

@@ -43,6 +43,9 @@ type Config struct {
 	// Failpoint, when set, is called at every step of Failpoints; crash
 	// tests make it kill the process.
 	Failpoint func(name string)
+	// Observer is told of clones made, destroyed and reaped and of
+	// reconcile's repairs (metrics); nil tells nobody.
+	Observer Observer
 }
 
 // Driver implements volume.Driver.
@@ -103,13 +106,14 @@ func (d *Driver) ctx() (context.Context, context.CancelFunc) {
 }
 
 // op tracks one Docker request: the returned func logs one line with the
-// volume, duration and outcome, and lets Drain wait for it.
-func (d *Driver) op(op, name string, err *error) func() {
+// volume, duration and outcome through the request's logger, and lets
+// Drain wait for it.
+func (d *Driver) op(log *logrus.Entry, op, name string, err *error) func() {
 	d.inflight.Add(1)
 	start := time.Now()
 	return func() {
 		defer d.inflight.Done()
-		e := d.log.WithFields(logrus.Fields{"op": op, "volume": name, "ms": time.Since(start).Milliseconds()})
+		e := log.WithFields(logrus.Fields{"op": op, "volume": name, "ms": time.Since(start).Milliseconds()})
 		if *err != nil {
 			e.WithError(*err).Warn(op + " failed")
 			return

@@ -275,7 +275,7 @@ func (d *Driver) removeVolume(ctx context.Context, name string) error {
 		unlock()
 		return nil
 	}
-	if err := d.removable(r); err != nil {
+	if err := d.removable(ctx, r); err != nil {
 		unlock()
 		return err
 	}
@@ -296,7 +296,7 @@ func (d *Driver) removeVolume(ctx context.Context, name string) error {
 }
 
 // removable says why Remove must refuse r, if it must.
-func (d *Driver) removable(r *store.Record) error {
+func (d *Driver) removable(ctx context.Context, r *store.Record) error {
 	if r.Intent != nil && r.Intent.Op != store.OpRemove {
 		// Only reconcile knows how to finish it: an interrupted create,
 		// say, has no object recorded yet, and removing just the record
@@ -317,7 +317,7 @@ func (d *Driver) removable(r *store.Record) error {
 		// (dockerd 20.10 sends none for a container that exited while it
 		// was down with --live-restore). Refusing would keep the clone
 		// forever; a clone holds no production data.
-		d.log.WithFields(logrus.Fields{"volume": r.Name, "mounts": n}).Warn("removing a clone volume with mounts Docker never unmounted")
+		d.logOf(ctx).WithFields(logrus.Fields{"volume": r.Name, "mounts": n}).Warn("removing a clone volume with mounts Docker never unmounted")
 	}
 	if r.IsClone() {
 		return nil

@@ -55,8 +55,9 @@ type slowWatch struct {
 // Drain accounting (op), and its progress report if it runs long. The
 // returned func ends all three.
 func (d *Driver) begin(op, name string, err *error) (context.Context, func()) {
-	end := d.op(op, name, err)
 	ctx, cancel := d.ctx()
+	ctx, log := d.withRequest(ctx, op, name)
+	end := d.op(log, op, name, err)
 	p := &progress{format: "starting", since: time.Now()}
 	ctx = context.WithValue(ctx, progressKey{}, p)
 	start := time.Now()
@@ -68,7 +69,7 @@ func (d *Driver) begin(op, name string, err *error) (context.Context, func()) {
 			return
 		}
 		at, since := p.now()
-		d.log.WithFields(logrus.Fields{
+		log.WithFields(logrus.Fields{
 			"op": op, "volume": name, "step": at,
 			"elapsed": time.Since(start).Round(time.Millisecond).String(),
 			"in_step": time.Since(since).Round(time.Millisecond).String(),

@@ -99,6 +99,7 @@ func (d *Driver) dropStrayMounts(ctx context.Context) {
 			d.log.WithError(err).WithField("target", target).Warn("dropping stray mount")
 			continue
 		}
+		d.obs().Repaired(RepairStrayMount)
 		d.log.WithField("target", target).Info("reconcile: dropped stray mount")
 	}
 }
@@ -121,9 +122,14 @@ func (d *Driver) reconcileVolume(ctx context.Context, name string) error {
 			if err := d.release(ctx, r, in.Key, retrying); err != nil {
 				return err
 			}
+			d.obs().Repaired(RepairRelease)
 		case store.OpRemove:
 			log.Info("reconcile: finishing interrupted remove")
-			return d.remove(ctx, r, retrying)
+			if err := d.remove(ctx, r, retrying); err != nil {
+				return err
+			}
+			d.obs().Repaired(RepairRemove)
+			return nil
 		default:
 			return fmt.Errorf("volume %q: unknown intent %q; remove the volume", name, in.Op)
 		}
@@ -139,6 +145,7 @@ func (d *Driver) finishCreate(ctx context.Context, r *store.Record, log *logrus.
 	obj, err := d.b.Volume(ctx, r.Name)
 	if errors.Is(err, storage.ErrNotFound) {
 		log.Info("reconcile: interrupted create made nothing; dropping the record")
+		d.obs().Repaired(RepairCreate)
 		return d.st.Delete(r.Name)
 	}
 	if err == nil {
@@ -149,6 +156,7 @@ func (d *Driver) finishCreate(ctx context.Context, r *store.Record, log *logrus.
 	}
 	if errors.Is(err, storage.ErrForeign) {
 		log.WithError(err).Warn("reconcile: interrupted create found a volume snapvol did not make; dropping the record, leaving the volume alone")
+		d.obs().Repaired(RepairCreate)
 		return d.st.Delete(r.Name)
 	}
 	if err != nil {
@@ -157,6 +165,7 @@ func (d *Driver) finishCreate(ctx context.Context, r *store.Record, log *logrus.
 	r.SetAttachment("", &store.Attachment{Object: obj.ID})
 	r.Intent = nil
 	log.Info("reconcile: finished interrupted create")
+	d.obs().Repaired(RepairCreate)
 	return d.st.Put(r)
 }
 
@@ -175,10 +184,12 @@ func (d *Driver) restoreMounts(ctx context.Context, r *store.Record) error {
 			if err := d.b.Mount(ctx, a.Object, a.Target); err != nil {
 				return fmt.Errorf("volume %q: restoring mount: %w", r.Name, err)
 			}
+			d.obs().Repaired(RepairRestoredMount)
 		case a.Mounts == 0 && mounted:
 			if err := d.b.Unmount(ctx, a.Object, a.Target); err != nil {
 				return fmt.Errorf("volume %q: dropping stale mount: %w", r.Name, err)
 			}
+			d.obs().Repaired(RepairStaleMount)
 		case a.Mounts == 0:
 			// A Mount killed between making the mount point and mounting
 			// leaves the empty directory; it is the volume's, so the stray
@@ -212,6 +223,7 @@ func (d *Driver) sweep(ctx context.Context) error {
 			if err := d.b.Delete(ctx, o.ID); err != nil {
 				d.log.WithError(err).WithField("clone", o.ID).Warn("deleting orphan clone")
 			} else {
+				d.obs().Repaired(RepairOrphanClone)
 				d.log.WithFields(logrus.Fields{"audit": "orphan destroyed", "volume": vol, "clone": o.ID}).Info("orphan clone destroyed")
 			}
 		}

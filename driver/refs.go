@@ -187,7 +187,7 @@ func (d *Driver) collectSnapshots(ctx context.Context, source string) {
 	defer d.refs.gc.Unlock()
 	owned, err := d.b.Owned(ctx)
 	if err != nil {
-		d.log.WithError(err).WithField("source", source).Warn("listing snapshots to collect")
+		d.logOf(ctx).WithError(err).WithField("source", source).Warn("listing snapshots to collect")
 		return
 	}
 	d.collect(ctx, owned, func(s string) bool { return s == source })
@@ -210,10 +210,10 @@ func (d *Driver) collect(ctx context.Context, owned []storage.Object, match func
 		}
 		for _, s := range d.refs.collectable(source, all, plugin, k) {
 			if err := d.b.Delete(ctx, s.ID); err != nil {
-				d.log.WithError(err).WithFields(logrus.Fields{"source": source, "snapshot": s.Name}).Warn("deleting unused snapshot")
+				d.logOf(ctx).WithError(err).WithFields(logrus.Fields{"source": source, "snapshot": s.Name}).Warn("deleting unused snapshot")
 				continue
 			}
-			d.log.WithFields(logrus.Fields{"audit": "snapshot deleted", "source": source, "snapshot": s.Name}).Info("snapshot deleted")
+			d.logOf(ctx).WithFields(logrus.Fields{"audit": "snapshot deleted", "source": source, "snapshot": s.Name}).Info("snapshot deleted")
 		}
 	}
 }

@@ -38,7 +38,9 @@ func (d *Driver) Reap() {
 			defer cancel()
 			if err := d.release(ctx, r, c.key, nil); err != nil {
 				log.WithError(err).Warn("reaping clone")
+				return
 			}
+			d.obs().CloneReaped(r.Each)
 		}()
 	}
 }
@@ -123,6 +125,7 @@ func (d *Driver) dropStaleMounts() {
 						d.log.WithError(err).WithField("volume", name).Warn("dropping a mount no count holds")
 						continue
 					}
+					d.obs().Repaired(RepairStaleMount)
 					d.log.WithField("volume", name).Info("dropped a mount no count holds")
 				}
 			}
