@@ -135,3 +135,56 @@ func (c *Client) SetSchedule(source string, every time.Duration, keep int) (Sche
 func (c *Client) ClearSchedule(source string) error {
 	return c.do("DELETE", "/v1/schedules/"+url.PathEscape(source), nil, nil)
 }
+
+// Metrics copies the running snapvol's metrics, in the Prometheus text
+// format, to w.
+func (c *Client) Metrics(w io.Writer) error {
+	resp, err := c.get("/metrics", "")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET /metrics: %s", resp.Status)
+	}
+	_, err = io.Copy(w, resp.Body)
+	return err
+}
+
+// MetricsHandler answers a scrape with the running snapvol's metrics: a
+// host Prometheus reaches a plugin that has no network through it.
+func (c *Client) MetricsHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		resp, err := c.get("/metrics", r.Header.Get("Accept"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		for _, h := range []string{"Content-Type", "Content-Encoding"} {
+			if v := resp.Header.Get(h); v != "" {
+				w.Header().Set(h, v)
+			}
+		}
+		w.WriteHeader(resp.StatusCode)
+		_, _ = io.Copy(w, resp.Body)
+	})
+}
+
+func (c *Client) get(path, accept string) (*http.Response, error) {
+	req, err := http.NewRequest(http.MethodGet, "http://snapvol"+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if _, serr := os.Stat(c.socket); serr != nil {
+			return nil, fmt.Errorf("%w: no admin socket at %s (start it, or point --state-dir at its STATE_DIR)", ErrNotRunning, c.socket)
+		}
+		return nil, fmt.Errorf("%w: %s does not answer: %v", ErrNotRunning, c.socket, err)
+	}
+	return resp, nil
+}

@@ -1,12 +1,17 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -103,9 +108,53 @@ STATE_DIR (--state-dir, or the STATE_DIR environment variable; default /var/lib/
 	df.Flags().BoolVar(&asJSON, "json", false, "print a JSON object")
 	root.AddCommand(df)
 
+	root.AddCommand(metricsCommand(client))
 	root.AddCommand(volumeCommand(client))
 	root.AddCommand(snapshotCommand(client))
 	return root
+}
+
+func metricsCommand(client func() *admin.Client) *cobra.Command {
+	var listen string
+	cmd := &cobra.Command{
+		Use:   "metrics [--listen HOST:PORT]",
+		Short: "Print the running snapvol's Prometheus metrics, or serve them on the host over TCP",
+		Long: `Reads /metrics from the admin socket in STATE_DIR and prints it (Prometheus text format).
+With --listen it serves /metrics on HOST:PORT instead, answering each scrape from the admin
+socket: a host Prometheus scrapes a managed plugin that has no network this way.`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if listen == "" {
+				return client().Metrics(c.OutOrStdout())
+			}
+			if err := checkHostPort(listen); err != nil {
+				return fmt.Errorf("--listen %q: %w", listen, err)
+			}
+			l, err := net.Listen("tcp", listen)
+			if err != nil {
+				return err
+			}
+			mux := http.NewServeMux()
+			mux.Handle("GET /metrics", client().MetricsHandler())
+			srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
+			fmt.Fprintf(c.OutOrStdout(), "serving http://%s/metrics from %s\n", l.Addr(), admin.SocketPath(stateDirOf(c)))
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			go func() { <-ctx.Done(); _ = srv.Close() }()
+			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&listen, "listen", "", "serve /metrics on HOST:PORT (e.g. 127.0.0.1:9478) instead of printing it")
+	return cmd
+}
+
+// stateDirOf is the --state-dir the command runs with.
+func stateDirOf(c *cobra.Command) string {
+	v, _ := c.Flags().GetString("state-dir")
+	return v
 }
 
 func volumeCommand(client func() *admin.Client) *cobra.Command {

@@ -7,20 +7,23 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/docker/go-plugins-helpers/volume"
 	"github.com/sirupsen/logrus"
 
 	"github.com/snapvol/snapvol/admin"
 	"github.com/snapvol/snapvol/driver"
 	"github.com/snapvol/snapvol/driver/store"
+	"github.com/snapvol/snapvol/metrics"
 	"github.com/snapvol/snapvol/storage"
 	"github.com/snapvol/snapvol/storage/local"
 	"github.com/snapvol/snapvol/storage/portworx"
@@ -47,12 +50,12 @@ func serve() error {
 	return nil
 }
 
-func openBackend(s Settings, log *logrus.Logger) (storage.Backend, error) {
+func openBackend(s Settings, st *store.Store, log *logrus.Logger) (storage.Backend, error) {
 	switch s.Backend {
 	case "portworx":
-		id, err := portworx.InstanceID(s.StateDir)
+		id, err := portworxInstance(s, st)
 		if err != nil {
-			return nil, fmt.Errorf("instance ID in STATE_DIR %s: %w", s.StateDir, err)
+			return nil, err
 		}
 		b, err := portworx.Open(portworx.Config{
 			Endpoint: s.PXEndpoint, Driver: s.PXDriver, Token: s.PXToken,
@@ -76,37 +79,76 @@ func openBackend(s Settings, log *logrus.Logger) (storage.Backend, error) {
 	}
 }
 
+// portworxInstance is the instance ID the Portworx objects of this state
+// are labelled with. It lives in the store, so a restored snapvol.db keeps
+// owning its clones; a state from before that keeps the ID an older
+// version wrote to STATE_DIR/portworx.instance, adopted on its first
+// start here. That file is read, never made or removed: an older build
+// rolled back to still finds the same ID in it.
+func portworxInstance(s Settings, st *store.Store) (string, error) {
+	legacy := ""
+	if _, err := os.Stat(filepath.Join(s.StateDir, "portworx.instance")); err == nil {
+		id, err := portworx.InstanceID(s.StateDir)
+		if err != nil {
+			return "", fmt.Errorf("instance ID in STATE_DIR %s: %w", s.StateDir, err)
+		}
+		legacy = id
+	}
+	return st.Instance(legacy)
+}
+
 func run(log *logrus.Logger) error {
 	s, err := LoadSettings(environ)
 	if err != nil {
 		return err
 	}
-	lvl, err := logrus.ParseLevel(s.LogLevel)
-	if err != nil {
-		return fmt.Errorf("LOG_LEVEL=%q: %w", s.LogLevel, err)
+	if err := configureLog(log, s); err != nil {
+		return err
 	}
-	log.SetLevel(lvl)
 	v, commit := version.Get()
-	log.WithFields(logrus.Fields{"version": v, "commit": commit, "backend": s.Backend, "state_dir": s.StateDir, "data_root": s.DataRoot, "socket": s.Socket}).Info("snapvol starting")
+	log.WithFields(logrus.Fields{
+		"version": v, "commit": commit, "go": runtime.Version(), "pid": os.Getpid(), "backend": s.Backend,
+		"state_dir": s.StateDir, "data_root": s.DataRoot, "socket": s.Socket, "metrics_addr": s.MetricsAddr,
+	}).Info("snapvol starting")
+	sd := newNotifier(log)
 
 	if err := os.MkdirAll(s.DataRoot, 0o755); err != nil {
 		return fmt.Errorf("DATA_ROOT %s: %w", s.DataRoot, err)
+	}
+	// Before anything in STATE_DIR is opened or made: a plugin started on
+	// the wrong state must not write to it.
+	warnings, err := checkState(s, environ)
+	if err != nil {
+		return err
+	}
+	for _, w := range warnings {
+		log.Warn(w)
 	}
 	st, err := store.Open(filepath.Join(s.StateDir, "snapvol.db"))
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	b, err := openBackend(s, log)
+	stateID, err := ensureStateID(s.StateDir)
+	if err != nil {
+		return fmt.Errorf("STATE_DIR %s: state ID: %w", s.StateDir, err)
+	}
+	if err := writeMarker(s, environ, stateID); err != nil {
+		return fmt.Errorf("DATA_ROOT %s: writing the state marker: %w", s.DataRoot, err)
+	}
+	b, err := openBackend(s, st, log)
 	if err != nil {
 		return fmt.Errorf("backend %s: %w", s.Backend, err)
 	}
 	defer b.Close()
 
+	m := metrics.New(metrics.Config{Records: st})
+	b = m.Wrap(b)
+	m.SetBackend(b)
 	var serving atomic.Bool
 	d := driver.New(driver.Config{
 		Backend: b, Store: st, DataRoot: s.DataRoot, LatestMaxAge: s.LatestMaxAge, IdleTTL: s.IdleTTL,
-		Sources: s.Sources, Claim: s.Claim, Log: log, Failpoint: failpoint(log, &serving),
+		Sources: s.Sources, Claim: s.Claim, Log: log, Failpoint: failpoint(log, &serving), Observer: m,
 	})
 	start := time.Now()
 	rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -125,6 +167,7 @@ func run(log *logrus.Logger) error {
 		return err
 	}
 	adm := admin.NewServer(d)
+	adm.Handle("GET /metrics", m.Handler())
 	go func() {
 		if err := adm.Serve(al); err != nil {
 			log.WithError(err).Error("admin socket")
@@ -136,6 +179,13 @@ func run(log *logrus.Logger) error {
 		_ = adm.Shutdown(sctx)
 		os.Remove(admin.SocketPath(s.StateDir))
 	}()
+	if s.MetricsAddr != "" {
+		ms, err := serveMetrics(s.MetricsAddr, m, log)
+		if err != nil {
+			return err
+		}
+		defer ms.Close()
+	}
 	l, err := listen(s.Socket)
 	if err != nil {
 		return err
@@ -143,21 +193,66 @@ func run(log *logrus.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	go d.Run(ctx)
+	srv := volumeServer(volumeHandler(d, m), log)
 	served := make(chan error, 1)
-	go func() { served <- volume.NewHandler(d).Serve(l) }()
-	log.WithField("socket", s.Socket).Info("snapvol ready")
+	go func() { served <- srv.Serve(l) }()
+	// Ready once the socket answers as Docker will ask it first.
+	if err := activate(s.Socket, 10*time.Second); err != nil {
+		return fmt.Errorf("SOCKET %s does not answer Plugin.Activate: %w", s.Socket, err)
+	}
+	sd.ready(fmt.Sprintf("serving %s; %d volumes", s.Socket, st.Len()))
+	go sd.watchdog(ctx, func(wctx context.Context) error { return activateCtx(wctx, s.Socket) })
+	log.WithFields(logrus.Fields{"socket": s.Socket, "version": v, "commit": commit}).Info("snapvol ready")
 
 	select {
 	case <-ctx.Done():
+		sd.stopping()
 		log.Info("snapvol shutting down")
-		l.Close()
+		// No new requests; those in flight finish their bbolt writes.
+		sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		_ = srv.Shutdown(sctx)
+		cancel()
 		os.Remove(s.Socket)
-		// Let operations already in flight finish their bbolt writes.
 		d.Drain(20 * time.Second)
 		return nil
 	case err := <-served:
 		return fmt.Errorf("serving %s: %w", s.Socket, err)
 	}
+}
+
+// configureLog applies LOG_LEVEL and LOG_FORMAT.
+func configureLog(log *logrus.Logger, s Settings) error {
+	lvl, err := logrus.ParseLevel(s.LogLevel)
+	if err != nil {
+		return fmt.Errorf("LOG_LEVEL=%q: %w", s.LogLevel, err)
+	}
+	log.SetLevel(lvl)
+	if s.LogFormat == "json" {
+		log.SetFormatter(&logrus.JSONFormatter{TimestampFormat: time.RFC3339Nano})
+	}
+	return nil
+}
+
+// serveMetrics serves /metrics on addr (METRICS_ADDR) over TCP.
+func serveMetrics(addr string, m *metrics.Metrics, log *logrus.Logger) (*http.Server, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("METRICS_ADDR %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.Handler())
+	srv := &http.Server{
+		Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
+		ErrorLog: stdlog.New(log.WriterLevel(logrus.WarnLevel), "metrics: ", 0),
+	}
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.WithError(err).Error("metrics listener")
+		}
+	}()
+	log.WithField("addr", l.Addr().String()).Info("serving /metrics")
+	return srv, nil
 }
 
 // listen binds the socket, replacing a stale one left by a crash. The

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -31,6 +32,11 @@ type Settings struct {
 	// detected (see portworx.DetectMountRoot).
 	PXMountRoot string
 	LogLevel    string
+	// LogFormat is text or json (one JSON object a line).
+	LogFormat string
+	// MetricsAddr is the host:port /metrics is served on over TCP; empty
+	// serves it only on the admin socket.
+	MetricsAddr string
 }
 
 var defaults = map[string]string{
@@ -49,6 +55,8 @@ var defaults = map[string]string{
 	"PX_TOKEN":       "",
 	"PX_MOUNT_ROOT":  "",
 	"LOG_LEVEL":      "info",
+	"LOG_FORMAT":     "text",
+	"METRICS_ADDR":   "",
 }
 
 // LoadSettings reads settings through getenv, naming the setting in every
@@ -90,6 +98,14 @@ func LoadSettings(getenv func(string) string) (Settings, error) {
 		return s, fmt.Errorf("CLAIM=%q: must be true or false", get("CLAIM"))
 	}
 	s.PXEndpoint, s.PXDriver, s.PXToken, s.LogLevel = get("PX_ENDPOINT"), get("PX_DRIVER"), get("PX_TOKEN"), get("LOG_LEVEL")
+	if s.LogFormat = get("LOG_FORMAT"); s.LogFormat != "text" && s.LogFormat != "json" {
+		return s, fmt.Errorf("LOG_FORMAT=%q: must be text or json", s.LogFormat)
+	}
+	if s.MetricsAddr = get("METRICS_ADDR"); s.MetricsAddr != "" {
+		if err := checkHostPort(s.MetricsAddr); err != nil {
+			return s, fmt.Errorf("METRICS_ADDR=%q: %w", s.MetricsAddr, err)
+		}
+	}
 	if s.PXMountRoot = get("PX_MOUNT_ROOT"); s.PXMountRoot != "" && !strings.HasPrefix(s.PXMountRoot, "/") {
 		return s, fmt.Errorf("PX_MOUNT_ROOT=%q: must be an absolute host path (or empty to detect it)", s.PXMountRoot)
 	}
@@ -101,6 +117,19 @@ func LoadSettings(getenv func(string) string) (Settings, error) {
 func lookup(getenv func(string) string, k string) (string, bool) {
 	v := getenv(k)
 	return v, v != ""
+}
+
+// checkHostPort accepts HOST:PORT with a numeric port (HOST may be empty
+// for every address, or an IPv6 address in brackets).
+func checkHostPort(v string) error {
+	_, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return fmt.Errorf("want HOST:PORT, e.g. 127.0.0.1:9478 (%v)", err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	return nil
 }
 
 func parseDuration(v string) (time.Duration, error) {

@@ -13,7 +13,8 @@ func TestDefaults(t *testing.T) {
 	}
 	if s.Backend != "local" || s.StateDir != "/var/lib/snapvol" || s.DataRoot != "/mnt/snapvol" || s.PoolSize != 20<<30 ||
 		s.Socket != "/run/docker/plugins/snapvol.sock" || s.LatestMaxAge != 5*time.Minute || s.IdleTTL != 24*time.Hour ||
-		!s.Claim || s.Sources.String() != "*" || !s.Sources.Allows("anything", "latest") || s.PXEndpoint != "http://127.0.0.1:9001" || s.PXDriver != "pxd" {
+		!s.Claim || s.Sources.String() != "*" || !s.Sources.Allows("anything", "latest") || s.PXEndpoint != "http://127.0.0.1:9001" || s.PXDriver != "pxd" ||
+		s.LogFormat != "text" || s.MetricsAddr != "" {
 		t.Fatalf("defaults = %+v", s)
 	}
 }
@@ -22,6 +23,7 @@ func TestBadSettingsNameTheSetting(t *testing.T) {
 	for k, v := range map[string]string{
 		"BACKEND": "zfs", "STATE_DIR": "relative", "POOL_SIZE": "huge", "LATEST_MAX_AGE": "soon",
 		"IDLE_TTL": "-1h", "CLAIM": "perhaps", "DATA_ROOT": "x", "SOURCES": "app-*,prod-[",
+		"LOG_FORMAT": "xml", "METRICS_ADDR": "9478",
 	} {
 		_, err := LoadSettings(func(key string) string {
 			if key == k {
@@ -31,6 +33,22 @@ func TestBadSettingsNameTheSetting(t *testing.T) {
 		})
 		if err == nil || !strings.Contains(err.Error(), k) {
 			t.Errorf("%s=%s: error %v should name the setting", k, v, err)
+		}
+	}
+}
+
+func TestMetricsAddrAndLogFormat(t *testing.T) {
+	for _, addr := range []string{"127.0.0.1:9478", ":9478", "[::1]:0", "localhost:9478"} {
+		s, err := LoadSettings(func(k string) string {
+			return map[string]string{"METRICS_ADDR": addr, "LOG_FORMAT": "json"}[k]
+		})
+		if err != nil || s.MetricsAddr != addr || s.LogFormat != "json" {
+			t.Errorf("METRICS_ADDR=%s LOG_FORMAT=json: %+v, %v", addr, s, err)
+		}
+	}
+	for _, addr := range []string{"127.0.0.1", "127.0.0.1:http", "127.0.0.1:70000", "/run/x.sock"} {
+		if _, err := LoadSettings(func(k string) string { return map[string]string{"METRICS_ADDR": addr}[k] }); err == nil || !strings.Contains(err.Error(), "METRICS_ADDR") {
+			t.Errorf("METRICS_ADDR=%s accepted or unnamed: %v", addr, err)
 		}
 	}
 }

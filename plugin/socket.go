@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	stdlog "log"
+	"net/http"
+	"syscall"
+	"time"
+
+	"github.com/docker/go-plugins-helpers/sdk"
+	"github.com/docker/go-plugins-helpers/volume"
+	"github.com/sirupsen/logrus"
+
+	"github.com/snapvol/snapvol/driver"
+	"github.com/snapvol/snapvol/driver/names"
+	"github.com/snapvol/snapvol/metrics"
+	"github.com/snapvol/snapvol/storage"
+)
+
+// The VolumeDriver socket. go-plugins-helpers' volume.Handler serves the
+// protocol on an http.Server of its own, with no body limit and no
+// timeouts, and does not expose its handler: a 1 GB request body grew the
+// plugin to 4.9 GB, and idle connections were held forever. So the same
+// routes are served here, with the helper's request and response types and
+// its encoders (sdk.DecodeRequest, sdk.EncodeResponse), on a server with
+// limits; TestVolumeAPIMatchesHelper checks every route answers byte for
+// byte what the helper's handler answers.
+
+// Limits of the VolumeDriver socket. Docker's largest request is a Create
+// with its options, a few hundred bytes; its plugin client keeps
+// connections alive between requests and dials again when one was closed.
+const (
+	// MaxRequestBody is far above any request Docker sends.
+	MaxRequestBody = 1 << 20
+	// MaxHeaderBytes bounds the request line and headers.
+	MaxHeaderBytes = 64 << 10
+	// ReadHeaderTimeout closes a connection that sends no complete
+	// request header in time, e.g. one opened and left idle.
+	ReadHeaderTimeout = 10 * time.Second
+	// ReadTimeout bounds reading one whole request, body included.
+	ReadTimeout = 30 * time.Second
+	// WriteTimeout bounds a request from its header to the end of the
+	// answer: longer than any request may run (Docker gives up at 30 s).
+	WriteTimeout = 2 * time.Minute
+	// IdleTimeout closes a kept-alive connection with no next request.
+	IdleTimeout = 30 * time.Second
+)
+
+// manifest is what Plugin.Activate answers, as the helper does.
+const manifest = `{"Implements": ["VolumeDriver"]}`
+
+// volumeHandler serves the VolumeDriver protocol of d, recording every
+// request in m (nil: no metrics).
+func volumeHandler(d volume.Driver, m *metrics.Metrics) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/Plugin.Activate", func(w http.ResponseWriter, _ *http.Request) {
+		start := m.RequestStarted()
+		w.Header().Set("Content-Type", sdk.DefaultContentTypeV1_1)
+		fmt.Fprintln(w, manifest)
+		m.RequestDone("activate", "ok", start)
+	})
+	route(mux, m, "create", func(r *volume.CreateRequest) (any, error) { return struct{}{}, d.Create(r) })
+	route(mux, m, "remove", func(r *volume.RemoveRequest) (any, error) { return struct{}{}, d.Remove(r) })
+	route(mux, m, "mount", func(r *volume.MountRequest) (any, error) { return d.Mount(r) })
+	route(mux, m, "path", func(r *volume.PathRequest) (any, error) { return d.Path(r) })
+	route(mux, m, "get", func(r *volume.GetRequest) (any, error) { return d.Get(r) })
+	route(mux, m, "unmount", func(r *volume.UnmountRequest) (any, error) { return struct{}{}, d.Unmount(r) })
+	// List and Capabilities take no request body (the helper reads none).
+	mux.HandleFunc("/VolumeDriver.List", func(w http.ResponseWriter, _ *http.Request) {
+		start := m.RequestStarted()
+		res, err := d.List()
+		answer(w, res, err)
+		m.RequestDone("list", Outcome(err), start)
+	})
+	mux.HandleFunc("/VolumeDriver.Capabilities", func(w http.ResponseWriter, _ *http.Request) {
+		start := m.RequestStarted()
+		sdk.EncodeResponse(w, d.Capabilities(), false)
+		m.RequestDone("capabilities", "ok", start)
+	})
+	return mux
+}
+
+// paths are the helper's routes by op.
+var paths = map[string]string{
+	"create": "/VolumeDriver.Create", "remove": "/VolumeDriver.Remove", "mount": "/VolumeDriver.Mount",
+	"path": "/VolumeDriver.Path", "get": "/VolumeDriver.Get", "unmount": "/VolumeDriver.Unmount",
+}
+
+// route serves one request type: decode it as the helper does (a body that
+// is not JSON, or too large, is a 400 with the decoder's message), call the
+// driver, encode the answer.
+func route[Req any](mux *http.ServeMux, m *metrics.Metrics, op string, call func(*Req) (any, error)) {
+	mux.HandleFunc(paths[op], func(w http.ResponseWriter, r *http.Request) {
+		start := m.RequestStarted()
+		req := new(Req)
+		if err := sdk.DecodeRequest(w, r, req); err != nil {
+			m.RequestDone(op, "bad_request", start)
+			return
+		}
+		res, err := call(req)
+		answer(w, res, err)
+		m.RequestDone(op, Outcome(err), start)
+	})
+}
+
+func answer(w http.ResponseWriter, res any, err error) {
+	if err != nil {
+		sdk.EncodeResponse(w, volume.NewErrorResponse(err.Error()), true)
+		return
+	}
+	sdk.EncodeResponse(w, res, false)
+}
+
+// Outcome names how a request ended, for the outcome label.
+func Outcome(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, names.ErrInvalid):
+		return "invalid"
+	case errors.Is(err, driver.ErrNoSuchVolume):
+		return "not_found"
+	case errors.Is(err, driver.ErrNoSource):
+		return "no_source"
+	case errors.Is(err, driver.ErrNotAllowed):
+		return "not_allowed"
+	case errors.Is(err, driver.ErrInUse):
+		return "in_use"
+	case errors.Is(err, storage.ErrUnavailable):
+		return "unavailable"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, storage.ErrNoSpace), errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return "no_space"
+	case errors.Is(err, storage.ErrUnhealthy):
+		return "unhealthy"
+	}
+	return "error"
+}
+
+// volumeServer is the http.Server of the VolumeDriver socket, with the
+// limits above; what net/http has to say (a handler panic, an accept
+// error) goes to log.
+func volumeServer(h http.Handler, log *logrus.Logger) *http.Server {
+	return &http.Server{
+		Handler:           http.MaxBytesHandler(h, MaxRequestBody),
+		MaxHeaderBytes:    MaxHeaderBytes,
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		ReadTimeout:       ReadTimeout,
+		WriteTimeout:      WriteTimeout,
+		IdleTimeout:       IdleTimeout,
+		ErrorLog:          stdlog.New(log.WriterLevel(logrus.WarnLevel), "volume socket: ", 0),
+	}
+}
