@@ -2,7 +2,12 @@
 SHELL := /bin/bash
 GO ?= go
 BIN := bin/snapvol
-GOFLAGS_BUILD := -trimpath -ldflags '-s -w'
+# The build names itself: snapvol version, the start-up log line and
+# snapvol_build_info say VERSION and COMMIT.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+VERSION_PKG := github.com/snapvol/snapvol/version
+GOFLAGS_BUILD := -trimpath -ldflags '-s -w -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Commit=$(COMMIT)'
 
 .PHONY: build test unit fuzz chaos vet clean plugin install uninstall demo e2e
 
@@ -21,8 +26,14 @@ DOCKER ?= docker
 
 build: $(BIN)
 
-$(BIN): $(shell find . -name '*.go' -not -path './test/*') go.mod go.sum
+$(BIN): $(shell find . -name '*.go' -not -path './test/*') go.mod go.sum build/.version
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BIN) ./plugin
+
+# Rebuilds the binary when VERSION or COMMIT change.
+build/.version: FORCE
+	@mkdir -p build; echo '$(VERSION) $(COMMIT)' | cmp -s - $@ || echo '$(VERSION) $(COMMIT)' > $@
+.PHONY: FORCE
+FORCE:
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
@@ -76,6 +87,41 @@ install: plugin
 
 uninstall:
 	scripts/plugin-install.sh uninstall "$(DOCKER)" "$(PLUGIN_NAME)"
+
+# Host mode under systemd: the binary and contrib/systemd/snapvol.service
+# (Type=notify), and /etc/default/snapvol for the settings unless there is
+# one. DESTDIR stages it elsewhere (packaging, tests).
+PREFIX ?= /usr/local
+UNITDIR ?= /etc/systemd/system
+.PHONY: install-host
+install-host: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/snapvol
+	install -d $(DESTDIR)$(UNITDIR)
+	sed 's|/usr/local/bin/snapvol|$(PREFIX)/bin/snapvol|g' contrib/systemd/snapvol.service > $(DESTDIR)$(UNITDIR)/snapvol.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/snapvol.service
+	test -e $(DESTDIR)/etc/default/snapvol || install -D -m 0644 contrib/systemd/snapvol.default $(DESTDIR)/etc/default/snapvol
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	@echo "installed $(DESTDIR)$(PREFIX)/bin/snapvol ($$($(DESTDIR)$(PREFIX)/bin/snapvol version)) and $(DESTDIR)$(UNITDIR)/snapvol.service; start it with: systemctl enable --now snapvol"
+
+# Creates the managed plugin REGISTRY/PLUGIN_REPO:VERSION from a fresh
+# build (VERSION and COMMIT in it) and pushes it, with the engine `docker`
+# reaches; the created copy is removed from that engine afterwards. Install
+# it with docker plugin install, upgrade to it with docker plugin upgrade
+# (README, Operating).
+PLUGIN_REPO ?= snapvol
+PUSH_DIR := build/push
+.PHONY: push
+push:
+	@test -n "$(REGISTRY)" || { echo "usage: make push REGISTRY=host:port [VERSION=...] [PLUGIN_REPO=snapvol]" >&2; exit 2; }
+	rm -rf $(PUSH_DIR) && mkdir -p $(PUSH_DIR)
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(PUSH_DIR)/snapvol ./plugin
+	cp -a rootfs $(PUSH_DIR)/rootfs-src
+	scripts/plugin-rootfs.sh $(PUSH_DIR)/snapvol config.json $(PUSH_DIR)/rootfs-src $(PUSH_DIR)/plugin
+	-$(DOCKER) plugin rm -f $(REGISTRY)/$(PLUGIN_REPO):$(VERSION) 2>/dev/null
+	$(DOCKER) plugin create $(REGISTRY)/$(PLUGIN_REPO):$(VERSION) $(PUSH_DIR)/plugin
+	$(DOCKER) plugin push $(REGISTRY)/$(PLUGIN_REPO):$(VERSION)
+	$(DOCKER) plugin rm $(REGISTRY)/$(PLUGIN_REPO):$(VERSION)
+	@echo "pushed $(REGISTRY)/$(PLUGIN_REPO):$(VERSION) ($(COMMIT))"
 
 # A guided tour on a fresh machine as root: installs what is missing from
 # Debian's packages, builds the plugin, uses the engine docker reaches or a
