@@ -81,18 +81,76 @@ func unescapeMountPath(s string) string {
 
 // BindMount mounts dir at target (created if needed) unless target is
 // already a mount point.
-func BindMount(dir, target string) error {
+func BindMount(dir, target string) error { return BindMountFlags(dir, target, 0) }
+
+// Mount flags BindMountFlags may add to a bind mount: those a remount of
+// a bind mount can set per mount.
+const bindFlags = unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+
+// BindMountFlags is BindMount with the per-mount flags flags (a subset of
+// MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_RDONLY) set on the mount, in
+// addition to those it inherits from dir's mount. A bind mount cannot
+// take them in one call: it is made, then remounted with them, and
+// undone if that fails. A mount already at target gets the flags it
+// lacks.
+func BindMountFlags(dir, target string, flags uintptr) error {
+	if flags&^bindFlags != 0 {
+		return fmt.Errorf("bind mount %s at %s: flags %#x are not per-mount flags", dir, target, flags)
+	}
 	if err := os.MkdirAll(target, 0o755); err != nil {
 		return err
 	}
 	if IsMountPoint(target) {
-		return nil
+		return SetFlags(target, flags)
 	}
 	if err := unix.Mount(dir, target, "", unix.MS_BIND, ""); err != nil {
 		os.Remove(target) // no empty mount point left behind
 		return fmt.Errorf("bind mount %s at %s: %w", dir, target, err)
 	}
+	if err := SetFlags(target, flags); err != nil {
+		_ = unix.Unmount(target, unix.MNT_DETACH)
+		os.Remove(target)
+		return err
+	}
 	return nil
+}
+
+// SetFlags adds the per-mount flags flags (MS_NOSUID, MS_NODEV, MS_NOEXEC,
+// MS_RDONLY) to the mount at target, keeping those it has, by a bind
+// remount; a no-op when it has them all.
+func SetFlags(target string, flags uintptr) error {
+	if flags == 0 {
+		return nil
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(target, &st); err != nil {
+		return err
+	}
+	// ST_* and MS_* share their values for these flags and the atime ones.
+	const keep = unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC |
+		unix.MS_NOATIME | unix.MS_NODIRATIME | unix.MS_RELATIME
+	have := uintptr(st.Flags) & keep
+	if have&flags == flags {
+		return nil
+	}
+	if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|have|flags, ""); err != nil {
+		return fmt.Errorf("remounting %s with %s: %w", target, FlagNames(flags), err)
+	}
+	return nil
+}
+
+// FlagNames spells per-mount flags as mount(8) does: "nosuid,nodev".
+func FlagNames(flags uintptr) string {
+	var out []string
+	for _, f := range []struct {
+		f uintptr
+		s string
+	}{{unix.MS_RDONLY, "ro"}, {unix.MS_NOSUID, "nosuid"}, {unix.MS_NODEV, "nodev"}, {unix.MS_NOEXEC, "noexec"}} {
+		if flags&f.f != 0 {
+			out = append(out, f.s)
+		}
+	}
+	return strings.Join(out, ",")
 }
 
 // Unbind detaches every mount at target, then removes target with

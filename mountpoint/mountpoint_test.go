@@ -155,3 +155,70 @@ func TestUnbindLeavesFilesItDidNotMake(t *testing.T) {
 		t.Fatalf("empty mount point kept: %v", err)
 	}
 }
+
+// BindMountFlags sets nosuid,nodev on the new mount, keeps the flags the
+// source's mount has (ro here), adds missing ones to a mount already in
+// place, and leaves the source's own mount as it was.
+func TestBindMountFlags(t *testing.T) {
+	roottest.Require(t, "bind mounts")
+	dir := t.TempDir()
+	src, ro, target := filepath.Join(dir, "src"), filepath.Join(dir, "ro"), filepath.Join(dir, "target")
+	for _, d := range []string{src, ro} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flags := func(p string) int64 {
+		t.Helper()
+		var st unix.Statfs_t
+		if err := unix.Statfs(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Flags
+	}
+	if err := BindMountFlags(src, target, unix.MS_NOSUID|unix.MS_NODEV); err != nil {
+		t.Fatal(err)
+	}
+	if f := flags(target); f&unix.ST_NOSUID == 0 || f&unix.ST_NODEV == 0 || f&unix.ST_RDONLY != 0 {
+		t.Errorf("flags of the new mount %#x; want nosuid,nodev, rw", f)
+	}
+	if f := flags(src); f&(unix.ST_NOSUID|unix.ST_NODEV) != 0 && flags(dir)&(unix.ST_NOSUID|unix.ST_NODEV) == 0 {
+		t.Errorf("the source's mount changed: %#x", f)
+	}
+	if err := Unbind(target); err != nil {
+		t.Fatal(err)
+	}
+
+	// A read-only source mount stays read-only through the remount.
+	if err := BindMountFlags(src, ro, unix.MS_RDONLY); err != nil {
+		t.Fatal(err)
+	}
+	defer Unbind(ro)
+	if err := BindMountFlags(ro, target, unix.MS_NOSUID|unix.MS_NODEV); err != nil {
+		t.Fatal(err)
+	}
+	if f := flags(target); f&unix.ST_RDONLY == 0 || f&unix.ST_NOSUID == 0 {
+		t.Errorf("flags of a bind of a read-only mount %#x; want ro,nosuid,nodev", f)
+	}
+	if err := Unbind(target); err != nil {
+		t.Fatal(err)
+	}
+
+	// A plain mount already in place gets the flags it lacks.
+	if err := BindMount(src, target); err != nil {
+		t.Fatal(err)
+	}
+	defer Unbind(target)
+	if err := BindMountFlags(src, target, unix.MS_NOSUID|unix.MS_NODEV); err != nil {
+		t.Fatal(err)
+	}
+	if f := flags(target); f&unix.ST_NOSUID == 0 || f&unix.ST_NODEV == 0 {
+		t.Errorf("flags of the mount in place %#x; want nosuid,nodev added", f)
+	}
+	if err := BindMountFlags(src, target, unix.MS_NOATIME); err == nil {
+		t.Error("BindMountFlags accepted a flag that is not a per-mount flag it sets")
+	}
+	if FlagNames(unix.MS_NOSUID|unix.MS_NODEV) != "nosuid,nodev" {
+		t.Errorf("FlagNames = %q", FlagNames(unix.MS_NOSUID|unix.MS_NODEV))
+	}
+}
