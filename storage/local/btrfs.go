@@ -82,7 +82,11 @@ func subvolIoctl(req uintptr, what, path string) error {
 }
 
 // snapCreate snapshots the subvolume src at dst, read-only or writable.
-func snapCreate(src, dst string, readonly bool) error {
+func snapCreate(src, dst string, readonly bool) error { return snapCreateQ(src, dst, readonly, nil) }
+
+// snapCreateQ is snapCreate with the new subvolume's quota group limited
+// and placed as inh says (nil: as the kernel does by default).
+func snapCreateQ(src, dst string, readonly bool, inh *qgroupInherit) error {
 	s, err := openDir(src)
 	if err != nil {
 		return err
@@ -100,7 +104,10 @@ func snapCreate(src, dst string, readonly bool) error {
 	if err := setName(a.name[:], filepath.Base(dst)); err != nil {
 		return err
 	}
-	if err := ioctl(parent.Fd(), iocSnapCreateV2, unsafe.Pointer(&a)); err != nil {
+	inh.apply(&a)
+	err = ioctl(parent.Fd(), iocSnapCreateV2, unsafe.Pointer(&a))
+	inh.keepAlive()
+	if err != nil {
 		return fmt.Errorf("snapshot %s to %s: %w", src, dst, err)
 	}
 	return nil

@@ -45,40 +45,73 @@ type Config struct {
 	Pool     string // POOL
 	StateDir string // STATE_DIR
 	PoolSize int64  // POOL_SIZE in bytes
+
+	// CloneSize is CLONE_SIZE: the most one clone may hold alone (what
+	// it wrote itself, not what it shares with its snapshot), in bytes;
+	// 0 is no limit. A clone volume's -o size= overrides it. A write past
+	// it fails with EDQUOT in that clone only.
+	CloneSize int64
+	// Reserve is POOL_RESERVE: free space clones together never take, so
+	// regular volumes (production) can still write when clones have
+	// filled the rest; zero is none. Needs btrfs simple quotas (Linux
+	// 6.7+): Open refuses a reserve where the kernel lacks them.
+	Reserve Reserve
 }
 
 // Backend is the btrfs implementation of storage.Backend.
 type Backend struct {
 	root string
+	cfg  Config
 	// names serialises CreateVolume and RemoveVolume per volume: the label
 	// written before the subvolume is one call's to take back.
-	names keylock.Map
+	names  keylock.Map
+	quota  *quotas
+	health health
 }
 
-var _ storage.Backend = (*Backend)(nil)
+var (
+	_ storage.Backend = (*Backend)(nil)
+	_ storage.Usager  = (*Backend)(nil)
+	_ storage.Checker = (*Backend)(nil)
+)
 
-// Open mounts (or creates) the pool and prepares its layout.
+// Open mounts (or creates) the pool and prepares its layout and its space
+// limits.
 func Open(cfg Config) (*Backend, error) {
 	root, err := openPool(cfg.Pool, cfg.StateDir, cfg.PoolSize)
 	if err != nil {
 		return nil, err
 	}
-	return OpenDir(root)
+	return open(root, cfg)
 }
 
-// OpenDir uses an already mounted btrfs directory as the pool.
-func OpenDir(root string) (*Backend, error) {
+// OpenDir uses an already mounted btrfs directory as the pool, with no
+// space limits.
+func OpenDir(root string) (*Backend, error) { return open(root, Config{}) }
+
+func open(root string, cfg Config) (*Backend, error) {
 	if !isBtrfs(root) {
 		return nil, fmt.Errorf("pool %s is not on btrfs", root)
 	}
+	// The pool holds clones of production and whatever CI wrote into
+	// them: no other host user may enter it.
 	for _, d := range []string{dirVolumes, dirSnapshots, dirClones, dirLabels, dirStaging} {
-		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+		p := filepath.Join(root, d)
+		if err := os.MkdirAll(p, 0o700); err != nil {
+			return nil, err
+		}
+		if err := os.Chmod(p, 0o700); err != nil {
 			return nil, err
 		}
 	}
-	b := &Backend{root: root}
+	b := &Backend{root: root, cfg: cfg}
+	b.quota = &quotas{root: root, cloneSize: cfg.CloneSize, reserve: cfg.Reserve, own: mountpoint.IsMountPoint(root)}
+	b.health.root = root
 	b.dropStaging()
 	b.dropStaleLabels()
+	if err := b.quota.setup(); err != nil {
+		return nil, err
+	}
 	return b, nil
 }
 
@@ -88,18 +121,46 @@ func (b *Backend) Root() string { return b.root }
 // Scope is local: the pool is on this host only.
 func (b *Backend) Scope() string { return "local" }
 
-// OptionKey: the local backend takes no options of its own.
-func (b *Backend) OptionKey(string) bool { return false }
+// optSize is a clone volume's -o size=: the most its clone may hold
+// alone, overriding CLONE_SIZE (0: no limit).
+const optSize = "size"
 
-// CheckOptions: there are none to check (OptionKey refuses every key).
-func (b *Backend) CheckOptions(_ storage.Kind, opts map[string]string) error {
-	for k := range opts {
-		return fmt.Errorf("option %s= is not known to the local backend", k)
+// OptionKey: size=, on clone volumes.
+func (b *Backend) OptionKey(key string) bool { return key == optSize }
+
+// CheckOptions accepts size= (ParseCloneSize) on clone volumes; regular
+// volumes take no options here.
+func (b *Backend) CheckOptions(kind storage.Kind, opts map[string]string) error {
+	for k, v := range opts {
+		switch {
+		case k != optSize:
+			return fmt.Errorf("option %s= is not known to the local backend (it takes size= on clone volumes)", k)
+		case kind != storage.KindClone:
+			return fmt.Errorf("option size= applies to clone volumes (-o from=SOURCE): a regular volume of the local backend shares the pool and has no size of its own")
+		}
+		if _, err := ParseCloneSize(v); err != nil {
+			return fmt.Errorf("option size=: %w", err)
+		}
 	}
 	return nil
 }
 
-func (b *Backend) Close() error { return nil }
+// cloneLimit is the limit a clone made with opts gets.
+func (b *Backend) cloneLimit(opts map[string]string) (int64, error) {
+	if err := b.CheckOptions(storage.KindClone, opts); err != nil {
+		return 0, err
+	}
+	if v, ok := opts[optSize]; ok {
+		return ParseCloneSize(v)
+	}
+	return b.cfg.CloneSize, nil
+}
+
+// Close stops following the pool's free space with the clones' limit.
+func (b *Backend) Close() error {
+	b.quota.close()
+	return nil
+}
 
 // path maps an object ID to its directory, refusing anything that is not
 // one of the three layouts, so an ID can never point outside the pool.
@@ -179,7 +240,7 @@ func (b *Backend) dropStaging() {
 		subs, _ := os.ReadDir(stage)
 		for _, s := range subs {
 			if p := filepath.Join(stage, s.Name()); isSubvolume(p) {
-				_ = subvolDelete(p)
+				_ = deleteSubvol(p)
 			}
 		}
 		os.Remove(stage)
@@ -195,14 +256,14 @@ func (b *Backend) dropStaging() {
 // one source at once, on a loop pool (p50 of 15 rounds): 40 ms into one
 // directory, 15 ms staged. (A read-only snapshot cannot be renamed, so
 // Snapshot does not do this.)
-func (b *Backend) staged(src, dst string) error {
+func (b *Backend) staged(src, dst string, inh *qgroupInherit) error {
 	stage := filepath.Join(b.root, dirStaging, filepath.Base(dst))
 	if err := os.Mkdir(stage, 0o700); err != nil {
 		return err
 	}
 	defer os.Remove(stage)
 	tmp := filepath.Join(stage, filepath.Base(dst))
-	if err := snapCreate(src, tmp, false); err != nil {
+	if err := snapCreateQ(src, tmp, false, inh); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, dst); err != nil {
@@ -311,7 +372,7 @@ func (b *Backend) CreateVolume(_ context.Context, name string, _ map[string]stri
 		return v, nil
 	}
 	if err := b.writeLabels(id, storage.VolumeLabels()); err != nil {
-		return storage.Object{}, fmt.Errorf("volume %q: %w", name, wrapErr(err))
+		return storage.Object{}, fmt.Errorf("volume %q: %w", name, b.noted(err))
 	}
 	if err := subvolCreate(p); err != nil {
 		// Under the name's lock the label is this call's alone to take back.
@@ -319,7 +380,7 @@ func (b *Backend) CreateVolume(_ context.Context, name string, _ map[string]stri
 		if errors.Is(err, unix.EEXIST) {
 			return storage.Object{}, foreign // made by someone else meanwhile
 		}
-		return storage.Object{}, fmt.Errorf("volume %q: %w", name, wrapErr(err))
+		return storage.Object{}, fmt.Errorf("volume %q: %w", name, b.noted(err))
 	}
 	return b.object(id, name, storage.KindVolume)
 }
@@ -358,8 +419,8 @@ func (b *Backend) RemoveVolume(ctx context.Context, v storage.Object) error {
 			}
 		}
 	}
-	if err := subvolDelete(p); err != nil {
-		return fmt.Errorf("volume %q: %w", cur.Name, err)
+	if err := deleteSubvol(p); err != nil {
+		return fmt.Errorf("volume %q: %w", cur.Name, b.noted(err))
 	}
 	if err := os.Remove(labelFile(b.root, v.ID)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
@@ -456,6 +517,9 @@ func (b *Backend) Snapshot(_ context.Context, source storage.Object, labels map[
 		return storage.Object{}, fmt.Errorf("snapshot of volume %q: %w", source.Name, err)
 	}
 	src, _, _ := b.path(v.ID)
+	if err := checkNoNested(src, "volume", v.Name); err != nil {
+		return storage.Object{}, b.noted(err)
+	}
 	return b.snapshotInto(v, src, labels)
 }
 
@@ -480,6 +544,9 @@ func (b *Backend) SnapshotOf(_ context.Context, clone, source storage.Object, la
 	if err != nil {
 		return storage.Object{}, fmt.Errorf("snapshot of clone %q as volume %q's: %w", clone.Name, source.Name, err)
 	}
+	if err := checkNoNested(cp, "clone", clone.Name); err != nil {
+		return storage.Object{}, b.noted(err)
+	}
 	return b.snapshotInto(v, cp, labels)
 }
 
@@ -490,25 +557,62 @@ func (b *Backend) snapshotInto(v storage.Object, src string, labels map[string]s
 	name := "snapvol-" + time.Now().UTC().Format("20060102-150405.000000") + "-" + randHex(2)
 	id := dirSnapshots + "/" + v.Name + "/" + name
 	if err := os.MkdirAll(filepath.Join(b.root, dirSnapshots, v.Name), 0o700); err != nil {
-		return storage.Object{}, wrapErr(err)
+		return storage.Object{}, b.noted(err)
 	}
 	return b.make(id, name, storage.KindSnapshot, storage.WithSourceID(labels, v.Identity), func(dst string) error {
 		return snapCreate(src, dst, true)
 	})
 }
 
-func (b *Backend) Clone(_ context.Context, snap storage.Object, labels map[string]string, _ map[string]string) (storage.Object, error) {
+// Clone makes a writable snapshot of snap, limited to the clone size
+// (opts' size=, or CLONE_SIZE) and in the clones' quota group when there
+// is a reserve: with simple quotas both come with the snapshot ioctl
+// itself; with full qgroups the limit is set right after, and a clone
+// whose limit cannot be set is deleted again.
+func (b *Backend) Clone(ctx context.Context, snap storage.Object, labels map[string]string, opts map[string]string) (storage.Object, error) {
 	src, kind, err := b.path(snap.ID)
 	if err != nil || kind != storage.KindSnapshot {
 		return storage.Object{}, fmt.Errorf("cannot clone %q: not a snapshot", snap.ID)
 	}
+	limit, err := b.cloneLimit(opts)
+	if err != nil {
+		return storage.Object{}, err
+	}
 	if !isSubvolume(src) {
 		return storage.Object{}, fmt.Errorf("clone of snapshot %q: %w", snap.Name, storage.ErrNotFound)
 	}
+	inh, post, err := b.quota.forClone(limit)
+	if err != nil {
+		return storage.Object{}, err
+	}
 	name := "c-" + randHex(12)
-	return b.make(dirClones+"/"+name, name, storage.KindClone, labels, func(dst string) error {
-		return b.staged(src, dst)
+	c, err := b.make(dirClones+"/"+name, name, storage.KindClone, labels, func(dst string) error {
+		return b.staged(src, dst, inh)
 	})
+	if err != nil || post == 0 {
+		return c, err
+	}
+	if err := b.limitSubvol(filepath.Join(b.root, c.ID), post); err != nil {
+		if derr := b.Delete(ctx, c.ID); derr != nil {
+			err = fmt.Errorf("%w (and deleting the clone failed: %v)", err, derr)
+		}
+		return storage.Object{}, fmt.Errorf("clone of snapshot %q: %w", snap.Name, err)
+	}
+	return c, nil
+}
+
+// limitSubvol limits what the subvolume at p holds alone to max bytes.
+func (b *Backend) limitSubvol(p string, max int64) error {
+	f, err := openDir(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	id, _, err := inoLookup(f, 0, btrfsFirstFreeID)
+	if err != nil {
+		return err
+	}
+	return qgroupSetLimit(f, id, max)
 }
 
 // make writes the labels, then the object, so that whatever a crash leaves
@@ -519,11 +623,11 @@ func (b *Backend) make(id, name string, kind storage.Kind, labels map[string]str
 		return storage.Object{}, err
 	}
 	if err := b.writeLabels(id, labels); err != nil {
-		return storage.Object{}, wrapErr(err)
+		return storage.Object{}, b.noted(err)
 	}
 	if err := create(dst); err != nil {
 		os.Remove(labelFile(b.root, id))
-		return storage.Object{}, wrapErr(err)
+		return storage.Object{}, b.noted(err)
 	}
 	return b.object(id, name, kind)
 }
@@ -549,8 +653,8 @@ func (b *Backend) Delete(_ context.Context, id string) error {
 	default:
 		return fmt.Errorf("delete %s: not a snapshot or clone snapvol made: %w", id, storage.ErrProtected)
 	}
-	if err := subvolDelete(p); err != nil && isSubvolume(p) {
-		return err
+	if err := deleteSubvol(p); err != nil && isSubvolume(p) {
+		return b.noted(err)
 	}
 	if err := os.Remove(labelFile(b.root, id)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
@@ -615,8 +719,17 @@ func (b *Backend) Mount(_ context.Context, id, target string) error {
 	if !isSubvolume(p) {
 		return fmt.Errorf("mount %s: %w", id, storage.ErrNotFound)
 	}
+	if kind == storage.KindClone {
+		// What CI wrote into a clone must not act on the host: a setuid
+		// binary runs without its owner's rights, a device node opens
+		// nothing, here and in every container the mount is bound into.
+		return mountpoint.BindMountFlags(p, target, cloneMountFlags)
+	}
 	return mountpoint.BindMount(p, target)
 }
+
+// cloneMountFlags are the flags of every mount of a clone.
+const cloneMountFlags = unix.MS_NOSUID | unix.MS_NODEV
 
 func (b *Backend) Unmount(_ context.Context, _, target string) error {
 	return mountpoint.Unbind(target)

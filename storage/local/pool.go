@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -19,9 +20,25 @@ import (
 // first start creating) it as the settings say:
 //   - pool is a btrfs directory: used as it is;
 //   - pool is a block device: mounted at stateDir/pool;
-//   - pool is empty: stateDir/pool.img, a sparse file of size bytes
-//     formatted btrfs on first start and loop-mounted at stateDir/pool.
+//   - pool is empty: stateDir/pool.img, a file of size bytes, allocated
+//     (see allocate), formatted btrfs on first start and loop-mounted at
+//     stateDir/pool.
+//
+// A pool snapvol mounts is closed to other host users (its root 0700).
 func openPool(pool, stateDir string, size int64) (string, error) {
+	mnt, err := mountPool(pool, stateDir, size)
+	if err != nil {
+		return "", err
+	}
+	if mnt != pool {
+		if err := os.Chmod(mnt, 0o700); err != nil {
+			return "", fmt.Errorf("closing pool %s to other users: %w", mnt, err)
+		}
+	}
+	return mnt, nil
+}
+
+func mountPool(pool, stateDir string, size int64) (string, error) {
 	mnt := filepath.Join(stateDir, "pool")
 	if pool != "" {
 		st, err := os.Stat(pool)
@@ -59,6 +76,8 @@ func openPool(pool, stateDir string, size int64) (string, error) {
 		if err := makePoolFile(img, size); err != nil {
 			return "", err
 		}
+	} else if err := allocateExisting(img); err != nil {
+		return "", err
 	}
 	if err := loopMount(img, mnt); err != nil {
 		return "", err
@@ -66,20 +85,25 @@ func openPool(pool, stateDir string, size int64) (string, error) {
 	return mnt, nil
 }
 
-// makePoolFile creates and formats the pool file under a temporary name, so
-// a crash half-way leaves no file that looks like a pool.
+// makePoolFile creates, allocates and formats the pool file under a
+// temporary name, so a crash half-way leaves no file that looks like a
+// pool.
 func makePoolFile(img string, size int64) error {
 	tmp := img + ".new"
 	_ = os.Remove(tmp)
+	if err := checkRoom(filepath.Dir(img), size, 0); err != nil {
+		return err
+	}
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_RDWR|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}
-	err = f.Truncate(size)
+	err = allocate(f, size)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
+		os.Remove(tmp)
 		return fmt.Errorf("creating pool file %s of %d bytes: %w", tmp, size, err)
 	}
 	out, err := exec.Command("mkfs.btrfs", "-q", "-L", "snapvol", tmp).CombinedOutput()
@@ -220,4 +244,90 @@ func boundLoop(st unix.Stat_t) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// A sparse pool file lets the pool promise space the host filesystem does
+// not have: when the host fills up, the loop device's writes fail, btrfs
+// aborts its transaction and turns the pool read-only under production.
+// So the pool file is allocated in full (fallocate), after checking the
+// host filesystem can hold it; on btrfs it is also made NOCOW first, so
+// rewriting a block of the pool never needs new space on the host. A
+// filesystem that cannot allocate is refused, as is one without room.
+
+// checkRoom refuses a pool file of size bytes, of which have are
+// allocated already, in dir when dir's filesystem has less free space
+// than the rest needs, naming both numbers.
+func checkRoom(dir string, size, have int64) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return err
+	}
+	free := int64(st.Bavail) * int64(st.Bsize)
+	if need := size - have; need > free {
+		return fmt.Errorf("the pool file %s needs %s (POOL_SIZE) but the filesystem under it has only %s free (%d bytes needed, %d free): free space there, lower POOL_SIZE, or set POOL to a btrfs filesystem or device",
+			filepath.Join(dir, "pool.img"), human(need), human(free), need, free)
+	}
+	return nil
+}
+
+// allocate gives f size bytes of allocated, zeroed space.
+func allocate(f *os.File, size int64) error {
+	if isBtrfs(filepath.Dir(f.Name())) {
+		setNoCOW(f)
+	}
+	if err := unix.Fallocate(int(f.Fd()), 0, 0, size); err != nil {
+		if errors.Is(err, unix.EOPNOTSUPP) {
+			return fmt.Errorf("the filesystem under %s cannot allocate files (fallocate: %w), and a sparse pool file would fail under production once it fills up; set POOL to a btrfs filesystem or device", f.Name(), err)
+		}
+		return fmt.Errorf("allocating %s for the pool file: %w", human(size), err)
+	}
+	return nil
+}
+
+// allocateExisting allocates what is still sparse in a pool file made by
+// an earlier version, which made them sparse.
+func allocateExisting(img string) error {
+	f, err := os.OpenFile(img, os.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return err
+	}
+	if have := st.Blocks * 512; have < st.Size {
+		if err := checkRoom(filepath.Dir(img), st.Size, have); err != nil {
+			return err
+		}
+		if err := unix.Fallocate(int(f.Fd()), 0, 0, st.Size); err != nil && !errors.Is(err, unix.EOPNOTSUPP) {
+			return fmt.Errorf("allocating the sparse pool file %s (%s): %w", img, human(st.Size), err)
+		}
+	}
+	return nil
+}
+
+// setNoCOW sets FS_NOCOW_FL on an empty file on btrfs; it is only an
+// optimisation, so failing is fine.
+func setNoCOW(f *os.File) {
+	const fsNoCOW = 0x00800000
+	var flags int
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.FS_IOC_GETFLAGS, uintptr(unsafe.Pointer(&flags))); e != 0 {
+		return
+	}
+	flags |= fsNoCOW
+	_, _, _ = unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.FS_IOC_SETFLAGS, uintptr(unsafe.Pointer(&flags)))
+}
+
+// human is n bytes for people: 20G, 512M, 1.5G.
+func human(n int64) string {
+	for _, u := range []struct {
+		s string
+		v int64
+	}{{"T", 1 << 40}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}} {
+		if n >= u.v {
+			return strings.TrimSuffix(strconv.FormatFloat(float64(n)/float64(u.v), 'f', 1, 64), ".0") + u.s
+		}
+	}
+	return strconv.FormatInt(n, 10)
 }

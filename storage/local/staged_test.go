@@ -16,12 +16,17 @@ import (
 
 // testPoolFile makes a fresh 256M btrfs pool file and an empty mount
 // point for it, failing (never skipping) without root or mkfs.btrfs.
-func testPoolFile(t *testing.T) (img, mnt string) {
+func testPoolFile(t testing.TB) (img, mnt string) {
+	t.Helper()
+	return testPoolFileSize(t, 256<<20)
+}
+
+func testPoolFileSize(t testing.TB, size int64) (img, mnt string) {
 	t.Helper()
 	roottest.Require(t, "loop devices, mounts", roottest.Btrfs)
 	dir := t.TempDir()
 	img, mnt = filepath.Join(dir, "pool.img"), filepath.Join(dir, "pool")
-	if err := makePoolFile(img, 256<<20); err != nil {
+	if err := makePoolFile(img, size); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Mkdir(mnt, 0o700); err != nil {
@@ -31,9 +36,15 @@ func testPoolFile(t *testing.T) (img, mnt string) {
 }
 
 // testPool is a fresh loop-mounted btrfs pool, gone at the end of the test.
-func testPool(t *testing.T) string {
+func testPool(t testing.TB) string {
 	t.Helper()
-	img, mnt := testPoolFile(t)
+	return testPoolSize(t, 256<<20)
+}
+
+// testPoolSize is testPool of size bytes.
+func testPoolSize(t testing.TB, size int64) string {
+	t.Helper()
+	img, mnt := testPoolFileSize(t, size)
 	if err := loopMount(img, mnt); err != nil {
 		t.Fatal(err)
 	}
