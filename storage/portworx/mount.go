@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/libopenstorage/openstorage/api"
+	"golang.org/x/sys/unix"
 
 	"github.com/snapvol/snapvol/mountpoint"
 	"github.com/snapvol/snapvol/storage"
@@ -129,6 +130,14 @@ func (b *Backend) Mount(ctx context.Context, id, target string) error {
 		return undo(fmt.Errorf("the OpenStorage server mounted %q (%s) at host path %s, but it did not appear at %s inside the plugin: "+
 			"PX_MOUNT_ROOT (now %s, from %s) must be the host path of DATA_ROOT %s; for a managed plugin that is "+
 			"<docker root>/plugins/<plugin id>/propagated-mount", name, id, host, target, b.mountRoot, b.detected, b.cfg.DataRoot))
+	}
+	if host == target && isKind(v, storage.KindClone) {
+		// The OpenStorage v1 mount action takes no options; on the host
+		// the server's mount is the one Docker binds, so it is made
+		// nosuid,nodev here (see cloneKeys for the managed plugin).
+		if err := mountpoint.SetFlags(target, unix.MS_NOSUID|unix.MS_NODEV); err != nil {
+			return undo(fmt.Errorf("clone %q (%s) at %s: %w", name, id, target, err))
+		}
 	}
 	return nil
 }

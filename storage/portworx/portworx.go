@@ -144,9 +144,32 @@ var volumeKeys = map[string]bool{
 // cloneKeys are the spec keys that can change on an existing volume, and
 // so apply to a clone, which inherits everything else from its snapshot.
 // sticky is not among them: a sticky clone could never be deleted.
+//
+// Space on Portworx. size= on a clone sets its volume's spec size (a
+// volume update right after the clone is made). What that does and does
+// not enforce:
+//   - A Portworx volume is a block device of its spec size with a
+//     filesystem on it: a clone can never hold more than its size; a
+//     container writing past it gets ENOSPC. That limit holds whatever
+//     snapvol does.
+//   - A clone starts as large as its snapshot, that is its source. size=
+//     can grow it (an online resize); it cannot shrink it, and a size
+//     below the snapshot's is refused before anything is made.
+//   - CLONE_SIZE and POOL_RESERVE are local settings: nothing in the
+//     OpenStorage v1 API limits what clones take together, and Portworx
+//     storage pools are thin-provisioned, so clones that all write fill
+//     the pool production is on. Portworx's own capacity management
+//     (pool alerts, thin-provisioning limits) governs that, outside
+//     snapvol.
+//   - The v1 mount action carries a path only, no mount options: a clone
+//     cannot be asked to be mounted nosuid,nodev. When snapvol runs on
+//     the host, Mount remounts the server's mount of a clone with them;
+//     a managed plugin cannot (Docker binds the host's mount, which
+//     the server made in the host's namespace).
 var cloneKeys = map[string]bool{
 	api.SpecHaLevel: true, api.SpecPriority: true, api.SpecPriorityAlias: true,
 	api.SpecIoProfile: true, api.SpecLabels: true, api.SpecSnapshotInterval: true,
+	api.SpecSize: true,
 }
 
 // OptionKey accepts the OpenStorage spec keys.
@@ -558,6 +581,11 @@ func (b *Backend) Clone(ctx context.Context, snap storage.Object, labels map[str
 	if err != nil {
 		return storage.Object{}, err
 	}
+	if sp != nil && sp.Size != 0 {
+		if err := b.checkCloneSize(ctx, snap, sp.Size); err != nil {
+			return storage.Object{}, err
+		}
+	}
 	loc := &api.VolumeLocator{Name: "snapvol-clone-" + randHex(8), VolumeLabels: b.labels(labels)}
 	what := fmt.Sprintf("cloning snapshot %q", snap.Name)
 	id, err := b.rest.snapshot(ctx, what, &api.SnapCreateRequest{Id: snap.ID, Readonly: false, Locator: loc})
@@ -578,6 +606,19 @@ func (b *Backend) Clone(ctx context.Context, snap storage.Object, labels map[str
 		return storage.Object{}, err
 	}
 	return obj, nil
+}
+
+// checkCloneSize refuses a clone size below its snapshot's: a block
+// device cannot shrink under the filesystem on it.
+func (b *Backend) checkCloneSize(ctx context.Context, snap storage.Object, size uint64) error {
+	sv, err := b.rest.inspect(ctx, snap.ID)
+	if err != nil {
+		return fmt.Errorf("clone of snapshot %q: %w", snap.Name, err)
+	}
+	if have := sv.GetSpec().GetSize(); size < have {
+		return fmt.Errorf("option size=%d is below the size of snapshot %q (%d bytes): a Portworx clone is a volume as large as its snapshot, which can grow but not shrink", size, snap.Name, have)
+	}
+	return nil
 }
 
 // applyOptions updates a clone's spec from its current one, so fields the

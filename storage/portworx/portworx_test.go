@@ -165,6 +165,10 @@ func TestCloneLifecycleMovesRealData(t *testing.T) {
 	if !e.b.Mounted(mp) {
 		t.Fatalf("%s is not a mount point after Mount", mp)
 	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(mp, &st); err != nil || st.Flags&unix.ST_NOSUID == 0 || st.Flags&unix.ST_NODEV == 0 {
+		t.Errorf("the clone's mount flags %#x, %v; want nosuid,nodev", st.Flags, err)
+	}
 	if got := readFile(t, filepath.Join(mp, "guestbook/0003.txt")); got != "Zoë \xff\xfe\n" {
 		t.Fatalf("clone content = %q", got)
 	}
@@ -402,8 +406,19 @@ func TestOptions(t *testing.T) {
 	if _, err := e.b.Clone(c, snap, labels, map[string]string{"repl": "5"}); err == nil || !strings.Contains(err.Error(), "HA level") {
 		t.Errorf("repl=5 on a clone: %v; want the server's refusal", err)
 	}
+	if _, err := e.b.Clone(c, snap, labels, map[string]string{"size": "1G"}); err == nil || !strings.Contains(err.Error(), "cannot shrink") && !strings.Contains(err.Error(), "not shrink") {
+		t.Errorf("size=1G on a clone of a 2G volume: %v; want a refusal", err)
+	}
 	if after := len(e.srv.Volumes()); after != before {
 		t.Errorf("failed clones left %d objects on the server", after-before)
+	}
+	// A clone grown to 3G.
+	big, err := e.b.Clone(c, snap, labels, map[string]string{"size": "3G"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vols, err := e.srv.Inspect([]string{big.ID}); err != nil || vols[0].Spec.Size != 3<<30 {
+		t.Errorf("clone with size=3G: %+v, %v", vols, err)
 	}
 }
 
@@ -696,7 +711,8 @@ func TestCheckOptions(t *testing.T) {
 		{storage.KindVolume, map[string]string{"parent": "x"}, false},
 		{storage.KindClone, nil, true},
 		{storage.KindClone, map[string]string{"io_priority": "high", "labels": "team=ci"}, true},
-		{storage.KindClone, map[string]string{"size": "10G"}, false},
+		{storage.KindClone, map[string]string{"size": "10G"}, true},
+		{storage.KindClone, map[string]string{"size": "lots"}, false},
 		{storage.KindClone, map[string]string{"repl": "2"}, true},
 		{storage.KindClone, map[string]string{"fs": "ext4"}, false},
 		{storage.KindClone, map[string]string{"labels": "snapvol.instance=x"}, false},
