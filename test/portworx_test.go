@@ -353,11 +353,14 @@ func TestPortworxRemoveWhileDown(t *testing.T) {
 	}
 
 	// Orphans: one clone of this instance without a record, one of another.
-	id, err := os.ReadFile(filepath.Join(p.StateDir, "portworx.instance"))
-	mustDo(t, err)
+	// The instance ID is in the plugin's database; its snapshot carries it.
 	snaps := srv.SnapEnumerate([]string{prodID}, nil)
 	if len(snaps) == 0 {
 		t.Fatal("no snapshot of production")
+	}
+	id := snaps[0].GetLocator().GetVolumeLabels()[storage.LabelInstance]
+	if id == "" {
+		t.Fatalf("the plugin's snapshot %s carries no %s", snaps[0].Id, storage.LabelInstance)
 	}
 	orphan := func(instance string) string {
 		cid, err := srv.Snapshot(snaps[0].Id, false, &api.VolumeLocator{Name: "orphan-" + instance, VolumeLabels: map[string]string{
@@ -366,7 +369,7 @@ func TestPortworxRemoveWhileDown(t *testing.T) {
 		mustDo(t, err)
 		return cid
 	}
-	mine, theirs := orphan(strings.TrimSpace(string(id))), orphan("ffffffffffffffff")
+	mine, theirs := orphan(id), orphan("ffffffffffffffff")
 
 	p.Stop()
 	p.Start()
