@@ -52,3 +52,16 @@ func TestConformance(t *testing.T) {
 		return outsider{b}
 	})
 }
+
+// And with space isolation on: clone limits and a reserve on simple
+// quotas change nothing the contract says.
+func TestConformanceWithQuotas(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T) storage.Backend {
+		b, err := Open(Config{Pool: testPool(t), CloneSize: 64 << 20, Reserve: Reserve{Percent: 10}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return outsider{b}
+	})
+}

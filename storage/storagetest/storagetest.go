@@ -64,6 +64,8 @@ var checks = []check{
 	{"Mount", testMount},
 	{"UnmountKeepsFiles", testUnmountKeepsFiles},
 	{"ConcurrentClones", testConcurrentClones},
+	{"Usage", testUsage},
+	{"Health", testHealth},
 }
 
 // Run runs every check as a subtest of t. open is called once per check
