@@ -284,3 +284,31 @@ func TestQuotasNotTurnedOnForAForeignFilesystem(t *testing.T) {
 	}
 	b.Close()
 }
+
+// Clones made before a reserve was set (an upgrade) join the clones'
+// group at the next Open and are held to the reserve like new ones.
+func TestReserveCoversEarlierClones(t *testing.T) {
+	root := testPoolSize(t, 512<<20)
+	old, err := OpenDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, clone := cloneOf(t, old, "prod")
+	old.Close()
+	b, err := Open(Config{Pool: root, Reserve: Reserve{Percent: 40}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	n, err := fill(t, mountAt(t, b, clone.ID), "fill", 512<<20)
+	if !isQuotaErr(err) {
+		t.Fatalf("a clone made before the reserve wrote %dM: %v", n>>20, err)
+	}
+	u, err := b.Usage(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Free < u.Reserve*3/4 {
+		t.Fatalf("the earlier clone left %dM free; the reserve is %dM", u.Free>>20, u.Reserve>>20)
+	}
+}
