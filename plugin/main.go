@@ -33,9 +33,26 @@ import (
 func main() {
 	if err := newCLI(os.Stdout, os.Stderr).Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "snapvol:", err)
+		var r refusal
+		if errors.As(err, &r) {
+			os.Exit(exitRefused)
+		}
 		os.Exit(1)
 	}
 }
+
+// exitRefused is the exit status of a start refused for its state or
+// settings (EX_CONFIG): restarting cannot help, and the systemd unit says
+// so (RestartPreventExitStatus).
+const exitRefused = 78
+
+// refusal is a start refused until the operator changes a setting.
+type refusal struct{ error }
+
+func (r refusal) Unwrap() error { return r.error }
+
+// socketBound is set once the VolumeDriver socket is bound.
+var socketBound atomic.Bool
 
 // serve runs the plugin until SIGTERM: the managed plugin's entrypoint
 // (snapvol with no arguments) and snapvol serve.
@@ -45,6 +62,17 @@ func serve() error {
 	log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: time.RFC3339Nano})
 	if err := run(log); err != nil {
 		log.WithError(err).Error("snapvol stopped")
+		if managed() && !socketBound.Load() {
+			// Docker restarts a plugin that exits while it is being
+			// enabled; dockerd 20.10 then cannot delete the task, and the
+			// next enable fails ("id already in use") even once the
+			// settings are right. A plugin that never binds its socket
+			// fails the enable just the same: it waits to be stopped.
+			log.Error("snapvol is not serving: waiting to be stopped (docker plugin enable gives up within a minute; fix the above, then docker plugin disable -f and enable again)")
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			<-ctx.Done()
+			stop()
+		}
 		return err
 	}
 	return nil
@@ -190,6 +218,7 @@ func run(log *logrus.Logger) error {
 	if err != nil {
 		return err
 	}
+	socketBound.Store(true)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	go d.Run(ctx)

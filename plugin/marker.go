@@ -127,9 +127,9 @@ func checkState(s Settings, getenv func(string) string) (warnings []string, err 
 		} else if _, err := os.Stat(filepath.Join(s.StateDir, "snapvol.db")); err == nil {
 			have = "holds a snapvol.db without an ID, not the one served last"
 		}
-		return nil, fmt.Errorf("refusing to start: STATE_DIR %s %s, but this snapvol last served state %s from %s (marker %s).%s"+
+		return nil, refusal{fmt.Errorf("refusing to start: STATE_DIR %s %s, but this snapvol last served state %s from %s (marker %s).%s"+
 			" Set them again: %s. To start on this state instead, on purpose, delete the marker first",
-			s.StateDir, have, m.StateID, m.StateSource, markerPath(s), dropped(m), setCommand(m, m.Settings, true))
+			s.StateDir, have, m.StateID, m.StateSource, markerPath(s), dropped(m), setCommand(m, m.Settings, true))}
 	}
 	cur := changedSettings(getenv)
 	refuse := map[string]string{}
@@ -149,9 +149,9 @@ func checkState(s Settings, getenv func(string) string) (warnings []string, err 
 		return warnings, nil
 	}
 	sort.Strings(keys)
-	return warnings, fmt.Errorf("refusing to start: %s had other values when this state was served last and now have their defaults.%s"+
+	return warnings, refusal{fmt.Errorf("refusing to start: %s had other values when this state was served last and now have their defaults.%s"+
 		" Set them again: %s. To run with the defaults on purpose, delete the marker %s first",
-		strings.Join(keys, ", "), dropped(m), setCommand(m, refuse, false), markerPath(s))
+		strings.Join(keys, ", "), dropped(m), setCommand(m, refuse, false), markerPath(s))}
 }
 
 // dropped explains, for a managed plugin, why its settings are gone.
