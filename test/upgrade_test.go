@@ -284,7 +284,7 @@ func TestUpgradeFromRegistry(t *testing.T) {
 		before, cleanup := hostState(t)
 		defer cleanup()
 		mark = len(d.Log())
-		u.mustSh(lines[3], tags...)                                             // disable
+		u.mustSh(lines[3], tags...)                                                 // disable
 		u.mustSh(strings.Replace(lines[4], "snapvol:v2", "snapvol:v1", 1), tags...) // upgrade back to v1
 		u.enableRefused(mark, "refusing to start", "state.source="+u.state, "POOL_SIZE=2G", "docker plugin set snapvol")
 		if after, _ := hostState(t); after != before {
