@@ -159,7 +159,14 @@ func (d *Driver) destroy(ctx context.Context, r *store.Record, key string) error
 	d.failpoint("destroy:unmounted")
 	step(ctx, "deleting %s", a.Object)
 	if r.IsClone() {
-		if err := d.b.Delete(ctx, a.Object); err != nil {
+		if err := d.b.Delete(ctx, a.Object); errors.Is(err, storage.ErrBusy) {
+			// A snapshot was taken of it (snapvol snapshot create --from, on
+			// OpenStorage, which keeps a snapshot's parent): the volume goes,
+			// its labelled clone stays until that snapshot goes, and the
+			// sweep deletes it then.
+			d.logOf(ctx).WithError(err).WithFields(logrus.Fields{"volume": r.Name, "clone": a.Object}).Info(
+				"clone kept while a snapshot of it exists; the sweep deletes it once that snapshot is gone")
+		} else if err != nil {
 			return fmt.Errorf("volume %q: deleting clone %s: %w", r.Name, a.Object, err)
 		}
 		d.obs().CloneDestroyed(time.Since(start))

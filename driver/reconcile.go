@@ -220,7 +220,9 @@ func (d *Driver) sweep(ctx context.Context) error {
 		}
 		unlock := d.locks.Lock(vol)
 		if !d.cloneReferenced(vol, o.ID) {
-			if err := d.b.Delete(ctx, o.ID); err != nil {
+			if err := d.b.Delete(ctx, o.ID); errors.Is(err, storage.ErrBusy) {
+				d.log.WithError(err).WithField("clone", o.ID).Debug("orphan clone kept while a snapshot of it exists")
+			} else if err != nil {
 				d.log.WithError(err).WithField("clone", o.ID).Warn("deleting orphan clone")
 			} else {
 				d.obs().Repaired(RepairOrphanClone)

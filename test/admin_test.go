@@ -19,9 +19,9 @@ func cli(t *testing.T, env []string, args ...string) (string, error) {
 	return string(out), err
 }
 
-// admin runs a CLI command against p's admin socket and fails the test if
+// adminCLI runs a CLI command against p's admin socket and fails the test if
 // it fails.
-func admin(t *testing.T, p *Plugin, args ...string) string {
+func adminCLI(t *testing.T, p *Plugin, args ...string) string {
 	t.Helper()
 	out, err := cli(t, nil, append([]string{"--state-dir", p.StateDir}, args...)...)
 	if err != nil {
@@ -86,7 +86,7 @@ func TestAdminCommandsOverTheSocket(t *testing.T) {
 		t.Fatalf("admin socket %s: %v, mode %v; want 0600", sock, err, fi.Mode())
 	}
 
-	admin(t, p, "volume", "create", "mask-work", "--from", "app-production@now")
+	adminCLI(t, p, "volume", "create", "mask-work", "--from", "app-production@now")
 	mp := p.MustMount("mask-work", "masker")
 	if mp == "" {
 		t.Fatal("empty mount point")
@@ -97,15 +97,15 @@ func TestAdminCommandsOverTheSocket(t *testing.T) {
 	if err := p.Unmount("mask-work", "masker"); err != nil {
 		t.Fatal(err)
 	}
-	admin(t, p, "snapshot", "create", "app-production", "masked", "--from", "mask-work")
+	adminCLI(t, p, "snapshot", "create", "app-production", "masked", "--from", "mask-work")
 	out, err := cli(t, nil, "--state-dir", p.StateDir, "snapshot", "create", "app-production", "masked", "--from", "mask-work")
 	if err == nil || !strings.Contains(out, "--replace") {
 		t.Fatalf("a second create without --replace: %v\n%s", err, out)
 	}
-	admin(t, p, "volume", "rm", "mask-work")
+	adminCLI(t, p, "volume", "rm", "mask-work")
 
 	var snaps []map[string]any
-	if err := json.Unmarshal([]byte(admin(t, p, "snapshot", "ls", "app-production", "--json")), &snaps); err != nil {
+	if err := json.Unmarshal([]byte(adminCLI(t, p, "snapshot", "ls", "app-production", "--json")), &snaps); err != nil {
 		t.Fatal(err)
 	}
 	found := false
@@ -118,14 +118,14 @@ func TestAdminCommandsOverTheSocket(t *testing.T) {
 		t.Fatalf("snapshot ls --json has no named snapshot masked: %v", snaps)
 	}
 	var vols []map[string]any
-	if err := json.Unmarshal([]byte(admin(t, p, "ls", "--json")), &vols); err != nil {
+	if err := json.Unmarshal([]byte(adminCLI(t, p, "ls", "--json")), &vols); err != nil {
 		t.Fatal(err)
 	}
 	if len(vols) != 1 || vols[0]["name"] != "app-production" || vols[0]["kind"] != "volume" {
 		t.Fatalf("ls --json: %v", vols)
 	}
 	var df map[string]any
-	if err := json.Unmarshal([]byte(admin(t, p, "df", "--json")), &df); err != nil {
+	if err := json.Unmarshal([]byte(adminCLI(t, p, "df", "--json")), &df); err != nil {
 		t.Fatal(err)
 	}
 	for _, k := range []string{"size", "used", "free", "reserve", "consumers"} {
@@ -133,7 +133,7 @@ func TestAdminCommandsOverTheSocket(t *testing.T) {
 			t.Errorf("df --json has no %q: %v", k, df)
 		}
 	}
-	if !strings.Contains(admin(t, p, "ls"), "app-production") {
+	if !strings.Contains(adminCLI(t, p, "ls"), "app-production") {
 		t.Error("ls does not list app-production")
 	}
 
@@ -161,10 +161,10 @@ func TestAdminCommandsOverTheSocket(t *testing.T) {
 func TestScheduleThroughTheCLI(t *testing.T) {
 	p := StartPlugin(t, nil)
 	sources := SeedProduction(t, p)
-	admin(t, p, "snapshot", "schedule", "app-production", "--every", "1s", "--keep", "2")
+	adminCLI(t, p, "snapshot", "schedule", "app-production", "--every", "1s", "--keep", "2")
 	scheduled := func() int {
 		var snaps []map[string]any
-		if err := json.Unmarshal([]byte(admin(t, p, "snapshot", "ls", "app-production", "--json")), &snaps); err != nil {
+		if err := json.Unmarshal([]byte(adminCLI(t, p, "snapshot", "ls", "app-production", "--json")), &snaps); err != nil {
 			t.Fatal(err)
 		}
 		n := 0
@@ -193,7 +193,7 @@ func TestScheduleThroughTheCLI(t *testing.T) {
 	if !strings.Contains(p.Log(), "scheduled snapshot taken") || before == 0 {
 		t.Fatalf("no scheduled snapshot after the restart (pool had %d)", before)
 	}
-	admin(t, p, "snapshot", "schedule", "app-production", "--off")
+	adminCLI(t, p, "snapshot", "schedule", "app-production", "--off")
 	CheckLocalInvariants(t, p, sources)
 }
 

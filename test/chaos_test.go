@@ -129,7 +129,9 @@ func TestChaosRandomKills(t *testing.T) {
 	t.Logf("chaos seed %d (replay with SNAPVOL_CHAOS_SEED=%d), %d rounds", seed, seed, rounds)
 	r := rand.New(rand.NewSource(seed))
 
-	p := StartPlugin(t, map[string]string{"LOG_LEVEL": "warn"})
+	// Short ttls, so the reaper and snapshot collection run between and
+	// during the requests, and get killed too.
+	p := StartPlugin(t, map[string]string{"LOG_LEVEL": "warn", "IDLE_TTL": "1s", "LATEST_MAX_AGE": "2s"})
 	sources := SeedProduction(t, p)
 	m := &chaosModel{vols: map[string]bool{"app-production": true}, mounts: map[string]map[string]int{}}
 	var killed, acked, refused int

@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -108,6 +109,10 @@ type Plugin struct {
 	mu     sync.Mutex // guards cmd and waitCh: crash tests kill from a timer
 	cmd    *exec.Cmd
 	waitCh chan struct{}
+	// changes counts the requests that may change storage since the
+	// process started: right after a start, reconcile has swept, so
+	// whatever it may collect is collected.
+	changes atomic.Int64
 }
 
 type lockedBuffer struct {
@@ -168,6 +173,7 @@ func (p *Plugin) Start() {
 	}
 	cmd.Stdout, cmd.Stderr = p.log, p.log
 	_ = os.Remove(p.Socket)
+	p.changes.Store(0)
 	if err := cmd.Start(); err != nil {
 		p.t.Fatalf("starting snapvol: %v", err)
 	}
@@ -281,6 +287,10 @@ func UnmountUnder(dir string) {
 // Call sends one VolumeDriver request and decodes the reply into out. It
 // returns the plugin's error message as an error.
 func (p *Plugin) Call(method string, req, out any) error {
+	switch method {
+	case "VolumeDriver.Create", "VolumeDriver.Mount", "VolumeDriver.Unmount", "VolumeDriver.Remove":
+		p.changes.Add(1)
+	}
 	body, err := json.Marshal(req)
 	if err != nil {
 		return err

@@ -4,9 +4,11 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/docker/go-plugins-helpers/volume"
+	"github.com/snapvol/snapvol/admin"
 )
 
 // CheckLocalInvariants checks what the product promises after any crash
@@ -51,6 +53,8 @@ func CheckLocalInvariants(t testing.TB, p *Plugin, sources map[string]string) {
 		mp := filepath.Join(p.DataRoot, e.Name())
 		switch {
 		case targets[mp]:
+		case !e.IsDir() && strings.HasPrefix(e.Name(), ".snapvol"):
+			// The plugin's own marker file (which state it serves).
 		case containsMount(string(mountinfo), mp):
 			t.Errorf("stray mount %s: no volume counts a mount there", mp)
 		default:
@@ -67,6 +71,7 @@ func CheckLocalInvariants(t testing.TB, p *Plugin, sources map[string]string) {
 	if len(orphans) > 0 {
 		t.Errorf("orphaned clone subvolumes (no record): %v", orphans)
 	}
+	checkPoolLeftovers(t, p, referenced)
 	for name, want := range sources {
 		if got := TreeSum(t, filepath.Join(p.Pool(), "volumes", name)); got != want {
 			t.Errorf("source %q changed", name)
@@ -102,4 +107,81 @@ func mountpoints(v *volume.Volume) []string {
 		}
 	}
 	return out
+}
+
+// checkPoolLeftovers looks in the pool for what a crash may leave and
+// reconcile must repair: plain volumes snapvol made (labelled) that no
+// record names, label files without their object, anything in staging/,
+// and plugin snapshots nothing needs (no clone uses them, no name is
+// registered for them, and @latest would not reuse them).
+func checkPoolLeftovers(t testing.TB, p *Plugin, referenced map[string]bool) {
+	t.Helper()
+	pool := p.Pool()
+	if pool == "" {
+		t.Fatal("empty pool path")
+	}
+	for _, v := range dirNames(filepath.Join(pool, "volumes")) {
+		id := "volumes/" + v
+		if !referenced[id] && labelled(pool, id) {
+			t.Errorf("orphan plain volume %s: snapvol made it and no record names it", id)
+		}
+	}
+	for _, l := range dirNames(filepath.Join(pool, "labels")) {
+		id := strings.ReplaceAll(strings.TrimSuffix(l, ".json"), "%", "/")
+		if !strings.HasSuffix(l, ".json") {
+			t.Errorf("stray file in labels/: %s", l)
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(pool, id)); err != nil {
+			t.Errorf("stale label %s: its object %s is gone", l, id)
+		}
+	}
+	if left := dirNames(filepath.Join(pool, "staging")); len(left) > 0 {
+		t.Errorf("staging leftovers: %v", left)
+	}
+	for _, src := range dirNames(filepath.Join(pool, "snapshots")) {
+		if _, err := os.Stat(filepath.Join(pool, "volumes", src)); err != nil {
+			// A removed source: only snapshots made by hand may stay.
+			for _, s := range dirNames(filepath.Join(pool, "snapshots", src)) {
+				if labelled(pool, "snapshots/"+src+"/"+s) {
+					t.Errorf("plugin snapshot snapshots/%s/%s outlived its source", src, s)
+				}
+			}
+			continue
+		}
+		if p.changes.Load() == 0 {
+			// Collection is lazy between sweeps; right after a start,
+			// reconcile's sweep has run.
+			checkSnapshotsCollected(t, p, src)
+		}
+	}
+}
+
+// checkSnapshotsCollected asks the plugin (snapshot ls) which snapshots of
+// source it keeps and why: every plugin-taken one must be used by a clone,
+// except the newest snapshot, which @latest may still reuse.
+func checkSnapshotsCollected(t testing.TB, p *Plugin, source string) {
+	t.Helper()
+	snaps, err := admin.NewClient(admin.SocketPath(p.StateDir)).Snapshots(source)
+	if err != nil {
+		t.Errorf("snapshot ls %s: %v", source, err)
+		return
+	}
+	newest := -1
+	for i, s := range snaps {
+		if s.From == "" && (newest < 0 || s.Time.After(snaps[newest].Time)) {
+			newest = i
+		}
+	}
+	for i, s := range snaps {
+		if s.Kind == "plugin" && len(s.Clones) == 0 && i != newest {
+			t.Errorf("uncollected plugin snapshot %s@%s: no clone uses it and it is not the newest", source, s.Name)
+		}
+	}
+}
+
+// labelled reports whether the pool holds snapvol's label for object id.
+func labelled(pool, id string) bool {
+	_, err := os.Stat(filepath.Join(pool, "labels", strings.ReplaceAll(id, "/", "%")+".json"))
+	return err == nil
 }
