@@ -298,3 +298,103 @@ func TestUpgradeFromRegistry(t *testing.T) {
 		u.docker("rm", "-f", "holder")
 	})
 }
+
+// PreArchitectureCommit is this repository's main before the architecture
+// change (schema 1, the snapshot/ backends): the state an installed
+// snapvol of that time wrote is what an upgrade must carry forward.
+const PreArchitectureCommit = "b1149bd"
+
+// oldBundle builds the managed plugin bundle of commit from git (git
+// archive, then that tree's own make plugin), once into the test cache.
+func oldBundle(t *testing.T, commit string) string {
+	t.Helper()
+	full, err := exec.Command("git", "-C", RepoRoot(), "rev-parse", commit+"^{commit}").Output()
+	if err != nil {
+		t.Fatalf("commit %s is not in this repository's history: %v", commit, err)
+	}
+	id := strings.TrimSpace(string(full))
+	cache := filepath.Join(dockerd.CacheDir(), "snapvol-"+id[:12], "plugin")
+	if _, err := os.Stat(filepath.Join(cache, "rootfs", "snapvol")); err == nil {
+		return cache
+	}
+	src := t.TempDir()
+	start := time.Now()
+	archive := exec.Command("bash", "-c", fmt.Sprintf("git -C %q archive %s | tar -x -C %q", RepoRoot(), id, src))
+	if out, err := archive.CombinedOutput(); err != nil {
+		t.Fatalf("git archive %s: %v\n%s", commit, err, out)
+	}
+	build := exec.Command("make", "-C", src, "plugin")
+	build.Env = append(os.Environ(), "SNAPVOL_ROOT_TESTS=")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("make plugin at %s: %v\n%s", commit, err, out)
+	}
+	if err := os.MkdirAll(filepath.Dir(cache), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_ = os.RemoveAll(cache)
+	if out, err := exec.Command("cp", "-a", filepath.Join(src, "build", "plugin"), cache).CombinedOutput(); err != nil {
+		t.Fatalf("caching the bundle: %v\n%s", err, out)
+	}
+	t.Logf("built the plugin of %s in %v", commit, time.Since(start).Round(time.Second))
+	return cache
+}
+
+// The state main wrote before the architecture change, upgraded to this
+// build: the schema 1 records are migrated to schema 2 and every volume,
+// clone, byte and mount count is there. Rolled back, the old build refuses
+// the newer schema naming both versions; upgraded again, nothing is lost.
+func TestUpgradeFromPreArchitectureMain(t *testing.T) {
+	dockerd.Require(t)
+	RequireTool(t, "make", "make")
+	old, err := exec.Command("git", "-C", RepoRoot(), "show", PreArchitectureCommit+":driver/store/store.go").Output()
+	if err != nil || !strings.Contains(string(old), "const SchemaVersion = 1") {
+		t.Fatalf("%s's store is not schema 1: %v", PreArchitectureCommit, err)
+	}
+	bundle := oldBundle(t, PreArchitectureCommit)
+	registry := StartRegistry(t)
+	dockerd.ForEachEngine(t, func(t *testing.T, eng dockerd.Engine) {
+		d := dockerd.Start(t, dockerd.Options{Engine: &eng})
+		u := &upgradeRig{t: t, d: d, registry: registry, state: filepath.Join(d.Dir, "state-old")}
+		if err := os.MkdirAll(u.state, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		oldRef := registry + "/snapvol:" + PreArchitectureCommit + "-" + eng.Key
+		newVersion := "new-" + eng.Key
+		newRef := registry + "/snapvol:" + newVersion
+		u.docker("plugin", "create", oldRef, bundle)
+		u.docker("plugin", "push", oldRef)
+		u.docker("plugin", "rm", oldRef)
+		u.docker("plugin", "install", "--alias", "snapvol", "--grant-all-permissions", oldRef, "state.source="+u.state, "POOL_SIZE=2G")
+		u.fixture()
+		want := u.volumes()
+		t.Logf("on %s: %v, mounts %v", PreArchitectureCommit, want.names, want.mounts)
+
+		upgrade := func(ref string) {
+			if u.enabled() == "true" { // a refused plugin is disabled already
+				u.mustSh("docker plugin disable -f snapvol")
+			}
+			u.mustSh("docker plugin upgrade --grant-all-permissions --skip-remote-check snapvol " + ref)
+			u.mustSh("docker plugin set snapvol state.source=/srv/snapvol POOL_SIZE=2G")
+		}
+		u.mustSh("make push REGISTRY=127.0.0.1:5000 VERSION=" + newVersion)
+		upgrade(newRef)
+		mark := len(d.Log())
+		u.mustSh("docker plugin enable snapvol")
+		u.check(want, "after the upgrade from "+PreArchitectureCommit)
+		if log := u.logSince(mark); !strings.Contains(log, "version="+newVersion) {
+			t.Errorf("the new build did not start; dockerd's log:\n%s", lastLines(log, 30))
+		}
+
+		// Rollback: the old build refuses the migrated state, naming both
+		// schema versions.
+		upgrade(oldRef)
+		mark = len(d.Log())
+		u.enableRefused(mark, "has version 2", "reads version 1")
+		// Forward again: nothing was lost.
+		upgrade(newRef)
+		mark = len(d.Log())
+		u.enableAfterRefusal(mark, "docker plugin enable snapvol")
+		u.check(want, "after rolling back to "+PreArchitectureCommit+" and upgrading again")
+		u.docker("rm", "-f", "holder")
+	})
+}

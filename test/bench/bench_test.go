@@ -104,7 +104,7 @@ func loadConfig(t *testing.T) config {
 		}
 	}
 	sort.Ints(c.volumes)
-	for _, s := range envList("BENCH_SECTIONS", "gobench,clone,copy,jobs,api,docker") {
+	for _, s := range envList("BENCH_SECTIONS", "gobench,metrics,clone,copy,jobs,api,docker") {
 		c.sections[s] = true
 	}
 	return c
@@ -176,6 +176,9 @@ func TestBench(t *testing.T) {
 	if cfg.sections["gobench"] {
 		goBench(t, cfg, res)
 	}
+	if cfg.sections["metrics"] {
+		metricsCost(t, cfg)
+	}
 	need := func(names ...string) bool {
 		for _, n := range names {
 			if cfg.sections[n] {
@@ -220,6 +223,28 @@ func goBench(t *testing.T, cfg config, res *Results) {
 	res.GoBench = ParseGoBench(string(out))
 	if len(res.GoBench) == 0 {
 		t.Fatalf("no benchmark results in:\n%s", out)
+	}
+}
+
+// metricsCost is what metrics cost Get over the socket: p50 with metrics on
+// against off, in alternating batches (plugin's TestMetricsCostGetP50,
+// which fails over the 1.1x goal when SNAPVOL_METRICS_COST is set).
+func metricsCost(t *testing.T, cfg config) {
+	t.Log("go test -run TestMetricsCostGetP50 ./plugin")
+	cmd := exec.Command("go", "test", "-count", "1", "-v", "-run", "^TestMetricsCostGetP50$", "./plugin")
+	cmd.Dir = test.RepoRoot()
+	cmd.Env = append(os.Environ(), "SNAPVOL_METRICS_COST=1")
+	out, err := cmd.CombinedOutput()
+	if err := os.MkdirAll(cfg.out, 0o755); err == nil {
+		_ = os.WriteFile(filepath.Join(cfg.out, "metrics-cost.txt"), out, 0o644)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, "p50 metrics off") {
+			t.Log(strings.TrimSpace(line))
+		}
+	}
+	if err != nil {
+		t.Errorf("metrics cost: %v\n%s", err, out)
 	}
 }
 
