@@ -165,6 +165,28 @@ func StartPlugin(t testing.TB, env map[string]string) *Plugin {
 // Start (re)starts the process and waits for its socket.
 func (p *Plugin) Start() {
 	p.t.Helper()
+	exited := p.Spawn()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			p.Kill()
+			p.t.Fatalf("snapvol exited during start:\n%s", p.Log())
+		default:
+		}
+		if c, err := net.Dial("unix", p.Socket); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	p.t.Fatalf("snapvol did not serve %s within 30s:\n%s", p.Socket, p.Log())
+}
+
+// Spawn starts the process and returns at once, with a channel closed
+// when it exits: crash tests kill it while it is still starting.
+func (p *Plugin) Spawn() <-chan struct{} {
+	p.t.Helper()
 	bin := HostBinary(p.t)
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), "STATE_DIR="+p.StateDir, "DATA_ROOT="+p.DataRoot, "SOCKET="+p.Socket)
@@ -182,21 +204,7 @@ func (p *Plugin) Start() {
 	p.mu.Lock()
 	p.cmd, p.waitCh = cmd, exited
 	p.mu.Unlock()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-exited:
-			p.Kill()
-			p.t.Fatalf("snapvol exited during start:\n%s", p.Log())
-		default:
-		}
-		if c, err := net.Dial("unix", p.Socket); err == nil {
-			c.Close()
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	p.t.Fatalf("snapvol did not serve %s within 30s:\n%s", p.Socket, p.Log())
+	return exited
 }
 
 // Stop sends SIGTERM and waits for a clean exit.
