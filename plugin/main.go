@@ -103,7 +103,20 @@ func openBackend(s Settings, st *store.Store, log *logrus.Logger) (storage.Backe
 		}
 		return b, nil
 	default:
-		return local.Open(local.Config{Pool: s.Pool, StateDir: s.StateDir, PoolSize: s.PoolSize})
+		cfg := local.Config{Pool: s.Pool, StateDir: s.StateDir, PoolSize: s.PoolSize, CloneSize: s.CloneSize, Reserve: s.Reserve}
+		b, err := local.Open(cfg)
+		if err != nil && !s.ReserveSet && !s.Reserve.IsZero() {
+			// The default reserve needs btrfs simple quotas (Linux 6.7+)
+			// on a pool snapvol owns; where there are none, the plugin
+			// still serves, without it, and says so. A reserve that was
+			// asked for is refused instead.
+			b2, err2 := local.Open(local.Config{Pool: s.Pool, StateDir: s.StateDir, PoolSize: s.PoolSize, CloneSize: s.CloneSize})
+			if err2 == nil {
+				log.WithError(err).Warn("POOL_RESERVE: the default reserve cannot be kept on this pool; clones may fill it. Set POOL_RESERVE=0 to silence this, or give the pool its own btrfs filesystem on Linux 6.7+")
+				return b2, nil
+			}
+		}
+		return b, err
 	}
 }
 
@@ -140,7 +153,13 @@ func run(log *logrus.Logger) error {
 	}).Info("snapvol starting")
 	sd := newNotifier(log)
 
-	if err := os.MkdirAll(s.DataRoot, 0o755); err != nil {
+	// DATA_ROOT holds every volume's mount point: production's and the
+	// clones CI wrote into. No other host user may enter it (Docker, as
+	// root, and containers, through their own bind mounts, need not).
+	if err := os.MkdirAll(s.DataRoot, 0o700); err != nil {
+		return fmt.Errorf("DATA_ROOT %s: %w", s.DataRoot, err)
+	}
+	if err := os.Chmod(s.DataRoot, 0o700); err != nil {
 		return fmt.Errorf("DATA_ROOT %s: %w", s.DataRoot, err)
 	}
 	// Before anything in STATE_DIR is opened or made: a plugin started on

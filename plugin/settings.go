@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/snapvol/snapvol/driver/sources"
+	"github.com/snapvol/snapvol/storage/local"
 )
 
 // Settings are read from the environment (config.json's env in managed
@@ -37,6 +38,13 @@ type Settings struct {
 	// MetricsAddr is the host:port /metrics is served on over TCP; empty
 	// serves it only on the admin socket.
 	MetricsAddr string
+	// CloneSize is CLONE_SIZE: the most one clone may hold alone (local;
+	// 0 = no limit; a volume's -o size= overrides it).
+	CloneSize int64
+	// Reserve is POOL_RESERVE: free space clones together never take
+	// (local), and ReserveSet whether it was set rather than defaulted.
+	Reserve    local.Reserve
+	ReserveSet bool
 }
 
 var defaults = map[string]string{
@@ -57,6 +65,8 @@ var defaults = map[string]string{
 	"LOG_LEVEL":      "info",
 	"LOG_FORMAT":     "text",
 	"METRICS_ADDR":   "",
+	"CLONE_SIZE":     "0",
+	"POOL_RESERVE":   "10%",
 }
 
 // LoadSettings reads settings through getenv, naming the setting in every
@@ -106,6 +116,13 @@ func LoadSettings(getenv func(string) string) (Settings, error) {
 			return s, fmt.Errorf("METRICS_ADDR=%q: %w", s.MetricsAddr, err)
 		}
 	}
+	if s.CloneSize, err = local.ParseCloneSize(get("CLONE_SIZE")); err != nil {
+		return s, fmt.Errorf("CLONE_SIZE: %w", err)
+	}
+	if s.Reserve, err = local.ParseReserve(get("POOL_RESERVE")); err != nil {
+		return s, fmt.Errorf("POOL_RESERVE: %w", err)
+	}
+	_, s.ReserveSet = lookup(getenv, "POOL_RESERVE")
 	if s.PXMountRoot = get("PX_MOUNT_ROOT"); s.PXMountRoot != "" && !strings.HasPrefix(s.PXMountRoot, "/") {
 		return s, fmt.Errorf("PX_MOUNT_ROOT=%q: must be an absolute host path (or empty to detect it)", s.PXMountRoot)
 	}
