@@ -19,6 +19,10 @@ export SNAPVOL_ROOT_TESTS := 1
 # bound at STATE_DIR inside it, and `docker plugin set` settings applied at
 # install (e.g. PLUGIN_SETTINGS="POOL_SIZE=50G LOG_LEVEL=debug").
 PLUGIN_BUNDLE := build/plugin
+# The bundle's privileges: config.json is the local backend's (no network;
+# loop devices for the pool file), config.portworx.json Portworx's (host
+# network for the OpenStorage endpoint; no devices). README, Installing.
+PLUGIN_CONFIG ?= config.json
 PLUGIN_NAME ?= snapvol
 STATE_DIR ?= /var/lib/snapvol
 PLUGIN_SETTINGS ?=
@@ -76,7 +80,7 @@ chaos: build
 # config.json + rootfs/ (static binary, mkfs.btrfs and its libraries from
 # this host): no registry, no network.
 plugin: build
-	scripts/plugin-rootfs.sh $(BIN) config.json rootfs $(PLUGIN_BUNDLE)
+	scripts/plugin-rootfs.sh $(BIN) $(PLUGIN_CONFIG) rootfs $(PLUGIN_BUNDLE)
 	@echo "plugin bundle: $(PLUGIN_BUNDLE) ($$(du -sh $(PLUGIN_BUNDLE) | cut -f1))"
 
 # Creates and enables the plugin in the engine `docker` reaches (DOCKER_HOST
@@ -116,7 +120,7 @@ push:
 	rm -rf $(PUSH_DIR) && mkdir -p $(PUSH_DIR)
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(PUSH_DIR)/snapvol ./plugin
 	cp -a rootfs $(PUSH_DIR)/rootfs-src
-	scripts/plugin-rootfs.sh $(PUSH_DIR)/snapvol config.json $(PUSH_DIR)/rootfs-src $(PUSH_DIR)/plugin
+	scripts/plugin-rootfs.sh $(PUSH_DIR)/snapvol $(PLUGIN_CONFIG) $(PUSH_DIR)/rootfs-src $(PUSH_DIR)/plugin
 	-$(DOCKER) plugin rm -f $(REGISTRY)/$(PLUGIN_REPO):$(VERSION) 2>/dev/null
 	$(DOCKER) plugin create $(REGISTRY)/$(PLUGIN_REPO):$(VERSION) $(PUSH_DIR)/plugin
 	$(DOCKER) plugin push $(REGISTRY)/$(PLUGIN_REPO):$(VERSION)

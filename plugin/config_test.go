@@ -7,11 +7,19 @@ import (
 	"testing"
 )
 
-// config.json, the managed plugin's config, carries every setting with the
-// binary's default, settable with docker plugin set except the three that
-// managed mode fixes (its mounts and dockerd's socket directory).
+// Both managed plugin configs (config.json, the local bundle, and
+// config.portworx.json) carry every setting with the binary's default (the
+// Portworx one with BACKEND=portworx), settable with docker plugin set
+// except the three that managed mode fixes (its mounts and dockerd's socket
+// directory), and ask only for the privileges their backend needs.
 func TestConfigJSONHasEverySetting(t *testing.T) {
-	data, err := os.ReadFile("../config.json")
+	for file, backend := range map[string]string{"config.json": "local", "config.portworx.json": "portworx"} {
+		t.Run(file, func(t *testing.T) { checkConfig(t, file, backend) })
+	}
+}
+
+func checkConfig(t *testing.T, file, backend string) {
+	data, err := os.ReadFile("../" + file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,7 +30,13 @@ func TestConfigJSONHasEverySetting(t *testing.T) {
 			Socket string
 		}
 		PropagatedMount string
-		Mounts          []struct {
+		Network         struct{ Type string }
+		Linux           struct {
+			Capabilities    []string
+			AllowAllDevices bool
+			Devices         []struct{ Path string }
+		}
+		Mounts []struct {
 			Name, Source, Destination string
 			Settable                  []string
 		}
@@ -40,6 +54,9 @@ func TestConfigJSONHasEverySetting(t *testing.T) {
 	for _, e := range cfg.Env {
 		seen[e.Name] = true
 		def, ok := defaults[e.Name]
+		if e.Name == "BACKEND" {
+			def = backend
+		}
 		if !ok {
 			t.Errorf("config.json env %s is not a setting of the binary", e.Name)
 			continue
@@ -60,7 +77,7 @@ func TestConfigJSONHasEverySetting(t *testing.T) {
 	}
 	sort.Strings(missing)
 	if len(missing) > 0 {
-		t.Errorf("config.json lacks settings %v", missing)
+		t.Errorf("%s lacks settings %v", file, missing)
 	}
 	if len(cfg.Interface.Types) != 1 || cfg.Interface.Types[0] != "docker.volumedriver/1.0" || cfg.Interface.Socket != "snapvol.sock" {
 		t.Errorf("interface %+v", cfg.Interface)
@@ -70,6 +87,27 @@ func TestConfigJSONHasEverySetting(t *testing.T) {
 	}
 	if cfg.PropagatedMount != defaults["DATA_ROOT"] {
 		t.Errorf("propagatedMount %s, want DATA_ROOT %s", cfg.PropagatedMount, defaults["DATA_ROOT"])
+	}
+	// Least privilege: mounting needs CAP_SYS_ADMIN in both; only the local
+	// pool file needs loop devices, only an OpenStorage endpoint a network.
+	if len(cfg.Linux.Capabilities) != 1 || cfg.Linux.Capabilities[0] != "CAP_SYS_ADMIN" {
+		t.Errorf("capabilities %v, want only CAP_SYS_ADMIN", cfg.Linux.Capabilities)
+	}
+	switch backend {
+	case "local":
+		if cfg.Network.Type != "none" {
+			t.Errorf("the local bundle has network %q: it sends no traffic, want none", cfg.Network.Type)
+		}
+		if !cfg.Linux.AllowAllDevices || len(cfg.Linux.Devices) != 1 || cfg.Linux.Devices[0].Path != "/dev/loop-control" {
+			t.Errorf("the local bundle needs /dev/loop-control and the loop device it is given: %+v", cfg.Linux)
+		}
+	case "portworx":
+		if cfg.Network.Type != "host" {
+			t.Errorf("the Portworx bundle has network %q, want host (the endpoint is on the host)", cfg.Network.Type)
+		}
+		if cfg.Linux.AllowAllDevices || len(cfg.Linux.Devices) > 0 {
+			t.Errorf("the Portworx bundle asks for devices it never uses: %+v", cfg.Linux)
+		}
 	}
 	if len(cfg.Mounts) != 1 || cfg.Mounts[0].Name != "state" || cfg.Mounts[0].Destination != defaults["STATE_DIR"] ||
 		len(cfg.Mounts[0].Settable) != 1 || cfg.Mounts[0].Settable[0] != "source" {

@@ -30,7 +30,7 @@ func pxManagedPlugin(t *testing.T, eng dockerd.Engine) {
 	srv := osdserver.ForTest(t, osdserver.Config{Token: pxToken})
 	prodID, prodSum := pxProduction(t, srv)
 	d := dockerd.Start(t, dockerd.Options{Engine: &eng})
-	p := d.InstallPlugin(dockerd.Bundle(t, Binary(t)), "snapvol",
+	p := d.InstallPlugin(dockerd.BundleWith(t, Binary(t), "config.portworx.json"), "snapvol",
 		"BACKEND=portworx", "PX_ENDPOINT="+srv.Endpoint(), "PX_TOKEN="+pxToken, "LOG_LEVEL=debug")
 	id, err := p.ID()
 	if err != nil {

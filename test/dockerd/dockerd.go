@@ -352,13 +352,20 @@ func RepoRoot() string {
 // rootfs/ are left alone). It takes well under a second.
 func Bundle(t testing.TB, binary string) string {
 	t.Helper()
+	return BundleWith(t, binary, "config.json")
+}
+
+// BundleWith is Bundle with another of the repository's plugin configs
+// (config.portworx.json: the Portworx bundle's privileges).
+func BundleWith(t testing.TB, binary, config string) string {
+	t.Helper()
 	dir := t.TempDir()
 	root := RepoRoot()
 	rootfs := filepath.Join(dir, "rootfs-src")
 	if out, err := exec.Command("cp", "-a", filepath.Join(root, "rootfs"), rootfs).CombinedOutput(); err != nil {
 		t.Fatalf("copying the rootfs skeleton: %v\n%s", err, out)
 	}
-	cmd := exec.Command(filepath.Join(root, "scripts", "plugin-rootfs.sh"), binary, filepath.Join(root, "config.json"),
+	cmd := exec.Command(filepath.Join(root, "scripts", "plugin-rootfs.sh"), binary, filepath.Join(root, config),
 		rootfs, filepath.Join(dir, "plugin"))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("building the plugin bundle: %v\n%s", err, out)
