@@ -41,7 +41,7 @@ const (
 var ErrInvalid = errors.New("invalid volume name or options")
 
 // Name is a parsed volume name. A plain name has only Source set and
-// IsClone false: it names a regular volume.
+// IsClone false: it names a plain volume.
 type Name struct {
 	Raw    string
 	Source string
