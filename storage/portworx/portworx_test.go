@@ -13,6 +13,7 @@ import (
 	"github.com/libopenstorage/openstorage/api"
 	"golang.org/x/sys/unix"
 
+	"github.com/snapvol/snapvol/internal/roottest"
 	"github.com/snapvol/snapvol/mountpoint"
 	"github.com/snapvol/snapvol/storage"
 	"github.com/snapvol/snapvol/storage/portworx"
@@ -519,6 +520,7 @@ func TestUnixSocketEndpoint(t *testing.T) {
 // the host directory, have the server mount there, and see the mount at
 // its own target; Docker would hand the host path to the container.
 func TestManagedPluginPaths(t *testing.T) {
+	roottest.Require(t, "bind mounts and mount propagation")
 	base := t.TempDir()
 	host := filepath.Join(base, "docker", "plugins", strings.Repeat("ab", 32), "propagated-mount")
 	dataRoot := filepath.Join(base, "docker", "plugins", strings.Repeat("ab", 32), "rootfs", "mnt", "snapvol")
