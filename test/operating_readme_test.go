@@ -57,8 +57,9 @@ func TestReadmeOperating(t *testing.T) {
 	}
 	bindir := filepath.Join(dest, "usr/local/bin")
 
-	metricsAddr, listenAddr := freePort(t), freePort(t)
+	listenAddr, metricsAddr := freePort(t), freePort(t)
 	metricsLines := readmeRunBlock(t, "metrics")
+	addrLines := readmeRunBlock(t, "metrics-addr")
 	logLines := readmeRunBlock(t, "logs")
 	setting := func(line string) (string, string) {
 		const prefix = "docker plugin set snapvol "
@@ -69,9 +70,9 @@ func TestReadmeOperating(t *testing.T) {
 		return k, v
 	}
 	env := map[string]string{}
-	for _, l := range []string{metricsLines[0], logLines[0]} {
+	for _, l := range []string{addrLines[0], logLines[0]} {
 		k, v := setting(l)
-		env[k] = strings.ReplaceAll(v, "127.0.0.1:9478", metricsAddr)
+		env[k] = strings.ReplaceAll(v, "127.0.0.1:9479", metricsAddr)
 	}
 	p := startRaw(t, filepath.Join(bindir, "snapvol"), env)
 	p.waitSocket()
@@ -93,7 +94,7 @@ func TestReadmeOperating(t *testing.T) {
 	_ = pl.Call("VolumeDriver.Get", volume.GetRequest{Name: "app-production"}, &g)
 
 	shEnv := append(os.Environ(), "PATH="+bindir+":"+os.Getenv("PATH"), "STATE_DIR="+p.stateDir)
-	subst := strings.NewReplacer("127.0.0.1:9478", metricsAddr, "127.0.0.1:9479", listenAddr)
+	subst := strings.NewReplacer("127.0.0.1:9478", listenAddr, "127.0.0.1:9479", metricsAddr)
 	run := func(line string) string {
 		t.Helper()
 		line = subst.Replace(line)
@@ -123,14 +124,14 @@ func TestReadmeOperating(t *testing.T) {
 			time.Sleep(200 * time.Millisecond) // a listener started just before
 		}
 	}
-	want := map[int]string{
-		1: `snapvol_request_duration_seconds_count{op="mount",outcome="ok"} 1`,
-		2: `snapvol_clones{source="app-production"} 1`,
-		4: `snapvol_build_info{commit="`,
+	want := map[string]string{
+		metricsLines[0]: `snapvol_clones{source="app-production"} 1`,
+		metricsLines[2]: `snapvol_build_info{commit="`,
+		addrLines[1]:    `snapvol_request_duration_seconds_count{op="mount",outcome="ok"} 1`,
 	}
-	for i, l := range metricsLines[1:] {
+	for _, l := range append(metricsLines, addrLines[1:]...) {
 		out := run(l)
-		if w := want[i+1]; w != "" && !strings.Contains(out, w) {
+		if w := want[l]; w != "" && !strings.Contains(out, w) {
 			t.Errorf("%s: no %q in\n%s", l, w, out)
 		}
 	}
