@@ -33,6 +33,7 @@ func (d *Driver) attach(ctx context.Context, r *store.Record, key string) (*stor
 		}
 	}
 	a.Mounts++
+	hold(a, callerOf(ctx))
 	if err := d.st.Put(r); err != nil {
 		return nil, err
 	}
@@ -55,6 +56,7 @@ func (d *Driver) detach(ctx context.Context, r *store.Record, key string) (relea
 		return false, nil // never below zero: Docker repeats Unmounts
 	}
 	a.Mounts--
+	d.unhold(a, callerOf(ctx))
 	if a.Mounts > 0 {
 		return false, d.st.Put(r)
 	}
@@ -124,6 +126,7 @@ func (d *Driver) makeClone(ctx context.Context, r *store.Record, key, target str
 			return nil, fmt.Errorf("volume %q: mounting clone: %w", r.Name, err)
 		}
 		a.Mounts = 1
+		hold(a, callerOf(ctx))
 		d.failpoint("materialize:mount")
 	}
 	r.SetAttachment(key, a)

@@ -43,6 +43,9 @@ type Config struct {
 	// Failpoint, when set, is called at every step of Failpoints; crash
 	// tests make it kill the process.
 	Failpoint func(name string)
+	// Alive, when set, says whether a Caller is still running (tests);
+	// nil reads /proc.
+	Alive func(Caller) bool
 	// Observer is told of clones made, destroyed and reaped and of
 	// reconcile's repairs (metrics); nil tells nobody.
 	Observer Observer

@@ -197,9 +197,14 @@ func (d *Driver) Capabilities() *volume.CapabilitiesResponse {
 // the clone first if it does not exist yet. Mounts are counted, never kept
 // as a set: Docker reuses IDs (docker cp) and may pair extra Mount/Unmount
 // calls (docker create).
-func (d *Driver) Mount(req *volume.MountRequest) (resp *volume.MountResponse, err error) {
+func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) {
+	return d.mountFor(CallerUnknown, req)
+}
+
+func (d *Driver) mountFor(c Caller, req *volume.MountRequest) (resp *volume.MountResponse, err error) {
 	ctx, end := d.begin("mount", req.Name, &err)
 	defer end()
+	ctx = withCaller(ctx, c)
 	step(ctx, "waiting for the volume's lock")
 	defer d.locks.Lock(req.Name)()
 
@@ -234,9 +239,14 @@ func (d *Driver) Mount(req *volume.MountRequest) (resp *volume.MountResponse, er
 
 // Unmount ends one mount. Counts never go below zero; data is never
 // deleted here except a +each clone at its mount ID's last Unmount.
-func (d *Driver) Unmount(req *volume.UnmountRequest) (err error) {
+func (d *Driver) Unmount(req *volume.UnmountRequest) error {
+	return d.unmountFor(CallerUnknown, req)
+}
+
+func (d *Driver) unmountFor(c Caller, req *volume.UnmountRequest) (err error) {
 	ctx, end := d.begin("unmount", req.Name, &err)
 	defer end()
+	ctx = withCaller(ctx, c)
 	// Set when a +each clone went: its snapshot may be collectable. Run
 	// after the volume's lock is released (defers run last in, first out),
 	// as Remove does, so every other container of the same +each name does
@@ -261,10 +271,14 @@ func (d *Driver) Unmount(req *volume.UnmountRequest) (err error) {
 
 // Remove destroys a volume. A clone volume loses its clones and record;
 // a plain volume is deleted only when no clone volume comes from it.
-func (d *Driver) Remove(req *volume.RemoveRequest) (err error) {
+func (d *Driver) Remove(req *volume.RemoveRequest) error {
+	return d.removeFor(CallerUnknown, req)
+}
+
+func (d *Driver) removeFor(c Caller, req *volume.RemoveRequest) (err error) {
 	ctx, end := d.begin("remove", req.Name, &err)
 	defer end()
-	return d.removeVolume(ctx, req.Name)
+	return d.removeVolume(withCaller(ctx, c), req.Name)
 }
 
 func (d *Driver) removeVolume(ctx context.Context, name string) error {
@@ -303,21 +317,14 @@ func (d *Driver) removable(ctx context.Context, r *store.Record) error {
 		// would leave the volume the backend made.
 		return errUnfinished(r)
 	}
-	n := r.TotalMounts()
-	if n > 0 && !r.IsClone() {
-		// Production data: a count may belong to another dockerd on the
-		// same host (the binary run directly serves every daemon that looks
-		// in /run/docker/plugins), whose container still uses the volume.
-		return fmt.Errorf("%w: volume %q is mounted %d time(s); stop the containers using it first (a count left by a container that exited while dockerd was down with --live-restore keeps it; see README, Limits)", ErrInUse, r.Name, n)
-	}
-	if n > 0 {
-		// Docker calls Remove only when no container, running or stopped,
-		// refers to the volume (it checks its references first, even with
-		// -f); mounts still counted then are Unmounts it will never send
-		// (dockerd 20.10 sends none for a container that exited while it
-		// was down with --live-restore). Refusing would keep the clone
-		// forever; a clone holds no production data.
-		d.logOf(ctx).WithFields(logrus.Fields{"volume": r.Name, "mounts": n}).Warn("removing a clone volume with mounts Docker never unmounted")
+	// One rule for plain and clone volumes (see caller.go): refused while
+	// a running process other than the caller holds a mount; the caller's
+	// own counts and those of processes that are gone are stale.
+	if n := r.TotalMounts(); n > 0 {
+		if h, live := d.liveHolder(r, callerOf(ctx)); live {
+			return fmt.Errorf("%w: volume %q is mounted %d time(s), held by %s, which is still running; stop the containers using it first", ErrInUse, r.Name, n, describeCaller(h))
+		}
+		d.logOf(ctx).WithFields(logrus.Fields{"volume": r.Name, "mounts": n}).Warn("removing a volume with mounts no running process holds (Unmounts Docker never sent)")
 	}
 	if r.IsClone() {
 		return nil

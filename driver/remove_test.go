@@ -13,51 +13,63 @@ import (
 	"github.com/snapvol/snapvol/storage/memory"
 )
 
-// Docker calls Remove only for a volume no container refers to. Mounts
-// still counted then are Unmounts it never sent (dockerd 20.10 sends none
-// for a container that exited while it was down with --live-restore): a
-// clone volume goes, mounts and all. A plain volume is refused: its count
-// may be another dockerd's on the same host, and it may be production.
-func TestRemoveDropsMountsDockerNeverUnmounted(t *testing.T) {
+// One rule for plain and clone volumes: Remove is refused while a running
+// process other than the caller holds a mount (another dockerd on the host,
+// or a client of the socket that is not Docker, whose container still uses
+// the data); counts the caller holds itself, or that processes now gone
+// hold, are Unmounts Docker will never send (dockerd 20.10 sends none for a
+// container that exited while it was down with --live-restore), and go
+// with the volume. The previous code removed any clone under its running
+// users, and refused a plain volume forever.
+func TestRemoveWithCountedMountsFollowsOneRule(t *testing.T) {
 	d, b, st := newTestDriver(t)
-	for _, m := range []volume.MountRequest{
-		{Name: "app-production@latest+gone", ID: "dead-ctr"},
-		{Name: "app-production@latest+each", ID: "dead-ctr-1"},
-		{Name: "app-production@latest+each", ID: "dead-ctr-2"},
-		{Name: "app-production", ID: "prod-ctr"},
-	} {
-		m := m
-		if _, err := d.Mount(&m); err != nil {
+	alive := map[Caller]bool{"100:1": true, "200:1": true, "300:1": false}
+	d.cfg.Alive = func(c Caller) bool { return c == CallerUnknown || alive[c] }
+	if err := d.Create(&volume.CreateRequest{Name: "plain"}); err != nil {
+		t.Fatal(err)
+	}
+	mount := func(c Caller, name, id string) {
+		t.Helper()
+		if _, err := d.MountAs(c, &volume.MountRequest{Name: name, ID: id}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if n := b.Count(storage.KindClone); n != 3 {
-		t.Fatalf("%d clones, want 3", n)
+	for _, name := range []string{"app-production@latest+other", "plain"} {
+		mount("100:1", name, "ctr")
+		err := d.RemoveAs("200:1", &volume.RemoveRequest{Name: name})
+		if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "process 100") {
+			t.Fatalf("Remove of %s under another running process's mount: %v", name, err)
+		}
+		if _, ok := st.Get(name); !ok {
+			t.Fatalf("%s removed under a running process", name)
+		}
+		// The same process's own stale count goes with the volume.
+		if err := d.RemoveAs("100:1", &volume.RemoveRequest{Name: name}); err != nil {
+			t.Fatalf("Remove of %s by the process that holds its count: %v", name, err)
+		}
 	}
-	for _, name := range []string{"app-production@latest+gone", "app-production@latest+each"} {
-		if err := d.Remove(&volume.RemoveRequest{Name: name}); err != nil {
-			t.Fatalf("remove %s with mounts Docker never unmounted: %v", name, err)
-		}
-		if _, ok := st.Get(name); ok {
-			t.Errorf("%s still recorded after Remove", name)
-		}
+	// A process that is gone (dockerd restarted) holds nothing.
+	mount("300:1", "app-production@latest+each", "dead-ctr-1")
+	mount("300:1", "app-production@latest+each", "dead-ctr-2")
+	if err := d.RemoveAs("200:1", &volume.RemoveRequest{Name: "app-production@latest+each"}); err != nil {
+		t.Fatalf("Remove of mounts a gone process held: %v", err)
+	}
+	// A managed plugin sees no pids: Docker, its only client, is both.
+	mount(CallerUnknown, "app-production@latest+gone", "dead-ctr")
+	if err := d.Remove(&volume.RemoveRequest{Name: "app-production@latest+gone"}); err != nil {
+		t.Fatalf("Remove in a managed plugin of a count Docker never unmounted: %v", err)
 	}
 	if n := b.Count(storage.KindClone); n != 0 {
 		t.Errorf("%d clones left after Remove", n)
 	}
-	mounted := len(b.Mounts())
-	if mounted != 1 {
-		t.Errorf("%d mounts left, want only the plain volume's", mounted)
+	// An Unmount by a dockerd restarted under a new pid takes its old
+	// self's count.
+	mount("300:1", "app-production", "prod-ctr")
+	if err := d.UnmountAs("200:1", &volume.UnmountRequest{Name: "app-production", ID: "prod-ctr"}); err != nil {
+		t.Fatal(err)
 	}
-
-	if err := d.Remove(&volume.RemoveRequest{Name: "app-production"}); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "mounted") {
-		t.Fatalf("remove of a mounted plain volume: %v, want ErrInUse saying it is mounted", err)
-	}
-	if _, ok := st.Get("app-production"); !ok {
-		t.Fatal("the plain volume's record is gone")
-	}
-	if n := b.Count(storage.KindVolume); n != 1 {
-		t.Fatalf("%d plain volumes in the backend, want the source kept", n)
+	if r, _ := st.Get("app-production"); r.TotalMounts() != 0 || len(r.Attachment("").Holders) != 0 {
+		t.Fatalf("after the Unmount: %+v", r.Attachment(""))
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	stdlog "log"
+	"net"
 	"net/http"
 	"syscall"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/docker/go-plugins-helpers/sdk"
 	"github.com/docker/go-plugins-helpers/volume"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 
 	"github.com/snapvol/snapvol/driver"
 	"github.com/snapvol/snapvol/driver/names"
@@ -61,12 +63,31 @@ func volumeHandler(d volume.Driver, m *metrics.Metrics) http.Handler {
 		fmt.Fprintln(w, manifest)
 		m.RequestDone("activate", "ok", start)
 	})
-	route(mux, m, "create", func(r *volume.CreateRequest) (any, error) { return struct{}{}, d.Create(r) })
-	route(mux, m, "remove", func(r *volume.RemoveRequest) (any, error) { return struct{}{}, d.Remove(r) })
-	route(mux, m, "mount", func(r *volume.MountRequest) (any, error) { return d.Mount(r) })
-	route(mux, m, "path", func(r *volume.PathRequest) (any, error) { return d.Path(r) })
-	route(mux, m, "get", func(r *volume.GetRequest) (any, error) { return d.Get(r) })
-	route(mux, m, "unmount", func(r *volume.UnmountRequest) (any, error) { return struct{}{}, d.Unmount(r) })
+	// Mount, Unmount and Remove say who sent them (the socket's peer), so
+	// a Remove never takes a volume from under another process's mount
+	// (driver/caller.go).
+	as, _ := d.(callerDriver)
+	route(mux, m, "create", func(_ *http.Request, r *volume.CreateRequest) (any, error) { return struct{}{}, d.Create(r) })
+	route(mux, m, "remove", func(hr *http.Request, r *volume.RemoveRequest) (any, error) {
+		if as != nil {
+			return struct{}{}, as.RemoveAs(peer(hr), r)
+		}
+		return struct{}{}, d.Remove(r)
+	})
+	route(mux, m, "mount", func(hr *http.Request, r *volume.MountRequest) (any, error) {
+		if as != nil {
+			return as.MountAs(peer(hr), r)
+		}
+		return d.Mount(r)
+	})
+	route(mux, m, "path", func(_ *http.Request, r *volume.PathRequest) (any, error) { return d.Path(r) })
+	route(mux, m, "get", func(_ *http.Request, r *volume.GetRequest) (any, error) { return d.Get(r) })
+	route(mux, m, "unmount", func(hr *http.Request, r *volume.UnmountRequest) (any, error) {
+		if as != nil {
+			return struct{}{}, as.UnmountAs(peer(hr), r)
+		}
+		return struct{}{}, d.Unmount(r)
+	})
 	// List and Capabilities take no request body (the helper reads none).
 	mux.HandleFunc("/VolumeDriver.List", func(w http.ResponseWriter, _ *http.Request) {
 		start := m.RequestStarted()
@@ -91,7 +112,7 @@ var paths = map[string]string{
 // route serves one request type: decode it as the helper does (a body that
 // is not JSON, or too large, is a 400 with the decoder's message), call the
 // driver, encode the answer.
-func route[Req any](mux *http.ServeMux, m *metrics.Metrics, op string, call func(*Req) (any, error)) {
+func route[Req any](mux *http.ServeMux, m *metrics.Metrics, op string, call func(*http.Request, *Req) (any, error)) {
 	mux.HandleFunc(paths[op], func(w http.ResponseWriter, r *http.Request) {
 		start := m.RequestStarted()
 		req := new(Req)
@@ -99,7 +120,7 @@ func route[Req any](mux *http.ServeMux, m *metrics.Metrics, op string, call func
 			m.RequestDone(op, "bad_request", start)
 			return
 		}
-		res, err := call(req)
+		res, err := call(r, req)
 		answer(w, res, err)
 		m.RequestDone(op, Outcome(err), start)
 	})
@@ -145,6 +166,7 @@ func Outcome(err error) string {
 // error) goes to log.
 func volumeServer(h http.Handler, log *logrus.Logger) *http.Server {
 	return &http.Server{
+		ConnContext:       func(ctx context.Context, c net.Conn) context.Context { return context.WithValue(ctx, connKey{}, c) },
 		Handler:           http.MaxBytesHandler(h, MaxRequestBody),
 		MaxHeaderBytes:    MaxHeaderBytes,
 		ReadHeaderTimeout: ReadHeaderTimeout,
@@ -153,4 +175,34 @@ func volumeServer(h http.Handler, log *logrus.Logger) *http.Server {
 		IdleTimeout:       IdleTimeout,
 		ErrorLog:          stdlog.New(log.WriterLevel(logrus.WarnLevel), "volume socket: ", 0),
 	}
+}
+
+// callerDriver is a driver that takes who sent a request.
+type callerDriver interface {
+	MountAs(driver.Caller, *volume.MountRequest) (*volume.MountResponse, error)
+	UnmountAs(driver.Caller, *volume.UnmountRequest) error
+	RemoveAs(driver.Caller, *volume.RemoveRequest) error
+}
+
+type connKey struct{}
+
+// peer is the process on the other end of the request's connection
+// (SO_PEERCRED): CallerUnknown where it has no pid in the plugin's pid
+// namespace (dockerd, for a managed plugin) or cannot be read.
+func peer(r *http.Request) driver.Caller {
+	c, _ := r.Context().Value(connKey{}).(*net.UnixConn)
+	if c == nil {
+		return driver.CallerUnknown
+	}
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return driver.CallerUnknown
+	}
+	pid := 0
+	_ = raw.Control(func(fd uintptr) {
+		if cred, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
+			pid = int(cred.Pid)
+		}
+	})
+	return driver.ProcessCaller(pid)
 }

@@ -342,3 +342,26 @@ func TestCrashWithAFullPool(t *testing.T) {
 	}
 	CheckLocalInvariants(t, p, sources)
 }
+
+// Remove never takes a clone from under a mount another running process
+// holds (the previous code deleted it under the running process); once
+// that process is gone, its count is stale and the volume goes.
+func TestRemoveUnderAnotherProcessMount(t *testing.T) {
+	p := StartPlugin(t, nil)
+	sources := SeedProduction(t, p)
+	const name = "app-production@latest+held"
+	stop := p.HoldMount(t, name)
+	err := p.Remove(name)
+	if err == nil || !strings.Contains(err.Error(), "still running") {
+		t.Fatalf("Remove under another running process's mount: %v", err)
+	}
+	v, gerr := p.Get(name)
+	if gerr != nil || v.Mountpoint == "" || !isMountPoint(v.Mountpoint) {
+		t.Fatalf("the held clone is gone or unmounted: %v %+v", gerr, v)
+	}
+	stop()
+	if err := p.Remove(name); err != nil {
+		t.Fatalf("Remove once the holder is gone: %v", err)
+	}
+	CheckLocalInvariants(t, p, sources)
+}

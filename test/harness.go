@@ -151,12 +151,7 @@ func StartPlugin(t testing.TB, env map[string]string) *Plugin {
 	for k, v := range env {
 		p.Env[k] = v
 	}
-	p.client = &http.Client{Timeout: 40 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", p.Socket)
-		},
-	}}
+	p.client = unixClient(p.Socket)
 	t.Cleanup(p.cleanup)
 	p.Start()
 	return p
@@ -381,4 +376,14 @@ func (p *Plugin) MustMount(name, id string) string {
 		p.t.Fatalf("mount %s: %v", name, err)
 	}
 	return mp
+}
+
+// unixClient is an HTTP client of the unix socket at path.
+func unixClient(path string) *http.Client {
+	return &http.Client{Timeout: 40 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+	}}
 }

@@ -57,6 +57,10 @@ type Attachment struct {
 	Object string `json:"object"`
 	Target string `json:"target,omitempty"`
 	Mounts int    `json:"mounts"`
+	// Holders counts Mounts by the process that sent them (see the
+	// driver's caller.go); mounts counted before holders were recorded
+	// are in Mounts only.
+	Holders map[string]int `json:"holders,omitempty"`
 
 	Snapshot     string    `json:"snapshot,omitempty"`
 	SnapshotName string    `json:"snapshot_name,omitempty"`
@@ -160,6 +164,12 @@ func (r *Record) Copy() *Record {
 		c.Attachments = make(map[string]*Attachment, len(r.Attachments))
 		for k, v := range r.Attachments {
 			a := *v
+			if v.Holders != nil {
+				a.Holders = make(map[string]int, len(v.Holders))
+				for h, n := range v.Holders {
+					a.Holders[h] = n
+				}
+			}
 			c.Attachments[k] = &a
 		}
 	}
