@@ -52,16 +52,16 @@ func MountRoot(target string) (string, bool) {
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && unescapeMountPath(fields[4]) == target {
-			root, found = unescapeMountPath(fields[3]), true
+		if len(fields) > 4 && UnescapePath(fields[4]) == target {
+			root, found = UnescapePath(fields[3]), true
 		}
 	}
 	return root, found
 }
 
-// unescapeMountPath undoes mountinfo's octal escapes of space, tab,
+// UnescapePath undoes /proc/self/mountinfo's octal escapes of space, tab,
 // newline and backslash.
-func unescapeMountPath(s string) string {
+func UnescapePath(s string) string {
 	if !strings.Contains(s, `\`) {
 		return s
 	}

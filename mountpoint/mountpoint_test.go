@@ -73,8 +73,8 @@ func TestUnescapeMountPath(t *testing.T) {
 		`/mnt/trailing\04`:   `/mnt/trailing\04`,
 		`/mnt/over\777range`: `/mnt/over\777range`,
 	} {
-		if got := unescapeMountPath(in); got != want {
-			t.Errorf("unescapeMountPath(%q) = %q, want %q", in, got, want)
+		if got := UnescapePath(in); got != want {
+			t.Errorf("UnescapePath(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

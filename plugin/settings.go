@@ -160,30 +160,13 @@ func parseDuration(v string) (time.Duration, error) {
 	return d, nil
 }
 
-// ParseSize parses sizes like 20G, 512M, 1T or a byte count.
+// ParseSize parses POOL_SIZE: a size like 20G, 512M, 1T or a byte count
+// (local.ParseBytes's syntax), at least btrfs's practical minimum.
 func ParseSize(v string) (int64, error) {
-	s := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(v)), "B"), "I")
-	mult := int64(1)
-	if s != "" {
-		switch s[len(s)-1] {
-		case 'K':
-			mult = 1 << 10
-		case 'M':
-			mult = 1 << 20
-		case 'G':
-			mult = 1 << 30
-		case 'T':
-			mult = 1 << 40
-		}
-		if mult > 1 {
-			s = s[:len(s)-1]
-		}
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n <= 0 || n > (1<<62)/mult {
+	size, err := local.ParseBytes(v)
+	if err != nil || size <= 0 {
 		return 0, fmt.Errorf("%q is not a size like 20G or 512M", v)
 	}
-	size := n * mult
 	if size < 128<<20 {
 		return 0, fmt.Errorf("%q is below btrfs's practical minimum of 128M", v)
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -15,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/snapvol/snapvol/mountpoint"
 	"github.com/snapvol/snapvol/storage"
 )
 
@@ -221,7 +221,7 @@ func mountOf(root string) (mountEntry, bool) {
 		if sep < 6 || len(fields) < sep+4 {
 			continue
 		}
-		point := unescapeMount(fields[4])
+		point := mountpoint.UnescapePath(fields[4])
 		if point != root && !strings.HasPrefix(root, strings.TrimSuffix(point, "/")+"/") {
 			continue
 		}
@@ -231,24 +231,6 @@ func mountOf(root string) (mountEntry, bool) {
 		}
 	}
 	return best, found
-}
-
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // fsInfoArgs is struct btrfs_ioctl_fs_info_args (1024 bytes).
