@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/snapvol/snapvol/internal/atomicfile"
 	"github.com/snapvol/snapvol/mountpoint"
 	"github.com/snapvol/snapvol/version"
 )
@@ -206,7 +207,7 @@ func ensureStateID(stateDir string) (string, error) {
 		return "", err
 	}
 	id = hex.EncodeToString(buf)
-	return id, writeFileAtomic(filepath.Join(stateDir, StateIDName), []byte(id+"\n"), 0o600)
+	return id, atomicfile.Write(filepath.Join(stateDir, StateIDName), []byte(id+"\n"), 0o600)
 }
 
 // writeMarker records the state served and the settings it is served
@@ -228,29 +229,9 @@ func writeMarker(s Settings, getenv func(string) string, stateID string) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(markerPath(s), append(data, '\n'), 0o600)
+	return atomicfile.Write(markerPath(s), append(data, '\n'), 0o600)
 }
 
 // managed reports whether snapvol runs as a managed plugin: Docker starts
 // a plugin as the first process of its own PID namespace.
 func managed() bool { return os.Getpid() == 1 }
-
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}

@@ -27,6 +27,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/snapvol/snapvol/internal/atomicfile"
 	"github.com/snapvol/snapvol/keylock"
 	"github.com/snapvol/snapvol/mountpoint"
 	"github.com/snapvol/snapvol/storage"
@@ -191,36 +192,13 @@ func (b *Backend) writeLabels(id string, labels map[string]string) error {
 	if err != nil {
 		return err
 	}
-	f := labelFile(b.root, id)
-	tmp := f + ".tmp"
-	if err := writeSynced(tmp, data); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	// The rename is made durable by the transaction commit of the
-	// snapshot or subvolume creation that follows: the label is on disk
-	// before the object it describes can be.
-	return os.Rename(tmp, f)
-}
-
-// writeSynced writes data to a new file and fsyncs it: btrfs commits a
-// snapshot's transaction without flushing other files' data, so without
-// the fsync a crash could leave the object with an empty label, which
-// would make a plugin snapshot look made by hand (never collected).
-func writeSynced(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	// Synced before it is renamed into place, and the rename made durable
+	// by the transaction commit of the snapshot or subvolume creation that
+	// follows: btrfs commits a snapshot without flushing other files' data,
+	// and without the fsync a crash could leave the object with an empty
+	// label, which would make a plugin snapshot look made by hand (never
+	// collected).
+	return atomicfile.Write(labelFile(b.root, id), data, 0o600)
 }
 
 func (b *Backend) readLabels(id string) map[string]string {
