@@ -85,6 +85,13 @@ func TestAdminCommandsOverTheSocket(t *testing.T) {
 	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("admin socket %s: %v, mode %v; want 0600", sock, err, fi.Mode())
 	}
+	// DATA_ROOT (every volume's mount point) and the pool are closed to
+	// other host users (they were 0755).
+	for _, dir := range []string{p.DataRoot, p.Pool()} {
+		if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+			t.Errorf("%s: %v, mode %v; want 0700", dir, err, fi.Mode())
+		}
+	}
 
 	adminCLI(t, p, "volume", "create", "mask-work", "--from", "app-production@now")
 	mp := p.MustMount("mask-work", "masker")
