@@ -44,6 +44,15 @@ type config struct {
 	poolSize  string
 	sections  map[string]bool
 	dockerRep int
+	lsReps    int // snapvol ls --json runs per volume count
+	adminReps int // rounds of the admin section
+	// prod: seconds of each phase (idle, plugin clones, bare
+	// snapshots), split over rounds of one block of each; the size of
+	// its two pools, and of production's data.
+	prodSeconds  int
+	prodRounds   int
+	prodPoolSize string
+	prodData     int64
 }
 
 func envInt(t *testing.T, key string, def int) int {
@@ -76,6 +85,19 @@ func loadConfig(t *testing.T) config {
 		dockerRep: envInt(t, "BENCH_DOCKER_REPS", 21),
 		poolSize:  os.Getenv("BENCH_POOL_SIZE"),
 		sections:  map[string]bool{},
+		lsReps:    envInt(t, "BENCH_LS_REPS", 11),
+		adminReps: envInt(t, "BENCH_ADMIN_REPS", 21),
+
+		prodSeconds:  envInt(t, "BENCH_PROD_SECONDS", 20),
+		prodRounds:   envInt(t, "BENCH_PROD_ROUNDS", 4),
+		prodPoolSize: os.Getenv("BENCH_PROD_POOL_SIZE"),
+	}
+	if c.prodPoolSize == "" {
+		c.prodPoolSize = "4G"
+	}
+	var err error
+	if c.prodData, err = ParseSize(envList("BENCH_PROD_DATA", "64M")[0]); err != nil {
+		t.Fatalf("BENCH_PROD_DATA: %v", err)
 	}
 	if c.out == "" {
 		c.out = filepath.Join(test.RepoRoot(), "bench-out")
@@ -104,7 +126,7 @@ func loadConfig(t *testing.T) config {
 		}
 	}
 	sort.Ints(c.volumes)
-	for _, s := range envList("BENCH_SECTIONS", "gobench,metrics,clone,copy,jobs,api,docker") {
+	for _, s := range envList("BENCH_SECTIONS", "gobench,metrics,clone,copy,jobs,admin,api,prod,docker") {
 		c.sections[s] = true
 	}
 	return c
@@ -187,7 +209,7 @@ func TestBench(t *testing.T) {
 		}
 		return false
 	}
-	if need("clone", "copy", "jobs", "api") {
+	if need("clone", "copy", "jobs", "admin", "api") {
 		b := newBench(t, cfg)
 		srcs := b.makeSources(res)
 		if cfg.sections["clone"] {
@@ -199,9 +221,16 @@ func TestBench(t *testing.T) {
 		if cfg.sections["jobs"] {
 			b.concurrentJobs(res, srcs[len(srcs)-1])
 		}
+		// Before api grows the plugin to thousands of volumes.
+		if cfg.sections["admin"] {
+			b.adminLatency(res, srcs[0])
+		}
 		if cfg.sections["api"] {
 			b.apiLatency(res, srcs[0])
 		}
+	}
+	if cfg.sections["prod"] {
+		prodLatency(t, cfg, res)
 	}
 	if cfg.sections["docker"] {
 		dockerRun(t, cfg, res)
@@ -353,6 +382,21 @@ func (b *bench) cloneOnce(name string, s *source) time.Duration {
 	return el
 }
 
+// nullOnce is what the socket alone costs cloneOnce: the same Get (of
+// a claimed name of the same kind) and a no-op request (Capabilities) in
+// Mount's place, nothing made.
+func (b *bench) nullOnce(name string) time.Duration {
+	start := time.Now()
+	v, err := b.p.Get(name)
+	if err != nil || v == nil || v.Status["claimed"] != true {
+		b.t.Fatalf("get %s: %+v, %v", name, v, err)
+	}
+	if _, err := b.p.Capabilities(); err != nil {
+		b.t.Fatal(err)
+	}
+	return time.Since(start)
+}
+
 // bareOnce times the bare ioctls on the same pool: a writable snapshot;
 // the same plus a bind mount; a read-only snapshot, a writable snapshot of
 // it and a bind mount (the least @now can do).
@@ -402,7 +446,7 @@ func (b *bench) bareOnce(s *source, rep int) (bare, bareMount, bareNow time.Dura
 // repetition (rotating the order), so drift on a shared machine spreads
 // over all of them alike.
 func (b *bench) cloneLatency(res *Results, srcs []*source) {
-	type acc struct{ now, latest, bare, bareMount, bareNow []time.Duration }
+	type acc struct{ now, latest, bare, bareMount, bareNow, null []time.Duration }
 	accs := make([]acc, len(srcs))
 	for i, s := range srcs {
 		// Warm up: the first @latest takes the snapshot later ones reuse.
@@ -423,6 +467,7 @@ func (b *bench) cloneLatency(res *Results, srcs []*source) {
 					x, y, z := b.bareOnce(s, rep)
 					accs[i].bare, accs[i].bareMount, accs[i].bareNow = append(accs[i].bare, x), append(accs[i].bareMount, y), append(accs[i].bareNow, z)
 				},
+				func() { accs[i].null = append(accs[i].null, b.nullOnce(fmt.Sprintf("%s@latest+n%d", s.name, rep))) },
 			}
 			for j := range steps {
 				steps[(j+rep)%len(steps)]()
@@ -433,8 +478,9 @@ func (b *bench) cloneLatency(res *Results, srcs []*source) {
 	for i, s := range srcs {
 		s.res.Now, s.res.Latest = NewDist(accs[i].now), NewDist(accs[i].latest)
 		s.res.Bare, s.res.BareMount, s.res.BareNow = NewDist(accs[i].bare), NewDist(accs[i].bareMount), NewDist(accs[i].bareNow)
-		b.t.Logf("%s: @now %s, @latest %s, bare ioctl %s, bare ioctl+bind %s, bare 2 ioctls+bind %s", s.res.Label,
-			dist(s.res.Now), dist(s.res.Latest), dist(s.res.Bare), dist(s.res.BareMount), dist(s.res.BareNow))
+		s.res.Null = NewDist(accs[i].null)
+		b.t.Logf("%s: @now %s, @latest %s, bare ioctl %s, bare ioctl+bind %s, bare 2 ioctls+bind %s, Get + no-op request %s; @latest / bare ioctl %.2fx", s.res.Label,
+			dist(s.res.Now), dist(s.res.Latest), dist(s.res.Bare), dist(s.res.BareMount), dist(s.res.BareNow), dist(s.res.Null), ratio(s.res.Latest.P50, s.res.Bare.P50))
 	}
 }
 
@@ -906,12 +952,13 @@ func (b *bench) apiLatency(res *Results, s *source) {
 		if st, err := os.Stat(filepath.Join(b.p.StateDir, "snapvol.db")); err == nil {
 			a.DBMiB = float64(st.Size()) / (1 << 20)
 		}
+		a.LsCLI, a.LsAdmin = b.lsLatency(a.Volumes)
 		// Trim the samples kept in results.json for the big series.
 		for _, d := range []*Dist{&a.Get, &a.GetClaimed, &a.Capabilities} {
 			d.Samples = nil
 		}
-		b.t.Logf("%d volumes: Get %s, claimed Get %s, List %s, Capabilities %s, RSS %.1f MiB", a.Volumes, dist(a.Get), dist(a.GetClaimed),
-			dist(a.List), dist(a.Capabilities), a.RSSMiB)
+		b.t.Logf("%d volumes: Get %s, claimed Get %s, List %s, Capabilities %s, snapvol ls --json %s (admin client %s), RSS %.1f MiB", a.Volumes, dist(a.Get), dist(a.GetClaimed),
+			dist(a.List), dist(a.Capabilities), dist(a.LsCLI), dist(a.LsAdmin), a.RSSMiB)
 		res.API = append(res.API, a)
 	}
 }

@@ -64,15 +64,19 @@ func sample() *Results {
 	return &Results{
 		Started: time.Date(2026, 11, 21, 6, 0, 0, 0, time.UTC), Duration: "10m", Host: "Linux x, 2 CPUs, 24 GiB RAM",
 		Sizes: []SizeResult{
-			{Label: "8 MiB", Bytes: 8 << 20, Files: 45, Now: d(3, 4), Latest: d(2, 3), Bare: d(1, 1.2), BareMount: d(1.2, 1.4), BareNow: d(2, 2.4), Cp: d(5, 6), CpFlush: d(2, 3), Reflink: d(4, 5)},
-			{Label: "4 GiB", Bytes: 4 << 30, Files: 23000, Now: d(3.3, 4), Latest: d(2.2, 3), Bare: d(1, 1.2), BareMount: d(1.2, 1.4), BareNow: d(2, 2.4), Cp: d(4000, 4500), CpFlush: d(9000, 9500), Reflink: d(900, 1000)},
+			{Label: "8 MiB", Bytes: 8 << 20, Files: 45, Now: d(3, 4), Latest: d(1.4, 3), Bare: d(1, 1.2), BareMount: d(1.2, 1.4), BareNow: d(2, 2.4), Null: d(0.3, 0.4), Cp: d(5, 6), CpFlush: d(2, 3), Reflink: d(4, 5)},
+			{Label: "4 GiB", Bytes: 4 << 30, Files: 23000, Now: d(3.3, 4), Latest: d(1.8, 3), Bare: d(1, 1.2), BareMount: d(1.2, 1.4), BareNow: d(2, 2.4), Null: d(0.3, 0.4), Cp: d(4000, 4500), CpFlush: d(9000, 9500), Reflink: d(900, 1000)},
 		},
 		Conc: []ConcResult{{Jobs: 32, Rounds: 5, Wall: d(30, 40), PerJob: d(20, 28), Snapshots: 1, Ratio: 10, NullWall: d(9, 11), NullRatio: 11.5,
 			CPU: CPUUse{Busy: 0.9, PluginMsPerJob: 0.5, BenchMsPerJob: 0.25}}},
 		NullOne: d(0.8, 1),
 		One:     d(3, 4),
 		API: []APIResult{{Volumes: 10000, Materialized: 100, Get: d(0.1, 0.2), GetClaimed: d(0.1, 0.2), List: d(12, 14),
-			Capabilities: d(0.05, 0.1), RSSMiB: 30, DBMiB: 8}},
+			Capabilities: d(0.05, 0.1), RSSMiB: 30, DBMiB: 8, LsCLI: d(40, 50), LsAdmin: d(30, 35)}},
+		Prod: &ProdResult{Seconds: 20, Rounds: 4, WriteBytes: 4096, Idle: Dist{N: 9, P50: 0.5, P95: 0.8, P99: 1}, Cloning: Dist{N: 9, P50: 0.6, P95: 1.5, P99: 2.5},
+			Clones: 100, CloneMount: d(5, 6), CloneCycle: d(9, 10), Quotas: "simple quotas, POOL_RESERVE 10%",
+			QuotaLatest: d(2.2, 3), NoQuotaLatest: d(2, 3), QuotaNow: d(4, 5), NoQuotaNow: d(3, 4)},
+		Admin:   &AdminResult{Source: "src-8mib", SnapshotCLI: d(6, 7), SnapshotAPI: d(2, 3), CloneLatest: d(2.5, 3), Version: d(3, 4)},
 		Docker:  &DockerResult{Skipped: "no dockerd here"},
 		GoBench: []GoBench{{Name: "Get/volumes=10000", NsOp: 2687, BytesOp: 1344, AllocsOp: 14}},
 	}
@@ -85,14 +89,19 @@ func TestTargetsAndMarkdown(t *testing.T) {
 		met[tg.What] = tg.Met
 	}
 	for what, want := range map[string]bool{
-		"clone+mount @latest: 4 GiB source / 8 MiB source (p50)":     true,
-		"cp -a of 4 GiB / clone+mount @latest of 4 GiB (p50)":        true,
-		"32 concurrent jobs: wall time / one job alone (p50)":        false,
-		"List p50 at 10,000 volumes":                                 false,
-		"plugin RSS at 10,000 volumes":                               true,
-		"plugin @latest / bare snapshot ioctl (p50, worst size)":     false,
-		"docker run with a clone / with a local volume (p50)":        false,
-		"plugin @now / bare 2 ioctls + bind mount (p50, worst size)": true,
+		"clone+mount @latest: 4 GiB source / 8 MiB source (p50)":                                     true,
+		"cp -a of 4 GiB / clone+mount @latest of 4 GiB (p50)":                                        true,
+		"32 concurrent jobs: wall time / one job alone (p50)":                                        false,
+		"List p50 at 10,000 volumes":                                                                 false,
+		"plugin RSS at 10,000 volumes":                                                               true,
+		"plugin @latest clone+mount / bare snapshot ioctl (p50), at every size":                      false,
+		"production 4 KiB write+fdatasync p99: while @now clones are taken / idle":                   false,
+		"clone+mount @latest: quotas on (defaults) / off (p50)":                                      true,
+		"clone+mount @now: quotas on (defaults) / off (p50)":                                         false,
+		"snapvol snapshot create --from (the binary) / clone+mount @latest of the same source (p50)": false,
+		"snapvol ls --json p50 at 10,000 volumes (the binary, over the admin socket)":                true,
+		"docker run with a clone / with a local volume (p50)":                                        false,
+		"plugin @now / bare 2 ioctls + bind mount (p50, worst size)":                                 true,
 	} {
 		got, ok := met[what]
 		if !ok || got != want {
@@ -100,7 +109,8 @@ func TestTargetsAndMarkdown(t *testing.T) {
 		}
 	}
 	md := r.Markdown()
-	for _, want := range []string{"| 4 GiB | 23000 |", "**missed**", "not measured", "Not measured: no dockerd here", "1818x", "| Get/volumes=10000 | 2.7 µs | 1344 | 14 |", "no-op jobs", "| 11.50x |", "| 4.00x |"} {
+	for _, want := range []string{"| 4 GiB | 23000 |", "**missed**", "not measured", "Not measured: no dockerd here", "2222x", "| Get/volumes=10000 | 2.7 µs | 1344 | 14 |", "no-op jobs", "| 11.50x |", "| 4.00x |",
+		"8 MiB 1.40x, 4 GiB 1.80x", "8 MiB 1.50x, 4 GiB 1.50x", "| 2.50x |", "p99 2.50x", "| 40.0 ms / 50.0 ms |", "| 2.40x |", "0.500 ms / 0.800 ms / 1.00 ms"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("Markdown lacks %q:\n%s", want, md)
 		}
@@ -171,5 +181,17 @@ func TestSizes(t *testing.T) {
 	}
 	if SizeLabel(8<<20) != "8 MiB" || SizeLabel(4<<30) != "4 GiB" || SizeLabel(1500) != "1500 B" {
 		t.Error("SizeLabel")
+	}
+}
+
+func TestTargetsWithoutCopies(t *testing.T) {
+	r := sample()
+	for i := range r.Sizes {
+		r.Sizes[i].Cp = Dist{}
+	}
+	for _, tg := range r.Targets() {
+		if strings.HasPrefix(tg.What, "cp -a of") && (tg.Known || tg.Met) {
+			t.Errorf("%q with no copies measured: %+v", tg.What, tg)
+		}
 	}
 }
