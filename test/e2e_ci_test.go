@@ -59,7 +59,7 @@ func TestE2ECILifecycle(t *testing.T) {
 				continue
 			}
 			if strings.Contains(line, "create failed") && strings.Contains(line, "source not allowed") ||
-				strings.Contains(line, "mounts Docker never unmounted") && (strings.Contains(line, "@latest+gone") || strings.Contains(line, "@now+each")) {
+				strings.Contains(line, "Unmounts Docker never sent") && (strings.Contains(line, "@latest+gone") || strings.Contains(line, "@now+each")) {
 				continue
 			}
 			t.Errorf("plugin log: %s", line)
