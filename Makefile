@@ -42,6 +42,7 @@ FORCE:
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) vet ./...
+	$(GO) vet -tags bench ./test/bench
 
 # The root-free packages in seconds, as any user: grammar, store, the
 # driver on an in-memory backend, the conformance suite on that backend.

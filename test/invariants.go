@@ -187,3 +187,7 @@ func labelled(pool, id string) bool {
 	_, err := os.Stat(filepath.Join(pool, "labels", strings.ReplaceAll(id, "/", "%")+".json"))
 	return err == nil
 }
+
+// StateMarker is plugin.MarkerName: the file each start leaves in
+// DATA_ROOT naming the state it served.
+const StateMarker = ".snapvol-state.json"

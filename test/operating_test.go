@@ -404,7 +404,3 @@ func TestSystemdInstallAndNotify(t *testing.T) {
 	}
 	t.Errorf("no start-up line in:\n%s", p.log.String())
 }
-
-// StateMarker is plugin.MarkerName: the file each start leaves in
-// DATA_ROOT naming the state it served.
-const StateMarker = ".snapvol-state.json"

@@ -25,7 +25,8 @@ import (
 // either. Health says so before the driver makes a clone there, cheaply:
 // a statfs for the read-only flag on every call, a small write and fsync
 // in the pool at most every probeEvery (and at the next call after any
-// backend call saw EIO or EROFS), each bounded by probeTimeout.
+// backend call saw EIO or EROFS), each bounded by probeTimeout; a healthy
+// pool's periodic probe runs in the background.
 
 const (
 	probeEvery   = 5 * time.Second
@@ -69,6 +70,11 @@ func (b *Backend) Health(ctx context.Context) error {
 		return h.unhealthy("it is read-only: " + readOnlyReason(h.root))
 	}
 	h.mu.Lock()
+	// Only a pool in doubt makes the caller wait for the probe: one never
+	// probed, one whose last probe failed, or one a backend call saw fail.
+	// The periodic probe of a healthy pool runs behind the answer, so a
+	// clone does not wait for its fsync every probeEvery.
+	wait := h.seen != nil || h.probeErr != nil || h.probed.IsZero()
 	if h.inflight == nil && (h.seen != nil || time.Since(h.probed) >= probeEvery) {
 		done := make(chan struct{})
 		h.inflight = done
@@ -85,7 +91,7 @@ func (b *Backend) Health(ctx context.Context) error {
 	}
 	done := h.inflight
 	h.mu.Unlock()
-	if done != nil {
+	if done != nil && wait {
 		t := time.NewTimer(probeTimeout)
 		defer t.Stop()
 		select {

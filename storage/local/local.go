@@ -27,7 +27,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/snapvol/snapvol/internal/atomicfile"
 	"github.com/snapvol/snapvol/keylock"
 	"github.com/snapvol/snapvol/mountpoint"
 	"github.com/snapvol/snapvol/storage"
@@ -192,17 +191,58 @@ func (b *Backend) writeLabels(id string, labels map[string]string) error {
 	if err != nil {
 		return err
 	}
-	// Synced before it is renamed into place, and the rename made durable
-	// by the transaction commit of the snapshot or subvolume creation that
-	// follows: btrfs commits a snapshot without flushing other files' data,
-	// and without the fsync a crash could leave the object with an empty
-	// label, which would make a plugin snapshot look made by hand (never
-	// collected).
-	return atomicfile.Write(labelFile(b.root, id), data, 0o600)
+	return writeLabelFile(labelFile(b.root, id), data)
+}
+
+// labelXattr holds a label file's JSON. In an extended attribute the labels
+// are metadata, committed by the btrfs transaction of the snapshot or
+// subvolume creation that follows them, with no fsync: as file data they
+// would be delayed allocation, which a transaction commit does not flush,
+// so a power cut could leave the object with an empty label (a plugin
+// snapshot would then look made by hand and never be collected), unless
+// fsynced first, which cost 0.7 ms of every clone.
+const labelXattr = "user.snapvol.labels"
+
+// writeLabelFile makes the label file path holding data, whole or not at
+// all: an empty file gets the attribute under a temporary name and is
+// renamed into place, all of it metadata ordered before the object that
+// is made next.
+func writeLabelFile(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	if err := unix.Setxattr(tmp, labelXattr, data, 0); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("labels of %s: %w", path, err)
+	}
+	return os.Rename(tmp, path)
+}
+
+// readLabelFile reads a label file's JSON: from its attribute, or from its
+// content where an older snapvol wrote it there.
+func readLabelFile(path string) ([]byte, error) {
+	buf := make([]byte, 4096)
+	for {
+		n, err := unix.Getxattr(path, labelXattr, buf)
+		if errors.Is(err, unix.ERANGE) && len(buf) < 1<<20 {
+			buf = make([]byte, 2*len(buf))
+			continue
+		}
+		if errors.Is(err, unix.ENODATA) {
+			return os.ReadFile(path)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return buf[:n], nil
+	}
 }
 
 func (b *Backend) readLabels(id string) map[string]string {
-	data, err := os.ReadFile(labelFile(b.root, id))
+	data, err := readLabelFile(labelFile(b.root, id))
 	if err != nil {
 		return nil
 	}
