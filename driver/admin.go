@@ -51,34 +51,39 @@ func (d *Driver) Volumes(ctx context.Context) []VolumeInfo {
 	usage := d.objectUsage(ctx)
 	now := d.now()
 	out := make([]VolumeInfo, 0, d.st.Len())
-	d.st.Each(func(r *store.Record) {
-		v := VolumeInfo{
-			Name: r.Name, Kind: "volume", Source: r.Source, Ref: r.Ref, Created: r.Created,
-			Age: now.Sub(r.Created).Round(time.Second).String(), Mounts: r.TotalMounts(),
-			Clones: len(r.Clones()), State: "ready",
-		}
-		if r.IsClone() {
-			v.Kind, v.State = "clone", "not materialized"
-			if r.Operator {
-				v.Kind = "operator"
-			}
-			if cs := r.Clones(); len(cs) > 0 {
-				v.State, v.Snapshot, v.Expires = "materialized", cs[len(cs)-1].SnapshotName, d.expires(r)
-			}
-		}
-		if r.Intent != nil {
-			v.State = "pending " + string(r.Intent.Op)
-		}
-		if usage != nil {
-			var n int64
-			for _, a := range r.Attachments {
-				n += usage[a.Object].Bytes
-			}
-			v.Bytes = &n
-		}
-		out = append(out, v)
-	})
+	d.st.Each(func(r *store.Record) { out = append(out, d.volumeInfo(r, usage, now)) })
 	return out
+}
+
+// volumeInfo is r as snapvol ls shows it; usage is nil where the backend
+// cannot measure.
+func (d *Driver) volumeInfo(r *store.Record, usage map[string]storage.ObjectUsage, now time.Time) VolumeInfo {
+	clones := r.Clones()
+	v := VolumeInfo{
+		Name: r.Name, Kind: "volume", Source: r.Source, Ref: r.Ref, Created: r.Created,
+		Age: now.Sub(r.Created).Round(time.Second).String(), Mounts: r.TotalMounts(),
+		Clones: len(clones), State: "ready",
+	}
+	if r.IsClone() {
+		v.Kind, v.State = "clone", "not materialized"
+		if r.Operator {
+			v.Kind = "operator"
+		}
+		if len(clones) > 0 {
+			v.State, v.Snapshot, v.Expires = "materialized", clones[len(clones)-1].SnapshotName, d.expires(r)
+		}
+	}
+	if r.Intent != nil {
+		v.State = "pending " + string(r.Intent.Op)
+	}
+	if usage != nil {
+		var n int64
+		for _, a := range r.Attachments {
+			n += usage[a.Object].Bytes
+		}
+		v.Bytes = &n
+	}
+	return v
 }
 
 func (d *Driver) objectUsage(ctx context.Context) map[string]storage.ObjectUsage {
@@ -178,12 +183,7 @@ func (d *Driver) CreateOperatorVolume(ctx context.Context, name, from string) (V
 	if _, err := d.makeClone(ctx, r, "", ""); err != nil {
 		return VolumeInfo{}, err
 	}
-	for _, v := range d.Volumes(ctx) {
-		if v.Name == name {
-			return v, nil
-		}
-	}
-	return VolumeInfo{}, fmt.Errorf("volume %q: made but not recorded", name)
+	return d.volumeInfo(r, nil, now), nil
 }
 
 // RemoveVolume removes a volume as docker volume rm does, with the same

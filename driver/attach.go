@@ -152,40 +152,49 @@ func (d *Driver) destroy(ctx context.Context, r *store.Record, key string) error
 	if a == nil {
 		return nil
 	}
+	if err := d.destroyObject(ctx, r.Name, r.IsClone(), a); err != nil {
+		return err
+	}
+	delete(r.Attachments, key)
+	return nil
+}
+
+// destroyObject unmounts a's object and deletes it: a clone, or (clone
+// false) a plain volume's backend volume.
+func (d *Driver) destroyObject(ctx context.Context, volName string, clone bool, a *store.Attachment) error {
 	start := time.Now()
 	if a.Target != "" { // never mounted: no path to hand the backend
 		step(ctx, "unmounting %s", a.Target)
 		if err := d.b.Unmount(ctx, a.Object, a.Target); err != nil {
-			return fmt.Errorf("volume %q: unmounting %s: %w", r.Name, a.Object, err)
+			return fmt.Errorf("volume %q: unmounting %s: %w", volName, a.Object, err)
 		}
 	}
 	d.failpoint("destroy:unmounted")
 	step(ctx, "deleting %s", a.Object)
-	if r.IsClone() {
+	if clone {
 		if err := d.b.Delete(ctx, a.Object); errors.Is(err, storage.ErrBusy) {
 			// A snapshot was taken of it (snapvol snapshot create --from, on
 			// OpenStorage, which keeps a snapshot's parent): the volume goes,
 			// its labelled clone stays until that snapshot goes, and the
 			// sweep deletes it then.
-			d.logOf(ctx).WithError(err).WithFields(logrus.Fields{"volume": r.Name, "clone": a.Object}).Info(
+			d.logOf(ctx).WithError(err).WithFields(logrus.Fields{"volume": volName, "clone": a.Object}).Info(
 				"clone kept while a snapshot of it exists; the sweep deletes it once that snapshot is gone")
 		} else if err != nil {
-			return fmt.Errorf("volume %q: deleting clone %s: %w", r.Name, a.Object, err)
+			return fmt.Errorf("volume %q: deleting clone %s: %w", volName, a.Object, err)
 		}
 		d.obs().CloneDestroyed(time.Since(start))
 		d.logOf(ctx).WithFields(logrus.Fields{
-			"audit": "clone destroyed", "volume": r.Name, "snapshot": a.SnapshotName, "clone": a.Object,
+			"audit": "clone destroyed", "volume": volName, "snapshot": a.SnapshotName, "clone": a.Object,
 		}).Info("clone destroyed")
-	} else if err := d.b.RemoveVolume(ctx, storage.Object{ID: a.Object, Name: r.Name, Kind: storage.KindVolume}); errors.Is(err, storage.ErrProtected) {
+	} else if err := d.b.RemoveVolume(ctx, storage.Object{ID: a.Object, Name: volName, Kind: storage.KindVolume}); errors.Is(err, storage.ErrProtected) {
 		// A volume the backend does not know as snapvol's: made by hand and
 		// adopted by a version that did not label volumes. Its data is never
 		// snapvol's to delete; the record goes, the data stays.
-		d.logOf(ctx).WithFields(logrus.Fields{"volume": r.Name, "object": a.Object}).Warn(
+		d.logOf(ctx).WithFields(logrus.Fields{"volume": volName, "object": a.Object}).Warn(
 			"removing the record of a volume snapvol did not make (or made before it labelled volumes); its data is left in place")
 	} else if err != nil {
-		return fmt.Errorf("volume %q: deleting: %w", r.Name, err)
+		return fmt.Errorf("volume %q: deleting: %w", volName, err)
 	}
-	delete(r.Attachments, key)
 	return nil
 }
 
@@ -195,9 +204,7 @@ func (d *Driver) destroy(ctx context.Context, r *store.Record, key string) error
 // budget is gone, the clone is a labelled orphan the sweep destroys. The
 // request's own error is the one to return, so this one is logged.
 func (d *Driver) undoClone(ctx context.Context, volName string, a *store.Attachment) {
-	tmp := &store.Record{Name: volName, Source: "-"}
-	tmp.SetAttachment("", a)
-	if err := d.destroy(ctx, tmp, ""); err != nil {
+	if err := d.destroyObject(ctx, volName, true, a); err != nil {
 		d.logOf(ctx).WithError(err).WithFields(logrus.Fields{"volume": volName, "clone": a.Object}).Warn("could not undo a clone; the orphan sweep will")
 	}
 }

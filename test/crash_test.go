@@ -266,8 +266,9 @@ func TestCrashUnderConcurrentClients(t *testing.T) {
 }
 
 // fill writes into dir until the storage refuses (ENOSPC, or EDQUOT at a
-// clone's limit or the reserve), returning how much it wrote.
-func fill(t *testing.T, dir string) int64 {
+// clone's limit or the reserve), returning how much it wrote and why it
+// stopped.
+func fill(t *testing.T, dir string) (int64, error) {
 	t.Helper()
 	if dir == "" {
 		t.Fatal("empty directory to fill")
@@ -289,7 +290,7 @@ func fill(t *testing.T, dir string) int64 {
 			err = f.Sync()
 		}
 		if err != nil {
-			return n
+			return n, err
 		}
 	}
 }
@@ -300,7 +301,7 @@ func TestCrashWithAFullPool(t *testing.T) {
 	p := StartPlugin(t, nil)
 	sources := SeedProduction(t, p)
 	mp := p.MustMount("app-production@latest+filler", "f")
-	wrote := fill(t, mp)
+	wrote, _ := fill(t, mp)
 	t.Logf("the filler clone took %d MiB before the storage refused", wrote>>20)
 	for _, step := range []struct {
 		failpoint string

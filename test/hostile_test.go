@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -98,19 +97,7 @@ func TestPoolFull(t *testing.T) {
 	p := StartPlugin(t, map[string]string{"POOL_SIZE": "256M"})
 	sources := SeedProduction(t, p)
 	mp := p.MustMount("app-production@now+fat", "fill")
-	f, err := os.Create(filepath.Join(mp, "fill.bin"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	chunk := bytes.Repeat([]byte{0xa5}, 1<<20)
-	var werr error
-	for i := 0; i < 1024 && werr == nil; i++ {
-		_, werr = f.Write(chunk)
-		if werr == nil && i%16 == 0 {
-			werr = f.Sync()
-		}
-	}
-	f.Close()
+	_, werr := fill(t, mp)
 	if werr == nil || !errors.Is(werr, unix.ENOSPC) && !errors.Is(werr, unix.EDQUOT) {
 		t.Fatalf("filling a 256M pool with 1G: %v, want EDQUOT (the reserve) or ENOSPC", werr)
 	}
