@@ -1,24 +1,51 @@
-// Package osdserver is a test OpenStorage server: the REST volume API of
-// github.com/libopenstorage/openstorage (api/server/volume.go) — same
-// routes, query options, JSON bodies and status codes — served over real
-// HTTP on loopback or a unix socket, and backed by real storage: snapvol's
-// local btrfs backend on a loop-mounted pool file. A volume is a btrfs
+// Package osdserver is a test OpenStorage server: the REST v1 volume API
+// of github.com/libopenstorage/openstorage, served over real HTTP on
+// loopback or a unix socket, and backed by real storage: snapvol's local
+// btrfs backend on a loop-mounted pool file. A volume is a btrfs
 // subvolume, a snapshot a read-only subvolume snapshot, a writable
 // snapshot (a clone) a writable one (a read-only snapshot of a clone is
-// filed in the pool under the volume the clone descends from), and Mount bind-mounts the subvolume at
-// the path asked for, in the caller's mount namespace, as Portworx mounts
-// in the host's. So the portworx backend moves real data in tests.
+// filed in the pool under the volume the clone descends from), and Mount
+// bind-mounts the subvolume at the path asked for, in the caller's mount
+// namespace, as Portworx mounts in the host's. So the portworx backend
+// moves real data in tests.
 //
-// Behaviour follows the OpenStorage drivers and Portworx where they
-// matter to a client: names are unique, deleting a volume that has
-// snapshots or clones or is attached is refused, Inspect of an unknown ID
-// is an error ("Volume ... not found"), label selectors match values.
+// What is served over HTTP follows the current openstorage server (master),
+// not the v1.0.0 module snapvol builds against:
+//
+//   - api/server/volume.go (type volAPI): the REST handlers, their routes,
+//     query options, JSON bodies, status codes and error shapes. Each
+//     handler forwards to the SDK gRPC server, so errors reach a client as
+//     gRPC status strings, "rpc error: code = <Code> desc = <message>".
+//   - api/server/sdk/volume_ops.go, volume_snapshot.go, volume_node_ops.go:
+//     the SDK's semantics and texts (idempotent create by name, delete of
+//     an unknown ID succeeds, detach of a missing volume succeeds, clones
+//     made by Clone, ownership checks).
+//   - api/server/sdk/server_interceptors.go: token checks and guests.
+//   - volume/drivers/fake/fake.go: driver-level checks and Set semantics
+//     where the SDK leaves them to the driver.
+//   - Portworx's documented limit of 64 snapshots per volume
+//     (Config.MaxSnapshots).
+//
+// Spec fields that the current server knows but v1.0.0's api.VolumeSpec
+// does not (journal, sharedv4, queue_depth, nodiscard, fp_preference,
+// xattr, proxy_write, auto_fstrim, ...) are kept per volume as raw JSON
+// and served inside "spec", so a client that round-trips a spec through
+// v1.0.0's types sees what the real server would do with the fields it
+// drops. Each behaviour names the real function it comes from in a
+// comment.
+//
+// The Go methods (Create, Snapshot, Set, Attach, ...) are for test setup
+// and inspection: they act directly on the store, without auth, ownership
+// or delays, and keep simple semantics (documented on each).
+//
 // Failures can be injected: Stop (connection refused), SetDelay (a slow or
-// hung server), SetToken (401 for a wrong bearer token), SetStatus (any
-// HTTP status for every request).
+// hung server), SetSlow (one slow operation, abandoned if the client gives
+// up), SetToken (auth as the SDK does it), SetStatus (any HTTP status for
+// every request).
 //
 // Not served (404, as for any unknown route): stats, usedsize, requests,
-// restore, and the graph and cluster APIs.
+// restore, quiesce, catalog, group snapshots, and the graph, cluster and
+// credentials APIs.
 package osdserver
 
 import (
@@ -62,7 +89,9 @@ type Config struct {
 	PoolSize int64
 	// Driver is the driver name served (default pxd).
 	Driver string
-	// Token, if set, is the bearer token every request must carry.
+	// Token, if set, turns the SDK's security on: a request that carries
+	// an Authorization header must carry "Bearer <Token>", and one that
+	// carries none is a guest (see SetToken).
 	Token string
 	// Listen is host:port (default 127.0.0.1:0) or unix:///path.sock.
 	Listen string
@@ -72,6 +101,10 @@ type Config struct {
 	// drivers (btrfs, vfs): attach and detach are not supported, and a
 	// volume is mounted without being attached.
 	NoAttach bool
+	// MaxSnapshots, if not 0, is how many read-only snapshots a volume may
+	// have: Portworx documents "an implementation limit of 64 snapshots
+	// per volume" (docs.portworx.com/reference/cli/snapshots).
+	MaxSnapshots int
 }
 
 // Request is one request the server received.
@@ -83,18 +116,25 @@ type Request struct {
 type entry struct {
 	vol *api.Volume
 	obj storage.Object // the object in the local pool
+	// extra holds the spec keys v1.0.0's api.VolumeSpec does not know, as
+	// raw JSON, zero values left out (the real server's encoding/json
+	// omits them).
+	extra map[string]json.RawMessage
+	// owner is the user owning the volume (spec.ownership.owner), "" for
+	// a public volume.
+	owner string
 }
 
 // Server is a running test OpenStorage server.
 type Server struct {
 	cfg  Config
 	pool *local.Backend
-	mux  *http.ServeMux
 
 	mu       sync.Mutex
 	vols     map[string]*entry
 	token    string
 	delay    time.Duration
+	slow     map[string]time.Duration
 	status   int
 	requests []Request
 
@@ -126,8 +166,7 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("osdserver: opening the btrfs pool in %s: %w", cfg.StateDir, err)
 	}
-	s := &Server{cfg: cfg, pool: pool, vols: map[string]*entry{}, token: cfg.Token}
-	s.routes()
+	s := &Server{cfg: cfg, pool: pool, vols: map[string]*entry{}, token: cfg.Token, slow: map[string]time.Duration{}}
 	if strings.HasPrefix(cfg.Listen, "unix://") {
 		s.network, s.addr = "unix", strings.TrimPrefix(cfg.Listen, "unix://")
 	} else {
@@ -138,20 +177,6 @@ func Start(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	return s, nil
-}
-
-func (s *Server) routes() {
-	m := http.NewServeMux()
-	v := "/" + "v1" + "/"
-	m.HandleFunc("GET /"+api.OsdVolumePath+"/versions", s.versions)
-	m.HandleFunc("POST "+v+api.OsdVolumePath, s.create)
-	m.HandleFunc("PUT "+v+api.OsdVolumePath+"/{id}", s.volumeSet)
-	m.HandleFunc("GET "+v+api.OsdVolumePath, s.enumerate)
-	m.HandleFunc("GET "+v+api.OsdVolumePath+"/{id}", s.inspect)
-	m.HandleFunc("DELETE "+v+api.OsdVolumePath+"/{id}", s.delete)
-	m.HandleFunc("POST "+v+api.OsdSnapshotPath, s.snap)
-	m.HandleFunc("GET "+v+api.OsdSnapshotPath, s.snapEnumerate)
-	s.mux = m
 }
 
 // Endpoint is the URL to give a client (PX_ENDPOINT).
@@ -233,12 +258,32 @@ func (s *Server) unmountPool() error {
 	return nil
 }
 
-// SetToken changes the bearer token required ("" turns auth off).
+// SetToken changes the token ("" turns the SDK's security off: every
+// request is let through and every volume is public). With a token, a
+// request whose Authorization header is not "Bearer <tok>" is refused,
+// and one without the header is a guest, who cannot see volumes created
+// by an authenticated caller (see sdk.go).
 func (s *Server) SetToken(tok string) { s.mu.Lock(); s.token = tok; s.mu.Unlock() }
 
 // SetDelay holds every request this long before answering (0: none). A
 // request whose client gives up is dropped.
 func (s *Server) SetDelay(d time.Duration) { s.mu.Lock(); s.delay = d; s.mu.Unlock() }
+
+// SetSlow makes one operation requested over HTTP take d before it is
+// applied (0: none). op is one of "attach", "mount", "snapshot" (a
+// read-only snapshot), "clone", "detach", "unmount", "delete". If the
+// request's context ends first (the client gave up), the operation is
+// abandoned and not applied: the real REST handlers derive their gRPC
+// context from r.Context(), so a client that disconnects cancels the call.
+func (s *Server) SetSlow(op string, d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if d <= 0 {
+		delete(s.slow, op)
+	} else {
+		s.slow[op] = d
+	}
+}
 
 // SetStatus answers every request with this HTTP status (0: normal).
 func (s *Server) SetStatus(code int) { s.mu.Lock(); s.status = code; s.mu.Unlock() }
@@ -249,205 +294,6 @@ func (s *Server) Requests() []Request {
 	defer s.mu.Unlock()
 	return append([]Request(nil), s.requests...)
 }
-
-func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	delay, status, token := s.delay, s.status, s.token
-	s.requests = append(s.requests, Request{
-		Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery,
-		UserAgent: r.Header.Get("User-Agent"), Auth: r.Header.Get("Authorization") != "",
-	})
-	s.mu.Unlock()
-	if delay > 0 {
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-r.Context().Done():
-			t.Stop()
-			return
-		}
-	}
-	if status != 0 {
-		http.Error(w, fmt.Sprintf("injected failure: HTTP %d", status), status)
-		return
-	}
-	if token != "" && !bearer(r.Header.Get("Authorization"), token) {
-		http.Error(w, "Access denied, token is invalid or missing", http.StatusUnauthorized)
-		return
-	}
-	s.mux.ServeHTTP(w, r)
-}
-
-func bearer(h, token string) bool {
-	scheme, tok, ok := strings.Cut(h, " ")
-	return ok && strings.EqualFold(scheme, "bearer") && tok == token
-}
-
-// sendError is restBase.sendError: the message as text with a status.
-func sendError(w http.ResponseWriter, msg string, code int) { http.Error(w, msg, code) }
-
-func encode(w http.ResponseWriter, v interface{}) {
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func errString(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
-}
-
-func (s *Server) versions(w http.ResponseWriter, _ *http.Request) {
-	encode(w, []string{"v1"})
-}
-
-func (s *Server) create(w http.ResponseWriter, r *http.Request) {
-	var req api.VolumeCreateRequest
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-		sendError(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	id, err := s.Create(req.Locator, req.Source, req.Spec)
-	encode(w, &api.VolumeCreateResponse{Id: id, VolumeResponse: &api.VolumeResponse{Error: errString(err)}})
-}
-
-func (s *Server) snap(w http.ResponseWriter, r *http.Request) {
-	var req api.SnapCreateRequest
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-		sendError(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	id, err := s.Snapshot(req.Id, req.Readonly, req.Locator)
-	encode(w, &api.SnapCreateResponse{VolumeCreateResponse: &api.VolumeCreateResponse{
-		Id: id, VolumeResponse: &api.VolumeResponse{Error: errString(err)},
-	}})
-}
-
-func (s *Server) inspect(w http.ResponseWriter, r *http.Request) {
-	vols, err := s.Inspect([]string{r.PathValue("id")})
-	if err != nil {
-		sendError(w, err.Error(), http.StatusNotFound)
-		return
-	}
-	encode(w, vols)
-}
-
-func (s *Server) enumerate(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	loc := &api.VolumeLocator{}
-	var configLabels map[string]string
-	if v := q[api.OptName]; v != nil {
-		loc.Name = v[0]
-	}
-	if v := q[api.OptLabel]; v != nil {
-		if err := json.Unmarshal([]byte(v[0]), &loc.VolumeLabels); err != nil {
-			sendError(w, "Failed to parse parse VolumeLabels: "+err.Error(), http.StatusBadRequest)
-			return
-		}
-	}
-	if v := q[api.OptConfigLabel]; v != nil {
-		if err := json.Unmarshal([]byte(v[0]), &configLabels); err != nil {
-			sendError(w, "Failed to parse parse configLabels: "+err.Error(), http.StatusBadRequest)
-			return
-		}
-	}
-	if ids := q[api.OptVolumeID]; ids != nil {
-		vols, err := s.Inspect(ids)
-		if err != nil {
-			sendError(w, "Failed to inspect volumeID: "+err.Error(), http.StatusBadRequest)
-			return
-		}
-		encode(w, vols)
-		return
-	}
-	encode(w, s.Enumerate(loc, configLabels))
-}
-
-func (s *Server) snapEnumerate(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	var labels map[string]string
-	if v := q[api.OptLabel]; v != nil {
-		if err := json.Unmarshal([]byte(v[0]), &labels); err != nil {
-			sendError(w, "Failed to parse parse VolumeLabels: "+err.Error(), http.StatusBadRequest)
-			return
-		}
-	}
-	encode(w, s.SnapEnumerate(q[api.OptVolumeID], labels))
-}
-
-func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	vols, _ := s.Inspect([]string{id})
-	if len(vols) < 1 {
-		sendError(w, fmt.Sprintf("Volume %s does not exist", id), http.StatusBadRequest)
-		return
-	}
-	resp := &api.VolumeResponse{}
-	if vols[0].Spec != nil && vols[0].Spec.Sticky {
-		resp.Error = "Cannot delete a sticky volume"
-	} else if err := s.Delete(id); err != nil {
-		resp.Error = err.Error()
-	}
-	encode(w, resp)
-}
-
-// volumeSet is api/server's volumeSet: an update of locator and spec,
-// then attach or detach, then mount or unmount, answered with the
-// volume; a detach or unmount of a volume that does not exist succeeds.
-func (s *Server) volumeSet(w http.ResponseWriter, r *http.Request) {
-	var req api.VolumeSetRequest
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-		sendError(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	id := r.PathValue("id")
-	var err error
-	if req.Locator != nil || req.Spec != nil {
-		err = s.Set(id, req.Locator, req.Spec)
-	}
-	if a := req.Action; err == nil && a != nil {
-		switch a.Attach {
-		case api.VolumeActionParam_VOLUME_ACTION_PARAM_ON:
-			err = s.Attach(id)
-		case api.VolumeActionParam_VOLUME_ACTION_PARAM_OFF:
-			err = s.Detach(id, a.UnmountBeforeDetach)
-		}
-		if err == nil {
-			switch a.Mount {
-			case api.VolumeActionParam_VOLUME_ACTION_PARAM_ON:
-				if a.MountPath == "" {
-					err = errors.New("Invalid mount path")
-				} else {
-					err = s.Mount(id, a.MountPath)
-				}
-			case api.VolumeActionParam_VOLUME_ACTION_PARAM_OFF:
-				err = s.Unmount(id, a.MountPath)
-			}
-		}
-	}
-	var resp api.VolumeSetResponse
-	if err == nil {
-		var vols []*api.Volume
-		if vols, err = s.Inspect([]string{id}); err == nil {
-			resp.Volume = vols[0]
-		}
-	}
-	if err != nil {
-		off := req.Action != nil && (req.Action.Mount == api.VolumeActionParam_VOLUME_ACTION_PARAM_OFF ||
-			req.Action.Attach == api.VolumeActionParam_VOLUME_ACTION_PARAM_OFF)
-		if off && errors.Is(err, errNotFound) {
-			resp.VolumeResponse, resp.Volume = &api.VolumeResponse{}, &api.Volume{}
-		} else {
-			resp.VolumeResponse = &api.VolumeResponse{Error: err.Error()}
-		}
-	}
-	encode(w, resp)
-}
-
-var errNotFound = errors.New("not found")
-
-func notFound(id string) error { return fmt.Errorf("Volume %s %w", id, errNotFound) }
 
 // newID makes a Portworx-style numeric volume ID.
 func newID() string {
@@ -463,18 +309,40 @@ func copyVol(v *api.Volume) *api.Volume {
 	return &out
 }
 
+func copyLabels(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+func copyExtra(m map[string]json.RawMessage) map[string]json.RawMessage {
+	out := make(map[string]json.RawMessage, len(m))
+	for k, v := range m {
+		out[k] = append(json.RawMessage(nil), v...)
+	}
+	return out
+}
+
 func now() *timestamp.Timestamp {
 	t := time.Now()
 	return &timestamp.Timestamp{Seconds: t.Unix(), Nanos: int32(t.Nanosecond())}
 }
 
-func (s *Server) nameTaken(name string) bool {
+var errNotFound = errors.New("not found")
+
+func notFound(id string) error { return fmt.Errorf("Volume %s %w", id, errNotFound) }
+
+func (s *Server) nameTaken(name string) bool { return s.byNameLocked(name) != nil }
+
+func (s *Server) byNameLocked(name string) *entry {
 	for _, e := range s.vols {
 		if e.vol.Locator != nil && e.vol.Locator.Name == name {
-			return true
+			return e
 		}
 	}
-	return false
+	return nil
 }
 
 func labelsMatch(set, sel map[string]string) bool {
@@ -491,32 +359,17 @@ func sortedVols(es []*api.Volume) []*api.Volume {
 	return es
 }
 
-// Create makes a volume: an empty subvolume, or with source.Parent a
-// writable snapshot of the parent (what current OpenStorage servers do).
-func (s *Server) Create(loc *api.VolumeLocator, src *api.Source, spec *api.VolumeSpec) (string, error) {
-	if src != nil && src.Parent != "" {
-		id, err := s.Snapshot(src.Parent, false, loc)
-		if err == nil && spec != nil {
-			err = s.Set(id, nil, spec)
-		}
-		return id, err
-	}
-	if loc == nil || loc.Name == "" {
-		return "", errors.New("Volume name cannot be empty")
-	}
-	if spec == nil {
-		return "", errors.New("Volume spec is required")
-	}
+// createLocked makes an empty subvolume with the fake driver's checks
+// (volume/drivers/fake/fake.go Create); the caller holds s.mu.
+func (s *Server) createLocked(loc *api.VolumeLocator, spec *api.VolumeSpec, extra map[string]json.RawMessage, owner string) (string, error) {
 	if spec.Size == 0 {
 		return "", errors.New("Volume size cannot be zero")
 	}
-	if spec.HaLevel < 1 || spec.HaLevel > 3 {
-		return "", fmt.Errorf("HA level %d is invalid: must be 1, 2 or 3", spec.HaLevel)
+	if spec.HaLevel == 0 {
+		return "", errors.New("HA level cannot be zero")
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.nameTaken(loc.Name) {
-		return "", fmt.Errorf("Volume with name %s already exists", loc.Name)
+	if s.nameTaken(loc.GetName()) {
+		return "", fmt.Errorf("Volume with name %s already exists", loc.GetName())
 	}
 	id := newID()
 	obj, err := s.pool.CreateVolume(context.Background(), "v"+id, nil)
@@ -528,20 +381,23 @@ func (s *Server) Create(loc *api.VolumeLocator, src *api.Source, spec *api.Volum
 		Ctime: now(), Spec: copyVol(&api.Volume{Spec: spec}).Spec, Format: spec.Format,
 		Status: api.VolumeStatus_VOLUME_STATUS_UP, State: api.VolumeState_VOLUME_STATE_DETACHED,
 	}
-	s.vols[id] = &entry{vol: v, obj: obj}
+	if v.Locator.VolumeLabels == nil {
+		v.Locator.VolumeLabels = map[string]string{}
+	}
+	s.vols[id] = &entry{vol: v, obj: obj, extra: copyExtra(extra), owner: owner}
 	return id, nil
 }
 
-// Snapshot copies the volume id, read-only or writable. The pool can
-// snapshot a volume either way, clone a read-only snapshot and take a
-// read-only snapshot of a clone; the other combinations are refused as
-// not supported.
-func (s *Server) Snapshot(id string, readonly bool, loc *api.VolumeLocator) (string, error) {
+// snapshotLocked copies the volume id, read-only or writable, naming the
+// copy with loc; the copy takes the parent's spec (extra keys and owner
+// included), as the fake driver's Snapshot does. The pool can snapshot a
+// volume either way, clone a read-only snapshot and take a read-only
+// snapshot of a clone; the other combinations are refused as not
+// supported. The caller holds s.mu.
+func (s *Server) snapshotLocked(id string, readonly bool, loc *api.VolumeLocator) (string, error) {
 	if loc == nil || loc.Name == "" {
 		return "", errors.New("Name for snapshot must be provided")
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	parent, ok := s.vols[id]
 	if !ok {
 		return "", notFound(id)
@@ -582,8 +438,12 @@ func (s *Server) Snapshot(id string, readonly bool, loc *api.VolumeLocator) (str
 	v := copyVol(parent.vol)
 	v.Id, v.Source, v.Readonly, v.Ctime = nid, &api.Source{Parent: id}, readonly, now()
 	v.Locator = copyVol(&api.Volume{Locator: loc}).Locator
+	if v.Locator.VolumeLabels == nil {
+		v.Locator.VolumeLabels = map[string]string{}
+	}
 	v.State, v.AttachedOn, v.DevicePath, v.AttachPath = api.VolumeState_VOLUME_STATE_DETACHED, "", "", nil
-	s.vols[nid] = &entry{vol: v, obj: obj}
+	v.AttachedState = api.AttachState_ATTACH_STATE_EXTERNAL
+	s.vols[nid] = &entry{vol: v, obj: obj, extra: copyExtra(parent.extra), owner: parent.owner}
 	return nid, nil
 }
 
@@ -601,6 +461,181 @@ func (s *Server) rootVolumeLocked(id string) (storage.Object, error) {
 		id = e.vol.GetSource().GetParent()
 	}
 	return storage.Object{}, fmt.Errorf("volume %s: a cycle of parents", id)
+}
+
+// deleteLocked destroys a volume that has no snapshots or clones and is
+// not attached; the caller holds s.mu.
+func (s *Server) deleteLocked(id string) error {
+	e, ok := s.vols[id]
+	if !ok {
+		return notFound(id)
+	}
+	for _, o := range s.vols {
+		if o.vol.GetSource().GetParent() == id {
+			return errors.New(errHasSnaps)
+		}
+	}
+	if e.vol.State == api.VolumeState_VOLUME_STATE_ATTACHED || len(e.vol.AttachPath) > 0 {
+		return fmt.Errorf("%s on %s", errAttached, e.vol.AttachedOn)
+	}
+	ctx := context.Background()
+	var err error
+	if e.obj.Kind == storage.KindVolume {
+		err = s.pool.RemoveVolume(ctx, e.obj)
+	} else {
+		err = s.pool.Delete(ctx, e.obj.ID)
+	}
+	if err != nil {
+		return err
+	}
+	delete(s.vols, id)
+	return nil
+}
+
+func (s *Server) attachLocked(id string) error {
+	e, ok := s.vols[id]
+	if !ok {
+		return notFound(id)
+	}
+	if s.cfg.NoAttach {
+		return errors.New(errNotSupported)
+	}
+	e.vol.State = api.VolumeState_VOLUME_STATE_ATTACHED
+	e.vol.AttachedOn = s.cfg.Node
+	e.vol.AttachedState = api.AttachState_ATTACH_STATE_EXTERNAL
+	e.vol.DevicePath = "/dev/pxd/pxd" + id
+	return nil
+}
+
+func (s *Server) detachLocked(id string, unmountBeforeDetach bool) error {
+	e, ok := s.vols[id]
+	if !ok {
+		return notFound(id)
+	}
+	if s.cfg.NoAttach {
+		return errors.New(errNotSupported)
+	}
+	if len(e.vol.AttachPath) > 0 {
+		if !unmountBeforeDetach {
+			return fmt.Errorf("Volume %s is mounted at %s; unmount it before detaching", id, strings.Join(e.vol.AttachPath, ", "))
+		}
+		for _, p := range append([]string(nil), e.vol.AttachPath...) {
+			if err := s.unmountPathLocked(e, p); err != nil {
+				return err
+			}
+		}
+	}
+	e.vol.State = api.VolumeState_VOLUME_STATE_DETACHED
+	e.vol.AttachedOn, e.vol.DevicePath = "", ""
+	return nil
+}
+
+func (s *Server) mountLocked(id, path string) error {
+	e, ok := s.vols[id]
+	if !ok {
+		return notFound(id)
+	}
+	if e.vol.State != api.VolumeState_VOLUME_STATE_ATTACHED && !s.cfg.NoAttach {
+		return errors.New(errDetached)
+	}
+	path = filepath.Clean(path)
+	for _, p := range e.vol.AttachPath {
+		if p == path {
+			return nil
+		}
+	}
+	st, err := os.Stat(path)
+	if err != nil || !st.IsDir() {
+		return fmt.Errorf("mount path %s is not a directory: %v", path, err)
+	}
+	flags := uintptr(unix.MS_BIND)
+	if err := unix.Mount(filepath.Join(s.pool.Root(), e.obj.ID), path, "", flags, ""); err != nil {
+		return fmt.Errorf("Failed to mount %s at %s: %v", id, path, err)
+	}
+	if e.vol.Readonly {
+		if err := unix.Mount("", path, "", flags|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+			_ = unix.Unmount(path, unix.MNT_DETACH)
+			return fmt.Errorf("Failed to mount %s read-only at %s: %v", id, path, err)
+		}
+	}
+	e.vol.AttachPath = append(e.vol.AttachPath, path)
+	return nil
+}
+
+// unmountLocked unmounts the volume from path (every path when path is
+// empty).
+func (s *Server) unmountLocked(id, path string) error {
+	e, ok := s.vols[id]
+	if !ok {
+		return notFound(id)
+	}
+	if path == "" {
+		for _, p := range append([]string(nil), e.vol.AttachPath...) {
+			if err := s.unmountPathLocked(e, p); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return s.unmountPathLocked(e, filepath.Clean(path))
+}
+
+// unmountPathLocked refuses a busy mount, as umount(2) refuses it.
+func (s *Server) unmountPathLocked(e *entry, path string) error {
+	if len(e.vol.AttachPath) == 0 {
+		// volume/drivers/fake/fake.go Unmount.
+		return fmt.Errorf("Device %s not mounted", e.vol.Id)
+	}
+	i := -1
+	for j, p := range e.vol.AttachPath {
+		if p == path {
+			i = j
+		}
+	}
+	if i < 0 {
+		return fmt.Errorf("Device %s not mounted at %s", e.vol.Id, path)
+	}
+	if err := unix.Unmount(path, 0); err != nil && err != unix.EINVAL && err != unix.ENOENT {
+		if err == unix.EBUSY {
+			return fmt.Errorf("Volume is busy: %s at %s: %v", e.vol.Id, path, err)
+		}
+		return fmt.Errorf("Failed to unmount %s at %s: %v", e.vol.Id, path, err)
+	}
+	e.vol.AttachPath = append(e.vol.AttachPath[:i], e.vol.AttachPath[i+1:]...)
+	return nil
+}
+
+// Create makes a public volume: an empty subvolume, or with source.Parent
+// a writable snapshot of the parent. Test-setup semantics: the locator is
+// stored as given (its labels are not copied into the spec), and an
+// existing name is an error. Over HTTP, create follows the SDK instead.
+func (s *Server) Create(loc *api.VolumeLocator, src *api.Source, spec *api.VolumeSpec) (string, error) {
+	if src != nil && src.Parent != "" {
+		id, err := s.Snapshot(src.Parent, false, loc)
+		if err == nil && spec != nil {
+			err = s.Set(id, nil, spec)
+		}
+		return id, err
+	}
+	if loc == nil || loc.Name == "" {
+		return "", errors.New("Volume name cannot be empty")
+	}
+	if spec == nil {
+		return "", errors.New("Volume spec is required")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.createLocked(loc, spec, nil, "")
+}
+
+// Snapshot copies the volume id, read-only or writable, named and
+// labelled with loc as given (test-setup semantics; over HTTP a clone
+// takes its parent's labels instead). The copy takes the parent's spec,
+// extra spec keys and owner.
+func (s *Server) Snapshot(id string, readonly bool, loc *api.VolumeLocator) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.snapshotLocked(id, readonly, loc)
 }
 
 // Inspect returns the volumes among ids that exist; none is an error.
@@ -664,38 +699,19 @@ func (s *Server) SnapEnumerate(ids []string, labels map[string]string) []*api.Vo
 }
 
 // Delete destroys a volume that has no snapshots or clones and is not
-// attached.
+// attached; an unknown ID is an error (test-setup semantics: over HTTP it
+// is a success).
 func (s *Server) Delete(id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e, ok := s.vols[id]
-	if !ok {
-		return notFound(id)
-	}
-	for _, o := range s.vols {
-		if o.vol.GetSource().GetParent() == id {
-			return errors.New(errHasSnaps)
-		}
-	}
-	if e.vol.State == api.VolumeState_VOLUME_STATE_ATTACHED || len(e.vol.AttachPath) > 0 {
-		return fmt.Errorf("%s on %s", errAttached, e.vol.AttachedOn)
-	}
-	ctx := context.Background()
-	var err error
-	if e.obj.Kind == storage.KindVolume {
-		err = s.pool.RemoveVolume(ctx, e.obj)
-	} else {
-		err = s.pool.Delete(ctx, e.obj.ID)
-	}
-	if err != nil {
-		return err
-	}
-	delete(s.vols, id)
-	return nil
+	return s.deleteLocked(id)
 }
 
 // Set updates the locator (name; labels merged, an empty value deletes)
-// and the spec fields an existing volume can change.
+// and some spec fields (test-setup semantics: size and HA level when not
+// zero, replica set when given; scale, sticky, shared, snapshot interval,
+// CoS, IO profile as given; spec labels when given). Over HTTP, Set
+// follows the real server's getVolumeUpdateSpec instead.
 func (s *Server) Set(id string, loc *api.VolumeLocator, spec *api.VolumeSpec) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -714,16 +730,7 @@ func (s *Server) Set(id string, loc *api.VolumeLocator, spec *api.VolumeSpec) er
 			}
 			v.Locator.Name = loc.Name
 		}
-		if v.Locator.VolumeLabels == nil {
-			v.Locator.VolumeLabels = map[string]string{}
-		}
-		for k, val := range loc.VolumeLabels {
-			if val == "" {
-				delete(v.Locator.VolumeLabels, k)
-			} else {
-				v.Locator.VolumeLabels[k] = val
-			}
-		}
+		mergeLabels(v, loc.VolumeLabels)
 	}
 	if spec != nil {
 		if v.Spec == nil {
@@ -751,84 +758,95 @@ func (s *Server) Set(id string, loc *api.VolumeLocator, spec *api.VolumeSpec) er
 	return nil
 }
 
-// Attach attaches the volume to this node; attaching again is a no-op.
-func (s *Server) Attach(id string) error {
+// mergeLabels is the fake driver's Set of locator labels
+// (volume/drivers/fake/fake.go Set): each key overwrites, an empty value
+// deletes the key, other labels stay.
+func mergeLabels(v *api.Volume, labels map[string]string) {
+	if v.Locator == nil {
+		v.Locator = &api.VolumeLocator{}
+	}
+	if v.Locator.VolumeLabels == nil {
+		v.Locator.VolumeLabels = map[string]string{}
+	}
+	for k, val := range labels {
+		if val == "" {
+			delete(v.Locator.VolumeLabels, k)
+		} else {
+			v.Locator.VolumeLabels[k] = val
+		}
+	}
+}
+
+// SetExtraSpec sets spec keys that openstorage v1.0.0's api.VolumeSpec
+// does not know (journal, sharedv4, queue_depth, ...) on a volume, as the
+// real server would store them; a nil or zero value removes the key. A
+// key v1.0.0 knows is refused: set those with Set.
+func (s *Server) SetExtraSpec(id string, kv map[string]any) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.vols[id]
 	if !ok {
 		return notFound(id)
 	}
-	if s.cfg.NoAttach {
-		return errors.New(errNotSupported)
+	for k, v := range kv {
+		if v1SpecKeys[k] || k == "ownership" {
+			return fmt.Errorf("osdserver: %s is not an extra spec key (openstorage v1.0.0 knows it, or it is ownership)", k)
+		}
+		data, err := json.Marshal(v)
+		if err != nil {
+			return fmt.Errorf("osdserver: spec key %s: %w", k, err)
+		}
+		if e.extra == nil {
+			e.extra = map[string]json.RawMessage{}
+		}
+		if zeroJSON(data) {
+			delete(e.extra, k)
+		} else {
+			e.extra[k] = data
+		}
 	}
-	e.vol.State = api.VolumeState_VOLUME_STATE_ATTACHED
-	e.vol.AttachedOn = s.cfg.Node
-	e.vol.AttachedState = api.AttachState_ATTACH_STATE_EXTERNAL
-	e.vol.DevicePath = "/dev/pxd/pxd" + id
 	return nil
+}
+
+// ExtraSpec returns the spec keys of a volume that openstorage v1.0.0's
+// api.VolumeSpec does not know, decoded (nil for an unknown volume).
+func (s *Server) ExtraSpec(id string) map[string]any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.vols[id]
+	if !ok {
+		return nil
+	}
+	out := map[string]any{}
+	for k, raw := range e.extra {
+		var v any
+		_ = json.Unmarshal(raw, &v)
+		out[k] = v
+	}
+	return out
+}
+
+// Attach attaches the volume to this node; attaching again is a no-op.
+func (s *Server) Attach(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.attachLocked(id)
 }
 
 // Detach detaches a volume; a mounted one only with unmountBeforeDetach.
 func (s *Server) Detach(id string, unmountBeforeDetach bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e, ok := s.vols[id]
-	if !ok {
-		return notFound(id)
-	}
-	if s.cfg.NoAttach {
-		return errors.New(errNotSupported)
-	}
-	if len(e.vol.AttachPath) > 0 {
-		if !unmountBeforeDetach {
-			return fmt.Errorf("Volume %s is mounted at %s; unmount it before detaching", id, strings.Join(e.vol.AttachPath, ", "))
-		}
-		for _, p := range append([]string(nil), e.vol.AttachPath...) {
-			if err := s.unmountLocked(e, p); err != nil {
-				return err
-			}
-		}
-	}
-	e.vol.State = api.VolumeState_VOLUME_STATE_DETACHED
-	e.vol.AttachedOn, e.vol.DevicePath = "", ""
-	return nil
+	return s.detachLocked(id, unmountBeforeDetach)
 }
 
 // Mount bind-mounts the volume's subvolume at path, which must exist;
-// the volume must be attached.
+// the volume must be attached (unless Config.NoAttach). A read-only
+// snapshot is mounted read-only.
 func (s *Server) Mount(id, path string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e, ok := s.vols[id]
-	if !ok {
-		return notFound(id)
-	}
-	if e.vol.State != api.VolumeState_VOLUME_STATE_ATTACHED && !s.cfg.NoAttach {
-		return errors.New(errDetached)
-	}
-	path = filepath.Clean(path)
-	for _, p := range e.vol.AttachPath {
-		if p == path {
-			return nil
-		}
-	}
-	st, err := os.Stat(path)
-	if err != nil || !st.IsDir() {
-		return fmt.Errorf("mount path %s is not a directory: %v", path, err)
-	}
-	flags := uintptr(unix.MS_BIND)
-	if err := unix.Mount(filepath.Join(s.pool.Root(), e.obj.ID), path, "", flags, ""); err != nil {
-		return fmt.Errorf("Failed to mount %s at %s: %v", id, path, err)
-	}
-	if e.vol.Readonly {
-		if err := unix.Mount("", path, "", flags|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
-			_ = unix.Unmount(path, unix.MNT_DETACH)
-			return fmt.Errorf("Failed to mount %s read-only at %s: %v", id, path, err)
-		}
-	}
-	e.vol.AttachPath = append(e.vol.AttachPath, path)
-	return nil
+	return s.mountLocked(id, path)
 }
 
 // Unmount unmounts the volume from path (every path when path is empty).
@@ -836,39 +854,7 @@ func (s *Server) Mount(id, path string) error {
 func (s *Server) Unmount(id, path string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e, ok := s.vols[id]
-	if !ok {
-		return notFound(id)
-	}
-	if path == "" {
-		for _, p := range append([]string(nil), e.vol.AttachPath...) {
-			if err := s.unmountLocked(e, p); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	return s.unmountLocked(e, filepath.Clean(path))
-}
-
-func (s *Server) unmountLocked(e *entry, path string) error {
-	i := -1
-	for j, p := range e.vol.AttachPath {
-		if p == path {
-			i = j
-		}
-	}
-	if i < 0 {
-		return fmt.Errorf("Device %s not mounted at %s", e.vol.Id, path)
-	}
-	if err := unix.Unmount(path, 0); err != nil && err != unix.EINVAL && err != unix.ENOENT {
-		if err == unix.EBUSY {
-			return fmt.Errorf("Volume is busy: %s at %s: %v", e.vol.Id, path, err)
-		}
-		return fmt.Errorf("Failed to unmount %s at %s: %v", e.vol.Id, path, err)
-	}
-	e.vol.AttachPath = append(e.vol.AttachPath[:i], e.vol.AttachPath[i+1:]...)
-	return nil
+	return s.unmountLocked(id, path)
 }
 
 // Volumes returns every volume, snapshots and clones included.

@@ -24,7 +24,10 @@ func main() {
 	flag.Int64Var(&cfg.PoolSize, "size", 1<<30, "pool file size in bytes, when it is created")
 	flag.StringVar(&cfg.Listen, "listen", "127.0.0.1:9001", "host:port or unix:///path.sock")
 	flag.StringVar(&cfg.Driver, "driver", "pxd", "driver name served")
-	flag.StringVar(&cfg.Token, "token", "", "bearer token required (empty: none)")
+	flag.StringVar(&cfg.Token, "token", "", "bearer token; with one, requests without an Authorization header are guests (empty: security off)")
+	flag.StringVar(&cfg.Node, "node", "node-1", "node reported as attached_on")
+	flag.BoolVar(&cfg.NoAttach, "no-attach", false, "behave like a filesystem driver: attach and detach are not supported")
+	flag.IntVar(&cfg.MaxSnapshots, "max-snapshots", 0, "read-only snapshots allowed per volume (Portworx: 64; 0: no limit)")
 	flag.Parse()
 	srv, err := osdserver.Start(cfg)
 	if err != nil {
