@@ -4,7 +4,10 @@ import (
 	"encoding/json"
 	"os"
 	"sort"
+	"strings"
 	"testing"
+
+	"github.com/snapvol/snapvol/storage/portworx"
 )
 
 // Both managed plugin configs (config.json, the local bundle, and
@@ -37,8 +40,8 @@ func checkConfig(t *testing.T, file, backend string) {
 			Devices         []struct{ Path string }
 		}
 		Mounts []struct {
-			Name, Source, Destination string
-			Settable                  []string
+			Name, Description, Source, Destination, Type string
+			Options, Settable                            []string
 		}
 		Env []struct {
 			Name     string
@@ -109,8 +112,22 @@ func checkConfig(t *testing.T, file, backend string) {
 			t.Errorf("the Portworx bundle asks for devices it never uses: %+v", cfg.Linux)
 		}
 	}
-	if len(cfg.Mounts) != 1 || cfg.Mounts[0].Name != "state" || cfg.Mounts[0].Destination != defaults["STATE_DIR"] ||
+	wantMounts := 1
+	if backend == "portworx" {
+		wantMounts = 2
+	}
+	if len(cfg.Mounts) != wantMounts || cfg.Mounts[0].Name != "state" || cfg.Mounts[0].Destination != defaults["STATE_DIR"] ||
 		len(cfg.Mounts[0].Settable) != 1 || cfg.Mounts[0].Settable[0] != "source" {
-		t.Errorf("mounts %+v, want one settable state mount at STATE_DIR", cfg.Mounts)
+		t.Errorf("mounts %+v, want a settable state mount at STATE_DIR (and pxmounts in the Portworx bundle)", cfg.Mounts)
+	}
+	if backend == "portworx" && len(cfg.Mounts) == 2 {
+		// PX_MOUNT_DIR shared into the plugin where main looks for it, its
+		// host side moved with the setting.
+		m := cfg.Mounts[1]
+		if m.Name != "pxmounts" || m.Source != defaults["PX_MOUNT_DIR"] || m.Destination != portworx.ManagedMountDir ||
+			m.Type != "bind" || strings.Join(m.Options, ",") != "rbind,rshared" ||
+			len(m.Settable) != 1 || m.Settable[0] != "source" || !strings.Contains(m.Description, "PX_MOUNT_DIR") {
+			t.Errorf("pxmounts mount %+v, want PX_MOUNT_DIR's default bound rbind,rshared at %s, its source settable", m, portworx.ManagedMountDir)
+		}
 	}
 }

@@ -85,15 +85,25 @@ func openBackend(s Settings, st *store.Store, log *logrus.Logger) (storage.Backe
 		if err != nil {
 			return nil, err
 		}
+		// The managed plugin sees PX_MOUNT_DIR through its pxmounts mount
+		// (config.portworx.json), at a fixed destination; on the host it
+		// is the same path.
+		local := ""
+		if managed() {
+			local = portworx.ManagedMountDir
+		}
 		b, err := portworx.Open(portworx.Config{
 			Endpoint: s.PXEndpoint, Driver: s.PXDriver, Token: s.PXToken,
-			DataRoot: s.DataRoot, MountRoot: s.PXMountRoot, Instance: id,
+			DataRoot: s.DataRoot, MountDir: s.PXMountDir, MountDirLocal: local, Instance: id,
 		})
 		if err != nil {
 			return nil, err
 		}
-		root, how := b.MountRoot()
-		log.WithFields(logrus.Fields{"endpoint": s.PXEndpoint, "driver": s.PXDriver, "instance": id, "mount_root": root, "mount_root_from": how}).Info("portworx backend")
+		if s.PXMountRootSet != "" {
+			log.WithField("PX_MOUNT_ROOT", s.PXMountRootSet).Warn("PX_MOUNT_ROOT is no longer used: Portworx now mounts clones under PX_MOUNT_DIR (default /var/lib/osd/mounts, where its own plugin mounts) and snapvol binds them under DATA_ROOT; see README, Portworx")
+		}
+		host, seen := b.MountDirs()
+		log.WithFields(logrus.Fields{"endpoint": s.PXEndpoint, "driver": s.PXDriver, "instance": id, "mount_dir": host, "mount_dir_local": seen}).Info("portworx backend")
 		// A server that is down must not keep the plugin from serving Get
 		// and List from its index, so this only reports.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -28,11 +28,14 @@ type Settings struct {
 	PXEndpoint   string
 	PXDriver     string
 	PXToken      string
-	// PXMountRoot is the host path of DATA_ROOT, where Portworx (which
-	// mounts in the host's namespace) is told to mount clones; empty means
-	// detected (see portworx.DetectMountRoot).
-	PXMountRoot string
-	LogLevel    string
+	// PXMountDir is PX_MOUNT_DIR: the host directory Portworx is told to
+	// mount clones under (where its own Docker plugin mounts), which the
+	// managed plugin sees through its pxmounts mount.
+	PXMountDir string
+	// PXMountRootSet is PX_MOUNT_ROOT's value when it is still set: that
+	// setting is no longer used (PX_MOUNT_DIR replaced it).
+	PXMountRootSet string
+	LogLevel       string
 	// LogFormat is text or json (one JSON object a line).
 	LogFormat string
 	// MetricsAddr is the host:port /metrics is served on over TCP; empty
@@ -61,7 +64,7 @@ var defaults = map[string]string{
 	"PX_ENDPOINT":    "http://127.0.0.1:9001",
 	"PX_DRIVER":      "pxd",
 	"PX_TOKEN":       "",
-	"PX_MOUNT_ROOT":  "",
+	"PX_MOUNT_DIR":   "/var/lib/osd/mounts",
 	"LOG_LEVEL":      "info",
 	"LOG_FORMAT":     "text",
 	"METRICS_ADDR":   "",
@@ -123,14 +126,15 @@ func LoadSettings(getenv func(string) string) (Settings, error) {
 		return s, fmt.Errorf("POOL_RESERVE: %w", err)
 	}
 	_, s.ReserveSet = lookup(getenv, "POOL_RESERVE")
-	if s.PXMountRoot = get("PX_MOUNT_ROOT"); s.PXMountRoot != "" && !strings.HasPrefix(s.PXMountRoot, "/") {
-		return s, fmt.Errorf("PX_MOUNT_ROOT=%q: must be an absolute host path (or empty to detect it)", s.PXMountRoot)
+	if s.PXMountDir = get("PX_MOUNT_DIR"); !strings.HasPrefix(s.PXMountDir, "/") {
+		return s, fmt.Errorf("PX_MOUNT_DIR=%q: must be an absolute host path", s.PXMountDir)
 	}
+	s.PXMountRootSet = getenv("PX_MOUNT_ROOT")
 	return s, nil
 }
 
 // lookup treats an empty variable as unset: docker plugin set cannot unset
-// a variable, so KEY= must mean the default (empty for POOL, PX_TOKEN and PX_MOUNT_ROOT).
+// a variable, so KEY= must mean the default (empty for POOL, PX_TOKEN and METRICS_ADDR).
 func lookup(getenv func(string) string, k string) (string, bool) {
 	v := getenv(k)
 	return v, v != ""

@@ -3,42 +3,97 @@ package test
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/snapvol/snapvol/mountpoint"
 	"github.com/snapvol/snapvol/storage"
+	"github.com/snapvol/snapvol/storage/portworx"
 	"github.com/snapvol/snapvol/test/dockerd"
 	"github.com/snapvol/snapvol/test/osdserver"
 )
 
 // TestE2EPortworxManagedPlugin: the managed plugin in a private dockerd,
-// with BACKEND=portworx against the test OpenStorage server on loopback.
-// The server, like Portworx, mounts in the host's namespace; the plugin
-// finds the host path of its propagated mount by itself, so the directory
-// Docker binds into the container is the clone the server mounted, and a
-// container reads production's data through it.
+// with BACKEND=portworx against the test OpenStorage server on loopback,
+// installed with the README's settings. The server, like Portworx, mounts
+// in the host's namespace, under PX_MOUNT_DIR, a shared host directory the
+// plugin's pxmounts mount brings in; the plugin binds the clone under its
+// propagated mount, which Docker binds into the container, and a container
+// reads production's data through it.
 func TestE2EPortworxManagedPlugin(t *testing.T) {
 	dockerd.Require(t)
 	dockerd.ForEachEngine(t, pxManagedPlugin)
 }
 
+// readmePXSettings are the PLUGIN_SETTINGS of the README's managed
+// Portworx install line, with the test's endpoint, token and PX_MOUNT_DIR.
+func readmePXSettings(t *testing.T, endpoint, mountDir string) []string {
+	t.Helper()
+	lines := readmeRunBlock(t, "portworx-managed")
+	const prefix = "make install PLUGIN_CONFIG=config.portworx.json PLUGIN_SETTINGS="
+	if len(lines) != 1 || !strings.HasPrefix(lines[0], prefix) {
+		t.Fatalf("README's portworx-managed block is %q, want one line starting %q", lines, prefix)
+	}
+	r := strings.NewReplacer("http://127.0.0.1:9001", endpoint, "$TOKEN", pxToken, "/srv/pxmounts", mountDir)
+	settings := strings.Fields(r.Replace(strings.Trim(strings.TrimPrefix(lines[0], prefix), `"`)))
+	for _, want := range []string{"pxmounts.source=" + mountDir, "PX_MOUNT_DIR=" + mountDir, "PX_ENDPOINT=" + endpoint} {
+		if !slices.Contains(settings, want) {
+			t.Fatalf("README's managed Portworx settings %q lack %s", lines[0], want)
+		}
+	}
+	return settings
+}
+
+// sharedDir is a new directory made a shared mount (bound onto itself):
+// / is a private mount here, so nothing mounted below an ordinary
+// directory would propagate into the plugin. Unmounted, and removed if
+// empty, when the test ends.
+func sharedDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "pxmounts-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+			return
+		}
+		if err := removeEmptyTree(dir); err != nil {
+			t.Errorf("PX_MOUNT_DIR not left empty: %v", err)
+		}
+	})
+	if err := unix.Mount("", dir, "", unix.MS_SHARED, ""); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // pxManagedPlugin is TestE2EPortworxManagedPlugin on one engine, with an
 // OpenStorage server of its own.
 func pxManagedPlugin(t *testing.T, eng dockerd.Engine) {
+	// Made first, so it is unmounted after the server has unmounted
+	// everything it mounted there.
+	mountDir := sharedDir(t)
 	srv := osdserver.ForTest(t, osdserver.Config{Token: pxToken})
 	prodID, prodSum := pxProduction(t, srv)
 	d := dockerd.Start(t, dockerd.Options{Engine: &eng})
 	p := d.InstallPlugin(dockerd.BundleWith(t, Binary(t), "config.portworx.json"), "snapvol",
-		"BACKEND=portworx", "PX_ENDPOINT="+srv.Endpoint(), "PX_TOKEN="+pxToken, "LOG_LEVEL=debug")
+		append(readmePXSettings(t, srv.Endpoint(), mountDir), "BACKEND=portworx", "LOG_LEVEL=debug")...)
 	id, err := p.ID()
 	if err != nil {
 		t.Fatal(err)
 	}
 	propagated := filepath.Join(d.Dir, "data", "plugins", id, "propagated-mount")
-	if log := d.Log(); !strings.Contains(log, "mount_root="+propagated) || !strings.Contains(log, "managed plugin") {
-		t.Errorf("the plugin did not detect its propagated mount %s:\n%s", propagated, d.LogTail(30))
+	if log := d.Log(); !strings.Contains(log, "mount_dir="+mountDir) || !strings.Contains(log, "mount_dir_local="+portworx.ManagedMountDir) {
+		t.Errorf("the plugin does not log PX_MOUNT_DIR %s seen at %s:\n%s", mountDir, portworx.ManagedMountDir, d.LogTail(30))
 	}
 
 	// docker run -v with --volume-driver: read production, write the clone.
@@ -53,20 +108,20 @@ func pxManagedPlugin(t *testing.T, eng dockerd.Engine) {
 	}
 	checkSourceUntouched(t, srv, prodID, prodSum)
 
-	// A container holding a tagged clone: the server mounted it at the
-	// host path of the plugin's propagated mount, which is what Docker
-	// bound into the container.
+	// A container holding a tagged clone: the server mounted it under
+	// PX_MOUNT_DIR; the plugin bound that, nosuid,nodev, at its target in
+	// the propagated mount, which Docker bound into the container.
 	d.MustDocker("run", "-d", "--name", "holder", "--network", "none",
 		"--mount", "type=volume,src=snap:app-production@latest+held,dst=/data,volume-driver=snapvol",
 		dockerd.Image, "sleep", "600")
 	clones, _ := pxObjects(srv)
-	var held string
+	var held, heldID string
 	for _, c := range clones {
 		if c.Locator.VolumeLabels[storage.LabelVolume] == "snap:app-production@latest+held" {
-			if len(c.AttachPath) != 1 || filepath.Dir(c.AttachPath[0]) != propagated {
-				t.Fatalf("the server mounted the clone at %v; want one path in %s", c.AttachPath, propagated)
+			if len(c.AttachPath) != 1 || !strings.HasPrefix(c.AttachPath[0], mountDir+"/snapvol-") {
+				t.Fatalf("the server mounted the clone at %v; want one path in %s/snapvol-<instance>", c.AttachPath, mountDir)
 			}
-			held = c.AttachPath[0]
+			held, heldID = c.AttachPath[0], c.Id
 		}
 	}
 	if held == "" {
@@ -75,9 +130,14 @@ func pxManagedPlugin(t *testing.T, eng dockerd.Engine) {
 	if got := d.MustDocker("exec", "holder", "cat", "/data/guestbook/0001.txt"); got != Guestbook["guestbook/0001.txt"] {
 		t.Fatalf("the tagged clone is not pristine: %q", got)
 	}
+	if opts := d.MustDocker("exec", "holder", "awk", "$2 == \"/data\" {print $4}", "/proc/mounts"); !strings.Contains(opts, "nosuid") || !strings.Contains(opts, "nodev") {
+		t.Errorf("the clone is mounted in the container with %q; want nosuid,nodev", strings.TrimSpace(opts))
+	}
 	d.MustDocker("exec", "holder", "sh", "-c", "echo from-the-container > /data/marker")
-	if got := ReadFile(t, filepath.Join(held, "marker")); got != "from-the-container\n" {
-		t.Fatalf("the container's write is not in the server's mount at %s: %q", held, got)
+	for _, p := range []string{held, srv.DataPath(heldID)} {
+		if got := ReadFile(t, filepath.Join(p, "marker")); got != "from-the-container\n" {
+			t.Fatalf("the container's write is not in the clone at %s: %q", p, got)
+		}
 	}
 	d.MustDocker("rm", "-f", "holder")
 	if mountpoint.IsMountPoint(held) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/libopenstorage/openstorage/api"
 
+	"github.com/snapvol/snapvol/mountpoint"
 	"github.com/snapvol/snapvol/storage"
 	"github.com/snapvol/snapvol/test/osdserver"
 )
@@ -20,14 +21,67 @@ import (
 
 const pxToken = "ci-secret-token"
 
-func pxEnv(srv *osdserver.Server, extra map[string]string) map[string]string {
+// pxEnv is the plugin's environment for the server srv, with a
+// PX_MOUNT_DIR of the test's own: snapvol on the host and the test server
+// see it alike, as Portworx and a host snapvol see /var/lib/osd/mounts.
+func pxEnv(t *testing.T, srv *osdserver.Server, extra map[string]string) map[string]string {
 	env := map[string]string{
 		"BACKEND": "portworx", "PX_ENDPOINT": srv.Endpoint(), "PX_DRIVER": "pxd", "PX_TOKEN": pxToken,
+		"PX_MOUNT_DIR": pxMountDir(t, srv),
 	}
 	for k, v := range extra {
 		env[k] = v
 	}
 	return env
+}
+
+// pxMountDir is a temporary PX_MOUNT_DIR for srv. When the test ends
+// (after the plugin stops, before srv does) the server unmounts what it
+// still has mounted there, as Portworx would on a clone's delete, and the
+// directory goes if only empty directories are left in it: it is never
+// walked into through a mount.
+func pxMountDir(t *testing.T, srv *osdserver.Server) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "pxmounts-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, v := range srv.Volumes() {
+			for _, p := range v.AttachPath {
+				if strings.HasPrefix(p, dir+"/") {
+					if err := srv.Unmount(v.Id, p); err != nil {
+						t.Logf("the server's mount at %s: %v", p, err)
+					}
+				}
+			}
+		}
+		if err := removeEmptyTree(dir); err != nil {
+			t.Logf("left %s in place: %v", dir, err)
+		}
+	})
+	return dir
+}
+
+// removeEmptyTree removes dir if it holds only empty directories, none of
+// them a mount point.
+func removeEmptyTree(dir string) error {
+	if mountpoint.IsMountPoint(dir) {
+		return fmt.Errorf("%s is mounted", dir)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if !e.IsDir() {
+			return fmt.Errorf("%s holds %s", dir, e.Name())
+		}
+		if err := removeEmptyTree(filepath.Join(dir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return os.Remove(dir)
 }
 
 // pxObjects lists the server's clones and snapshots the plugin made, as
@@ -103,7 +157,7 @@ func checkSourceUntouched(t *testing.T, srv *osdserver.Server, id, sum string) {
 
 func TestPortworxSocketScenario(t *testing.T) {
 	srv := osdserver.ForTest(t, osdserver.Config{Token: pxToken})
-	SocketScenario(t, pxEnv(srv, nil), func(*Plugin) []string { return pxCloneIDs(srv) })
+	SocketScenario(t, pxEnv(t, srv, nil), func(*Plugin) []string { return pxCloneIDs(srv) })
 	checkPXLeftovers(t, srv)
 	prod, ok := srv.ByName("app-production")
 	if !ok {
@@ -131,7 +185,7 @@ func TestPortworxCloneKinds(t *testing.T) {
 	if _, err := srv.Snapshot(prodID, true, &api.VolumeLocator{Name: "nightly"}); err != nil {
 		t.Fatal(err)
 	}
-	p := StartPlugin(t, pxEnv(srv, nil))
+	p := StartPlugin(t, pxEnv(t, srv, nil))
 
 	use := func(name, mountID string, opts map[string]string) string {
 		t.Helper()
@@ -234,7 +288,7 @@ func TestPortworxCloneKinds(t *testing.T) {
 func TestPortworxServerDown(t *testing.T) {
 	srv := osdserver.ForTest(t, osdserver.Config{Token: pxToken})
 	prodID, prodSum := pxProduction(t, srv)
-	p := StartPlugin(t, pxEnv(srv, nil))
+	p := StartPlugin(t, pxEnv(t, srv, nil))
 	if err := p.Create("app-production@latest", nil); err != nil {
 		t.Fatal(err)
 	}
@@ -331,7 +385,7 @@ func TestPortworxServerDown(t *testing.T) {
 func TestPortworxRemoveWhileDown(t *testing.T) {
 	srv := osdserver.ForTest(t, osdserver.Config{Token: pxToken})
 	prodID, prodSum := pxProduction(t, srv)
-	p := StartPlugin(t, pxEnv(srv, nil))
+	p := StartPlugin(t, pxEnv(t, srv, nil))
 	mustDo(t, p.Create("app-production@latest", nil))
 	p.MustMount("app-production@latest", "m")
 	mustDo(t, p.Unmount("app-production@latest", "m"))

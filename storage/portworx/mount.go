@@ -17,62 +17,92 @@ import (
 )
 
 // The mount-path question. The OpenStorage server (Portworx) attaches a
-// clone's block device and mounts it itself, in the host's mount
-// namespace, at the path it is given. Docker then bind-mounts the path the
-// plugin returned into the container. Both must be the same directory:
+// volume's block device and mounts it itself, at a host path it is given.
+// Real Portworx runs in a container of its own and mounts in its own
+// mount namespace: a host path is only sure to be seen by Portworx, and
+// its mount only sure to be seen on the host, under the directory its own
+// Docker plugin mounts into, /var/lib/osd/mounts, which Portworx shares
+// with the host (rshared). DATA_ROOT, or Docker's propagated-mount
+// directory of a managed plugin, is not such a directory.
 //
-//   - snapvol on the host (legacy socket): DATA_ROOT is a host path, so
-//     the server is told to mount at DATA_ROOT/<derived> and snapvol
-//     returns that same path.
-//   - snapvol as a managed plugin: DATA_ROOT (/mnt/snapvol) is the
-//     plugin's propagatedMount. Docker binds the host directory
-//     <docker root>/plugins/<plugin id>/propagated-mount there (rshared)
-//     and maps every path the plugin returns under DATA_ROOT back to that
-//     host directory (Plugin.ScopedPath in moby). So the server is told to
-//     mount at <that host directory>/<derived>: Docker hands exactly that
-//     mount to the container, and, the mount being shared, it shows up
-//     inside the plugin at DATA_ROOT/<derived> too.
+// So the server is told to mount a volume at a staging path,
+// PX_MOUNT_DIR/snapvol-<instance>/<key> (MountDir), the key being the
+// target's path below DATA_ROOT and the instance keeping two snapvols on
+// one host apart; snapvol then bind-mounts the staging path, as it sees
+// it (MountDirLocal), onto the target under DATA_ROOT, the path it hands
+// Docker. That bind is snapvol's own mount, so it is made nosuid,nodev
+// for clones whoever made the mount under it.
 //
-// The host directory is PX_MOUNT_ROOT, or found from the plugin's own
-// mountinfo (DetectMountRoot). Every Mount checks that the server's mount
-// did appear at the target, so a wrong mapping fails loudly instead of
-// giving a container an empty directory.
+//   - snapvol on the host (legacy socket): MountDirLocal is MountDir.
+//   - snapvol as a managed plugin: the pxmounts mount of
+//     config.portworx.json binds the host's PX_MOUNT_DIR at
+//     ManagedMountDir inside the plugin, rshared, so the server's mount
+//     propagates in; the bind onto the target, under the propagated
+//     mount, propagates back out to the host, where Docker binds it into
+//     the container.
+//
+// Every Mount checks that the server's mount did appear at the staging
+// path as snapvol sees it, so a directory Portworx does not share with
+// snapvol fails loudly, naming PX_MOUNT_DIR, instead of giving a
+// container an empty directory.
+
+// DefaultMountDir is PX_MOUNT_DIR's default: where Portworx's own Docker
+// plugin mounts volumes, a directory Portworx always sees.
+const DefaultMountDir = "/var/lib/osd/mounts"
+
+// ManagedMountDir is where the managed plugin sees PX_MOUNT_DIR: the
+// destination of config.portworx.json's pxmounts mount.
+const ManagedMountDir = "/var/lib/osd/mounts"
+
+// defaultMountDir is Config.MountDir when it is empty (tests move it).
+var defaultMountDir = DefaultMountDir
+
+// mountsHint says what to configure when the server's mounts do not
+// reach snapvol.
+func (b *Backend) mountsHint() string {
+	return fmt.Sprintf("PX_MOUNT_DIR (now %s) must be a host directory Portworx mounts into (its own Docker plugin's /var/lib/osd/mounts, the default) "+
+		"and that directory must be shared with snapvol with shared mount propagation; for the managed plugin that is its pxmounts mount: "+
+		"docker plugin set snapvol pxmounts.source=DIR PX_MOUNT_DIR=DIR (with the plugin disabled)", b.mountDir)
+}
+
+// staging is where the server is told to mount the volume for target
+// (host) and where snapvol sees that mount (local).
+type staging struct {
+	rel, host, local string
+}
+
+// staging maps a target under DATA_ROOT to its staging path.
+func (b *Backend) staging(target string) (staging, error) {
+	rel, err := filepath.Rel(filepath.Clean(b.cfg.DataRoot), filepath.Clean(target))
+	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") || filepath.IsAbs(rel) {
+		return staging{}, fmt.Errorf("mount target %s is not below DATA_ROOT %s", target, b.cfg.DataRoot)
+	}
+	dir := "snapvol-" + b.cfg.Instance
+	return staging{
+		rel:   rel,
+		host:  filepath.Join(b.mountDir, dir, rel),
+		local: filepath.Join(b.mountDirLocal, dir, rel),
+	}, nil
+}
 
 var propagatedMountRe = regexp.MustCompile(`/plugins/[0-9a-f]{64}/propagated-mount$`)
 
-// DetectMountRoot finds the host path of dataRoot. When dataRoot is a
-// managed plugin's propagated mount, the mount's root in
-// /proc/self/mountinfo is <docker root>/plugins/<id>/propagated-mount as a
-// path inside its filesystem: the host path when Docker's root is on the
-// host's root filesystem, and /plugins/<id>/propagated-mount when Docker's
-// root is a filesystem of its own, which is then assumed to be mounted at
-// /var/lib/docker. Otherwise snapvol runs on the host and dataRoot is the
-// host path. how says which case applied.
-func DetectMountRoot(dataRoot string) (path, how string) {
-	dataRoot = filepath.Clean(dataRoot)
-	root, ok := mountpoint.MountRoot(dataRoot)
-	if ok && propagatedMountRe.MatchString(root) {
-		if strings.HasPrefix(root, "/plugins/") {
-			return "/var/lib/docker" + root, "managed plugin, Docker root assumed at /var/lib/docker (set PX_MOUNT_ROOT if it is elsewhere)"
-		}
-		return root, "managed plugin (from the propagated mount)"
+// legacy reports whether p is where an earlier snapvol had the server
+// mount the volume for the target rel: at the target itself (on the
+// host), or at the host path of the managed plugin's propagated mount.
+func (b *Backend) legacy(p, rel string) bool {
+	p = filepath.Clean(p)
+	if p == filepath.Join(filepath.Clean(b.cfg.DataRoot), rel) {
+		return true
 	}
-	return dataRoot, "DATA_ROOT (snapvol runs on the host)"
+	dir, ok := strings.CutSuffix(p, "/"+rel)
+	return ok && propagatedMountRe.MatchString(dir)
 }
 
-// hostPath maps a target under DATA_ROOT to the path the server mounts at.
-func (b *Backend) hostPath(target string) (string, error) {
-	rel, err := filepath.Rel(filepath.Clean(b.cfg.DataRoot), filepath.Clean(target))
-	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") || filepath.IsAbs(rel) {
-		return "", fmt.Errorf("mount target %s is not below DATA_ROOT %s", target, b.cfg.DataRoot)
-	}
-	return filepath.Join(b.mountRoot, rel), nil
-}
-
-// Mount has the server attach the volume to this host and mount it at
-// the host path of target, then checks the mount is visible at target.
+// Mount has the server attach the volume to this host and mount it at its
+// staging path, checks snapvol sees that mount, and binds it onto target.
 func (b *Backend) Mount(ctx context.Context, id, target string) error {
-	host, err := b.hostPath(target)
+	st, err := b.staging(target)
 	if err != nil {
 		return err
 	}
@@ -85,17 +115,29 @@ func (b *Backend) Mount(ctx context.Context, id, target string) error {
 		return fmt.Errorf("mount %s: %w", id, err)
 	}
 	name := volumeName(v)
+	serverHas := false
+	for _, p := range v.AttachPath {
+		if filepath.Clean(p) == st.host {
+			serverHas = true
+		}
+	}
+	switch {
+	case serverHas && !mountpoint.IsMountPoint(st.local):
+		// The server still counts a mount that is gone (a reboot, or a
+		// lazy unmount behind its back): clear it so it mounts again.
+		if err := b.release(ctx, v, st.host, false); err != nil {
+			return err
+		}
+		serverHas = false
+	case !serverHas && mountpoint.IsMountPoint(st.local):
+		// A mount the server forgot: ours (below snapvol-<instance>), and
+		// in the way of the new one.
+		if err := mountpoint.Unbind(st.local); err != nil {
+			return fmt.Errorf("%q (%s): a mount the OpenStorage server does not know is in the way at %s: %w", name, id, st.local, err)
+		}
+	}
 	if err := os.MkdirAll(target, 0o755); err != nil {
 		return fmt.Errorf("creating mount point %s for %q: %w", target, name, err)
-	}
-	for _, p := range v.AttachPath {
-		if filepath.Clean(p) == host {
-			// The server still counts a mount that is gone (a reboot, or a
-			// lazy unmount behind its back): clear it so it mounts again.
-			if err := b.release(ctx, v, host, false); err != nil {
-				return err
-			}
-		}
 	}
 	wasAttached := attached(v)
 	if !wasAttached {
@@ -112,31 +154,59 @@ func (b *Backend) Mount(ctx context.Context, id, target string) error {
 		}
 	}
 	undo := func(cause error) error {
-		if err := b.release(ctx, v, host, !wasAttached); err != nil {
+		if err := b.release(ctx, v, st.host, !wasAttached); err != nil {
 			cause = fmt.Errorf("%w (undoing it also failed: %v)", cause, err)
 		}
+		_ = b.removeStaging(st)
 		_ = mountpoint.RemoveMountPoint(target)
 		return cause
 	}
-	if _, err := b.rest.set(ctx, fmt.Sprintf("mounting %q (%s) at %s", name, id, host), id, &api.VolumeSetRequest{
-		Action: &api.VolumeStateAction{Mount: api.VolumeActionParam_VOLUME_ACTION_PARAM_ON, MountPath: host},
-	}); err != nil {
-		return undo(err)
-	}
-	if !mountpoint.IsMountPoint(target) {
-		if host == target {
-			return undo(fmt.Errorf("the OpenStorage server reports %q (%s) mounted at %s, but nothing is mounted there", name, id, host))
+	if !serverHas {
+		// Made from this side, the directory is there for the server when
+		// both see the same one; when they do not, the check below says so.
+		if err := os.MkdirAll(st.local, 0o755); err != nil {
+			return undo(fmt.Errorf("creating the staging directory %s for %q: %w (PX_MOUNT_DIR=%s)", st.local, name, err, b.mountDir))
 		}
-		return undo(fmt.Errorf("the OpenStorage server mounted %q (%s) at host path %s, but it did not appear at %s inside the plugin: "+
-			"PX_MOUNT_ROOT (now %s, from %s) must be the host path of DATA_ROOT %s; for a managed plugin that is "+
-			"<docker root>/plugins/<plugin id>/propagated-mount", name, id, host, target, b.mountRoot, b.detected, b.cfg.DataRoot))
+		if _, err := b.rest.set(ctx, fmt.Sprintf("mounting %q (%s) at %s", name, id, st.host), id, &api.VolumeSetRequest{
+			Action: &api.VolumeStateAction{Mount: api.VolumeActionParam_VOLUME_ACTION_PARAM_ON, MountPath: st.host},
+		}); err != nil {
+			return undo(fmt.Errorf("%w (%s)", err, b.mountsHint()))
+		}
 	}
-	if host == target && isKind(v, storage.KindClone) {
-		// The OpenStorage v1 mount action takes no options; on the host
-		// the server's mount is the one Docker binds, so it is made
-		// nosuid,nodev here (see cloneKeys for the managed plugin).
-		if err := mountpoint.SetFlags(target, unix.MS_NOSUID|unix.MS_NODEV); err != nil {
-			return undo(fmt.Errorf("clone %q (%s) at %s: %w", name, id, target, err))
+	if !mountpoint.IsMountPoint(st.local) {
+		return undo(fmt.Errorf("Portworx (the OpenStorage server) reported %q (%s) mounted at host path %s, but snapvol does not see it at %s: %s",
+			name, id, st.host, st.local, b.mountsHint()))
+	}
+	// The OpenStorage v1 mount action takes no options: a clone's mount
+	// is made nosuid,nodev here. The staging mount as snapvol sees it gets
+	// the flags first, so the bind inherits them when it is made: a remount
+	// of the bind alone would not reach the copies of it that propagate
+	// out of a managed plugin to the directory Docker binds.
+	var flags uintptr
+	if isKind(v, storage.KindClone) {
+		flags = unix.MS_NOSUID | unix.MS_NODEV
+		if err := mountpoint.SetFlags(st.local, flags); err != nil {
+			return undo(fmt.Errorf("clone %q (%s) at %s: %w", name, id, st.local, err))
+		}
+	}
+	if err := mountpoint.BindMountFlags(st.local, target, flags); err != nil {
+		return undo(fmt.Errorf("%q (%s): binding %s at %s: %w", name, id, st.local, target, err))
+	}
+	return nil
+}
+
+// removeStaging removes the staging directory if nothing is mounted there
+// and it is empty.
+func (b *Backend) removeStaging(st staging) error {
+	if err := mountpoint.RemoveMountPoint(st.local); err != nil {
+		return err
+	}
+	// Directories between snapvol-<instance> and the key, if the key has
+	// several parts.
+	top := filepath.Join(b.mountDirLocal, "snapvol-"+b.cfg.Instance)
+	for d := filepath.Dir(st.local); d != top && strings.HasPrefix(d, top+"/"); d = filepath.Dir(d) {
+		if err := unix.Rmdir(d); err != nil {
+			break
 		}
 	}
 	return nil
@@ -169,13 +239,15 @@ func notMounted(err error) bool {
 	return strings.Contains(m, "not mounted") || strings.Contains(m, "not attached") || strings.Contains(m, "is detached")
 }
 
-// Unmount has the server unmount the volume from target's host path and
-// detach it once nothing else holds it, then removes the mount point if
-// it is empty. Without an id (a stray mount) only this host's mount goes;
-// the server's record of it, if any, is cleared when the object is
-// deleted (detachAll) or mounted there again.
+// Unmount unbinds target, has the server unmount the volume from its
+// staging path and detach it once nothing else holds it, then removes the
+// staging directory and the mount point if they are empty. A mount an
+// earlier snapvol had the server make at the target's host path is
+// released too. Without an id (a stray mount) only this host's mount at
+// target goes; the server's record of its mount, if any, is cleared when
+// the object is deleted (detachAll) or mounted there again.
 func (b *Backend) Unmount(ctx context.Context, id, target string) error {
-	host, err := b.hostPath(target)
+	st, err := b.staging(target)
 	if err != nil {
 		return err
 	}
@@ -185,30 +257,49 @@ func (b *Backend) Unmount(ctx context.Context, id, target string) error {
 	v, err := b.rest.inspect(ctx, id)
 	switch {
 	case errors.Is(err, storage.ErrNotFound):
-		// The volume is gone; only a stale mount point can remain here.
-		return mountpoint.Unbind(target)
+		// The volume is gone; only stale mount points can remain here.
+		if err := mountpoint.Unbind(target); err != nil {
+			return err
+		}
+		_ = b.removeStaging(st)
+		return nil
 	case err != nil:
 		return err
 	}
-	mountedThere, others := mountpoint.IsMountPoint(target), 0
+	name := volumeName(v)
+	stagingThere, others := mountpoint.IsMountPoint(st.local), 0
+	var legacy []string
 	for _, p := range v.AttachPath {
-		if filepath.Clean(p) == host {
-			mountedThere = true
-		} else {
+		switch p = filepath.Clean(p); {
+		case p == st.host:
+			stagingThere = true
+		case b.legacy(p, st.rel):
+			legacy = append(legacy, p)
+		default:
 			others++
 		}
 	}
-	if mountedThere {
-		if err := b.release(ctx, v, host, false); err != nil {
+	// An earlier version's mount at the target's host path: the server
+	// unmounts it, and with it what the target shows of it.
+	for _, p := range legacy {
+		if err := b.release(ctx, v, p, false); err != nil {
 			return err
 		}
 	}
-	if mountpoint.IsMountPoint(target) {
+	if err := mountpoint.Unbind(target); err != nil {
+		return fmt.Errorf("%q (%s): %w", name, id, err)
+	}
+	if stagingThere {
+		if err := b.release(ctx, v, st.host, false); err != nil {
+			return err
+		}
+	}
+	if mountpoint.IsMountPoint(st.local) {
 		// The server does not know this mount (it lost track of it): the
-		// mount point is ours, below DATA_ROOT, so it goes here; a detach
-		// with it in place would fail or pull the device from under it.
-		if err := mountpoint.Unbind(target); err != nil {
-			return fmt.Errorf("%q (%s): the OpenStorage server left %s mounted and it could not be unmounted here: %w", volumeName(v), id, target, err)
+		// staging path is ours, so it goes here; a detach with it in
+		// place would fail or pull the device from under it.
+		if err := mountpoint.Unbind(st.local); err != nil {
+			return fmt.Errorf("%q (%s): the OpenStorage server left %s mounted and it could not be unmounted here: %w", name, id, st.local, err)
 		}
 	}
 	if others == 0 && attached(v) {
@@ -216,8 +307,11 @@ func (b *Backend) Unmount(ctx context.Context, id, target string) error {
 			return err
 		}
 	}
+	if err := b.removeStaging(st); err != nil {
+		return fmt.Errorf("%q (%s): %w", name, id, err)
+	}
 	if err := mountpoint.RemoveMountPoint(target); err != nil {
-		return fmt.Errorf("%q (%s): %w", volumeName(v), id, err)
+		return fmt.Errorf("%q (%s): %w", name, id, err)
 	}
 	return nil
 }

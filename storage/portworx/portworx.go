@@ -3,7 +3,8 @@
 // name; @latest and @NAME come from its snapshots (SnapEnumerate), @now is
 // a read-only snapshot; a clone is a writable snapshot of a snapshot
 // (Snapshot(id, readonly=false, locator)), attached and mounted by the
-// server on this host at a path under DATA_ROOT.
+// server on this host under PX_MOUNT_DIR and bound by snapvol at a path
+// under DATA_ROOT.
 package portworx
 
 import (
@@ -36,11 +37,15 @@ type Config struct {
 	// DataRoot is DATA_ROOT as this process sees it: every mount target
 	// is below it.
 	DataRoot string
-	// MountRoot is the host path of DataRoot (PX_MOUNT_ROOT), where the
-	// server, which mounts in the host's mount namespace, is told to mount.
-	// Empty: detected (see DetectMountRoot), which is DataRoot itself when
-	// snapvol runs on the host.
-	MountRoot string
+	// MountDir is PX_MOUNT_DIR, the host directory the server is told to
+	// mount volumes under (at MountDir/snapvol-<Instance>/..., see
+	// mount.go): one Portworx mounts into and shares with the host, as its
+	// own Docker plugin's /var/lib/osd/mounts. Empty: DefaultMountDir.
+	MountDir string
+	// MountDirLocal is where this process sees MountDir: ManagedMountDir,
+	// the pxmounts mount, in the managed plugin. Empty: MountDir (snapvol
+	// on the host).
+	MountDirLocal string
 	// Instance identifies this plugin's database among all snapvol
 	// instances sharing the cluster (see InstanceID).
 	Instance string
@@ -54,11 +59,11 @@ type Config struct {
 
 // Backend is the OpenStorage implementation of storage.Backend.
 type Backend struct {
-	cfg       Config
-	rest      *rest
-	mountRoot string
-	detected  string // how mountRoot was found, for messages
-	host      string
+	cfg           Config
+	rest          *rest
+	mountDir      string // cleaned Config.MountDir
+	mountDirLocal string // cleaned Config.MountDirLocal
+	host          string
 }
 
 var _ storage.Backend = (*Backend)(nil)
@@ -77,6 +82,18 @@ func Open(cfg Config) (*Backend, error) {
 	if !filepath.IsAbs(cfg.DataRoot) {
 		return nil, fmt.Errorf("DATA_ROOT=%q must be an absolute path", cfg.DataRoot)
 	}
+	if cfg.MountDir == "" {
+		cfg.MountDir = defaultMountDir
+	}
+	if cfg.MountDirLocal == "" {
+		cfg.MountDirLocal = cfg.MountDir
+	}
+	if !filepath.IsAbs(cfg.MountDir) {
+		return nil, fmt.Errorf("PX_MOUNT_DIR=%q must be an absolute host path", cfg.MountDir)
+	}
+	if !filepath.IsAbs(cfg.MountDirLocal) {
+		return nil, fmt.Errorf("portworx backend: MountDirLocal=%q must be an absolute path", cfg.MountDirLocal)
+	}
 	if cfg.CallTimeout <= 0 {
 		cfg.CallTimeout = 10 * time.Second
 	}
@@ -89,21 +106,13 @@ func Open(cfg Config) (*Backend, error) {
 	}
 	b := &Backend{cfg: cfg, rest: r}
 	b.host, _ = os.Hostname()
-	switch {
-	case cfg.MountRoot != "":
-		if !filepath.IsAbs(cfg.MountRoot) {
-			return nil, fmt.Errorf("PX_MOUNT_ROOT=%q must be an absolute host path", cfg.MountRoot)
-		}
-		b.mountRoot, b.detected = filepath.Clean(cfg.MountRoot), "PX_MOUNT_ROOT"
-	default:
-		b.mountRoot, b.detected = DetectMountRoot(cfg.DataRoot)
-	}
+	b.mountDir, b.mountDirLocal = filepath.Clean(cfg.MountDir), filepath.Clean(cfg.MountDirLocal)
 	return b, nil
 }
 
-// MountRoot is the host path the server is told to mount under, and how
-// it was chosen.
-func (b *Backend) MountRoot() (path, how string) { return b.mountRoot, b.detected }
+// MountDirs are the host directory the server is told to mount under
+// (PX_MOUNT_DIR) and where this process sees it.
+func (b *Backend) MountDirs() (host, local string) { return b.mountDir, b.mountDirLocal }
 
 // Ping checks that the server answers, speaks API v1 and accepts PX_TOKEN.
 func (b *Backend) Ping(ctx context.Context) error {
@@ -162,10 +171,10 @@ var volumeKeys = map[string]bool{
 //     (pool alerts, thin-provisioning limits) governs that, outside
 //     snapvol.
 //   - The v1 mount action carries a path only, no mount options: a clone
-//     cannot be asked to be mounted nosuid,nodev. When snapvol runs on
-//     the host, Mount remounts the server's mount of a clone with them;
-//     a managed plugin cannot (Docker binds the host's mount, which
-//     the server made in the host's namespace).
+//     cannot be asked to be mounted nosuid,nodev. The server mounts it at
+//     a staging path under PX_MOUNT_DIR and snapvol binds that onto the
+//     path Docker is given, nosuid,nodev, whether snapvol runs on the
+//     host or as a managed plugin (see mount.go).
 var cloneKeys = map[string]bool{
 	api.SpecHaLevel: true, api.SpecPriority: true, api.SpecPriorityAlias: true,
 	api.SpecIoProfile: true, api.SpecLabels: true, api.SpecSnapshotInterval: true,

@@ -13,8 +13,6 @@ import (
 	"github.com/libopenstorage/openstorage/api"
 	"golang.org/x/sys/unix"
 
-	"github.com/snapvol/snapvol/internal/roottest"
-	"github.com/snapvol/snapvol/mountpoint"
 	"github.com/snapvol/snapvol/storage"
 	"github.com/snapvol/snapvol/storage/portworx"
 	"github.com/snapvol/snapvol/test/osdserver"
@@ -514,107 +512,6 @@ func TestUnixSocketEndpoint(t *testing.T) {
 	}
 }
 
-// TestManagedPluginPaths plays the managed-plugin layout in one mount
-// namespace: Docker's host directory <root>/plugins/<id>/propagated-mount
-// is shared and bound at the plugin's DATA_ROOT. The backend must detect
-// the host directory, have the server mount there, and see the mount at
-// its own target; Docker would hand the host path to the container.
-func TestManagedPluginPaths(t *testing.T) {
-	roottest.Require(t, "bind mounts and mount propagation")
-	base := t.TempDir()
-	host := filepath.Join(base, "docker", "plugins", strings.Repeat("ab", 32), "propagated-mount")
-	dataRoot := filepath.Join(base, "docker", "plugins", strings.Repeat("ab", 32), "rootfs", "mnt", "snapvol")
-	for _, d := range []string{host, dataRoot} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	mustMount(t, host, host, unix.MS_BIND)
-	mustMount(t, "", host, unix.MS_SHARED)
-	mustMount(t, host, dataRoot, unix.MS_BIND|unix.MS_REC)
-	t.Cleanup(func() {
-		unix.Unmount(dataRoot, unix.MNT_DETACH)
-		unix.Unmount(host, unix.MNT_DETACH)
-	})
-
-	got, how := portworx.DetectMountRoot(dataRoot)
-	if !strings.HasSuffix(got, "/plugins/"+strings.Repeat("ab", 32)+"/propagated-mount") || !strings.Contains(how, "managed") {
-		t.Fatalf("DetectMountRoot = %q (%s)", got, how)
-	}
-	mountRoot := host
-	if got != host {
-		// The temporary directory is not on the root filesystem here, so
-		// mountinfo's root is relative to it: the case PX_MOUNT_ROOT is for.
-		t.Logf("detected %s, not %s: using PX_MOUNT_ROOT", got, host)
-	}
-	e := newEnv(t, osdserver.Config{}, func(c *portworx.Config) { c.DataRoot, c.MountRoot = dataRoot, mountRoot })
-	c := ctx(t)
-	src := e.production()
-	_, clone := e.snapClone(src, "v")
-	target := filepath.Join(dataRoot, "v-1234")
-	if err := e.b.Mount(c, clone.ID, target); err != nil {
-		t.Fatalf("mount: %v", err)
-	}
-	cv, _ := e.srv.ByName(clone.Name)
-	if len(cv.AttachPath) != 1 || cv.AttachPath[0] != filepath.Join(host, "v-1234") {
-		t.Fatalf("server mounted at %v; want the host path %s", cv.AttachPath, filepath.Join(host, "v-1234"))
-	}
-	// What Docker binds into the container (Plugin.ScopedPath).
-	if got := readFile(t, filepath.Join(host, "v-1234", "guestbook/0001.txt")); got != "Alice: lovely site!\n" {
-		t.Fatalf("host path reads %q", got)
-	}
-	if err := e.b.Unmount(c, clone.ID, target); err != nil {
-		t.Fatal(err)
-	}
-	if mountpoint.IsMountPoint(filepath.Join(host, "v-1234")) || mountpoint.IsMountPoint(target) {
-		t.Fatalf("still mounted after Unmount")
-	}
-}
-
-// TestWrongMountRootFailsLoudly: when the server's mount does not show up
-// at the target, Mount fails saying what to set, and undoes the mount.
-func TestWrongMountRootFailsLoudly(t *testing.T) {
-	elsewhere := t.TempDir()
-	e := newEnv(t, osdserver.Config{}, func(c *portworx.Config) { c.MountRoot = elsewhere })
-	c := ctx(t)
-	id, err := e.srv.Create(&api.VolumeLocator{Name: "p"}, nil, &api.VolumeSpec{Size: 1 << 30, HaLevel: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	snap, _ := e.srv.Snapshot(id, true, &api.VolumeLocator{Name: "s"})
-	src, _ := e.b.Volume(c, "p")
-	s, _ := e.b.SnapshotByName(c, src, "s")
-	if s.ID != snap {
-		t.Fatal("snapshot lookup")
-	}
-	clone, err := e.b.Clone(c, s, map[string]string{storage.LabelOwner: "1", storage.LabelVolume: "v", storage.LabelSource: "p"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The host path must exist for the server to mount there.
-	if err := os.MkdirAll(filepath.Join(elsewhere, "t"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	err = e.b.Mount(c, clone.ID, filepath.Join(e.dataRoot, "t"))
-	if err == nil || !strings.Contains(err.Error(), "PX_MOUNT_ROOT") {
-		t.Fatalf("Mount with a wrong PX_MOUNT_ROOT = %v; want an error naming PX_MOUNT_ROOT", err)
-	}
-	cv, _ := e.srv.ByName(clone.Name)
-	if len(cv.AttachPath) != 0 || cv.State == api.VolumeState_VOLUME_STATE_ATTACHED {
-		t.Fatalf("failed Mount left the clone mounted or attached: %+v", cv)
-	}
-	if err := e.b.Mount(c, clone.ID, "/etc/snapvol-x"); err == nil || !strings.Contains(err.Error(), "DATA_ROOT") {
-		t.Fatalf("Mount outside DATA_ROOT = %v", err)
-	}
-}
-
-func mustMount(t *testing.T, src, dst string, flags uintptr) {
-	t.Helper()
-	if err := unix.Mount(src, dst, "", flags, ""); err != nil {
-		t.Fatalf("mount %s at %s (flags %#x): %v", src, dst, flags, err)
-	}
-}
-
 func TestInstanceID(t *testing.T) {
 	dir := t.TempDir()
 	a, err := portworx.InstanceID(dir)
@@ -630,46 +527,6 @@ func TestInstanceID(t *testing.T) {
 	}
 	if _, err := portworx.InstanceID(dir); err == nil {
 		t.Fatalf("a corrupt instance file was accepted")
-	}
-}
-
-// TestMountsTheServerLostTrackOf: a mount gone behind the server's back
-// (a reboot) is made again, and a mount the server forgot is undone.
-func TestMountsTheServerLostTrackOf(t *testing.T) {
-	e := newEnv(t, osdserver.Config{}, nil)
-	c := ctx(t)
-	src := e.production()
-	mp := filepath.Join(e.dataRoot, "p")
-	if err := e.b.Mount(c, src.ID, mp); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Unmount(mp, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.b.Mount(c, src.ID, mp); err != nil {
-		t.Fatalf("mount again after the mount vanished: %v", err)
-	}
-	if got := readFile(t, filepath.Join(mp, "guestbook/0001.txt")); got != "Alice: lovely site!\n" {
-		t.Fatalf("remounted volume reads %q", got)
-	}
-	// The server forgets: its record of the mount is cleared, the mount stays.
-	if err := unix.Mount(mp, mp, "", unix.MS_BIND, ""); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.srv.Unmount(src.ID, mp); err != nil {
-		t.Fatal(err)
-	}
-	if !e.b.Mounted(mp) {
-		t.Fatal("setup: nothing mounted")
-	}
-	if err := e.b.Unmount(c, src.ID, mp); err != nil {
-		t.Fatalf("unmount of a mount the server forgot: %v", err)
-	}
-	if e.b.Mounted(mp) {
-		t.Fatalf("%s still mounted", mp)
-	}
-	if v, _ := e.srv.ByName("app-production"); v.State == api.VolumeState_VOLUME_STATE_ATTACHED {
-		t.Errorf("still attached")
 	}
 }
 
