@@ -66,7 +66,7 @@ test: deps vet build
 	$(MAKE) fuzz FUZZTIME=10s
 
 FUZZTIME ?= 2m
-FUZZ_TARGETS := ./driver/names:FuzzParse ./driver/names:FuzzWithOptions ./driver:FuzzHandlers ./plugin:FuzzParseSize ./driver/sources:FuzzParse
+FUZZ_TARGETS := ./driver/names:FuzzParse ./driver/names:FuzzWithOptions ./driver:FuzzHandlers ./plugin:FuzzParseSize ./driver/sources:FuzzParse ./storage/portworx:FuzzClassify
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		echo "fuzz $${t#*:} for $(FUZZTIME)"; \

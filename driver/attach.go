@@ -121,7 +121,20 @@ func (d *Driver) makeClone(ctx context.Context, r *store.Record, key, target str
 	}
 	if target != "" {
 		step(ctx, "mounting clone %s at %s", a.Object, a.Target)
-		if err := d.b.Mount(ctx, a.Object, a.Target); err != nil {
+		if err := d.b.Mount(ctx, a.Object, a.Target); errors.Is(err, storage.ErrInProgress) {
+			// The storage is still attaching and mounting it (a large
+			// Portworx volume) and carries on: the clone is recorded,
+			// unmounted, so Docker's retry mounts it where the first
+			// attempt got to instead of starting over. If no retry comes
+			// it is reaped as any idle clone.
+			r.SetAttachment(key, a)
+			if perr := d.st.Put(r); perr != nil {
+				delete(r.Attachments, key)
+				d.undoClone(ctx, r.Name, a)
+				return nil, perr
+			}
+			return nil, fmt.Errorf("volume %q: mounting clone: %w", r.Name, err)
+		} else if err != nil {
 			d.undoClone(ctx, r.Name, a)
 			return nil, fmt.Errorf("volume %q: mounting clone: %w", r.Name, err)
 		}

@@ -35,6 +35,12 @@ type Config struct {
 	// OpTimeout bounds the backend calls of one request together, well
 	// inside Docker's 30 s.
 	OpTimeout time.Duration
+	// MountTimeout bounds Create and Mount, which make and mount clones
+	// (0: OpTimeout). Docker gives a legacy socket plugin 2 minutes for
+	// those two (moby's volume plugin proxy, longTimeout) and a managed
+	// plugin 30 s; a backend whose work outlives it carries on and
+	// answers storage.ErrInProgress, and the next request picks it up.
+	MountTimeout time.Duration
 	// SlowAfter is how long a request runs before its progress is logged
 	// (and again every SlowAfter); 0 means 2 s.
 	SlowAfter time.Duration
@@ -106,6 +112,14 @@ func (d *Driver) now() time.Time { return d.cfg.Now().UTC() }
 
 func (d *Driver) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d.cfg.OpTimeout)
+}
+
+// budget is how long request op may take.
+func (d *Driver) budget(op string) time.Duration {
+	if (op == "create" || op == "mount") && d.cfg.MountTimeout > 0 {
+		return d.cfg.MountTimeout
+	}
+	return d.cfg.OpTimeout
 }
 
 // op tracks one Docker request: the returned func logs one line with the

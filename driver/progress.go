@@ -55,7 +55,7 @@ type slowWatch struct {
 // Drain accounting (op), and its progress report if it runs long. The
 // returned func ends all three.
 func (d *Driver) begin(op, name string, err *error) (context.Context, func()) {
-	ctx, cancel := d.ctx()
+	ctx, cancel := context.WithTimeout(context.Background(), d.budget(op))
 	ctx, log := d.withRequest(ctx, op, name)
 	end := d.op(log, op, name, err)
 	p := &progress{format: "starting", since: time.Now()}

@@ -105,11 +105,17 @@ func openBackend(s Settings, st *store.Store, log *logrus.Logger) (storage.Backe
 		host, seen := b.MountDirs()
 		log.WithFields(logrus.Fields{"endpoint": s.PXEndpoint, "driver": s.PXDriver, "instance": id, "mount_dir": host, "mount_dir_local": seen}).Info("portworx backend")
 		// A server that is down must not keep the plugin from serving Get
-		// and List from its index, so this only reports.
+		// and List from its index, so that only reports. A server that
+		// answers but is not OpenStorage's REST API, or refuses PX_TOKEN,
+		// is a setting to fix: the plugin does not start on it (and so
+		// never reports ready), since every clone would fail.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := b.Ping(ctx); err != nil {
+		if err := b.Ping(ctx); errors.Is(err, storage.ErrUnavailable) {
 			log.WithError(err).Warn("portworx: the OpenStorage server does not answer yet; clones cannot be made until it does")
+		} else if err != nil {
+			b.Close()
+			return nil, fmt.Errorf("portworx: PX_ENDPOINT=%s cannot be used: %w", s.PXEndpoint, err)
 		}
 		return b, nil
 	default:
@@ -206,6 +212,7 @@ func run(log *logrus.Logger) error {
 	d := driver.New(driver.Config{
 		Backend: b, Store: st, DataRoot: s.DataRoot, LatestMaxAge: s.LatestMaxAge, IdleTTL: s.IdleTTL,
 		Sources: s.Sources, Claim: s.Claim, Log: log, Failpoint: failpoint(log, &serving), Observer: m,
+		MountTimeout: mountTimeout(),
 	})
 	start := time.Now()
 	rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -349,4 +356,15 @@ func failpoint(log *logrus.Logger, serving *atomic.Bool) func(string) {
 			select {}
 		}
 	}
+}
+
+// mountTimeout is the budget of Create and Mount: Docker waits 2 minutes
+// for those on a legacy socket plugin (moby volume/drivers proxy,
+// longTimeout) and 30 s on a managed plugin, whose requests go through
+// the plugin client's default timeout; each keeps a margin for the answer.
+func mountTimeout() time.Duration {
+	if managed() {
+		return 25 * time.Second
+	}
+	return 110 * time.Second
 }

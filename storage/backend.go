@@ -38,6 +38,11 @@ var (
 	// it and that snapvol may not delete (a snapshot someone else took of a
 	// volume, a clone of a snapshot). Retrying after that is gone works.
 	ErrBusy = errors.New("in use by objects that depend on it")
+	// ErrInProgress: the storage is still doing what was asked when the
+	// request's time ran out, and carries on; asking again for the same
+	// thing picks up its result instead of starting over (Portworx
+	// attaching a large volume).
+	ErrInProgress = errors.New("still in progress")
 )
 
 // Object is one backend object.

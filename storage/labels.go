@@ -23,6 +23,11 @@ const (
 	LabelInstance = "snapvol.instance"
 	// LabelHost is the hostname, for people reading pxctl output.
 	LabelHost = "snapvol.host"
+	// LabelName is the name the backend gave the object, where objects
+	// inherit their parent's labels (OpenStorage: a clone carries its
+	// snapshot's, a snapshot Portworx takes carries its volume's): labels
+	// naming another object describe that one, not this.
+	LabelName = "snapvol.name"
 	// LabelCreated marks a regular volume the plugin created (an explicit
 	// docker volume create of a plain name): only those may be deleted.
 	// Kept beside LabelKind because objects made before LabelKind have it.

@@ -101,7 +101,15 @@ func (b *Backend) legacy(p, rel string) bool {
 
 // Mount has the server attach the volume to this host and mount it at its
 // staging path, checks snapvol sees that mount, and binds it onto target.
+// That runs as work that may outlive ctx (work.go): a large volume's
+// attach can take longer than Docker waits.
 func (b *Backend) Mount(ctx context.Context, id, target string) error {
+	return b.work(ctx, "mount\x00"+id+"\x00"+target, id, fmt.Sprintf("mounting %s at %s", id, target), func(ctx context.Context) error {
+		return b.mount(ctx, id, target)
+	})
+}
+
+func (b *Backend) mount(ctx context.Context, id, target string) error {
 	st, err := b.staging(target)
 	if err != nil {
 		return err
@@ -253,6 +261,10 @@ func (b *Backend) Unmount(ctx context.Context, id, target string) error {
 	}
 	if id == "" {
 		return mountpoint.Unbind(target)
+	}
+	// A mount still being made is superseded.
+	if err := b.stopWork(ctx, id); err != nil {
+		return err
 	}
 	v, err := b.rest.inspect(ctx, id)
 	switch {

@@ -15,8 +15,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/libopenstorage/openstorage/api"
@@ -50,11 +52,15 @@ type Config struct {
 	// instances sharing the cluster (see InstanceID).
 	Instance string
 
-	// CallTimeout bounds each REST call (default 10s), DialTimeout each
-	// connection attempt (default 3s): a stopped or hung server turns into
-	// ErrUnavailable well inside Docker's 30 s.
+	// CallTimeout bounds each question to the server (inspect, list;
+	// default 10s), DialTimeout each connection attempt (default 3s): a
+	// stopped or hung server turns into ErrUnavailable well inside
+	// Docker's 30 s. Work the server does (clone, attach, mount …) is
+	// bounded by the request instead, and attaching and mounting by
+	// WorkTimeout (default 10m), past the request if need be (work.go).
 	CallTimeout time.Duration
 	DialTimeout time.Duration
+	WorkTimeout time.Duration
 }
 
 // Backend is the OpenStorage implementation of storage.Backend.
@@ -64,6 +70,13 @@ type Backend struct {
 	mountDir      string // cleaned Config.MountDir
 	mountDirLocal string // cleaned Config.MountDirLocal
 	host          string
+
+	// cloning are the clones being made and labelled now; rescan asks
+	// the next Owned to look for clones left without labels (at start,
+	// and after a clone that could be neither labelled nor deleted).
+	cloning nameSet
+	rescan  atomic.Bool
+	jobs    jobs // work that outlives a request (work.go)
 }
 
 var _ storage.Backend = (*Backend)(nil)
@@ -100,11 +113,15 @@ func Open(cfg Config) (*Backend, error) {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 3 * time.Second
 	}
+	if cfg.WorkTimeout <= 0 {
+		cfg.WorkTimeout = 10 * time.Minute
+	}
 	r, err := newREST(cfg.Endpoint, cfg.Driver, cfg.Token, cfg.CallTimeout, cfg.DialTimeout)
 	if err != nil {
 		return nil, err
 	}
 	b := &Backend{cfg: cfg, rest: r}
+	b.rescan.Store(true)
 	b.host, _ = os.Hostname()
 	b.mountDir, b.mountDirLocal = filepath.Clean(cfg.MountDir), filepath.Clean(cfg.MountDirLocal)
 	return b, nil
@@ -114,18 +131,26 @@ func Open(cfg Config) (*Backend, error) {
 // (PX_MOUNT_DIR) and where this process sees it.
 func (b *Backend) MountDirs() (host, local string) { return b.mountDir, b.mountDirLocal }
 
-// Ping checks that the server answers, speaks API v1 and accepts PX_TOKEN.
+// Ping checks that PX_ENDPOINT is an OpenStorage REST v1 API that
+// answers and accepts PX_TOKEN. The versions route needs no token on any
+// OpenStorage server, so the token is checked with a call that does (a
+// listing of this instance's objects: every volume call goes through the
+// server's authentication). A server that is down is ErrUnavailable; a
+// wrong endpoint ErrEndpoint and a refused token storage.ErrDenied, which
+// are settings to fix, not outages to wait out.
 func (b *Backend) Ping(ctx context.Context) error {
 	vs, err := b.rest.versions(ctx)
 	if err != nil {
 		return err
 	}
-	for _, v := range vs {
-		if v == apiVersion {
-			return nil
-		}
+	if !slices.Contains(vs, apiVersion) {
+		return fmt.Errorf("%w: the server at PX_ENDPOINT=%s speaks API versions %v, not %s", ErrEndpoint, b.cfg.Endpoint, vs, apiVersion)
 	}
-	return fmt.Errorf("the OpenStorage server at %s speaks API versions %v, not %s", b.cfg.Endpoint, vs, apiVersion)
+	sel := map[string]string{storage.LabelInstance: b.cfg.Instance}
+	if _, err := b.rest.enumerate(ctx, "checking PX_TOKEN with a listing of snapvol's volumes", &api.VolumeLocator{VolumeLabels: sel}, nil); err != nil {
+		return err
+	}
+	return nil
 }
 
 // Scope is local. The data lives in a cluster, but the Docker volume does
@@ -209,7 +234,20 @@ func volumeSpec(opts map[string]string) (*api.VolumeSpec, *api.VolumeLocator, er
 	if src.Parent != "" {
 		return nil, nil, errors.New("option parent is not allowed; clone with NAME@REF or -o from=")
 	}
+	if err := checkHaLevel(opts, sp); err != nil {
+		return nil, nil, err
+	}
 	return sp, loc, nil
+}
+
+// checkHaLevel refuses a replica count Portworx does not have: it keeps
+// 1 to 3 replicas, and an OpenStorage server may ignore any other value
+// (the fake driver's Set does) rather than refuse it.
+func checkHaLevel(opts map[string]string, sp *api.VolumeSpec) error {
+	if _, ok := opts[api.SpecHaLevel]; ok && (sp.HaLevel < 1 || sp.HaLevel > 3) {
+		return fmt.Errorf("option %s=%s: the HA level must be 1, 2 or 3", api.SpecHaLevel, opts[api.SpecHaLevel])
+	}
+	return nil
 }
 
 // cloneSpec parses the options of a clone: only keys that can change on
@@ -230,6 +268,9 @@ func cloneSpec(opts map[string]string) (*api.VolumeSpec, error) {
 	if err := checkUserLabels(loc.VolumeLabels); err != nil {
 		return nil, err
 	}
+	if err := checkHaLevel(opts, sp); err != nil {
+		return nil, err
+	}
 	return sp, nil
 }
 
@@ -245,9 +286,31 @@ func (b *Backend) ours(labels map[string]string) bool {
 	return ok && labels[storage.LabelInstance] == b.cfg.Instance
 }
 
+// ownLabels are v's labels if they are its own. OpenStorage objects
+// inherit labels: a clone carries its snapshot's (the REST snapshot
+// handler drops the ones asked for and the server copies the parent's),
+// and a snapshot Portworx or pxctl takes of a snapvol volume carries the
+// volume's. Labels naming another object (storage.LabelName), and a
+// volume's labels on an object that has a parent, describe the parent:
+// the object is not what they say, and not snapvol's. Objects labelled
+// before LabelName have none and are taken at their word.
+func ownLabels(v *api.Volume) map[string]string {
+	l := locatorLabels(v)
+	if n := l[storage.LabelName]; n != "" && n != volumeName(v) {
+		return nil
+	}
+	if k, ok := storage.KindOf(l); ok && k == storage.KindVolume && parentOf(v) != "" {
+		return nil
+	}
+	return l
+}
+
+// mine says whether this instance made v.
+func (b *Backend) mine(v *api.Volume) bool { return b.ours(ownLabels(v)) }
+
 // kindOf classifies what any snapvol instance made, so one host never
 // takes another's clone for a source or a snapshot.
-func kindOf(v *api.Volume) (storage.Kind, bool) { return storage.KindOf(locatorLabels(v)) }
+func kindOf(v *api.Volume) (storage.Kind, bool) { return storage.KindOf(ownLabels(v)) }
 
 func isKind(v *api.Volume, k storage.Kind) bool {
 	got, ok := kindOf(v)
@@ -295,7 +358,7 @@ func copyLabels(l map[string]string) map[string]string {
 func (b *Backend) object(v *api.Volume, kind storage.Kind) storage.Object {
 	o := storage.Object{
 		ID: v.Id, Identity: v.Id, Name: volumeName(v), Kind: kind,
-		Created: created(v), Labels: copyLabels(locatorLabels(v)),
+		Created: created(v), Labels: objectLabels(ownLabels(v)),
 	}
 	switch kind {
 	case storage.KindSnapshot:
@@ -304,6 +367,19 @@ func (b *Backend) object(v *api.Volume, kind storage.Kind) storage.Object {
 		o.Parent = parentOf(v)
 	}
 	return o
+}
+
+// objectLabels are the labels the driver sees: LabelName is the
+// backend's own, and an empty value is a label blanked out (see
+// finishClone).
+func objectLabels(l map[string]string) map[string]string {
+	out := make(map[string]string, len(l))
+	for k, v := range l {
+		if v != "" && k != storage.LabelName {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // identity is o's Identity, which is its ID here when the caller has only
@@ -315,10 +391,12 @@ func identity(o storage.Object) string {
 	return o.ID
 }
 
-// labels adds this instance's labels to the driver's.
-func (b *Backend) labels(l map[string]string) map[string]string {
+// labels adds this instance's labels, and the name of the object they go
+// on, to the driver's.
+func (b *Backend) labels(l map[string]string, name string) map[string]string {
 	out := copyLabels(l)
 	out[storage.LabelInstance] = b.cfg.Instance
+	out[storage.LabelName] = name
 	if b.host != "" {
 		out[storage.LabelHost] = b.host
 	}
@@ -346,7 +424,13 @@ func (b *Backend) find(ctx context.Context, name string) (*api.Volume, error) {
 	}
 	switch len(match) {
 	case 0:
-		return nil, fmt.Errorf("volume %q: %w on the OpenStorage server at %s (driver %s)", name, storage.ErrNotFound, b.cfg.Endpoint, b.cfg.Driver)
+		hint := ""
+		if b.cfg.Token == "" {
+			// With security on, a request without a token is a guest's,
+			// and a guest's listings leave private volumes out.
+			hint = "; PX_TOKEN is not set: on a cluster with security enabled snapvol is then a guest and sees only public volumes"
+		}
+		return nil, fmt.Errorf("volume %q: %w on the OpenStorage server at %s (driver %s)%s", name, storage.ErrNotFound, b.cfg.Endpoint, b.cfg.Driver, hint)
 	case 1:
 		return match[0], nil
 	}
@@ -386,7 +470,7 @@ func (b *Backend) CreateVolume(ctx context.Context, name string, opts map[string
 		sp.Size = DefaultSize
 	}
 	loc.Name = name
-	for k, v := range b.labels(storage.VolumeLabels()) {
+	for k, v := range b.labels(storage.VolumeLabels(), name) {
 		loc.VolumeLabels[k] = v
 	}
 	what := fmt.Sprintf("creating volume %q", name)
@@ -404,7 +488,7 @@ func (b *Backend) CreateVolume(ctx context.Context, name string, opts map[string
 // createdByUs: volumes made before LabelKind carry LabelCreated, which
 // KindOf reads as a volume too.
 func (b *Backend) createdByUs(v *api.Volume) bool {
-	return isKind(v, storage.KindVolume) && b.ours(locatorLabels(v))
+	return isKind(v, storage.KindVolume) && b.mine(v)
 }
 
 func checkUserLabels(l map[string]string) error {
@@ -473,7 +557,7 @@ func (b *Backend) children(ctx context.Context, source storage.Object) ([]*api.V
 		if v == nil || seen[v.Id] || parentOf(v) == "" || isKind(v, storage.KindClone) {
 			continue
 		}
-		l := locatorLabels(v)
+		l := ownLabels(v)
 		if parentOf(v) != source.ID && l[storage.LabelSourceID] == "" {
 			continue
 		}
@@ -533,19 +617,45 @@ func snapName() string {
 }
 
 func (b *Backend) Snapshot(ctx context.Context, source storage.Object, labels map[string]string) (storage.Object, error) {
-	loc := &api.VolumeLocator{Name: snapName(), VolumeLabels: b.labels(storage.WithSourceID(labels, identity(source)))}
+	name := snapName()
+	loc := &api.VolumeLocator{Name: name, VolumeLabels: b.labels(storage.WithSourceID(labels, identity(source)), name)}
 	what := fmt.Sprintf("taking a snapshot of %q", source.Name)
 	id, err := b.rest.snapshot(ctx, what, &api.SnapCreateRequest{Id: source.ID, Readonly: true, Locator: loc})
 	if err != nil {
-		return storage.Object{}, err
+		return storage.Object{}, b.explainSnapshotLimit(ctx, source, err)
 	}
 	// The server's ctime is read back by later listings; until then the
 	// snapshot is as old as this call.
 	return storage.Object{
 		ID: id, Identity: id, Name: loc.Name, Kind: storage.KindSnapshot,
 		Parent:  storage.SnapshotParent(loc.VolumeLabels, source.ID),
-		Created: time.Now().UTC(), Labels: copyLabels(loc.VolumeLabels),
+		Created: time.Now().UTC(), Labels: objectLabels(loc.VolumeLabels),
 	}, nil
+}
+
+// snapshotLimit is Portworx's: "There is an implementation limit of 64
+// snapshots per volume" (docs.portworx.com, reference/cli/snapshots).
+const snapshotLimit = 64
+
+// explainSnapshotLimit adds, to a refused snapshot of a source that holds
+// Portworx's limit of snapshots, what they are and what to do: Portworx's
+// own words for it are not documented, so the count is what tells.
+func (b *Backend) explainSnapshotLimit(ctx context.Context, source storage.Object, err error) error {
+	if errors.Is(err, storage.ErrUnavailable) || errors.Is(err, storage.ErrDenied) || errors.Is(err, storage.ErrNotFound) {
+		return err
+	}
+	vols, lerr := b.rest.snapEnumerate(ctx, "counting snapshots", []string{source.ID}, nil)
+	if lerr != nil || len(vols) < snapshotLimit {
+		return err
+	}
+	mine := 0
+	for _, v := range vols {
+		if b.mine(v) {
+			mine++
+		}
+	}
+	return fmt.Errorf("%w: volume %q has %d snapshots and clones (%d of them snapvol's), and Portworx allows %d per volume: remove named or scheduled snapshots (snapvol snapshot ls/rm, schedule --keep), clones no longer needed (docker volume rm), or snapshots Portworx's own schedules keep",
+		err, source.Name, len(vols), mine, snapshotLimit)
 }
 
 // SnapshotOf takes a read-only snapshot of the clone (an OpenStorage
@@ -558,7 +668,7 @@ func (b *Backend) SnapshotOf(ctx context.Context, clone, source storage.Object, 
 	if err != nil {
 		return storage.Object{}, fmt.Errorf("snapshot of clone %q: %w", clone.Name, err)
 	}
-	if !isKind(cv, storage.KindClone) || !b.ours(locatorLabels(cv)) {
+	if !isKind(cv, storage.KindClone) || !b.mine(cv) {
 		return storage.Object{}, fmt.Errorf("snapshot of %q (%s): not a clone this snapvol made", volumeName(cv), cv.Id)
 	}
 	sv, err := b.rest.inspect(ctx, source.ID)
@@ -568,7 +678,8 @@ func (b *Backend) SnapshotOf(ctx context.Context, clone, source storage.Object, 
 	if source.Identity != "" && sv.Id != source.Identity {
 		return storage.Object{}, fmt.Errorf("snapshot of clone %q: volume %q is not %s: %w", clone.Name, source.Name, source.Identity, storage.ErrNotFound)
 	}
-	loc := &api.VolumeLocator{Name: snapName(), VolumeLabels: b.labels(storage.WithSourceID(labels, sv.Id))}
+	name := snapName()
+	loc := &api.VolumeLocator{Name: name, VolumeLabels: b.labels(storage.WithSourceID(labels, sv.Id), name)}
 	what := fmt.Sprintf("taking a snapshot of clone %q for %q", clone.Name, source.Name)
 	id, err := b.rest.snapshot(ctx, what, &api.SnapCreateRequest{Id: cv.Id, Readonly: true, Locator: loc})
 	if err != nil {
@@ -577,44 +688,8 @@ func (b *Backend) SnapshotOf(ctx context.Context, clone, source storage.Object, 
 	return storage.Object{
 		ID: id, Identity: id, Name: loc.Name, Kind: storage.KindSnapshot,
 		Parent:  storage.SnapshotParent(loc.VolumeLabels, cv.Id),
-		Created: time.Now().UTC(), Labels: copyLabels(loc.VolumeLabels),
+		Created: time.Now().UTC(), Labels: objectLabels(loc.VolumeLabels),
 	}, nil
-}
-
-// Clone makes a writable snapshot of snap. Spec options are applied with
-// a volume update right after, since a snapshot request carries no spec;
-// if that fails the clone is deleted, so nothing half made remains.
-func (b *Backend) Clone(ctx context.Context, snap storage.Object, labels map[string]string, opts map[string]string) (storage.Object, error) {
-	// Parse before making anything: a bad value fails with no clone.
-	sp, err := cloneSpec(opts)
-	if err != nil {
-		return storage.Object{}, err
-	}
-	if sp != nil && sp.Size != 0 {
-		if err := b.checkCloneSize(ctx, snap, sp.Size); err != nil {
-			return storage.Object{}, err
-		}
-	}
-	loc := &api.VolumeLocator{Name: "snapvol-clone-" + randHex(8), VolumeLabels: b.labels(labels)}
-	what := fmt.Sprintf("cloning snapshot %q", snap.Name)
-	id, err := b.rest.snapshot(ctx, what, &api.SnapCreateRequest{Id: snap.ID, Readonly: false, Locator: loc})
-	if err != nil {
-		return storage.Object{}, err
-	}
-	obj := storage.Object{
-		ID: id, Identity: id, Name: loc.Name, Kind: storage.KindClone, Parent: snap.ID,
-		Created: time.Now().UTC(), Labels: copyLabels(loc.VolumeLabels),
-	}
-	if sp == nil {
-		return obj, nil
-	}
-	if err := b.applyOptions(ctx, id, opts); err != nil {
-		if derr := b.deleteID(ctx, "deleting the clone whose options failed", id); derr != nil {
-			err = fmt.Errorf("%w (and the clone %s could not be deleted: %v; the orphan sweep will retry)", err, id, derr)
-		}
-		return storage.Object{}, err
-	}
-	return obj, nil
 }
 
 // checkCloneSize refuses a clone size below its snapshot's: a block
@@ -630,40 +705,6 @@ func (b *Backend) checkCloneSize(ctx context.Context, snap storage.Object, size 
 	return nil
 }
 
-// applyOptions updates a clone's spec from its current one, so fields the
-// options do not name stay as the server has them.
-func (b *Backend) applyOptions(ctx context.Context, id string, opts map[string]string) error {
-	v, err := b.rest.inspect(ctx, id)
-	if err != nil {
-		return err
-	}
-	cur := &api.VolumeSpec{}
-	if v.Spec != nil {
-		cur = v.Spec.Copy()
-	}
-	if cur.VolumeLabels == nil {
-		cur.VolumeLabels = map[string]string{}
-	}
-	userLoc := &api.VolumeLocator{VolumeLabels: map[string]string{}}
-	sp, userLoc, _, err := spec.NewSpecHandler().UpdateSpecFromOpts(opts, cur, userLoc, nil)
-	if err != nil {
-		return fmt.Errorf("clone options %v: %w", opts, err)
-	}
-	if err := checkUserLabels(userLoc.VolumeLabels); err != nil {
-		return err
-	}
-	req := &api.VolumeSetRequest{Spec: sp}
-	if len(userLoc.VolumeLabels) > 0 {
-		loc := &api.VolumeLocator{Name: volumeName(v), VolumeLabels: copyLabels(locatorLabels(v))}
-		for k, val := range userLoc.VolumeLabels {
-			loc.VolumeLabels[k] = val
-		}
-		req.Locator = loc
-	}
-	_, err = b.rest.set(ctx, fmt.Sprintf("applying options %v to clone %s", opts, id), id, req)
-	return err
-}
-
 func sortedKeys(m map[string]bool) []string {
 	out := make([]string, 0, len(m))
 	for k := range m {
@@ -676,6 +717,9 @@ func sortedKeys(m map[string]bool) []string {
 // Delete destroys a snapshot or clone this instance made, unmounting and
 // detaching it first if a crash left it so. Anything else is refused.
 func (b *Backend) Delete(ctx context.Context, id string) error {
+	if err := b.stopWork(ctx, id); err != nil {
+		return err
+	}
 	v, err := b.rest.inspect(ctx, id)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil
@@ -683,7 +727,7 @@ func (b *Backend) Delete(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if !b.ours(locatorLabels(v)) || !(isKind(v, storage.KindClone) || isKind(v, storage.KindSnapshot)) {
+	if !b.mine(v) && !b.unlabelledClone(v) || b.mine(v) && !(isKind(v, storage.KindClone) || isKind(v, storage.KindSnapshot)) {
 		return fmt.Errorf("delete %q (%s): not a snapshot or clone this snapvol made: %w", volumeName(v), id, storage.ErrProtected)
 	}
 	if err := b.detachAll(ctx, v); err != nil {
@@ -749,12 +793,31 @@ func (b *Backend) Owned(ctx context.Context) ([]storage.Object, error) {
 	for _, v := range append(vols, snaps...) {
 		// Servers may match label keys only (openstorage v1.0.0 does), so
 		// values are checked here.
-		if v == nil || seen[v.Id] || !b.ours(locatorLabels(v)) {
+		if v == nil || seen[v.Id] || !b.mine(v) {
 			continue
 		}
 		seen[v.Id] = true
 		k, _ := kindOf(v)
 		out = append(out, b.object(v, k))
 	}
+	if !b.rescan.Load() {
+		return out, nil
+	}
+	// Clones made but never labelled carry their snapshot's labels, so
+	// no selector finds them: only their name does, in a full listing.
+	all, err := b.rest.enumerate(ctx, "listing every volume for clones left unlabelled", &api.VolumeLocator{}, nil)
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range all {
+		if v == nil || seen[v.Id] || !b.unlabelledClone(v) || b.cloning.Has(volumeName(v)) {
+			continue
+		}
+		seen[v.Id] = true
+		o := b.object(v, storage.KindClone)
+		o.Labels = map[string]string{storage.LabelOwner: "1", storage.LabelKind: string(storage.KindClone), storage.LabelInstance: b.cfg.Instance}
+		out = append(out, o)
+	}
+	b.rescan.Store(false)
 	return out, nil
 }

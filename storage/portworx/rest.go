@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strings"
 	"syscall"
 	"time"
 
@@ -50,10 +49,11 @@ func newREST(endpoint, driver, token string, callTimeout, dialTimeout time.Durat
 		return nil, fmt.Errorf("PX_ENDPOINT=%q: not a URL like http://127.0.0.1:9001 or unix:///var/lib/osd/driver/pxd.sock", endpoint)
 	}
 	dialer := &net.Dialer{Timeout: dialTimeout}
+	// No response timeout here: each call's context bounds it, short for
+	// questions, long for work (see call and callWork).
 	tr := &http.Transport{
-		MaxIdleConnsPerHost:   4,
-		IdleConnTimeout:       30 * time.Second,
-		ResponseHeaderTimeout: callTimeout,
+		MaxIdleConnsPerHost: 4,
+		IdleConnTimeout:     30 * time.Second,
 	}
 	switch u.Scheme {
 	case "unix":
@@ -93,11 +93,26 @@ func (t ctxTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return t.rt.RoundTrip(r.WithContext(t.ctx))
 }
 
-// call is one request. what names the operation and its object for
+// call is one question to the server (inspect, enumerate): it gets the
+// per-call budget (CallTimeout), so a hung server turns into
+// ErrUnavailable quickly. what names the operation and its object for
 // errors; build adds the resource, instance, options and body.
 func (r *rest) call(ctx context.Context, what, verb, version string, build func(*client.Request) *client.Request, out interface{}) error {
 	cctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
+	return r.do(ctx, cctx, what, verb, version, build, out)
+}
+
+// callWork is a request that makes the server work (create, snapshot,
+// clone, attach, mount, detach, unmount, update, delete): the server ties
+// that work to the request, and cancels it when the request ends, so it
+// gets no budget of its own but the caller's (see Backend.work), and is
+// never cut off midway by the per-call budget.
+func (r *rest) callWork(ctx context.Context, what, verb, version string, build func(*client.Request) *client.Request, out interface{}) error {
+	return r.do(ctx, ctx, what, verb, version, build, out)
+}
+
+func (r *rest) do(ctx, cctx context.Context, what, verb, version string, build func(*client.Request) *client.Request, out interface{}) error {
 	hc := &http.Client{Transport: ctxTransport{ctx: cctx, rt: r.transport}}
 	req := client.NewRequest(hc, r.base, verb, version, "", r.userAgent)
 	if r.token != "" {
@@ -111,13 +126,14 @@ func (r *rest) call(ctx context.Context, what, verb, version string, build func(
 		return r.transportError(ctx, cctx, what, err, time.Since(start))
 	}
 	if code < 200 || code > 299 {
-		return r.statusError(what, code, body)
+		return r.classify(what, code, string(body))
 	}
 	if out == nil {
 		return nil
 	}
 	if err := json.Unmarshal(body, out); err != nil {
-		return fmt.Errorf("%s: unexpected answer from the OpenStorage server at %s: %w", what, r.endpoint, err)
+		return fmt.Errorf("%s: %w: the server at PX_ENDPOINT=%s answered HTTP %d with something other than OpenStorage's JSON (%v): %.120q",
+			what, ErrEndpoint, r.endpoint, code, err, body)
 	}
 	return nil
 }
@@ -147,62 +163,6 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// statusError maps an HTTP error status to the sentinel callers branch on,
-// passing the server's own message on.
-func (r *rest) statusError(what string, code int, body []byte) error {
-	msg := strings.TrimSpace(string(body))
-	if len(msg) > 512 {
-		msg = msg[:512] + "…"
-	}
-	switch {
-	case code == http.StatusUnauthorized:
-		return fmt.Errorf("%s: %w: the OpenStorage server at %s rejected the credentials (HTTP 401): PX_TOKEN is wrong, expired or missing: %s", what, storage.ErrDenied, r.endpoint, msg)
-	case code == http.StatusForbidden:
-		return fmt.Errorf("%s: %w: the OpenStorage server at %s refused the request (HTTP 403): PX_TOKEN is wrong or not allowed to do this: %s", what, storage.ErrDenied, r.endpoint, msg)
-	case notFoundText(msg):
-		return fmt.Errorf("%s: %w: %s", what, storage.ErrNotFound, msg)
-	case code == http.StatusNotFound:
-		return fmt.Errorf("%s: the server at %s has no such OpenStorage route (HTTP 404); check PX_ENDPOINT and PX_DRIVER: %s", what, r.endpoint, msg)
-	case code == http.StatusServiceUnavailable, code == http.StatusBadGateway, code == http.StatusGatewayTimeout:
-		return fmt.Errorf("%s: %w: the OpenStorage server at %s answered HTTP %d: %s", what, storage.ErrUnavailable, r.endpoint, code, msg)
-	default:
-		return fmt.Errorf("%s: the OpenStorage server answered HTTP %d: %s", what, code, msg)
-	}
-}
-
-// serverError wraps an error an OpenStorage server reported inside a 200
-// answer (VolumeResponse.Error).
-func serverError(what, msg string) error {
-	if notFoundText(msg) {
-		return fmt.Errorf("%s: %w: %s", what, storage.ErrNotFound, msg)
-	}
-	if hasSnapsText(msg) {
-		return fmt.Errorf("%s: %w: the OpenStorage server said: %s", what, storage.ErrBusy, msg)
-	}
-	return fmt.Errorf("%s: the OpenStorage server said: %s", what, msg)
-}
-
-// notFoundText recognises the not-found messages OpenStorage servers and
-// drivers use (volume.ErrEnoEnt, errors.ErrNotFound, kvdb.ErrNotFound,
-// "Volume %s does not exist"): the API has no not-found status of its own
-// and answers 200, 400 or 404 depending on the route and the driver.
-func notFoundText(msg string) bool {
-	m := strings.ToLower(msg)
-	for _, s := range []string{"not found", "does not exist", "no such volume", "enoent"} {
-		if strings.Contains(m, s) {
-			return true
-		}
-	}
-	return false
-}
-
-// hasSnapsText recognises volume.ErrVolHasSnaps ("Volume has snapshots
-// associated"): the server keeps a volume while snapshots or clones of it
-// exist.
-func hasSnapsText(msg string) bool {
-	return strings.Contains(strings.ToLower(msg), "has snapshots")
-}
-
 // The calls below are those of api/client/volume's volumeClient.
 
 func (r *rest) inspect(ctx context.Context, id string) (*api.Volume, error) {
@@ -219,6 +179,36 @@ func (r *rest) inspect(ctx context.Context, id string) (*api.Volume, error) {
 		}
 	}
 	return nil, fmt.Errorf("inspecting volume %s: %w on the OpenStorage server", id, storage.ErrNotFound)
+}
+
+// inspectRaw is inspect that also returns the volume's spec as the server
+// sent it, with the fields openstorage v1.0.0's types do not know.
+func (r *rest) inspectRaw(ctx context.Context, id string) (*api.Volume, map[string]json.RawMessage, error) {
+	var raws []json.RawMessage
+	what := fmt.Sprintf("inspecting volume %s", id)
+	err := r.call(ctx, what, http.MethodGet, apiVersion, func(q *client.Request) *client.Request {
+		return q.Resource(volumePath).QueryOption(api.OptVolumeID, id)
+	}, &raws)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, raw := range raws {
+		var v api.Volume
+		var withSpec struct {
+			Spec map[string]json.RawMessage `json:"spec"`
+		}
+		if json.Unmarshal(raw, &v) != nil || v.Id != id {
+			continue
+		}
+		if err := json.Unmarshal(raw, &withSpec); err != nil {
+			return nil, nil, fmt.Errorf("%s: %w: %v", what, ErrEndpoint, err)
+		}
+		if withSpec.Spec == nil {
+			withSpec.Spec = map[string]json.RawMessage{}
+		}
+		return &v, withSpec.Spec, nil
+	}
+	return nil, nil, fmt.Errorf("%s: %w on the OpenStorage server", what, storage.ErrNotFound)
 }
 
 func (r *rest) enumerate(ctx context.Context, what string, locator *api.VolumeLocator, configLabels map[string]string) ([]*api.Volume, error) {
@@ -256,14 +246,14 @@ func (r *rest) snapEnumerate(ctx context.Context, what string, ids []string, lab
 
 func (r *rest) create(ctx context.Context, what string, req *api.VolumeCreateRequest) (string, error) {
 	var resp api.VolumeCreateResponse
-	err := r.call(ctx, what, http.MethodPost, apiVersion, func(q *client.Request) *client.Request {
+	err := r.callWork(ctx, what, http.MethodPost, apiVersion, func(q *client.Request) *client.Request {
 		return q.Resource(volumePath).Body(req)
 	}, &resp)
 	if err != nil {
 		return "", err
 	}
 	if resp.VolumeResponse != nil && resp.VolumeResponse.Error != "" {
-		return "", serverError(what, resp.VolumeResponse.Error)
+		return "", r.classify(what, http.StatusOK, resp.VolumeResponse.Error)
 	}
 	if resp.Id == "" {
 		return "", fmt.Errorf("%s: the OpenStorage server returned no volume ID", what)
@@ -273,7 +263,7 @@ func (r *rest) create(ctx context.Context, what string, req *api.VolumeCreateReq
 
 func (r *rest) snapshot(ctx context.Context, what string, req *api.SnapCreateRequest) (string, error) {
 	var resp api.SnapCreateResponse
-	err := r.call(ctx, what, http.MethodPost, apiVersion, func(q *client.Request) *client.Request {
+	err := r.callWork(ctx, what, http.MethodPost, apiVersion, func(q *client.Request) *client.Request {
 		return q.Resource(snapPath).Body(req)
 	}, &resp)
 	if err != nil {
@@ -281,7 +271,7 @@ func (r *rest) snapshot(ctx context.Context, what string, req *api.SnapCreateReq
 	}
 	cr := resp.VolumeCreateResponse
 	if cr != nil && cr.VolumeResponse != nil && cr.VolumeResponse.Error != "" {
-		return "", serverError(what, cr.VolumeResponse.Error)
+		return "", r.classify(what, http.StatusOK, cr.VolumeResponse.Error)
 	}
 	if cr == nil || cr.Id == "" {
 		return "", fmt.Errorf("%s: the OpenStorage server returned no snapshot ID", what)
@@ -291,14 +281,14 @@ func (r *rest) snapshot(ctx context.Context, what string, req *api.SnapCreateReq
 
 func (r *rest) delete(ctx context.Context, what, id string) error {
 	var resp api.VolumeResponse
-	err := r.call(ctx, what, http.MethodDelete, apiVersion, func(q *client.Request) *client.Request {
+	err := r.callWork(ctx, what, http.MethodDelete, apiVersion, func(q *client.Request) *client.Request {
 		return q.Resource(volumePath).Instance(id)
 	}, &resp)
 	if err != nil {
 		return err
 	}
 	if resp.Error != "" {
-		return serverError(what, resp.Error)
+		return r.classify(what, http.StatusOK, resp.Error)
 	}
 	return nil
 }
@@ -306,15 +296,22 @@ func (r *rest) delete(ctx context.Context, what, id string) error {
 // set sends a VolumeSetRequest: attach, detach, mount, unmount or an
 // update of the locator and spec.
 func (r *rest) set(ctx context.Context, what, id string, req *api.VolumeSetRequest) (*api.Volume, error) {
+	return r.setBody(ctx, what, id, req)
+}
+
+// setBody sends any JSON body as a VolumeSetRequest: an update built from
+// the server's own JSON (see Backend.update) carries fields openstorage
+// v1.0.0's types do not know.
+func (r *rest) setBody(ctx context.Context, what, id string, req interface{}) (*api.Volume, error) {
 	var resp api.VolumeSetResponse
-	err := r.call(ctx, what, http.MethodPut, apiVersion, func(q *client.Request) *client.Request {
+	err := r.callWork(ctx, what, http.MethodPut, apiVersion, func(q *client.Request) *client.Request {
 		return q.Resource(volumePath).Instance(id).Body(req)
 	}, &resp)
 	if err != nil {
 		return nil, err
 	}
 	if resp.VolumeResponse != nil && resp.VolumeResponse.Error != "" {
-		return nil, serverError(what, resp.VolumeResponse.Error)
+		return nil, r.classify(what, http.StatusOK, resp.VolumeResponse.Error)
 	}
 	return resp.Volume, nil
 }

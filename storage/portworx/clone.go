@@ -1,0 +1,187 @@
+package portworx
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/libopenstorage/openstorage/api"
+	"github.com/libopenstorage/openstorage/api/spec"
+
+	"github.com/snapvol/snapvol/storage"
+)
+
+// cloneName is unique in the cluster and says which instance made the
+// clone, so one left without its labels (a crash between the clone and
+// its labelling) is still found as this instance's (see Owned).
+func (b *Backend) cloneName() string { return b.clonePrefix() + randHex(8) }
+
+func (b *Backend) clonePrefix() string { return "snapvol-clone-" + b.cfg.Instance + "-" }
+
+// unlabelledClone: a writable child named as this instance's clones are,
+// whose labels are not its own: made, then not labelled.
+func (b *Backend) unlabelledClone(v *api.Volume) bool {
+	return strings.HasPrefix(volumeName(v), b.clonePrefix()) && parentOf(v) != "" && !v.Readonly && ownLabels(v)[storage.LabelName] == ""
+}
+
+// Clone makes a writable snapshot of snap, then labels it and applies the
+// options in one update: the OpenStorage REST snapshot handler drops the
+// labels of a clone request (api/server/volume.go volAPI.snap sends the
+// SDK's Clone only the parent and the name) and the server gives the
+// clone its parent's labels and spec instead. If the update fails the
+// clone is deleted, so nothing half made remains.
+func (b *Backend) Clone(ctx context.Context, snap storage.Object, labels map[string]string, opts map[string]string) (storage.Object, error) {
+	// Parse before making anything: a bad value fails with no clone.
+	sp, err := cloneSpec(opts)
+	if err != nil {
+		return storage.Object{}, err
+	}
+	if sp != nil && sp.Size != 0 {
+		if err := b.checkCloneSize(ctx, snap, sp.Size); err != nil {
+			return storage.Object{}, err
+		}
+	}
+	name := b.cloneName()
+	own := b.labels(labels, name)
+	b.cloning.Add(name)
+	defer b.cloning.Remove(name)
+	what := fmt.Sprintf("cloning snapshot %q", snap.Name)
+	id, err := b.rest.snapshot(ctx, what, &api.SnapCreateRequest{Id: snap.ID, Readonly: false, Locator: &api.VolumeLocator{Name: name, VolumeLabels: own}})
+	if err != nil {
+		return storage.Object{}, err
+	}
+	if err := b.finishClone(ctx, id, own, opts); err != nil {
+		if derr := b.deleteID(ctx, "deleting the clone that could not be labelled", id); derr != nil {
+			b.rescan.Store(true)
+			err = fmt.Errorf("%w (and the clone %s could not be deleted: %v; the orphan sweep will retry)", err, id, derr)
+		}
+		return storage.Object{}, err
+	}
+	return storage.Object{
+		ID: id, Identity: id, Name: name, Kind: storage.KindClone, Parent: snap.ID,
+		Created: time.Now().UTC(), Labels: objectLabels(own),
+	}, nil
+}
+
+// finishClone gives clone id exactly the labels own (labels it inherited
+// are blanked: an empty value deletes a label on OpenStorage servers, and
+// reads as absent everywhere in snapvol) and applies opts to its spec.
+func (b *Backend) finishClone(ctx context.Context, id string, own map[string]string, opts map[string]string) error {
+	v, raw, err := b.rest.inspectRaw(ctx, id)
+	if err != nil {
+		return err
+	}
+	set := copyLabels(own)
+	for k := range locatorLabels(v) {
+		if _, ok := set[k]; !ok {
+			set[k] = ""
+		}
+	}
+	body := map[string]interface{}{}
+	if len(opts) > 0 {
+		changed, userLabels, err := specChanges(v.GetSpec(), raw, opts)
+		if err != nil {
+			return err
+		}
+		for k, val := range userLabels {
+			set[k] = val
+		}
+		if changed != nil {
+			body["spec"] = changed
+		}
+	}
+	body["locator"] = &api.VolumeLocator{Name: volumeName(v), VolumeLabels: set}
+	what := fmt.Sprintf("labelling clone %s", id)
+	if len(opts) > 0 {
+		what = fmt.Sprintf("labelling clone %s and applying options %v", id, opts)
+	}
+	_, err = b.rest.setBody(ctx, what, id, body)
+	return err
+}
+
+// specChanges is the spec to send so that only what opts ask for changes.
+// The server applies every field of a sent spec that differs from the
+// volume's (api/server/volume.go getVolumeUpdateSpec), zero values
+// included, and fields openstorage v1.0.0's types do not know (journal,
+// queue_depth, nodiscard, sharedv4 …) would arrive as zero if the spec
+// went through those types. So the spec sent is the server's own JSON
+// (raw), with only the fields opts change replaced; nil when none do.
+// userLabels are the labels= option's, which go on the locator.
+func specChanges(cur *api.VolumeSpec, raw map[string]json.RawMessage, opts map[string]string) (map[string]json.RawMessage, map[string]string, error) {
+	before := &api.VolumeSpec{}
+	if cur != nil {
+		before = cur.Copy()
+	}
+	if before.VolumeLabels == nil {
+		before.VolumeLabels = map[string]string{}
+	}
+	userLoc := &api.VolumeLocator{VolumeLabels: map[string]string{}}
+	after, userLoc, _, err := spec.NewSpecHandler().UpdateSpecFromOpts(opts, before.Copy(), userLoc, nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("clone options %v: %w", opts, err)
+	}
+	if err := checkUserLabels(userLoc.VolumeLabels); err != nil {
+		return nil, nil, err
+	}
+	bm, err := fields(before)
+	if err != nil {
+		return nil, nil, err
+	}
+	am, err := fields(after)
+	if err != nil {
+		return nil, nil, err
+	}
+	out := make(map[string]json.RawMessage, len(raw))
+	for k, v := range raw {
+		out[k] = v
+	}
+	changed := false
+	for k, v := range am {
+		if !bytes.Equal(bm[k], v) {
+			out[k], changed = v, true
+		}
+	}
+	for k := range bm {
+		if _, ok := am[k]; !ok {
+			delete(out, k)
+			changed = true
+		}
+	}
+	if !changed {
+		return nil, userLoc.VolumeLabels, nil
+	}
+	return out, userLoc.VolumeLabels, nil
+}
+
+// fields is sp as the JSON object the REST API exchanges.
+func fields(sp *api.VolumeSpec) (map[string]json.RawMessage, error) {
+	data, err := json.Marshal(sp)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]json.RawMessage
+	return m, json.Unmarshal(data, &m)
+}
+
+// nameSet is a set of names safe for concurrent use.
+type nameSet struct {
+	mu sync.Mutex
+	m  map[string]bool
+}
+
+func (s *nameSet) Add(n string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = map[string]bool{}
+	}
+	s.m[n] = true
+}
+
+func (s *nameSet) Remove(n string) { s.mu.Lock(); delete(s.m, n); s.mu.Unlock() }
+
+func (s *nameSet) Has(n string) bool { s.mu.Lock(); defer s.mu.Unlock(); return s.m[n] }
