@@ -28,6 +28,11 @@ const (
 	// snapshot's, a snapshot Portworx takes carries its volume's): labels
 	// naming another object describe that one, not this.
 	LabelName = "snapvol.name"
+	// LabelSecretKey (OpenStorage) names the per-volume secret a clone of
+	// an encrypted volume is attached with: the key's name in the
+	// cluster's secret store, which Portworx needs on every attach, never
+	// the passphrase itself.
+	LabelSecretKey = "snapvol.secret-key"
 	// LabelCreated marks a regular volume the plugin created (an explicit
 	// docker volume create of a plain name): only those may be deleted.
 	// Kept beside LabelKind because objects made before LabelKind have it.

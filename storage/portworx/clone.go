@@ -47,6 +47,16 @@ func (b *Backend) Clone(ctx context.Context, snap storage.Object, labels map[str
 	}
 	name := b.cloneName()
 	own := b.labels(labels, name)
+	specOpts := opts
+	if key, ok := opts[api.SpecPassphrase]; ok {
+		own[storage.LabelSecretKey] = key
+		specOpts = make(map[string]string, len(opts))
+		for k, v := range opts {
+			if k != api.SpecPassphrase {
+				specOpts[k] = v
+			}
+		}
+	}
 	b.cloning.Add(name)
 	defer b.cloning.Remove(name)
 	what := fmt.Sprintf("cloning snapshot %q", snap.Name)
@@ -54,7 +64,7 @@ func (b *Backend) Clone(ctx context.Context, snap storage.Object, labels map[str
 	if err != nil {
 		return storage.Object{}, err
 	}
-	if err := b.finishClone(ctx, id, own, opts); err != nil {
+	if err := b.finishClone(ctx, id, own, specOpts); err != nil {
 		if derr := b.deleteID(ctx, "deleting the clone that could not be labelled", id); derr != nil {
 			b.rescan.Store(true)
 			err = fmt.Errorf("%w (and the clone %s could not be deleted: %v; the orphan sweep will retry)", err, id, derr)

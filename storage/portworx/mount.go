@@ -149,9 +149,15 @@ func (b *Backend) mount(ctx context.Context, id, target string) error {
 	}
 	wasAttached := attached(v)
 	if !wasAttached {
-		_, err := b.rest.set(ctx, fmt.Sprintf("attaching %q (%s)", name, id), id, &api.VolumeSetRequest{
-			Action: &api.VolumeStateAction{Attach: api.VolumeActionParam_VOLUME_ACTION_PARAM_ON},
-		})
+		req := &api.VolumeSetRequest{Action: &api.VolumeStateAction{Attach: api.VolumeActionParam_VOLUME_ACTION_PARAM_ON}}
+		if key := ownLabels(v)[storage.LabelSecretKey]; key != "" {
+			// Read by api/server/volume.go volumeSet into the attach.
+			req.Options = map[string]string{"SECRET_KEY": key}
+		}
+		_, err := b.rest.set(ctx, fmt.Sprintf("attaching %q (%s)", name, id), id, req)
+		if err != nil && v.GetSpec().GetEncrypted() && req.Options == nil {
+			err = fmt.Errorf("%w (the volume is encrypted: with a per-volume secret, give its name as -o secret_key=NAME when creating the volume; a cluster-wide secret needs nothing)", err)
+		}
 		switch {
 		case notSupported(err):
 			// Filesystem drivers (btrfs, vfs, nfs) have no device to attach.

@@ -178,6 +178,9 @@ var volumeKeys = map[string]bool{
 // cloneKeys are the spec keys that can change on an existing volume, and
 // so apply to a clone, which inherits everything else from its snapshot.
 // sticky is not among them: a sticky clone could never be deleted.
+// secret_key is not a spec change: a clone of a volume encrypted with a
+// per-volume secret is attached with that secret's name (Portworx needs
+// it on every attach), which the clone keeps in storage.LabelSecretKey.
 //
 // Space on Portworx. size= on a clone sets its volume's spec size (a
 // volume update right after the clone is made). What that does and does
@@ -203,7 +206,7 @@ var volumeKeys = map[string]bool{
 var cloneKeys = map[string]bool{
 	api.SpecHaLevel: true, api.SpecPriority: true, api.SpecPriorityAlias: true,
 	api.SpecIoProfile: true, api.SpecLabels: true, api.SpecSnapshotInterval: true,
-	api.SpecSize: true,
+	api.SpecSize: true, api.SpecPassphrase: true,
 }
 
 // OptionKey accepts the OpenStorage spec keys.
@@ -752,6 +755,11 @@ func (b *Backend) detachAll(ctx context.Context, v *api.Volume) error {
 			Action: &api.VolumeStateAction{Mount: api.VolumeActionParam_VOLUME_ACTION_PARAM_OFF, MountPath: p},
 		}); err != nil {
 			return err
+		}
+		// A staging directory of this instance's goes with its mount.
+		top := filepath.Join(b.mountDir, "snapvol-"+b.cfg.Instance)
+		if rel, err := filepath.Rel(top, filepath.Clean(p)); err == nil && rel != "." && !strings.HasPrefix(rel, "..") {
+			_ = b.removeStaging(staging{rel: rel, host: p, local: filepath.Join(b.mountDirLocal, "snapvol-"+b.cfg.Instance, rel)})
 		}
 	}
 	if attached(v) {

@@ -309,3 +309,54 @@ func TestSnapshotLimitExplained(t *testing.T) {
 		t.Fatalf("snapshot at the limit: %v; want an error saying Portworx's limit and naming the volume", err)
 	}
 }
+
+// TestEncryptedSourceNeedsItsSecret: Portworx attaches a volume encrypted
+// with a per-volume secret only when the attach names the secret; a clone
+// made with -o secret_key=NAME is attached with it every time, and one
+// made without fails saying what to give.
+func TestEncryptedSourceNeedsItsSecret(t *testing.T) {
+	e := newEnv(t, osdserver.Config{}, nil)
+	c := ctx(t)
+	id, err := e.srv.Create(&api.VolumeLocator{Name: "vault"}, nil, &api.VolumeSpec{Size: 1 << 30, HaLevel: 1, Encrypted: true, Passphrase: "key1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := e.b.Volume(c, "vault")
+	if err != nil || src.ID != id {
+		t.Fatalf("Volume(vault) = %+v, %v", src, err)
+	}
+	snap, err := e.b.Snapshot(c, src, storage.SnapshotLabels("vault"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.b.CheckOptions(storage.KindClone, map[string]string{"secret_key": "key1"}); err != nil {
+		t.Fatalf("secret_key on a clone: %v", err)
+	}
+	plain, err := e.b.Clone(c, snap, storage.CloneLabels("ci-1", "vault"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(e.dataRoot, "ci-1")
+	if err := e.b.Mount(c, plain.ID, target); err == nil || !strings.Contains(err.Error(), "secret_key") {
+		t.Fatalf("mount of an encrypted clone without its secret: %v; want a refusal saying -o secret_key", err)
+	}
+	if e.b.Mounted(target) {
+		t.Fatal("a failed mount left a mount")
+	}
+	keyed, err := e.b.Clone(c, snap, storage.CloneLabels("ci-2", "vault"), map[string]string{"secret_key": "key1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target = filepath.Join(e.dataRoot, "ci-2")
+	if err := e.b.Mount(c, keyed.ID, target); err != nil {
+		t.Fatalf("mount with the secret named: %v", err)
+	}
+	if err := e.b.Unmount(c, keyed.ID, target); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range []storage.Object{plain, keyed} {
+		if err := e.b.Delete(c, o.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

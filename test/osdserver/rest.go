@@ -353,7 +353,7 @@ func (s *Server) volumeSet(w http.ResponseWriter, r *http.Request, id string) {
 	if a != nil {
 		switch a.Attach {
 		case api.VolumeActionParam_VOLUME_ACTION_PARAM_ON:
-			err = s.sdkAttach(ctx, c, id)
+			err = s.sdkAttach(ctx, c, id, req.Options)
 		case api.VolumeActionParam_VOLUME_ACTION_PARAM_OFF:
 			// options.OptionsUnmountBeforeDetach; the action's own
 			// unmount_before_detach is not read.
