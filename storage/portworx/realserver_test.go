@@ -360,3 +360,36 @@ func TestEncryptedSourceNeedsItsSecret(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkIsNotCutOffByTheCallBudget: the per-call budget (CallTimeout)
+// is for questions; a clone or mount the server takes longer over
+// finishes within the request's own time instead of being cancelled
+// midway, and a hung question still fails fast.
+func TestWorkIsNotCutOffByTheCallBudget(t *testing.T) {
+	e := newEnv(t, osdserver.Config{}, func(c *portworx.Config) { c.CallTimeout = 500 * time.Millisecond })
+	c := ctx(t)
+	src := e.production()
+	snap, err := e.b.Snapshot(c, src, storage.SnapshotLabels(src.Name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv.SetSlow("clone", 1500*time.Millisecond)
+	e.srv.SetSlow("mount", 1500*time.Millisecond)
+	clone, err := e.b.Clone(c, snap, storage.CloneLabels("slow", src.Name), nil)
+	if err != nil {
+		t.Fatalf("a clone slower than the per-call budget: %v", err)
+	}
+	target := filepath.Join(e.dataRoot, "slow")
+	if err := e.b.Mount(c, clone.ID, target); err != nil {
+		t.Fatalf("a mount slower than the per-call budget: %v", err)
+	}
+	if err := e.b.Unmount(c, clone.ID, target); err != nil {
+		t.Fatal(err)
+	}
+	e.srv.SetDelay(time.Hour)
+	start := time.Now()
+	if _, err := e.b.Volume(c, src.Name); !errors.Is(err, storage.ErrUnavailable) || time.Since(start) > 5*time.Second {
+		t.Errorf("a hung lookup: %v after %s; want ErrUnavailable within the call budget", err, time.Since(start))
+	}
+	e.srv.SetDelay(0)
+}
