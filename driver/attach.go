@@ -29,9 +29,16 @@ func (d *Driver) attach(ctx context.Context, r *store.Record, key string) (*stor
 	if a.Mounts == 0 || !d.b.Mounted(a.Target) {
 		step(ctx, "mounting %s at %s", a.Object, a.Target)
 		if err := d.b.Mount(ctx, a.Object, a.Target); err != nil {
+			if errors.Is(err, storage.ErrInProgress) && a.Mounts == 0 {
+				a.Pending = d.now()
+				if perr := d.st.Put(r); perr != nil {
+					return nil, perr
+				}
+			}
 			return nil, fmt.Errorf("volume %q: mount: %w", r.Name, err)
 		}
 	}
+	a.Pending = time.Time{}
 	a.Mounts++
 	hold(a, callerOf(ctx))
 	if err := d.st.Put(r); err != nil {
@@ -121,12 +128,15 @@ func (d *Driver) makeClone(ctx context.Context, r *store.Record, key, target str
 	}
 	if target != "" {
 		step(ctx, "mounting clone %s at %s", a.Object, a.Target)
-		if err := d.b.Mount(ctx, a.Object, a.Target); errors.Is(err, storage.ErrInProgress) {
+		if err := d.b.Mount(ctx, a.Object, a.Target); errors.Is(err, storage.ErrInProgress) && key == "" {
 			// The storage is still attaching and mounting it (a large
 			// Portworx volume) and carries on: the clone is recorded,
 			// unmounted, so Docker's retry mounts it where the first
 			// attempt got to instead of starting over. If no retry comes
-			// it is reaped as any idle clone.
+			// it is reaped as any idle clone. (A +each clone is its mount
+			// ID's, which a retry does not reuse: it is undone below.)
+			a.Pending = d.now()
+			r.LastUsed = a.Pending
 			r.SetAttachment(key, a)
 			if perr := d.st.Put(r); perr != nil {
 				delete(r.Attachments, key)

@@ -98,13 +98,25 @@ func (d *Driver) Run(ctx context.Context) {
 	}
 }
 
+// pendingGrace is how long a mount left unfinished (Attachment.Pending)
+// is left for its retry before the sweep takes it for stale.
+const pendingGrace = 10 * time.Minute
+
+// stale says whether a is a mount no count holds.
+func (d *Driver) stale(a *store.Attachment) bool {
+	if a.Mounts != 0 || a.Target == "" || !a.Pending.IsZero() && d.now().Sub(a.Pending) < pendingGrace {
+		return false
+	}
+	return d.b.Mounted(a.Target)
+}
+
 // dropStaleMounts unmounts what an Unmount counted down but could not
 // unmount (see detach): a mount no count holds.
 func (d *Driver) dropStaleMounts() {
 	var stale []string
 	d.st.Each(func(r *store.Record) {
 		for _, a := range r.Attachments {
-			if a.Mounts == 0 && a.Target != "" && d.b.Mounted(a.Target) {
+			if d.stale(a) {
 				stale = append(stale, r.Name)
 				return
 			}
@@ -120,7 +132,7 @@ func (d *Driver) dropStaleMounts() {
 			ctx, cancel := d.ctx()
 			defer cancel()
 			for _, a := range r.Attachments {
-				if a.Mounts == 0 && a.Target != "" && d.b.Mounted(a.Target) {
+				if d.stale(a) {
 					if err := d.b.Unmount(ctx, a.Object, a.Target); err != nil {
 						d.log.WithError(err).WithField("volume", name).Warn("dropping a mount no count holds")
 						continue

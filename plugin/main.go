@@ -111,11 +111,11 @@ func openBackend(s Settings, st *store.Store, log *logrus.Logger) (storage.Backe
 		// never reports ready), since every clone would fail.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := b.Ping(ctx); errors.Is(err, storage.ErrUnavailable) {
-			log.WithError(err).Warn("portworx: the OpenStorage server does not answer yet; clones cannot be made until it does")
-		} else if err != nil {
+		if err := b.Ping(ctx); errors.Is(err, portworx.ErrEndpoint) || errors.Is(err, storage.ErrDenied) {
 			b.Close()
 			return nil, fmt.Errorf("portworx: PX_ENDPOINT=%s cannot be used: %w", s.PXEndpoint, err)
+		} else if err != nil {
+			log.WithError(err).Warn("portworx: the OpenStorage server does not answer yet; clones cannot be made until it does")
 		}
 		return b, nil
 	default:

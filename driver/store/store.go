@@ -66,6 +66,10 @@ type Attachment struct {
 	SnapshotName string    `json:"snapshot_name,omitempty"`
 	SnapshotTime time.Time `json:"snapshot_time,omitempty"`
 	Made         time.Time `json:"made,omitempty"`
+	// Pending is when a mount the storage carried on with past its
+	// request (storage.ErrInProgress) was left unfinished: the sweep
+	// leaves what it mounts alone for a while, so the retry finds it.
+	Pending time.Time `json:"pending,omitempty"`
 }
 
 // Record is one Docker volume.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -22,10 +23,14 @@ func (b *Backend) cloneName() string { return b.clonePrefix() + randHex(8) }
 
 func (b *Backend) clonePrefix() string { return "snapvol-clone-" + b.cfg.Instance + "-" }
 
-// unlabelledClone: a writable child named as this instance's clones are,
-// whose labels are not its own: made, then not labelled.
+// unlabelledClone: a writable child named exactly as this instance names
+// its clones, whose labels are not its own: made, then not labelled.
+// (A snapshot Portworx names after one of snapvol's clones has more to
+// its name.)
 func (b *Backend) unlabelledClone(v *api.Volume) bool {
-	return strings.HasPrefix(volumeName(v), b.clonePrefix()) && parentOf(v) != "" && !v.Readonly && ownLabels(v)[storage.LabelName] == ""
+	rest, ok := strings.CutPrefix(volumeName(v), b.clonePrefix())
+	return ok && len(rest) == 16 && strings.Trim(rest, "0123456789abcdef") == "" &&
+		parentOf(v) != "" && !v.Readonly && ownLabels(v)[storage.LabelName] == ""
 }
 
 // Clone makes a writable snapshot of snap, then labels it and applies the
@@ -61,6 +66,12 @@ func (b *Backend) Clone(ctx context.Context, snap storage.Object, labels map[str
 	defer b.cloning.Remove(name)
 	what := fmt.Sprintf("cloning snapshot %q", snap.Name)
 	id, err := b.rest.snapshot(ctx, what, &api.SnapCreateRequest{Id: snap.ID, Readonly: false, Locator: &api.VolumeLocator{Name: name, VolumeLabels: own}})
+	if errors.Is(err, storage.ErrUnavailable) || ctx.Err() != nil {
+		// The server may have made the clone all the same (its driver
+		// does not stop when the request does), without labels: look
+		// for it by its name at the next sweep.
+		b.rescan.Store(true)
+	}
 	if err != nil {
 		return storage.Object{}, err
 	}

@@ -78,7 +78,7 @@ func (r *rest) classify(what string, code int, msg string) error {
 	case rpcCode == "PermissionDenied":
 		return fmt.Errorf("%s: %w: PX_TOKEN's user may not do this on the OpenStorage server at %s; snapvol needs an admin token (clones and snapshots of other users' volumes, and deleting them): %s",
 			what, storage.ErrDenied, r.endpoint, msg)
-	case rpcCode == "Unavailable":
+	case rpcCode == "Unavailable" || rpcCode == "DeadlineExceeded" || rpcCode == "ResourceExhausted" || rpcCode == "Aborted":
 		return fmt.Errorf("%s: %w: the OpenStorage server at %s is not ready: %s", what, storage.ErrUnavailable, r.endpoint, msg)
 	case hasSnapsText(desc):
 		return fmt.Errorf("%s: %w: the OpenStorage server said: %s", what, storage.ErrBusy, msg)

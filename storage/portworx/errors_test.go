@@ -33,6 +33,7 @@ var classifyCases = []struct {
 	{200, "rpc error: code = Internal desc = Failed to delete volume 1: Volume has snapshots associated", storage.ErrBusy},
 	{200, "rpc error: code = Unavailable desc = Resource has not been initialized", storage.ErrUnavailable},
 	{503, "upstream down", storage.ErrUnavailable},
+	{500, "rpc error: code = DeadlineExceeded desc = context deadline exceeded", storage.ErrUnavailable},
 	{500, "rpc error: code = Internal desc = Failed to enumerate volumes: boom", nil},
 }
 

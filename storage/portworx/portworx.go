@@ -730,7 +730,9 @@ func (b *Backend) Delete(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if !b.mine(v) && !b.unlabelledClone(v) || b.mine(v) && !(isKind(v, storage.KindClone) || isKind(v, storage.KindSnapshot)) {
+	// snapvol's snapshots and clones always have a parent; labels copied
+	// onto a volume without one do not make it snapvol's.
+	if !b.mine(v) && !b.unlabelledClone(v) || b.mine(v) && !(isKind(v, storage.KindClone) || isKind(v, storage.KindSnapshot)) || parentOf(v) == "" {
 		return fmt.Errorf("delete %q (%s): not a snapshot or clone this snapvol made: %w", volumeName(v), id, storage.ErrProtected)
 	}
 	if err := b.detachAll(ctx, v); err != nil {
@@ -819,6 +821,17 @@ func (b *Backend) Owned(ctx context.Context) ([]storage.Object, error) {
 	}
 	for _, v := range all {
 		if v == nil || seen[v.Id] || !b.unlabelledClone(v) || b.cloning.Has(volumeName(v)) {
+			continue
+		}
+		// Looked at again after the check above: a clone whose Clone was
+		// running when the list was taken is labelled by now (Clone is in
+		// cloning from before the object exists until it is labelled).
+		if v, err = b.rest.inspect(ctx, v.Id); errors.Is(err, storage.ErrNotFound) {
+			continue
+		} else if err != nil {
+			return nil, err
+		}
+		if !b.unlabelledClone(v) {
 			continue
 		}
 		seen[v.Id] = true

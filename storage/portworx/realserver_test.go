@@ -154,7 +154,7 @@ func TestCloneLeftUnlabelledIsFoundAtStart(t *testing.T) {
 	}
 	// What Clone's first call leaves: the server's clone, named by this
 	// instance, labelled as the snapshot.
-	id, err := e.srv.Snapshot(snap.ID, false, &api.VolumeLocator{Name: "snapvol-clone-0123456789abcdef-00c0ffee"})
+	id, err := e.srv.Snapshot(snap.ID, false, &api.VolumeLocator{Name: "snapvol-clone-0123456789abcdef-00c0ffee00c0ffee"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +177,7 @@ func TestCloneLeftUnlabelledIsFoundAtStart(t *testing.T) {
 	if err := e.b.Delete(c, id); err != nil {
 		t.Fatalf("delete the unlabelled clone: %v", err)
 	}
-	if _, ok := e.srv.ByName("snapvol-clone-0123456789abcdef-00c0ffee"); ok {
+	if _, ok := e.srv.ByName("snapvol-clone-0123456789abcdef-00c0ffee00c0ffee"); ok {
 		t.Error("the unlabelled clone is still on the server")
 	}
 }

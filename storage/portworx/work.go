@@ -3,7 +3,6 @@ package portworx
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -18,38 +17,32 @@ import (
 // So such work runs detached from the request, bounded by WorkTimeout of
 // its own: when the request's time is up it answers storage.ErrInProgress
 // and the work carries on; the same request again (Docker's retry, the
-// next container) joins it, or takes its result if it is done.
+// next container) joins it while it runs, and finds its result in place
+// (the volume attached and mounted) once it is done.
 
-// job is one piece of work under way or done and not yet collected.
+// job is one piece of work under way.
 type job struct {
 	id     string // the volume it works on
 	done   chan struct{}
 	err    error
 	cancel context.CancelFunc
 	start  time.Time
-	ended  time.Time
 }
 
-// jobs are a Backend's jobs by key.
+// jobs are a Backend's jobs under way, by key.
 type jobs struct {
 	mu sync.Mutex
 	m  map[string]*job
 }
 
-// keepDone is how long a finished job's result waits to be collected.
-const keepDone = 10 * time.Minute
-
-// work runs fn for volume id under key, once, detached from ctx, and
-// waits for it as long as ctx allows.
+// work runs fn for volume id under key, detached from ctx, and waits for
+// it as long as ctx allows. A call while the same work is under way joins
+// it; once it has ended, a call starts it again, so fn must find what is
+// already done (a mount that is in place) and only do the rest.
 func (b *Backend) work(ctx context.Context, key, id, what string, fn func(context.Context) error) error {
 	b.jobs.mu.Lock()
 	if b.jobs.m == nil {
 		b.jobs.m = map[string]*job{}
-	}
-	for k, j := range b.jobs.m {
-		if !j.ended.IsZero() && time.Since(j.ended) > keepDone {
-			delete(b.jobs.m, k)
-		}
 	}
 	j := b.jobs.m[key]
 	if j == nil {
@@ -60,7 +53,10 @@ func (b *Backend) work(ctx context.Context, key, id, what string, fn func(contex
 			err := fn(wctx)
 			cancel()
 			b.jobs.mu.Lock()
-			j.err, j.ended = err, time.Now()
+			j.err = err
+			if b.jobs.m[key] == j {
+				delete(b.jobs.m, key)
+			}
 			b.jobs.mu.Unlock()
 			close(j.done)
 		}()
@@ -68,13 +64,7 @@ func (b *Backend) work(ctx context.Context, key, id, what string, fn func(contex
 	b.jobs.mu.Unlock()
 	select {
 	case <-j.done:
-		b.jobs.mu.Lock()
-		if b.jobs.m[key] == j {
-			delete(b.jobs.m, key)
-		}
-		err := j.err
-		b.jobs.mu.Unlock()
-		return err
+		return j.err
 	case <-ctx.Done():
 		return fmt.Errorf("%s: %w: the OpenStorage server has been at it for %s and carries on (for up to %s); asking again picks it up",
 			what, storage.ErrInProgress, time.Since(j.start).Round(time.Second), b.cfg.WorkTimeout)
@@ -87,10 +77,12 @@ func (b *Backend) work(ctx context.Context, key, id, what string, fn func(contex
 func (b *Backend) stopWork(ctx context.Context, id string) error {
 	b.jobs.mu.Lock()
 	var wait []*job
-	for k, j := range b.jobs.m {
-		if j.id == id || strings.Contains(k, "\x00"+id+"\x00") {
+	for _, j := range b.jobs.m {
+		if j.id == id {
+			// Left in the map until it has ended (it removes itself), so
+			// a mount asked for meanwhile joins it rather than running
+			// beside its undoing.
 			j.cancel()
-			delete(b.jobs.m, k)
 			wait = append(wait, j)
 		}
 	}
