@@ -3,6 +3,7 @@ package driver
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/docker/go-plugins-helpers/volume"
@@ -26,6 +27,9 @@ func TestMountStillInProgressKeepsTheClone(t *testing.T) {
 		t.Fatalf("after a mount still in progress: record %+v, %v; want the clone recorded, unmounted", r, ok)
 	}
 	consistent(t, d, b, st)
+	if v, err := d.Get(&volume.GetRequest{Name: name}); err != nil || !strings.Contains(fmt.Sprint(v.Volume.Status["mount"]), "carries on") {
+		t.Errorf("Get while the storage carries on: %+v, %v; want the status to say so", v, err)
+	}
 	clone := r.Clones()[0].Object
 	// The storage finishes in the background; the sweep leaves that mount
 	// for the retry instead of taking it for one no count holds.
