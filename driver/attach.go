@@ -126,31 +126,30 @@ func (d *Driver) makeClone(ctx context.Context, r *store.Record, key, target str
 		Object: obj.ID, Target: target,
 		Snapshot: snap.ID, SnapshotName: snap.Name, SnapshotTime: snap.Created.UTC(), Made: d.now(),
 	}
+	// pending is the answer when the storage carries on mounting the clone
+	// past this request: the clone is recorded all the same.
+	var pending error
 	if target != "" {
 		step(ctx, "mounting clone %s at %s", a.Object, a.Target)
-		if err := d.b.Mount(ctx, a.Object, a.Target); errors.Is(err, storage.ErrInProgress) && key == "" {
-			// The storage is still attaching and mounting it (a large
-			// Portworx volume) and carries on: the clone is recorded,
-			// unmounted, so Docker's retry mounts it where the first
-			// attempt got to instead of starting over. If no retry comes
-			// it is reaped as any idle clone. (A +each clone is its mount
-			// ID's, which a retry does not reuse: it is undone below.)
+		err := d.b.Mount(ctx, a.Object, a.Target)
+		switch {
+		case errors.Is(err, storage.ErrInProgress) && key == "":
+			// Still attaching and mounting it (a large Portworx volume):
+			// recorded unmounted, so Docker's retry picks the mount up
+			// where it got to instead of starting over; with no retry it
+			// is reaped as any idle clone. (A +each clone is its mount
+			// ID's, which a retry does not reuse: it is undone.)
 			a.Pending = d.now()
 			r.LastUsed = a.Pending
-			r.SetAttachment(key, a)
-			if perr := d.st.Put(r); perr != nil {
-				delete(r.Attachments, key)
-				d.undoClone(ctx, r.Name, a)
-				return nil, perr
-			}
-			return nil, fmt.Errorf("volume %q: mounting clone: %w", r.Name, err)
-		} else if err != nil {
+			pending = fmt.Errorf("volume %q: mounting clone: %w", r.Name, err)
+		case err != nil:
 			d.undoClone(ctx, r.Name, a)
 			return nil, fmt.Errorf("volume %q: mounting clone: %w", r.Name, err)
+		default:
+			a.Mounts = 1
+			hold(a, callerOf(ctx))
+			d.failpoint("materialize:mount")
 		}
-		a.Mounts = 1
-		hold(a, callerOf(ctx))
-		d.failpoint("materialize:mount")
 	}
 	r.SetAttachment(key, a)
 	if err := d.st.Put(r); err != nil {
@@ -163,6 +162,9 @@ func (d *Driver) makeClone(ctx context.Context, r *store.Record, key, target str
 		"audit": "clone made", "volume": r.Name, "source": r.Source, "snapshot": a.SnapshotName,
 		"snapshot_time": rfc3339(a.SnapshotTime), "clone": a.Object, "ms": time.Since(start).Milliseconds(),
 	}).Info("clone made")
+	if pending != nil {
+		return nil, pending
+	}
 	return a, nil
 }
 

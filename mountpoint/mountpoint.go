@@ -192,3 +192,25 @@ func RemoveMountPoint(target string) error {
 	}
 	return fmt.Errorf("remove mount point %s: %w", target, err)
 }
+
+// RemoveEmptyTree removes dir if it holds only empty directories, none of
+// them a mount point: a tree of mount points left behind goes, and nothing
+// is ever walked into through a mount.
+func RemoveEmptyTree(dir string) error {
+	if IsMountPoint(dir) {
+		return fmt.Errorf("%s is mounted", dir)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if !e.IsDir() {
+			return fmt.Errorf("%s holds %s", dir, e.Name())
+		}
+		if err := RemoveEmptyTree(filepath.Join(dir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return os.Remove(dir)
+}

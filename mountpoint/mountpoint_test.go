@@ -222,3 +222,31 @@ func TestBindMountFlags(t *testing.T) {
 		t.Errorf("FlagNames = %q", FlagNames(unix.MS_NOSUID|unix.MS_NODEV))
 	}
 }
+
+func TestRemoveEmptyTree(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "tree")
+	if err := os.MkdirAll(filepath.Join(dir, "a", "b"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "c"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "c", "kept"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := RemoveEmptyTree(dir); err == nil {
+		t.Fatal("a tree holding a file was removed")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "c", "kept")); err != nil {
+		t.Fatalf("the file went: %v", err)
+	}
+	if err := os.Remove(filepath.Join(dir, "c", "kept")); err != nil {
+		t.Fatal(err)
+	}
+	if err := RemoveEmptyTree(dir); err != nil {
+		t.Fatalf("a tree of empty directories: %v", err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("the tree is still there: %v", err)
+	}
+}

@@ -66,7 +66,7 @@ func sharedDir(t *testing.T) string {
 			t.Errorf("unmount %s: %v", dir, err)
 			return
 		}
-		if err := removeEmptyTree(dir); err != nil {
+		if err := mountpoint.RemoveEmptyTree(dir); err != nil {
 			t.Errorf("PX_MOUNT_DIR not left empty: %v", err)
 		}
 	})

@@ -56,32 +56,11 @@ func pxMountDir(t *testing.T, srv *osdserver.Server) string {
 				}
 			}
 		}
-		if err := removeEmptyTree(dir); err != nil {
+		if err := mountpoint.RemoveEmptyTree(dir); err != nil {
 			t.Logf("left %s in place: %v", dir, err)
 		}
 	})
 	return dir
-}
-
-// removeEmptyTree removes dir if it holds only empty directories, none of
-// them a mount point.
-func removeEmptyTree(dir string) error {
-	if mountpoint.IsMountPoint(dir) {
-		return fmt.Errorf("%s is mounted", dir)
-	}
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		if !e.IsDir() {
-			return fmt.Errorf("%s holds %s", dir, e.Name())
-		}
-		if err := removeEmptyTree(filepath.Join(dir, e.Name())); err != nil {
-			return err
-		}
-	}
-	return os.Remove(dir)
 }
 
 // pxObjects lists the server's clones and snapshots the plugin made, as

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/libopenstorage/openstorage/api"
@@ -62,8 +61,8 @@ func (b *Backend) Clone(ctx context.Context, snap storage.Object, labels map[str
 			}
 		}
 	}
-	b.cloning.Add(name)
-	defer b.cloning.Remove(name)
+	b.cloning.Store(name, true)
+	defer b.cloning.Delete(name)
 	what := fmt.Sprintf("cloning snapshot %q", snap.Name)
 	id, err := b.rest.snapshot(ctx, what, &api.SnapCreateRequest{Id: snap.ID, Readonly: false, Locator: &api.VolumeLocator{Name: name, VolumeLabels: own}})
 	if errors.Is(err, storage.ErrUnavailable) || ctx.Err() != nil {
@@ -187,22 +186,3 @@ func fields(sp *api.VolumeSpec) (map[string]json.RawMessage, error) {
 	var m map[string]json.RawMessage
 	return m, json.Unmarshal(data, &m)
 }
-
-// nameSet is a set of names safe for concurrent use.
-type nameSet struct {
-	mu sync.Mutex
-	m  map[string]bool
-}
-
-func (s *nameSet) Add(n string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.m == nil {
-		s.m = map[string]bool{}
-	}
-	s.m[n] = true
-}
-
-func (s *nameSet) Remove(n string) { s.mu.Lock(); delete(s.m, n); s.mu.Unlock() }
-
-func (s *nameSet) Has(n string) bool { s.mu.Lock(); defer s.mu.Unlock(); return s.m[n] }

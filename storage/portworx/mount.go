@@ -77,12 +77,28 @@ func (b *Backend) staging(target string) (staging, error) {
 	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") || filepath.IsAbs(rel) {
 		return staging{}, fmt.Errorf("mount target %s is not below DATA_ROOT %s", target, b.cfg.DataRoot)
 	}
-	dir := "snapvol-" + b.cfg.Instance
+	return b.stagingOf(rel), nil
+}
+
+// stagingDir is this instance's directory in PX_MOUNT_DIR.
+func (b *Backend) stagingDir() string { return "snapvol-" + b.cfg.Instance }
+
+func (b *Backend) stagingOf(rel string) staging {
 	return staging{
 		rel:   rel,
-		host:  filepath.Join(b.mountDir, dir, rel),
-		local: filepath.Join(b.mountDirLocal, dir, rel),
-	}, nil
+		host:  filepath.Join(b.mountDir, b.stagingDir(), rel),
+		local: filepath.Join(b.mountDirLocal, b.stagingDir(), rel),
+	}
+}
+
+// stagingAt is the staging path whose host path is p, if p is one of
+// this instance's.
+func (b *Backend) stagingAt(p string) (staging, bool) {
+	rel, err := filepath.Rel(filepath.Join(b.mountDir, b.stagingDir()), filepath.Clean(p))
+	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") {
+		return staging{}, false
+	}
+	return b.stagingOf(rel), true
 }
 
 var propagatedMountRe = regexp.MustCompile(`/plugins/[0-9a-f]{64}/propagated-mount$`)
@@ -217,7 +233,7 @@ func (b *Backend) removeStaging(st staging) error {
 	}
 	// Directories between snapvol-<instance> and the key, if the key has
 	// several parts.
-	top := filepath.Join(b.mountDirLocal, "snapvol-"+b.cfg.Instance)
+	top := filepath.Join(b.mountDirLocal, b.stagingDir())
 	for d := filepath.Dir(st.local); d != top && strings.HasPrefix(d, top+"/"); d = filepath.Dir(d) {
 		if err := unix.Rmdir(d); err != nil {
 			break

@@ -29,29 +29,10 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	// Only empty directories go: a mount a failed test left is not
 	// walked into.
-	if err := removeEmptyDirs(dir); err != nil {
+	if err := mountpoint.RemoveEmptyTree(dir); err != nil {
 		fmt.Fprintf(os.Stderr, "left %s in place: %v\n", dir, err)
 	}
 	os.Exit(code)
-}
-
-func removeEmptyDirs(dir string) error {
-	if mountpoint.IsMountPoint(dir) {
-		return fmt.Errorf("%s is mounted", dir)
-	}
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		if !e.IsDir() {
-			return fmt.Errorf("%s holds %s", dir, e.Name())
-		}
-		if err := removeEmptyDirs(filepath.Join(dir, e.Name())); err != nil {
-			return err
-		}
-	}
-	return os.Remove(dir)
 }
 
 // mountEnv is a backend whose staging directory (PX_MOUNT_DIR) is a
@@ -378,12 +359,7 @@ func TestUnmountReleasesAnEarlierVersionsMount(t *testing.T) {
 	if err := os.MkdirAll(target, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.srv.Attach(clone.ID); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.srv.Mount(clone.ID, target); err != nil {
-		t.Fatal(err)
-	}
+	serverMount(t, e, clone.ID, target)
 	// The mount serves on after the upgrade.
 	if err := e.b.Mount(c, clone.ID, target); err != nil {
 		t.Fatal(err)
@@ -401,12 +377,7 @@ func TestUnmountReleasesAnEarlierVersionsMount(t *testing.T) {
 	if err := os.MkdirAll(propagated, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.srv.Attach(clone.ID); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.srv.Mount(clone.ID, propagated); err != nil {
-		t.Fatal(err)
-	}
+	serverMount(t, e, clone.ID, propagated)
 	if err := e.b.Unmount(c, clone.ID, target); err != nil {
 		t.Fatalf("unmount of an earlier managed plugin's mount: %v", err)
 	}
@@ -417,12 +388,7 @@ func TestUnmountReleasesAnEarlierVersionsMount(t *testing.T) {
 	if err := os.MkdirAll(target, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.srv.Attach(clone.ID); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.srv.Mount(clone.ID, target); err != nil {
-		t.Fatal(err)
-	}
+	serverMount(t, e, clone.ID, target)
 	if err := e.b.Delete(c, clone.ID); err != nil {
 		t.Fatalf("delete of a clone an earlier version left mounted: %v", err)
 	}
@@ -430,4 +396,16 @@ func TestUnmountReleasesAnEarlierVersionsMount(t *testing.T) {
 		t.Errorf("%s still mounted after Delete", target)
 	}
 	os.Remove(target)
+}
+
+// serverMount has the server attach and mount volume id at path itself,
+// as an earlier snapvol had it do.
+func serverMount(t *testing.T, e *env, id, path string) {
+	t.Helper()
+	if err := e.srv.Attach(id); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.srv.Mount(id, path); err != nil {
+		t.Fatal(err)
+	}
 }

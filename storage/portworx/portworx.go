@@ -18,6 +18,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -74,7 +75,7 @@ type Backend struct {
 	// cloning are the clones being made and labelled now; rescan asks
 	// the next Owned to look for clones left without labels (at start,
 	// and after a clone that could be neither labelled nor deleted).
-	cloning nameSet
+	cloning sync.Map // names
 	rescan  atomic.Bool
 	jobs    jobs // work that outlives a request (work.go)
 }
@@ -759,9 +760,8 @@ func (b *Backend) detachAll(ctx context.Context, v *api.Volume) error {
 			return err
 		}
 		// A staging directory of this instance's goes with its mount.
-		top := filepath.Join(b.mountDir, "snapvol-"+b.cfg.Instance)
-		if rel, err := filepath.Rel(top, filepath.Clean(p)); err == nil && rel != "." && !strings.HasPrefix(rel, "..") {
-			_ = b.removeStaging(staging{rel: rel, host: p, local: filepath.Join(b.mountDirLocal, "snapvol-"+b.cfg.Instance, rel)})
+		if st, ok := b.stagingAt(p); ok {
+			_ = b.removeStaging(st)
 		}
 	}
 	if attached(v) {
@@ -820,7 +820,10 @@ func (b *Backend) Owned(ctx context.Context) ([]storage.Object, error) {
 		return nil, err
 	}
 	for _, v := range all {
-		if v == nil || seen[v.Id] || !b.unlabelledClone(v) || b.cloning.Has(volumeName(v)) {
+		if v == nil || seen[v.Id] || !b.unlabelledClone(v) {
+			continue
+		}
+		if _, busy := b.cloning.Load(volumeName(v)); busy {
 			continue
 		}
 		// Looked at again after the check above: a clone whose Clone was

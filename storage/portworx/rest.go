@@ -166,19 +166,8 @@ func isTimeout(err error) bool {
 // The calls below are those of api/client/volume's volumeClient.
 
 func (r *rest) inspect(ctx context.Context, id string) (*api.Volume, error) {
-	var vols []*api.Volume
-	err := r.call(ctx, fmt.Sprintf("inspecting volume %s", id), http.MethodGet, apiVersion, func(q *client.Request) *client.Request {
-		return q.Resource(volumePath).QueryOption(api.OptVolumeID, id)
-	}, &vols)
-	if err != nil {
-		return nil, err
-	}
-	for _, v := range vols {
-		if v != nil && v.Id == id {
-			return v, nil
-		}
-	}
-	return nil, fmt.Errorf("inspecting volume %s: %w on the OpenStorage server", id, storage.ErrNotFound)
+	v, _, err := r.inspectRaw(ctx, id)
+	return v, err
 }
 
 // inspectRaw is inspect that also returns the volume's spec as the server
