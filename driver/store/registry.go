@@ -50,7 +50,7 @@ func snapKey(source, name string) []byte { return []byte(source + "\x00" + name)
 
 // update runs fn in a write transaction on bucket, made if missing.
 func (s *Store) update(bucket []byte, fn func(b *bolt.Bucket) error) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.writeTx(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucket)
 		if err != nil {
 			return err

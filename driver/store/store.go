@@ -204,6 +204,8 @@ type Store struct {
 	wmu     sync.Mutex
 	queue   []*write
 	leading bool
+
+	sealState
 }
 
 // write is one Put (data set) or Delete (data nil) waiting to commit.
@@ -215,50 +217,136 @@ type write struct {
 	done chan bool // true: committed (see err); false: lead the next batch
 }
 
-// Open opens (creating if needed) the database at path and loads the index.
-func Open(path string) (*Store, error) {
+// Options are what OpenWith checks besides the database itself.
+type Options struct {
+	// Seal is the identity file kept beside the database (see seal.go):
+	// STATE_DIR/snapvol.store for the plugin. Empty: no identity checks
+	// (tests of the store alone).
+	Seal string
+	// Timeout is how long to wait for another process's lock (5 s if 0).
+	Timeout time.Duration
+}
+
+// Open opens (creating if needed) the database at path and loads the
+// index, without identity checks.
+func Open(path string) (*Store, error) { return OpenWith(path, Options{}) }
+
+// OpenWith opens the database at path, refusing one that is damaged
+// (ErrCorrupt) or is not the state the identity file says was served
+// (ErrRefused), creates it only where nothing says a state existed, and
+// loads the index. A store it made is Fresh until Seal.
+func OpenWith(path string, o Options) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
-	if err != nil {
-		return nil, fmt.Errorf("opening state database %s (is another snapvol running?): %w", path, err)
+	if o.Timeout == 0 {
+		o.Timeout = 5 * time.Second
 	}
-	s := &Store{db: db, idx: map[string]*Record{}}
-	err = db.Update(func(tx *bolt.Tx) error {
-		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+	var sl *seal
+	if o.Seal != "" {
+		var err error
+		if sl, err = readSeal(o.Seal); err != nil {
+			return nil, err
+		}
+	}
+	fi, err := os.Stat(path)
+	switch {
+	case err == nil && fi.Size() > 0:
+		if err := verify(path, o.Timeout); err != nil {
+			return nil, err
+		}
+	case err != nil && !errors.Is(err, os.ErrNotExist):
+		return nil, fmt.Errorf("state database %s: %w", path, err)
+	case sl != nil:
+		// Before bbolt makes a new file here: nothing may be written.
+		state := "missing"
+		if err == nil {
+			state = "empty (0 bytes)"
+		}
+		return nil, fmt.Errorf("%w: %s is %s, but %s says store %s at generation %d was served here; starting a new state would destroy that state's clones and snapshots. Restore snapvol.db from a backup (the same or a newer one), or run snapvol recover to rebuild the records from the pool (docs/recover.md)",
+			ErrRefused, path, state, o.Seal, sl.Store, sl.Generation)
+	}
+	s := &Store{idx: map[string]*Record{}}
+	s.sealPath = o.Seal
+	err = guard(func() error {
+		db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.Timeout})
 		if err != nil {
-			return err
+			return openError(path, err)
 		}
-		vols, err := tx.CreateBucketIfNotExists(bucketVolumes)
-		if err != nil {
-			return err
-		}
-		if err := upgrade(path, meta, vols); err != nil {
-			return err
-		}
-		return vols.ForEach(func(k, v []byte) error {
-			var r Record
-			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("record %q in %s: %w", k, path, err)
+		s.db = db
+		return db.Update(func(tx *bolt.Tx) error {
+			meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+			if err != nil {
+				return err
 			}
-			s.idx[r.Name] = &r
-			return nil
+			vols, err := tx.CreateBucketIfNotExists(bucketVolumes)
+			if err != nil {
+				return err
+			}
+			if err := upgrade(path, meta, vols); err != nil {
+				return err
+			}
+			if o.Seal != "" {
+				if s.fresh, err = s.checkIdentity(tx, sl, o.Seal); err != nil {
+					return err
+				}
+			}
+			return vols.ForEach(func(k, v []byte) error {
+				var r Record
+				if err := json.Unmarshal(v, &r); err != nil {
+					return fmt.Errorf("record %q in %s: %w", k, path, err)
+				}
+				s.idx[r.Name] = &r
+				return nil
+			})
 		})
 	})
 	if err != nil {
-		db.Close()
+		if s.db != nil {
+			s.db.Close()
+		}
 		return nil, err
 	}
 	for n := range s.idx {
 		s.names = append(s.names, n)
 	}
 	sort.Strings(s.names)
+	if o.Seal != "" && !s.fresh {
+		if err := s.Seal(); err != nil {
+			s.db.Close()
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
-// Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+// Close closes the database, leaving the identity file at its last
+// generation.
+func (s *Store) Close() error {
+	serr := s.stopSealer()
+	if err := s.db.Close(); err != nil {
+		return err
+	}
+	return serr
+}
+
+// writeTx runs fn in a write transaction that also bumps the generation,
+// and tells the identity file's writer once it committed.
+func (s *Store) writeTx(fn func(tx *bolt.Tx) error) error {
+	var g uint64
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := fn(tx); err != nil {
+			return err
+		}
+		var err error
+		g, err = bump(tx)
+		return err
+	})
+	if err == nil {
+		s.committed(g)
+	}
+	return err
+}
 
 // Get returns a copy of the record named name.
 func (s *Store) Get(name string) (*Record, bool) {
@@ -382,7 +470,7 @@ func (s *Store) apply(batch []*write) {
 		}
 		return b.Put([]byte(w.name), w.data)
 	}
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.writeTx(func(tx *bolt.Tx) error {
 		for _, w := range batch {
 			if err := put(tx, w); err != nil {
 				return err
@@ -395,7 +483,7 @@ func (s *Store) apply(batch []*write) {
 	}
 	if err != nil && len(batch) > 1 {
 		for _, w := range batch {
-			w.err = s.db.Update(func(tx *bolt.Tx) error { return put(tx, w) })
+			w.err = s.writeTx(func(tx *bolt.Tx) error { return put(tx, w) })
 		}
 	}
 	s.mu.Lock()
@@ -415,7 +503,7 @@ func (s *Store) apply(batch []*write) {
 // file) if there is one, else makes a new ID.
 func (s *Store) Instance(legacy string) (string, error) {
 	var id string
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.writeTx(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if v := meta.Get(keyInstance); v != nil {
 			id = string(v)
