@@ -34,7 +34,14 @@ func (d *Driver) Reconcile(ctx context.Context) error {
 			d.log.WithError(err).WithField("volume", name).Warn("reconcile")
 		}
 	}
-	d.dropStrayMounts(ctx)
+	if d.st.Fresh() {
+		// The store was made by this run: a mount or object it does not
+		// know may be a lost state's (under a running container), never
+		// this one's leftovers, so nothing is dropped or destroyed.
+		d.log.Info("reconcile: new state; stray mounts and orphans are left alone in this run")
+	} else {
+		d.dropStrayMounts(ctx)
+	}
 	d.watchPool()
 	return d.sweep(ctx)
 }
@@ -206,6 +213,11 @@ func (d *Driver) restoreMounts(ctx context.Context, r *store.Record) error {
 // unneeded snapshots. Each orphan is re-checked under its volume's lock, so
 // a clone being made right now is never taken for an orphan.
 func (d *Driver) sweep(ctx context.Context) error {
+	if d.st.Fresh() {
+		// Never collect or destroy anything in the run that made the
+		// store: what it does not know is not proven to be no one's.
+		return nil
+	}
 	owned, err := d.b.Owned(ctx)
 	if err != nil {
 		return fmt.Errorf("listing plugin objects: %w", err)

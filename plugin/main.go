@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -157,10 +158,12 @@ func portworxInstance(s Settings, st *store.Store) (string, error) {
 func run(log *logrus.Logger) error {
 	s, err := LoadSettings(environ)
 	if err != nil {
-		return err
+		// A value that does not parse is a setting to fix, not a
+		// failure a restart can get past.
+		return refusal{err}
 	}
 	if err := configureLog(log, s); err != nil {
-		return err
+		return refusal{err}
 	}
 	v, commit := version.Get()
 	log.WithFields(logrus.Fields{
@@ -187,11 +190,15 @@ func run(log *logrus.Logger) error {
 	for _, w := range warnings {
 		log.Warn(w)
 	}
-	st, err := store.Open(filepath.Join(s.StateDir, "snapvol.db"))
+	st, err := openStore(s)
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	defer func() {
+		if err := st.Close(); err != nil {
+			log.WithError(err).Warn("closing the state database")
+		}
+	}()
 	stateID, err := ensureStateID(s.StateDir)
 	if err != nil {
 		return fmt.Errorf("STATE_DIR %s: state ID: %w", s.StateDir, err)
@@ -201,9 +208,16 @@ func run(log *logrus.Logger) error {
 	}
 	b, err := openBackend(s, st, log)
 	if err != nil {
-		return fmt.Errorf("backend %s: %w", s.Backend, err)
+		err = fmt.Errorf("backend %s: %w", s.Backend, err)
+		if errors.Is(err, local.ErrSetting) || errors.Is(err, portworx.ErrEndpoint) || errors.Is(err, storage.ErrDenied) {
+			return refusal{err}
+		}
+		return err
 	}
 	defer b.Close()
+	if err := checkFresh(s, st, b, log); err != nil {
+		return err
+	}
 
 	m := metrics.New(metrics.Config{Records: st})
 	b = m.Wrap(b)
@@ -283,6 +297,62 @@ func run(log *logrus.Logger) error {
 	case err := <-served:
 		return fmt.Errorf("serving %s: %w", s.Socket, err)
 	}
+}
+
+// openStore opens STATE_DIR/snapvol.db, refusing (exit 78) a database
+// that is damaged or is not the state STATE_DIR/snapvol.store says was
+// served: serving it would panic, or start a fresh state whose sweep
+// destroys the lost state's clones and snapshots.
+func openStore(s Settings) (*store.Store, error) {
+	path := filepath.Join(s.StateDir, "snapvol.db")
+	st, err := store.OpenWith(path, store.Options{Seal: filepath.Join(s.StateDir, store.SealName)})
+	switch {
+	case err == nil:
+		return st, nil
+	case errors.Is(err, store.ErrCorrupt):
+		return nil, refusal{fmt.Errorf("refusing to start: %w. Nothing was changed. Move it aside (mv %s %s.damaged) and run snapvol recover with the plugin stopped to rebuild the records from the pool (docs/recover.md)", err, path, path)}
+	case errors.Is(err, store.ErrRefused), errors.Is(err, store.ErrSchema):
+		return nil, refusal{fmt.Errorf("refusing to start: %w", err)}
+	}
+	return nil, err
+}
+
+// checkFresh vets a store this start made: a pool holding objects
+// snapvol labelled belongs to a state that was lost (snapvol.db deleted
+// or emptied before snapvol kept an identity file, or STATE_DIR lost
+// whole), and serving a new one over it would let the sweep destroy them.
+// A clean pool makes this the first start: the store is sealed, and this
+// run destroys nothing (the driver asks Store.Fresh).
+func checkFresh(s Settings, st *store.Store, b storage.Backend, log *logrus.Logger) error {
+	if !st.Fresh() {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	owned, err := b.Owned(ctx)
+	if err != nil {
+		return fmt.Errorf("STATE_DIR %s holds a new state database; listing the pool for objects of an older one: %w", s.StateDir, err)
+	}
+	if len(owned) > 0 {
+		var eg []string
+		for _, o := range owned {
+			if len(eg) == 3 {
+				break
+			}
+			what := string(o.Kind) + " " + o.ID
+			if v := o.Labels[storage.LabelVolume]; v != "" {
+				what += " of volume " + v
+			}
+			eg = append(eg, what)
+		}
+		return refusal{fmt.Errorf("refusing to start: %s holds no records, but the pool holds %d objects snapvol made (%s): their records are lost, and a new state would destroy them. Run snapvol recover with the plugin stopped to rebuild the records from the objects' labels (docs/recover.md), or restore snapvol.db and %s from a backup",
+			st.Path(), len(owned), strings.Join(eg, "; "), store.SealName)}
+	}
+	if err := st.Seal(); err != nil {
+		return fmt.Errorf("STATE_DIR %s: %w", s.StateDir, err)
+	}
+	log.WithFields(logrus.Fields{"store": st.ID(), "db": st.Path()}).Info("new state: first start on an empty pool; nothing is collected or destroyed in this run")
+	return nil
 }
 
 // configureLog applies LOG_LEVEL and LOG_FORMAT.

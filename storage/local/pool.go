@@ -16,6 +16,12 @@ import (
 	"github.com/snapvol/snapvol/mountpoint"
 )
 
+// ErrSetting marks a pool the settings ask for that this host cannot
+// give (POOL not btrfs, no room or no fallocate for POOL_SIZE, a reserve
+// without simple quotas): restarting cannot help, so the plugin refuses
+// to start (exit 78) instead of failing (exit 1, restarted in a loop).
+var ErrSetting = errors.New("pool setting cannot be met")
+
 // openPool returns the directory of a mounted btrfs pool, mounting (and on
 // first start creating) it as the settings say:
 //   - pool is a btrfs directory: used as it is;
@@ -47,12 +53,12 @@ func mountPool(pool, stateDir string, size int64) (string, error) {
 		}
 		if st.IsDir() {
 			if !isBtrfs(pool) {
-				return "", fmt.Errorf("POOL %s is not on a btrfs filesystem; give a btrfs directory or block device, or leave POOL empty for a pool file in STATE_DIR", pool)
+				return "", fmt.Errorf("POOL %s is not on a btrfs filesystem; give a btrfs directory or block device, or leave POOL empty for a pool file in STATE_DIR: %w", pool, ErrSetting)
 			}
 			return pool, nil
 		}
 		if st.Mode()&os.ModeDevice == 0 {
-			return "", fmt.Errorf("POOL %s is neither a directory nor a block device", pool)
+			return "", fmt.Errorf("POOL %s is neither a directory nor a block device: %w", pool, ErrSetting)
 		}
 		if mountpoint.IsMountPoint(mnt) && isBtrfs(mnt) {
 			return mnt, nil
@@ -264,8 +270,8 @@ func checkRoom(dir string, size, have int64) error {
 	}
 	free := int64(st.Bavail) * int64(st.Bsize)
 	if need := size - have; need > free {
-		return fmt.Errorf("the pool file %s needs %s (POOL_SIZE) but the filesystem under it has only %s free (%d bytes needed, %d free): free space there, lower POOL_SIZE, or set POOL to a btrfs filesystem or device",
-			filepath.Join(dir, "pool.img"), human(need), human(free), need, free)
+		return fmt.Errorf("the pool file %s needs %s (POOL_SIZE) but the filesystem under it has only %s free (%d bytes needed, %d free): free space there, lower POOL_SIZE, or set POOL to a btrfs filesystem or device: %w",
+			filepath.Join(dir, "pool.img"), human(need), human(free), need, free, ErrSetting)
 	}
 	return nil
 }
@@ -277,7 +283,7 @@ func allocate(f *os.File, size int64) error {
 	}
 	if err := unix.Fallocate(int(f.Fd()), 0, 0, size); err != nil {
 		if errors.Is(err, unix.EOPNOTSUPP) {
-			return fmt.Errorf("the filesystem under %s cannot allocate files (fallocate: %w), and a sparse pool file would fail under production once it fills up; set POOL to a btrfs filesystem or device", f.Name(), err)
+			return fmt.Errorf("the filesystem under %s cannot allocate files (fallocate: %w), and a sparse pool file would fail under production once it fills up; set POOL to a btrfs filesystem or device: %w", f.Name(), err, ErrSetting)
 		}
 		return fmt.Errorf("allocating %s for the pool file: %w", human(size), err)
 	}

@@ -427,7 +427,7 @@ func (q *quotas) setup() error {
 		return nil
 	}
 	if q.mode != quotaSimple {
-		return fmt.Errorf("POOL_RESERVE=%s needs btrfs simple quotas (Linux 6.7 or later); the pool %s has %s, with which a group of clones cannot be limited without stopping its accounting; set POOL_RESERVE=0 to run with per-clone limits only", q.reserve, q.root, q.mode)
+		return fmt.Errorf("POOL_RESERVE=%s needs btrfs simple quotas (Linux 6.7 or later); the pool %s has %s, with which a group of clones cannot be limited without stopping its accounting; set POOL_RESERVE=0 to run with per-clone limits only: %w", q.reserve, q.root, q.mode, ErrSetting)
 	}
 	if err := qgroupCreate(f, cloneGroupID); err != nil {
 		return err
