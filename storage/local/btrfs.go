@@ -17,7 +17,11 @@ const (
 	iocSubvolCreate  = 0x5000940e // _IOW(0x94, 14, struct btrfs_ioctl_vol_args)
 	iocSnapDestroy   = 0x5000940f // _IOW(0x94, 15, struct btrfs_ioctl_vol_args)
 	iocSnapCreateV2  = 0x50009417 // _IOW(0x94, 23, struct btrfs_ioctl_vol_args_v2)
+	iocSnapDestroyV2 = 0x5000943f // _IOW(0x94, 63, struct btrfs_ioctl_vol_args_v2), Linux 5.7+
+	iocSubvolGetflag = 0x80089419 // _IOR(0x94, 25, __u64)
+	iocSubvolSetflag = 0x4008941a // _IOW(0x94, 26, __u64)
 	subvolRdonly     = 1 << 1
+	subvolSpecByID   = 1 << 4 // BTRFS_SUBVOL_SPEC_BY_ID: vol_args_v2 names a subvolume ID, not a name
 	btrfsSuperMagic  = 0x9123683e
 	btrfsFirstFreeID = 256 // inode number of every subvolume's root
 )
