@@ -310,9 +310,9 @@ func (d *Driver) CreateSnapshot(ctx context.Context, source, name, from string, 
 	defer d.refs.cloning()()
 	var snap storage.Object
 	if from == "" {
-		snap, err = d.b.Snapshot(ctx, src, storage.TakenSnapshotLabels(source, storage.TakenNamed, ""))
+		snap, err = d.b.Snapshot(ctx, src, storage.NamedSnapshotLabels(source, name, ""))
 	} else {
-		snap, err = d.snapshotOfClone(ctx, src, from)
+		snap, err = d.snapshotOfClone(ctx, src, from, name)
 	}
 	if err != nil {
 		return SnapshotInfo{}, fmt.Errorf("snapshot %s@%s: %w", source, name, err)
@@ -342,7 +342,7 @@ func (d *Driver) CreateSnapshot(ctx context.Context, source, name, from string, 
 
 // snapshotOfClone snapshots the clone of volume from, which must be a
 // clone volume of src, filed as src's.
-func (d *Driver) snapshotOfClone(ctx context.Context, src storage.Object, from string) (storage.Object, error) {
+func (d *Driver) snapshotOfClone(ctx context.Context, src storage.Object, from, name string) (storage.Object, error) {
 	defer d.locks.Lock(from)()
 	r, ok := d.st.Get(from)
 	if !ok {
@@ -355,7 +355,7 @@ func (d *Driver) snapshotOfClone(ctx context.Context, src storage.Object, from s
 	if a == nil {
 		return storage.Object{}, fmt.Errorf("--from %q has no clone yet: mount it once, or make it with snapvol volume create", from)
 	}
-	labels := storage.TakenSnapshotLabels(src.Name, storage.TakenNamed, from)
+	labels := storage.NamedSnapshotLabels(src.Name, name, from)
 	if src.Identity != "" {
 		labels[storage.LabelSourceID] = src.Identity
 	}

@@ -11,6 +11,11 @@ const (
 	// LabelFrom names the clone volume a snapshot was taken of on its
 	// source's behalf (after masking); absent for the source's own.
 	LabelFrom = "snapvol.from"
+	// LabelRegistered is the name snapvol snapshot create registered a
+	// snapshot as (SOURCE@NAME). The registry lives in the store; the
+	// label lets snapvol recover rebuild it when the store is lost (with
+	// --replace the newest snapshot carrying a name holds it).
+	LabelRegistered = "snapvol.registered"
 
 	TakenPlugin    = "plugin"
 	TakenNamed     = "named"
@@ -26,6 +31,14 @@ func TakenSnapshotLabels(source, taken, from string) map[string]string {
 	if from != "" {
 		l[LabelFrom] = from
 	}
+	return l
+}
+
+// NamedSnapshotLabels are the labels of a snapshot snapvol snapshot
+// create takes of source (or of clone volume from) to register as name.
+func NamedSnapshotLabels(source, name, from string) map[string]string {
+	l := TakenSnapshotLabels(source, TakenNamed, from)
+	l[LabelRegistered] = name
 	return l
 }
 
