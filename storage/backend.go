@@ -4,6 +4,12 @@
 // implementations live in its subpackages, an in-memory one for tests in
 // storage/memory; storage/storagetest checks any of them against this
 // contract. The Docker driver only ever sees this interface.
+//
+// What is inside a clone belongs to the container that mounts it and is
+// hostile to the plugin: a backend never resolves a path below an
+// object's root (a container can swap any directory there for a link
+// while the plugin looks), and deleting an object never reaches anything
+// outside it, whatever its content.
 package storage
 
 import (

@@ -10,6 +10,17 @@
 // volume: a snapshot belongs to the source whose UUID its label names
 // (storage.LabelSourceID), or, without one (taken by hand, or before the
 // label), whose UUID is its parent UUID.
+//
+// A clone's content belongs to its container, and the plugin treats it as
+// hostile (so is a volume's, while containers mount it): a container can
+// rename anything in it, swap a directory for a symbolic link at any
+// moment, make subvolumes there, nest them, make them read-only. The
+// plugin names the pool's own directories and an object's root by path,
+// and nothing below an object's root ever: nested subvolumes are found by
+// ID in the root tree and destroyed by ID (nested.go); where something
+// below a root must be opened, it is opened from the root's descriptor
+// with no link followed, no ".." above it and no mount crossed, and
+// checked to be what was expected (openBelow).
 package local
 
 import (
