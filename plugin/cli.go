@@ -111,6 +111,7 @@ STATE_DIR (--state-dir, or the STATE_DIR environment variable; default /var/lib/
 	root.AddCommand(metricsCommand(client))
 	root.AddCommand(volumeCommand(client))
 	root.AddCommand(snapshotCommand(client))
+	root.AddCommand(recoverCommand())
 	return root
 }
 

@@ -1,0 +1,227 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/spf13/cobra"
+
+	"github.com/snapvol/snapvol/driver"
+	"github.com/snapvol/snapvol/driver/store"
+	"github.com/snapvol/snapvol/storage"
+	"github.com/snapvol/snapvol/storage/local"
+)
+
+// snapvol recover rebuilds the store from the pool's labels when
+// snapvol.db is lost, emptied, damaged or an older copy, which the plugin
+// refuses to start on. It runs with the plugin stopped, not through the
+// admin socket: there is no plugin serving to ask (it refused to start),
+// and records rebuilt while Docker mounts and removes volumes would race
+// with them. bbolt's lock on snapvol.db keeps it from running beside a
+// plugin that serves the same STATE_DIR.
+func recoverCommand() *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "recover",
+		Short: "Rebuild snapvol.db from the pool's labels (with the plugin stopped); see docs/recover.md",
+		Long: `Rebuilds the records of STATE_DIR/snapvol.db from the labels snapvol puts on every
+object it makes: plain volumes, clone volumes with their clones and snapshots, and named
+snapshots (SOURCE@NAME). Mounts that containers hold now are counted, so no clone is
+destroyed under a running container. The old snapvol.db and snapvol.store are kept,
+renamed *.before-recover-TIME. Run it with the plugin stopped and the same settings
+(environment) the plugin runs with; then start the plugin.`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return runRecover(c.OutOrStdout(), stateDirOf(c), force)
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "rebuild even though snapvol.db opens and holds records")
+	return cmd
+}
+
+func runRecover(out io.Writer, stateDir string, force bool) error {
+	s, err := LoadSettings(environ)
+	if err != nil {
+		return err
+	}
+	if stateDir != "" {
+		s.StateDir = stateDir
+	}
+	if s.Backend != "local" {
+		return fmt.Errorf("snapvol recover rebuilds local (btrfs) pools only; BACKEND=%s: restore snapvol.db and %s from a backup", s.Backend, store.SealName)
+	}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	dbPath := filepath.Join(s.StateDir, "snapvol.db")
+	sealPath := filepath.Join(s.StateDir, store.SealName)
+
+	// A store the plugin would serve needs no recovery, unless asked.
+	if st, err := store.OpenWith(dbPath, store.Options{Seal: sealPath, Timeout: time.Second}); err == nil {
+		n := st.Len()
+		fresh := st.Fresh()
+		st.Close()
+		if n > 0 && !fresh && !force {
+			return fmt.Errorf("%s opens and holds %d records: nothing to recover (use --force to rebuild it anyway)", dbPath, n)
+		}
+	} else if errors.Is(err, store.ErrRefused) || errors.Is(err, store.ErrCorrupt) || errors.Is(err, store.ErrSchema) {
+		fmt.Fprintf(out, "snapvol.db is refused: %v\n", err)
+	} else {
+		return err // another snapvol holds it, most likely
+	}
+
+	stamp := time.Now().UTC().Format("20060102-150405")
+	for _, p := range []string{dbPath, sealPath} {
+		if _, err := os.Stat(p); err == nil {
+			aside := p + ".before-recover-" + stamp
+			if err := os.Rename(p, aside); err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "kept %s as %s\n", filepath.Base(p), aside)
+		}
+	}
+	st, err := store.OpenWith(dbPath, store.Options{Seal: sealPath})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	b, err := openBackend(s, st, log)
+	if err != nil {
+		return fmt.Errorf("backend %s: %w", s.Backend, err)
+	}
+	defer b.Close()
+	root := ""
+	if lb, ok := b.(*local.Backend); ok {
+		root = lb.Root()
+	}
+	d := driver.New(driver.Config{Backend: b, Store: st, DataRoot: s.DataRoot, Log: log})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	rep, err := d.Recover(ctx, mountHolders(root, s.DataRoot))
+	if err != nil {
+		return err
+	}
+	if err := st.Seal(); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "recovered %d volumes (%d clones), %d named snapshots into %s\n", len(rep.Volumes), rep.Clones, len(rep.Snapshots), dbPath)
+	for _, v := range rep.Volumes {
+		fmt.Fprintf(out, "  volume %s\n", v)
+	}
+	for _, sn := range rep.Snapshots {
+		fmt.Fprintf(out, "  snapshot %s\n", sn)
+	}
+	if len(rep.Mounted) > 0 {
+		fmt.Fprintf(out, "in use now (mounts counted, kept until unmounted): %s\n", strings.Join(rep.Mounted, ", "))
+	}
+	for _, sk := range rep.Skipped {
+		fmt.Fprintf(out, "  not recovered: %s\n", sk)
+	}
+	fmt.Fprintln(out, "not in labels, so not recovered: -o options (ttl, size), operator volumes' mark, schedules (set them again with snapvol snapshot schedule)")
+	return nil
+}
+
+// mountInfo is one line of /proc/PID/mountinfo: device, root of the mount
+// within its filesystem, and mount point.
+type mountInfo struct{ dev, root, point string }
+
+func readMountInfo(path string) []mountInfo {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var out []mountInfo
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		out = append(out, mountInfo{dev: f[2], root: unescapeMount(f[3]), point: unescapeMount(f[4])})
+	}
+	return out
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			var n int
+			if _, err := fmt.Sscanf(s[i+1:i+4], "%03o", &n); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// mountHolders counts, for each object of the local pool at root, the
+// mount namespaces other than this one that have it mounted: a container
+// holds its volume through a bind mount in its own namespace, which
+// outlives the plugin's mount at DATA_ROOT. A mount shows as the
+// filesystem's device and the object's path within it, whichever path it
+// was mounted through. Mounts in this namespace under dataRoot give the
+// target of a +each clone, whose mount ID is lost.
+func mountHolders(root, dataRoot string) driver.Holders {
+	if root == "" {
+		return nil
+	}
+	self := readMountInfo("/proc/self/mountinfo")
+	// The mount holding the pool root: its device and the pool's path
+	// within that filesystem.
+	var pool mountInfo
+	for _, m := range self {
+		if (root == m.point || strings.HasPrefix(root, strings.TrimSuffix(m.point, "/")+"/")) && len(m.point) >= len(pool.point) {
+			pool = m
+		}
+	}
+	if pool.point == "" {
+		return nil
+	}
+	base := filepath.Join(pool.root, strings.TrimPrefix(root, pool.point))
+	count := map[string]int{}
+	target := map[string]string{}
+	for _, m := range self {
+		if m.dev == pool.dev && strings.HasPrefix(m.point, dataRoot+"/") {
+			target[m.root] = m.point
+		}
+	}
+	myNS, _ := os.Readlink("/proc/self/ns/mnt")
+	seen := map[string]bool{myNS: true}
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		if p.Name()[0] < '0' || p.Name()[0] > '9' {
+			continue
+		}
+		ns, err := os.Readlink("/proc/" + p.Name() + "/ns/mnt")
+		if err != nil || seen[ns] {
+			continue
+		}
+		seen[ns] = true
+		held := map[string]bool{}
+		for _, m := range readMountInfo("/proc/" + p.Name() + "/mountinfo") {
+			if m.dev == pool.dev {
+				held[m.root] = true
+			}
+		}
+		for r := range held {
+			count[r]++
+		}
+	}
+	return func(o storage.Object) (int, string) {
+		p := filepath.Join(base, o.ID)
+		return count[p], target[p]
+	}
+}
