@@ -69,6 +69,9 @@ func (b *Backend) Health(ctx context.Context) error {
 	if st.Flags&unix.ST_RDONLY != 0 {
 		return h.unhealthy("it is read-only: " + readOnlyReason(h.root))
 	}
+	if why := sparsePoolFile(b.poolFile()); why != "" {
+		return h.unhealthy(why)
+	}
 	h.mu.Lock()
 	// Only a pool in doubt makes the caller wait for the probe: one never
 	// probed, one whose last probe failed, or one a backend call saw fail.
@@ -116,6 +119,43 @@ func (b *Backend) Health(ctx context.Context) error {
 }
 
 const probeSize = 512
+
+// poolFile is the pool file in STATE_DIR when the pool is one (POOL
+// empty), "" otherwise.
+func (b *Backend) poolFile() string {
+	if b.cfg.Pool != "" || b.cfg.StateDir == "" {
+		return ""
+	}
+	return filepath.Join(b.cfg.StateDir, "pool.img")
+}
+
+// sparsePoolFile says why a pool file is not fully allocated on the
+// filesystem under it ("" when it is, or there is none). The pool file is
+// allocated when it is made and at every start, so that filesystem can
+// never fail the pool's writes; a hole punched in it later (a discard or
+// fstrim that reached the loop device, a copy that made it sparse) lets
+// the pool promise space the host may not have, and a write it
+// acknowledged can then be lost when the host fills up. A stat is cheap
+// enough for every Health call.
+func sparsePoolFile(img string) string {
+	if img == "" {
+		return ""
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(img, &st); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return "" // a btrfs mounted at STATE_DIR/pool by hand: no file to check
+		}
+		return fmt.Sprintf("cannot stat its file %s: %v", img, err)
+	}
+	have := st.Blocks * 512
+	if have >= st.Size {
+		return ""
+	}
+	return fmt.Sprintf("its file %s is sparse: only %s (%d bytes) of its %s (%d bytes) are allocated on the filesystem under it, so that filesystem may fail (and lose) the pool's writes when it fills up; "+
+		"holes were punched in it (fstrim, or a discard that reached its loop device); allocate it again, keeping its data: fallocate -l %d %s (the same file in STATE_DIR on the host), after freeing %s there if needed; or restart snapvol, which allocates it at start",
+		img, human(have), have, human(st.Size), st.Size, st.Size, img, human(st.Size-have))
+}
 
 // probe writes and fsyncs a small file in the pool. A full pool (ENOSPC)
 // is not a failure of the pool: it takes no new data, and frees up as

@@ -3,6 +3,7 @@ package local
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -156,5 +157,40 @@ func TestHealthForcedReadOnly(t *testing.T) {
 	// A backend call that fails there is an error too, and says why.
 	if _, err := b.CreateVolume(ctx, "other", nil); err == nil {
 		t.Fatal("CreateVolume on a read-only pool succeeded")
+	}
+}
+
+// A hole punched in the pool file (what a discard or fstrim reaching the
+// loop device does) makes the pool unhealthy: Health names the file, how
+// much of it is allocated and the fallocate command that repairs it; once
+// that command has run, the pool is healthy again.
+func TestHealthSparsePoolFile(t *testing.T) {
+	b, host := openOnSmallHost(t, "320m", 256<<20)
+	img := filepath.Join(host, "pool.img")
+	ctx := context.Background()
+	if err := b.Health(ctx); err != nil {
+		t.Fatalf("Health of a fresh pool: %v", err)
+	}
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// The last 32M: past anything btrfs has written in a fresh pool.
+	if err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 224<<20, 32<<20); err != nil {
+		t.Fatal(err)
+	}
+	err = b.Health(ctx)
+	if !errors.Is(err, storage.ErrUnhealthy) || !strings.Contains(err.Error(), img) || !strings.Contains(err.Error(), "sparse") ||
+		!strings.Contains(err.Error(), fmt.Sprintf("fallocate -l %d %s", 256<<20, img)) {
+		t.Fatalf("Health with a hole in the pool file = %v; want ErrUnhealthy naming %s and the fallocate that repairs it", err, img)
+	}
+	t.Logf("sparse: %v", err)
+	out, err := exec.Command("fallocate", "-l", fmt.Sprint(256<<20), img).CombinedOutput()
+	if err != nil {
+		t.Fatalf("fallocate: %v: %s", err, out)
+	}
+	if err := b.Health(ctx); err != nil {
+		t.Fatalf("Health after fallocate: %v", err)
 	}
 }

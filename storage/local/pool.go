@@ -30,7 +30,9 @@ var ErrSetting = errors.New("pool setting cannot be met")
 //     (see allocate), formatted btrfs on first start and loop-mounted at
 //     stateDir/pool.
 //
-// A pool snapvol mounts is closed to other host users (its root 0700).
+// A pool snapvol mounts is closed to other host users (its root 0700),
+// and mounted nosuid,nodev (see poolFlags); a pool file is also mounted
+// nodiscard (see poolFileOptions).
 func openPool(pool, stateDir string, size int64) (string, error) {
 	mnt, err := mountPool(pool, stateDir, size)
 	if err != nil {
@@ -61,20 +63,28 @@ func mountPool(pool, stateDir string, size int64) (string, error) {
 			return "", fmt.Errorf("POOL %s is neither a directory nor a block device: %w", pool, ErrSetting)
 		}
 		if mountpoint.IsMountPoint(mnt) && isBtrfs(mnt) {
-			return mnt, nil
+			return mnt, fixPoolMount(mnt, false)
 		}
 		if err := os.MkdirAll(mnt, 0o700); err != nil {
 			return "", err
 		}
-		if err := unix.Mount(pool, mnt, "btrfs", 0, ""); err != nil {
+		if err := unix.Mount(pool, mnt, "btrfs", poolFlags, ""); err != nil {
 			return "", fmt.Errorf("mounting POOL %s as btrfs at %s (is it formatted btrfs?): %w", pool, mnt, err)
 		}
 		return mnt, nil
 	}
-	if mountpoint.IsMountPoint(mnt) && isBtrfs(mnt) {
-		return mnt, nil
-	}
 	img := filepath.Join(stateDir, "pool.img")
+	if mountpoint.IsMountPoint(mnt) && isBtrfs(mnt) {
+		// Mounted by an earlier run (host mode), perhaps by a version that
+		// let discards punch holes in the file: allocate what is missing
+		// now. Failing that (no room on the host) is not a reason to stop
+		// serving the volumes the pool holds; Health reports the sparse
+		// file and refuses new clones until it is allocated.
+		if _, err := os.Stat(img); err == nil {
+			_ = allocateExisting(img)
+		}
+		return mnt, fixPoolMount(mnt, true)
+	}
 	if err := os.MkdirAll(mnt, 0o700); err != nil {
 		return "", err
 	}
@@ -120,6 +130,71 @@ func makePoolFile(img string, size int64) error {
 	return os.Rename(tmp, img)
 }
 
+// poolFlags are the per-mount flags of a pool snapvol mounts. Every
+// volume and clone is a bind mount of a directory in it, and a bind mount
+// starts with the flags of the mount it is made from; so do the copies of
+// it that propagate out of a managed plugin's namespace (through its
+// propagatedMount) to the host, where Docker binds them into containers.
+// A remount that adds flags to a bind changes that one mount only, not
+// its propagated copies: so the flags are set here, on the pool, where
+// every bind inherits them. A setuid program or a device node written
+// into a clone then gives nothing, wherever the clone is seen.
+const poolFlags = unix.MS_NOSUID | unix.MS_NODEV
+
+// poolFileOptions are the btrfs options of a loop-mounted pool file. A
+// loop device takes discards by punching holes in its backing file, and
+// btrfs turns on discard=async by itself on a device that takes them
+// (Linux 6.2+): every deleted clone would give its space back to the host
+// filesystem, the "allocated" pool file would go sparse, and once that
+// filesystem filled up, writes the pool had acknowledged would be lost.
+// snapvol never trims the pool either (no FITRIM); a trim from outside
+// (fstrim on the host) is what Health's allocation check is for.
+const poolFileOptions = "nodiscard"
+
+// fixPoolMount gives a pool mount found already mounted (or mounted on
+// a filesystem an earlier run mounted) poolFlags and, for a pool file
+// (file), nodiscard, by remounting it when it lacks them. The remount
+// keeps the mount's other per-mount flags.
+func fixPoolMount(mnt string, file bool) error {
+	m, ok := mountOf(mnt)
+	if !ok || m.point != mnt {
+		return fmt.Errorf("pool %s: not found in /proc/self/mountinfo", mnt)
+	}
+	discard := file && hasDiscard(m.superOpts)
+	var st unix.Statfs_t
+	if err := unix.Statfs(mnt, &st); err != nil {
+		return fmt.Errorf("pool %s: %w", mnt, err)
+	}
+	const keep = unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC |
+		unix.MS_NOATIME | unix.MS_NODIRATIME | unix.MS_RELATIME
+	have := uintptr(st.Flags) & keep
+	if !discard && have&poolFlags == poolFlags {
+		return nil
+	}
+	data := ""
+	if discard {
+		data = poolFileOptions
+	}
+	if err := unix.Mount("", mnt, "", unix.MS_REMOUNT|have|poolFlags, data); err != nil {
+		return fmt.Errorf("remounting pool %s with %s %s: %w", mnt, mountpoint.FlagNames(poolFlags), data, err)
+	}
+	if m, ok := mountOf(mnt); ok && file && hasDiscard(m.superOpts) {
+		return fmt.Errorf("pool %s: still mounted with discard after a remount with nodiscard (options %s): deleting clones would punch holes in the pool file", mnt, m.superOpts)
+	}
+	return nil
+}
+
+// hasDiscard reports whether btrfs mount options turn discard on
+// ("discard", "discard=sync", "discard=async").
+func hasDiscard(opts string) bool {
+	for _, o := range strings.Split(opts, ",") {
+		if o == "discard" || strings.HasPrefix(o, "discard=") {
+			return true
+		}
+	}
+	return false
+}
+
 // loopMount attaches img to a free loop device and mounts it. The loop
 // device is set to autoclear, so it goes away with the last unmount.
 //
@@ -144,9 +219,12 @@ func loopMount(img, mnt string) error {
 		if !ok {
 			break
 		}
-		err := unix.Mount(dev, mnt, "btrfs", 0, "")
+		err := unix.Mount(dev, mnt, "btrfs", poolFlags, poolFileOptions)
 		if err == nil {
-			return nil
+			// The filesystem's options are its superblock's, set by
+			// whoever mounted it first (perhaps an earlier version, with
+			// discard on): make them ours.
+			return fixPoolMount(mnt, true)
 		}
 		// The device may be going away (autoclear after the last unmount);
 		// look again, and attach a new one once it is gone.
@@ -197,7 +275,7 @@ func loopMount(img, mnt string) error {
 			lf.Close()
 			return fmt.Errorf("configuring %s: %w", dev, err)
 		}
-		err = unix.Mount(dev, mnt, "btrfs", 0, "")
+		err = unix.Mount(dev, mnt, "btrfs", poolFlags, poolFileOptions)
 		if err != nil {
 			_ = unix.IoctlSetInt(int(lf.Fd()), unix.LOOP_CLR_FD, 0)
 		}
