@@ -701,6 +701,7 @@ func (b *Backend) Delete(_ context.Context, id string) error {
 	k, ours := storage.KindOf(b.readLabels(id))
 	switch {
 	case kind == storage.KindClone:
+		b.quota.release(p) // a clone at its limit must stay deletable
 	case kind == storage.KindSnapshot && ours && k == storage.KindSnapshot:
 	default:
 		return fmt.Errorf("delete %s: not a snapshot or clone snapvol made: %w", id, storage.ErrProtected)

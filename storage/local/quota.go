@@ -1,50 +1,65 @@
 package local
 
 import (
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 	"unsafe"
 
+	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )
 
 // Space isolation: btrfs quota groups, through the ioctls.
 //
-// Every clone's subvolume has its quota group 0/ID; a clone made with a
-// limit (CLONE_SIZE, or -o size=) has a limit on the bytes it holds
-// alone. With a reserve (POOL_RESERVE) every clone is also a member of one
-// level-1 group, 1/cloneGroupID, whose limit keeps what all clones hold
-// together below what would leave less than the reserve free: clones'
-// bytes + free - reserve, recomputed every few seconds (as regular
-// volumes grow, the clones' allowance shrinks). A write past either limit
-// fails with EDQUOT in the clone only; regular volumes are in no limited
-// group.
+// With simple quotas (Linux 6.7+, used wherever the kernel has them) every
+// clone gets a level-1 quota group of its own, 1/X (X in the range
+// cloneGroupBase, "sn" in ASCII), and its subvolume 0/ID is made a member
+// of it by the snapshot ioctl that makes it (qgroup inherit). The clone's
+// limit (CLONE_SIZE, or -o size=) is on 1/X, and on 0/ID too, as a record.
+// A subvolume a container creates inside its clone (no capability needed)
+// is put by the kernel into the groups of the subvolume it is made in
+// (simple quotas' auto-inherit, fs/btrfs/qgroup.c qgroup_auto_inherit), so
+// it lands in 1/X, and so does one made inside that: the clone's limit
+// holds for everything below it, at any depth. With a reserve
+// (POOL_RESERVE) every clone group is a member of one level-2 group,
+// 2/reserveGroupID, whose limit keeps what all clones hold together below
+// what would leave less than the reserve free: clones' bytes + free -
+// reserve, recomputed every few seconds (as regular volumes grow, the
+// clones' allowance shrinks). A write past either limit fails with EDQUOT
+// in that clone only; regular volumes are in no limited group.
 //
-// Simple quotas (Linux 6.7+) are used wherever the kernel has them: they
-// account each extent to the subvolume that wrote it, so a clone's bytes
-// are what it wrote itself (what deleting it frees), nothing needs
-// rescanning, and a clone is limited and put in the group by the same
-// snapshot ioctl that makes it (qgroup inherit). Older kernels get full
-// qgroups: per-clone limits, set right after the clone is made; no
-// reserve, since adding a new snapshot to a group marks full qgroups
-// inconsistent, which stops their accounting until a rescan; a
-// reserve asked for there is refused at Open. Where quotas cannot be
-// enabled at all, limits are refused clearly, at Open or at the Clone that
-// asks for one.
+// Simple quotas account each extent to the subvolume that wrote it, so a
+// clone's bytes are what it wrote itself (what deleting it frees), and
+// nothing needs rescanning. What snapshots and clones keep alive of their
+// source's data stays its source's; usage.go measures it (Pinned).
 //
-// Known limits of the mechanism, all on the kernel's side: a subvolume a
-// container creates inside its clone has a quota group of its own, which
-// the clone's limit does not cover (simple quotas put it in the clone's
-// level-1 group, so the reserve still holds; Delete destroys it with the
-// clone); data written before quotas were enabled is not accounted.
+// Deleting a subvolume reserves metadata in the subvolume holding its
+// directory entry: inside a clone at its limit, deleting a nested
+// subvolume fails with EDQUOT. Delete therefore lifts the clone's own
+// limits and takes its group out of the reserve group first (release);
+// no other group is touched. The limits snapvol set are read back from
+// the kernel every few seconds; one changed by hand is logged, naming the
+// group, and set again. Groups of deleted clones are removed once the
+// kernel has dropped the clone (sweep).
+//
+// Older kernels get full qgroups: a per-clone limit on 0/ID, set right
+// after the clone is made; no reserve and no clone groups, since adding a
+// subvolume to a group marks full qgroups inconsistent, which stops their
+// accounting until a rescan (a reserve asked for there is refused at
+// Open), and so no limit on subvolumes nested in a clone either. Where
+// quotas cannot be enabled at all, limits are refused clearly, at Open or
+// at the Clone that asks for one. Data written before quotas were enabled
+// is not accounted.
 
 const (
 	iocQuotaCtl     = 0xc0109428 // _IOWR(0x94, 40, struct btrfs_ioctl_quota_ctl_args)
@@ -66,10 +81,22 @@ const (
 	subvolQgroupInh  = 1 << 2 // BTRFS_SUBVOL_QGROUP_INHERIT
 	clearLimit       = ^uint64(0)
 
-	// cloneGroupID is the level-1 quota group holding every clone
-	// (1/1936613744, "snap" in ASCII, shown so by btrfs qgroup show).
-	cloneGroupID = 1<<48 | 0x736e6170
+	// legacyGroupID is the level-1 group that held every clone before
+	// clones had groups of their own (1/1936613744, "snap" in ASCII):
+	// Open moves its members out and removes it.
+	legacyGroupID = 1<<48 | 0x736e6170
+	// reserveGroupID is the level-2 group holding every clone group, whose
+	// limit keeps POOL_RESERVE free (2/1936613744).
+	reserveGroupID = 2<<48 | 0x736e6170
+	// cloneGroupBase is the range of clone groups: 1/(cloneGroupBase | n),
+	// n a random 32-bit number.
+	cloneGroupBase = 0x736e << 32
+
+	keyQgroupRelation = 246 // BTRFS_QGROUP_RELATION_KEY
 )
+
+// isCloneGroup reports whether id is a clone group (see cloneGroupBase).
+func isCloneGroup(id uint64) bool { return id>>48 == 1 && id&(1<<48-1)>>32 == 0x736e }
 
 // quotaMode is how the pool's filesystem accounts space.
 type quotaMode int
@@ -189,6 +216,59 @@ func qgroupAssign(f *os.File, src, dst uint64) error {
 		return fmt.Errorf("adding quota group %s to %s: %w", qgroupName(src), qgroupName(dst), err)
 	}
 	return nil
+}
+
+// qgroupRemove removes quota group id; the kernel refuses (EBUSY) while
+// it has members or holds bytes.
+func qgroupRemove(f *os.File, id uint64) error {
+	if err := ioctl(f.Fd(), iocQgroupCreate, unsafe.Pointer(&qgroupCreateArgs{create: 0, qgroupID: id})); err != nil {
+		return fmt.Errorf("removing quota group %s: %w", qgroupName(id), err)
+	}
+	return nil
+}
+
+// qgroupUnassign takes quota group src out of dst; not being a member is
+// fine.
+func qgroupUnassign(f *os.File, src, dst uint64) error {
+	err := ioctl(f.Fd(), iocQgroupAssign, unsafe.Pointer(&qgroupAssignArgs{assign: 0, src: src, dst: dst}))
+	if err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("taking quota group %s out of %s: %w", qgroupName(src), qgroupName(dst), err)
+	}
+	return nil
+}
+
+// qgroupRelations reads every membership in one scan of the quota tree:
+// the groups each group is a member of, and each group's members. The
+// kernel stores a relation both ways, (member, RELATION, group) and
+// (group, RELATION, member), under nonzero object IDs, apart from the
+// info and limit items (object ID 0).
+func qgroupRelations(f *os.File) (parents, members map[uint64][]uint64, err error) {
+	parents, members = map[uint64][]uint64{}, map[uint64][]uint64{}
+	err = treeSearch(f.Fd(), quotaTreeID, [3]uint64{1, keyQgroupRelation, 0}, [3]uint64{^uint64(0), keyQgroupRelation, ^uint64(0)}, func(it item) bool {
+		if it.typ != keyQgroupRelation {
+			return true
+		}
+		if it.objectID>>48 < it.offset>>48 {
+			parents[it.objectID] = append(parents[it.objectID], it.offset)
+		} else {
+			members[it.objectID] = append(members[it.objectID], it.offset)
+		}
+		return true
+	})
+	if errors.Is(err, unix.ENOENT) {
+		err = nil
+	}
+	return parents, members, err
+}
+
+// ownGroup is the clone group among groups, 0 if none.
+func ownGroup(groups []uint64) uint64 {
+	for _, g := range groups {
+		if isCloneGroup(g) {
+			return g
+		}
+	}
+	return 0
 }
 
 func quotaRescan(f *os.File) error {
@@ -387,25 +467,58 @@ type quotas struct {
 	// simple quotas set an incompat flag older kernels cannot mount.
 	own bool
 
-	mu     sync.Mutex
-	mode   quotaMode
-	err    error // why quotas could not be enabled, once tried
-	tried  bool
-	group  bool  // cloneGroupID exists and clones join it
-	limit  int64 // the group's limit as last set
+	mu    sync.Mutex
+	mode  quotaMode
+	err   error // why quotas could not be enabled, once tried
+	tried bool
+	group bool // reserveGroupID exists and clone groups join it
+	// set is the reserve group's limit as snapvol last set it (0: not
+	// yet); each round compares it with the kernel's, never trusts it.
+	set int64
+	// want is each clone group's limit as snapvol set it (0: none), read
+	// from the kernel at Open for clones made before.
+	want map[uint64]int64
+	// born is when this process made each clone group, so the sweep
+	// leaves a group alone while its clone is being made.
+	born   map[uint64]time.Time
+	log    logrus.FieldLogger
+	rounds int
 	stop   chan struct{}
 	done   chan struct{}
 	closed bool
 }
 
-// refreshEvery is how often the clone group's limit follows the pool's
-// free space.
-const refreshEvery = 2 * time.Second
+// refreshEvery is how often the reserve group's limit follows the pool's
+// free space and every limit is checked against the kernel's; every
+// sweepEvery rounds, the groups of deleted clones are removed.
+const (
+	refreshEvery = 2 * time.Second
+	sweepEvery   = 15
+	// groupGrace is how long a clone group may be empty after it was
+	// made: the snapshot ioctl that puts the clone in it comes after.
+	groupGrace = time.Minute
+)
 
-// setup enables quotas at Open when limits are configured, and prepares
-// the clone group of a reserve. Quotas already on are used for Usage even
-// when nothing is limited.
+// SetLog sends the backend's warnings (limits changed by hand) to l;
+// until it is called they go to logrus's standard logger.
+func (b *Backend) SetLog(l logrus.FieldLogger) {
+	b.quota.mu.Lock()
+	b.quota.log = l
+	b.quota.mu.Unlock()
+}
+
+func (q *quotas) logger() logrus.FieldLogger {
+	if q.log == nil {
+		return logrus.StandardLogger()
+	}
+	return q.log
+}
+
+// setup enables quotas at Open when limits are configured, and gives
+// every clone its group (and the groups the reserve group). Quotas
+// already on are used for Usage even when nothing is limited.
 func (q *quotas) setup() error {
+	q.want, q.born = map[uint64]int64{}, map[uint64]time.Time{}
 	f, err := openDir(q.root)
 	if err != nil {
 		return err
@@ -417,31 +530,37 @@ func (q *quotas) setup() error {
 			return nil // usage then unknown; nothing was asked for
 		}
 		q.mode, q.tried = mode, mode != quotaOff
-		return nil
-	}
-	if err := q.enable(f); err != nil {
-		return err
-	}
-	q.rescanIfInconsistent(f)
-	if q.reserve.IsZero() {
-		return nil
+	} else {
+		if err := q.enable(f); err != nil {
+			return err
+		}
+		q.rescanIfInconsistent(f)
+		if !q.reserve.IsZero() && q.mode != quotaSimple {
+			return fmt.Errorf("POOL_RESERVE=%s needs btrfs simple quotas (Linux 6.7 or later); the pool %s has %s, with which a group of clones cannot be limited without stopping its accounting; set POOL_RESERVE=0 to run with per-clone limits only", q.reserve, q.root, q.mode)
+		}
 	}
 	if q.mode != quotaSimple {
-		return fmt.Errorf("POOL_RESERVE=%s needs btrfs simple quotas (Linux 6.7 or later); the pool %s has %s, with which a group of clones cannot be limited without stopping its accounting; set POOL_RESERVE=0 to run with per-clone limits only: %w", q.reserve, q.root, q.mode, ErrSetting)
+		return nil
 	}
-	if err := qgroupCreate(f, cloneGroupID); err != nil {
-		return err
+	if !q.reserve.IsZero() {
+		if err := qgroupCreate(f, reserveGroupID); err != nil {
+			return err
+		}
+		q.group = true
 	}
-	// Clones made before the reserve existed join the group too.
 	if err := q.adoptClones(f); err != nil {
 		return err
 	}
-	q.group = true
-	if err := q.refreshLocked(f); err != nil {
-		return err
+	if q.group {
+		groups, err := qgroups(f)
+		if err != nil {
+			return err
+		}
+		if err := q.refreshLocked(f, groups); err != nil {
+			return err
+		}
 	}
-	q.stop, q.done = make(chan struct{}), make(chan struct{})
-	go q.loop()
+	q.startLoop()
 	return nil
 }
 
@@ -477,27 +596,204 @@ func (q *quotas) rescanIfInconsistent(f *os.File) {
 	}
 }
 
+// adoptClones gives every clone in clones/ a group of its own, with the
+// subvolumes nested in it, as a clone made now has: clones made by an
+// earlier snapvol (in the one level-1 group all clones shared, or in none)
+// are moved, their limit on 0/ID copied to the group. Clones that have a
+// group already teach want their limit. The shared group of old is
+// emptied and removed. Simple quotas only: moving members is free there.
 func (q *quotas) adoptClones(f *os.File) error {
-	poolID, _, err := inoLookup(f, 0, btrfsFirstFreeID)
+	clones, err := q.cloneIDs(f)
 	if err != nil {
 		return err
 	}
-	var st unix.Stat_t
-	if err := unix.Stat(q.root+"/"+dirClones, &st); err != nil {
-		return err
-	}
-	refs, err := childSubvols(f, poolID)
+	parents, members, err := qgroupRelations(f)
 	if err != nil {
 		return err
 	}
-	for _, r := range refs {
-		if r.dir == st.Ino {
-			if err := qgroupAssign(f, r.child, cloneGroupID); err != nil {
+	groups, err := qgroups(f)
+	if err != nil {
+		return err
+	}
+	for _, c := range clones {
+		own := ownGroup(parents[c])
+		if own == 0 {
+			if own, err = q.newGroup(f, groups[c].limit); err != nil {
+				return err
+			}
+			below, err := descendants(f, c)
+			if err != nil {
+				return err
+			}
+			for _, s := range append([]uint64{c}, below...) {
+				if err := qgroupAssign(f, s, own); err != nil {
+					return err
+				}
+			}
+			delete(q.born, own)
+		} else {
+			lim := groups[own].limit
+			if lim == 0 {
+				lim = groups[c].limit
+			}
+			q.want[own] = lim
+			if q.group {
+				if err := qgroupAssign(f, own, reserveGroupID); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if !q.group {
+		// A reserve an earlier run kept, set to none now: its group
+		// must not go on holding clones back.
+		if _, ok := groups[reserveGroupID]; ok {
+			if err := qgroupSetLimit(f, reserveGroupID, 0); err != nil {
 				return err
 			}
 		}
 	}
+	if _, ok := groups[legacyGroupID]; ok {
+		for _, m := range members[legacyGroupID] {
+			if err := qgroupUnassign(f, m, legacyGroupID); err != nil {
+				return err
+			}
+		}
+		_ = qgroupSetLimit(f, legacyGroupID, 0)
+		_ = qgroupRemove(f, legacyGroupID) // once empty; else at the next Open
+	}
 	return nil
+}
+
+// cloneIDs lists the subvolume IDs of the clones in clones/.
+func (q *quotas) cloneIDs(f *os.File) ([]uint64, error) {
+	poolID, _, err := inoLookup(f, 0, btrfsFirstFreeID)
+	if err != nil {
+		return nil, err
+	}
+	ino, err := dirIno(q.root + "/" + dirClones)
+	if err != nil {
+		return nil, err
+	}
+	refs, err := childSubvols(f, poolID)
+	if err != nil {
+		return nil, err
+	}
+	var out []uint64
+	for _, r := range refs {
+		if r.dir == ino {
+			out = append(out, r.child)
+		}
+	}
+	return out, nil
+}
+
+// descendants lists the subvolumes below subvolume id, at any depth,
+// from the root tree, without a path.
+func descendants(f *os.File, id uint64) ([]uint64, error) {
+	var out []uint64
+	for todo := []uint64{id}; len(todo) > 0; {
+		cur := todo[len(todo)-1]
+		todo = todo[:len(todo)-1]
+		refs, err := childSubvols(f, cur)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range refs {
+			out = append(out, r.child)
+			todo = append(todo, r.child)
+		}
+	}
+	return out, nil
+}
+
+// newGroup makes a clone group limited to max bytes (0: none), in the
+// reserve group if there is one. The caller holds q.mu or is setup.
+func (q *quotas) newGroup(f *os.File, max int64) (uint64, error) {
+	var id uint64
+	for try := 0; ; try++ {
+		var n [4]byte
+		_, _ = rand.Read(n[:])
+		id = 1<<48 | cloneGroupBase | uint64(binary.LittleEndian.Uint32(n[:]))
+		err := ioctl(f.Fd(), iocQgroupCreate, unsafe.Pointer(&qgroupCreateArgs{create: 1, qgroupID: id}))
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EEXIST) || try == 8 {
+			return 0, fmt.Errorf("creating a quota group for a clone: %w", err)
+		}
+	}
+	q.born[id] = time.Now()
+	if max > 0 {
+		if err := qgroupSetLimit(f, id, max); err != nil {
+			return 0, err
+		}
+	}
+	if q.group {
+		if err := qgroupAssign(f, id, reserveGroupID); err != nil {
+			return 0, err
+		}
+	}
+	q.want[id] = max
+	return id, nil
+}
+
+// release lifts the limits of the clone at p before it is deleted, so
+// that deleting the subvolumes nested in it cannot fail with EDQUOT
+// (deleting one reserves metadata in the subvolume holding it, which a
+// full group refuses): the limit on its group and on its 0/ID, and its
+// group's membership in the reserve group. Only the clone's own groups
+// are touched. The clone is being deleted: it is no longer held to
+// anything, and the refresh no longer puts its limit back.
+func (q *quotas) release(p string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.mode != quotaSimple && q.mode != quotaFull {
+		return
+	}
+	id, err := subvolID(p)
+	if err != nil {
+		return
+	}
+	// The ioctls go through the pool's root, never the clone: each
+	// reserves metadata in the subvolume it is called on, which the
+	// clone's full groups would refuse.
+	f, err := openDir(q.root)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	log := q.logger().WithField("clone", p)
+	if err := qgroupSetLimit(f, id, 0); err != nil {
+		log.WithError(err).Warn("lifting a clone's limit before deleting it")
+	}
+	parents, _, err := qgroupRelations(f)
+	if err != nil {
+		log.WithError(err).Warn("reading a clone's quota groups before deleting it")
+		return
+	}
+	for _, g := range parents[id] {
+		switch {
+		case isCloneGroup(g):
+			delete(q.want, g)
+			if err := qgroupSetLimit(f, g, 0); err != nil {
+				log.WithError(err).Warn("lifting a clone group's limit before deleting the clone")
+			}
+			if err := qgroupUnassign(f, g, reserveGroupID); err != nil {
+				log.WithError(err).Warn("taking a clone group out of the reserve group before deleting the clone")
+			}
+		case g == legacyGroupID:
+			_ = qgroupUnassign(f, id, g)
+		}
+	}
+}
+
+func (q *quotas) startLoop() {
+	if q.stop != nil {
+		return
+	}
+	q.stop, q.done = make(chan struct{}), make(chan struct{})
+	go q.loop()
 }
 
 func (q *quotas) loop() {
@@ -509,7 +805,9 @@ func (q *quotas) loop() {
 		case <-q.stop:
 			return
 		case <-t.C:
-			_ = q.refresh()
+			if err := q.refresh(); err != nil {
+				q.logger().WithError(err).Warn("checking the clones' quota limits")
+			}
 		}
 	}
 }
@@ -526,32 +824,48 @@ func (q *quotas) close() {
 	<-q.done
 }
 
-// refresh sets the clone group's limit to what keeps the reserve free.
+// refresh sets the reserve group's limit to what keeps the reserve free,
+// puts back any limit changed by hand, and now and then removes the
+// groups of deleted clones.
 func (q *quotas) refresh() error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if !q.group {
-		return nil
-	}
 	f, err := openDir(q.root)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	return q.refreshLocked(f)
+	groups, err := qgroups(f)
+	if err != nil {
+		return err
+	}
+	if q.group {
+		if err := q.refreshLocked(f, groups); err != nil {
+			return err
+		}
+	}
+	q.checkLimits(f, groups)
+	if q.rounds++; q.rounds%sweepEvery == 0 {
+		q.sweep(f, groups)
+	}
+	return nil
 }
 
 // refreshLocked: clones may hold what they hold plus the free space above
 // the reserve; never less than they hold (the limit stops growth, it
-// does not undo it).
-func (q *quotas) refreshLocked(f *os.File) error {
+// does not undo it). The limit in force is the kernel's, read in groups:
+// one that is not what snapvol set was changed by hand, and is set again.
+func (q *quotas) refreshLocked(f *os.File, groups map[uint64]qgroupUsage) error {
 	size, _, free, err := statPool(q.root)
 	if err != nil {
 		return err
 	}
-	held, err := qgroupExcl(f, cloneGroupID)
-	if err != nil {
-		return err
+	g := groups[reserveGroupID]
+	held := g.excl
+	if q.set != 0 && g.limit != q.set {
+		q.logger().WithFields(logrus.Fields{"qgroup": qgroupName(reserveGroupID), "limit": g.limit, "set": q.set}).
+			Warn("the limit of the clones' reserve group (POOL_RESERVE) was changed by hand; setting it again")
+		q.set = 0
 	}
 	limit := held + free - q.reserve.Of(size)
 	if limit < held {
@@ -563,20 +877,68 @@ func (q *quotas) refreshLocked(f *os.File) error {
 	// A tighter limit is written at once; a looser one once it moved by
 	// a 64th of the pool (at most 64M), sparing a transaction per round.
 	slack := min(size/64, 64<<20)
-	if d := limit - q.limit; q.limit != 0 && d >= 0 && d < slack {
+	if d := limit - q.set; q.set != 0 && d >= 0 && d < slack {
 		return nil
 	}
-	if err := qgroupSetLimit(f, cloneGroupID, limit); err != nil {
+	if err := qgroupSetLimit(f, reserveGroupID, limit); err != nil {
 		return err
 	}
-	q.limit = limit
+	q.set = limit
 	return nil
 }
 
+// checkLimits puts back the limit of every clone group whose limit in the
+// kernel is not the one snapvol set, saying so.
+func (q *quotas) checkLimits(f *os.File, groups map[uint64]qgroupUsage) {
+	for id, want := range q.want {
+		g, ok := groups[id]
+		if !ok || g.limit == want {
+			continue
+		}
+		log := q.logger().WithFields(logrus.Fields{"qgroup": qgroupName(id), "limit": g.limit, "set": want})
+		if err := qgroupSetLimit(f, id, want); err != nil {
+			log.WithError(err).Warn("the limit of a clone's quota group was changed by hand; setting it again failed")
+			continue
+		}
+		log.Warn("the limit of a clone's quota group was changed by hand; set it again")
+	}
+}
+
+// sweep removes clone groups with no member left (their clone deleted and
+// dropped by the kernel), except those just made, and puts clone groups
+// taken out of the reserve group by hand back in.
+func (q *quotas) sweep(f *os.File, groups map[uint64]qgroupUsage) {
+	parents, members, err := qgroupRelations(f)
+	if err != nil {
+		return
+	}
+	now := time.Now()
+	for id := range groups {
+		if !isCloneGroup(id) {
+			continue
+		}
+		if len(members[id]) > 0 || now.Sub(q.born[id]) < groupGrace {
+			if _, ours := q.want[id]; ours && q.group && len(members[id]) > 0 && !slices.Contains(parents[id], reserveGroupID) {
+				q.logger().WithField("qgroup", qgroupName(id)).Warn("a clone's quota group was taken out of the reserve group by hand; putting it back")
+				_ = qgroupAssign(f, id, reserveGroupID)
+			}
+			continue
+		}
+		for _, p := range parents[id] {
+			_ = qgroupUnassign(f, id, p)
+		}
+		if qgroupRemove(f, id) == nil {
+			delete(q.want, id)
+			delete(q.born, id)
+		}
+	}
+}
+
 // forClone returns what a new clone limited to max bytes (0: none) is
-// made with: a qgroup inherit for simple quotas, and for full qgroups the
-// limit to set once it exists (post > 0). Quotas are enabled on the first
-// clone that asks for a limit.
+// made with: with simple quotas, a qgroup inherit that puts it in a new
+// group of its own (limited to max, in the reserve group); with full
+// qgroups, the limit to set once it exists (post > 0). Quotas are enabled
+// on the first clone that asks for a limit.
 func (q *quotas) forClone(max int64) (inh *qgroupInherit, post int64, err error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -591,12 +953,20 @@ func (q *quotas) forClone(max int64) (inh *qgroupInherit, post int64, err error)
 			return nil, 0, err
 		}
 	}
-	switch {
-	case q.mode == quotaSimple && q.group:
-		return newInherit(max, cloneGroupID), 0, nil
-	case q.mode == quotaSimple && max > 0:
-		return newInherit(max), 0, nil
-	case q.mode == quotaFull:
+	switch q.mode {
+	case quotaSimple:
+		f, err := openDir(q.root)
+		if err != nil {
+			return nil, 0, err
+		}
+		defer f.Close()
+		id, err := q.newGroup(f, max)
+		if err != nil {
+			return nil, 0, err
+		}
+		q.startLoop()
+		return newInherit(max, id), 0, nil
+	case quotaFull:
 		// A full-qgroup snapshot takes its source's limits whatever the
 		// inherit says: the limit is set after.
 		return nil, max, nil

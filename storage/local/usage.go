@@ -27,8 +27,10 @@ func (b *Backend) Usage(context.Context) (storage.PoolUsage, error) {
 // ioctls. With quotas off nothing can be measured, and the map is empty.
 //
 // With simple quotas an object holds what it wrote itself since quotas
-// were enabled: a clone its own writes, a snapshot nothing (its data is
-// its source's), a volume what was written to it since.
+// were enabled: a clone its own writes and those of the subvolumes made
+// inside it (its group's), a snapshot nothing (its data is its source's;
+// see Pinned for what it keeps alive), a volume what was written to it
+// since.
 func (b *Backend) ObjectUsage(context.Context) (map[string]storage.ObjectUsage, error) {
 	out := map[string]storage.ObjectUsage{}
 	f, err := openDir(b.root)
@@ -47,7 +49,20 @@ func (b *Backend) ObjectUsage(context.Context) (map[string]storage.ObjectUsage, 
 	if err != nil {
 		return nil, b.noted(err)
 	}
+	parents, _, err := qgroupRelations(f)
+	if err != nil {
+		return nil, b.noted(err)
+	}
 	for id, sub := range ids {
+		// A clone's group holds the clone and every subvolume nested in
+		// it: what it holds is what the clone holds, and its limit the
+		// clone's.
+		if own := ownGroup(parents[sub]); own != 0 {
+			if g, ok := groups[own]; ok {
+				out[id] = storage.ObjectUsage{Bytes: g.excl, Limit: g.limit}
+				continue
+			}
+		}
 		if g, ok := groups[sub]; ok {
 			out[id] = storage.ObjectUsage{Bytes: g.excl, Limit: g.limit}
 		}
