@@ -174,7 +174,11 @@ func (d *Driver) CreateOperatorVolume(ctx context.Context, name, from string) (V
 	if source == name {
 		return VolumeInfo{}, fmt.Errorf("%w: volume %q cannot be a clone of itself", names.ErrInvalid, name)
 	}
-	defer d.locks.Lock(name)()
+	ctx, unlock, err := d.lockVolume(ctx, name)
+	if err != nil {
+		return VolumeInfo{}, err
+	}
+	defer unlock()
 	if _, ok := d.st.Get(name); ok {
 		return VolumeInfo{}, fmt.Errorf("%w: volume %q exists; remove it first (snapvol volume rm %s)", ErrExists, name, name)
 	}
@@ -187,12 +191,14 @@ func (d *Driver) CreateOperatorVolume(ctx context.Context, name, from string) (V
 }
 
 // RemoveVolume removes a volume as docker volume rm does, with the same
-// refusals (in use, the source of clone volumes).
+// refusals (in use, the source of clone volumes). The operator holds no
+// mount, so every counted mount whose holder is running or cannot be seen
+// (dockerd, in a managed plugin) refuses it.
 func (d *Driver) RemoveVolume(ctx context.Context, name string) error {
 	if _, ok := d.st.Get(name); !ok {
 		return fmt.Errorf("%w: %q", ErrNoSuchVolume, name)
 	}
-	return d.removeVolume(ctx, name)
+	return d.removeVolume(withCaller(ctx, CallerOperator), name)
 }
 
 // SnapshotInfo is one snapshot as snapvol snapshot ls shows it; the JSON
@@ -216,6 +222,9 @@ func (d *Driver) sourceObject(ctx context.Context, source string) (storage.Objec
 		return storage.Object{}, fmt.Errorf("%w: source %q %s", names.ErrInvalid, source, why)
 	}
 	src, err := d.b.Volume(ctx, source)
+	if hint, ok := backendHint(err); ok && errors.Is(err, storage.ErrNotFound) {
+		return src, fmt.Errorf("%w: source %q was not found: %s", ErrNoSource, source, hint)
+	}
 	if errors.Is(err, storage.ErrNotFound) {
 		return src, fmt.Errorf("%w: source %q does not exist", ErrNoSource, source)
 	}
@@ -305,9 +314,22 @@ func (d *Driver) CreateSnapshot(ctx context.Context, source, name, from string, 
 	if _, err := d.b.SnapshotByName(ctx, src, name); err == nil {
 		return SnapshotInfo{}, fmt.Errorf("%w: source %q has a snapshot named %q that snapvol did not register; choose another name", ErrExists, source, name)
 	}
+	// The lock order: the volume --from names first, then refs.gc (as a
+	// Mount takes them), never the other way round.
+	if from != "" {
+		var unlock func()
+		if ctx, unlock, err = d.lockVolume(ctx, from); err != nil {
+			return SnapshotInfo{}, fmt.Errorf("snapshot %s@%s --from %s: %w", source, name, from, err)
+		}
+		defer unlock()
+	}
 	// From taking the snapshot until its name is registered, collection
 	// would see an unused plugin snapshot.
-	defer d.refs.cloning()()
+	ctx, done, err := d.refs.cloning(ctx)
+	if err != nil {
+		return SnapshotInfo{}, fmt.Errorf("snapshot %s@%s: %w", source, name, err)
+	}
+	defer done()
 	var snap storage.Object
 	if from == "" {
 		snap, err = d.b.Snapshot(ctx, src, storage.NamedSnapshotLabels(source, name, ""))
@@ -341,9 +363,8 @@ func (d *Driver) CreateSnapshot(ctx context.Context, source, name, from string, 
 }
 
 // snapshotOfClone snapshots the clone of volume from, which must be a
-// clone volume of src, filed as src's.
+// clone volume of src, filed as src's. The caller holds from's lock.
 func (d *Driver) snapshotOfClone(ctx context.Context, src storage.Object, from, name string) (storage.Object, error) {
-	defer d.locks.Lock(from)()
 	r, ok := d.st.Get(from)
 	if !ok {
 		return storage.Object{}, fmt.Errorf("%w: --from %q", ErrNoSuchVolume, from)
@@ -369,8 +390,11 @@ func (d *Driver) RemoveSnapshot(ctx context.Context, source, name string) error 
 	if err != nil {
 		return err
 	}
-	d.refs.gc.Lock()
-	defer d.refs.gc.Unlock()
+	ctx, done, err := d.refs.collecting(ctx)
+	if err != nil {
+		return fmt.Errorf("snapshot %s@%s: %w", source, name, err)
+	}
+	defer done()
 	reg, registered := d.st.RegisteredSnapshot(source, name)
 	var obj storage.Object
 	if registered {

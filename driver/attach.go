@@ -100,10 +100,16 @@ func (d *Driver) makeClone(ctx context.Context, r *store.Record, key, target str
 	if err := d.checkHealth(ctx); err != nil {
 		return nil, errUnhealthy(r.Name, err)
 	}
-	step(ctx, "waiting for snapshot collection to finish")
-	defer d.refs.cloning()()
+	ctx, done, err := d.refs.cloning(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("volume %q: %w", r.Name, err)
+	}
+	defer done()
 	step(ctx, "looking up source %q", r.Source)
 	src, err := d.b.Volume(ctx, r.Source)
+	if hint, ok := backendHint(err); ok && errors.Is(err, storage.ErrNotFound) {
+		return nil, fmt.Errorf("%w: volume %q: source %q was not found: %s", ErrNoSource, r.Name, r.Source, hint)
+	}
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, fmt.Errorf("%w: volume %q: source %q does not exist", ErrNoSource, r.Name, r.Source)
 	}

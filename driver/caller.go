@@ -34,6 +34,14 @@ type Caller = string
 // CallerUnknown is a caller without a pid in the plugin's namespace.
 const CallerUnknown Caller = ""
 
+// CallerOperator is an operator's command over the admin socket (snapvol
+// volume rm, ...). It never mounts, so it never holds a count: unlike a
+// Docker Remove, nothing it removes has counts of its own to drop as stale.
+// Every counted mount whose holder is running or cannot be seen refuses
+// its requests. (In a managed plugin dockerd's mounts are CallerUnknown's;
+// were the operator CallerUnknown too, they would look like its own.)
+const CallerOperator Caller = "operator"
+
 type callerKey struct{}
 
 func withCaller(ctx context.Context, c Caller) context.Context {
@@ -159,9 +167,13 @@ func (d *Driver) alive(c Caller) bool {
 
 func describeCaller(c Caller) string {
 	if c == CallerUnknown {
-		return "a process the plugin cannot see"
+		// A managed plugin's one client: dockerd, for its containers.
+		return "Docker (a container) or another process the plugin cannot see"
 	}
 	pid, _, _ := strings.Cut(c, ":")
+	if comm, err := os.ReadFile("/proc/" + pid + "/comm"); err == nil && len(comm) > 1 {
+		return "process " + pid + " (" + strings.TrimSpace(string(comm)) + ")"
+	}
 	return "process " + pid
 }
 

@@ -28,9 +28,34 @@
 //     snapshots nothing needs.
 //   - reap: destroying clones idle longer than their ttl.
 //
+// Lock order. Every path takes the locks it needs in this order, never
+// backwards, and holds at most one of each kind:
+//
+//  1. a volume's lock (Driver.locks, by name): one at a time;
+//  2. refs.gc: for reading from choosing a snapshot until the clone made of
+//     it (or the name registered for it) is recorded, for writing while
+//     snapshots are collected;
+//  3. refs.sources, by source: @latest choosing or taking its snapshot;
+//  4. the backend's own locks;
+//  5. the store (bbolt and its index).
+//
+// So a Mount (volume, then gc to make the clone), snapvol snapshot create
+// --from X (X's lock, then gc) and a collection queued on gc (snapshot rm,
+// the sweep, a Remove's or +each Unmount's collection, run after the
+// volume's lock is let go) cannot wait on each other in a circle. Only
+// refs's methods (cloning, collecting, resolve) touch gc and sources, and
+// only lockVolume takes a volume's lock. Every wait ends with the budget
+// of the request (or background pass) it serves, with an error wrapping
+// ErrLockTimeout that names the volume; a lock wait never outlives its
+// request. The order is checked at run time: the context carries the
+// highest level held (locks.go) and a lock taken out of order is refused
+// with ErrLockOrder. The other mutexes (pool, claim cache, progress) are
+// leaves: nothing is taken while they are held.
+//
 // Files: handlers.go holds the eight VolumeDriver handlers; attach.go the
 // one Mount and one Unmount path over attachments; intent.go the intent
-// protocol and its failpoints; refs.go the @latest reuse and snapshot
-// retention rules; status.go what Get shows; reconcile.go the repair;
-// run.go the reaper and the background loop.
+// protocol and its failpoints; locks.go the lock order's check; refs.go
+// the @latest reuse and snapshot retention rules; status.go what Get
+// shows; reconcile.go the repair; run.go the reaper and the background
+// loop.
 package driver

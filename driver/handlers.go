@@ -46,6 +46,9 @@ func (d *Driver) newRecord(ctx context.Context, raw string, opts map[string]stri
 		return nil, d.errNotAllowed(r)
 	}
 	src, err := d.b.Volume(ctx, n.Source)
+	if hint, ok := backendHint(err); ok && errors.Is(err, storage.ErrNotFound) {
+		return nil, fmt.Errorf("%w: volume %q: source %q was not found: %s", ErrNoSource, raw, n.Source, hint)
+	}
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, fmt.Errorf("%w: volume %q: source %q does not exist; create it first (docker volume create -d snapvol %s) or check the name", ErrNoSource, raw, n.Source, n.Source)
 	}
@@ -70,7 +73,11 @@ func (d *Driver) Create(req *volume.CreateRequest) (err error) {
 	if err != nil {
 		return err
 	}
-	defer d.locks.Lock(req.Name)()
+	ctx, unlock, err := d.lockVolume(ctx, req.Name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if old, ok := d.st.Get(req.Name); ok {
 		if creating(old) {
 			return errUnfinished(old)
@@ -204,9 +211,11 @@ func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) 
 func (d *Driver) mountFor(c Caller, req *volume.MountRequest) (resp *volume.MountResponse, err error) {
 	ctx, end := d.begin("mount", req.Name, &err)
 	defer end()
-	ctx = withCaller(ctx, c)
-	step(ctx, "waiting for the volume's lock")
-	defer d.locks.Lock(req.Name)()
+	ctx, unlock, err := d.lockVolume(withCaller(ctx, c), req.Name)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 
 	r, ok := d.st.Get(req.Name)
 	if !ok {
@@ -257,12 +266,16 @@ func (d *Driver) unmountFor(c Caller, req *volume.UnmountRequest) (err error) {
 			d.collectSnapshots(ctx, collectSource)
 		}
 	}()
-	defer d.locks.Lock(req.Name)()
+	lctx, unlock, err := d.lockVolume(ctx, req.Name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	r, ok := d.st.Get(req.Name)
 	if !ok {
 		return fmt.Errorf("%w: %q", ErrNoSuchVolume, req.Name)
 	}
-	released, err := d.detach(ctx, r, r.Key(req.ID))
+	released, err := d.detach(lctx, r, r.Key(req.ID))
 	if released && err == nil {
 		collectSource = r.Source
 	}
@@ -282,18 +295,22 @@ func (d *Driver) removeFor(c Caller, req *volume.RemoveRequest) (err error) {
 }
 
 func (d *Driver) removeVolume(ctx context.Context, name string) error {
-	step(ctx, "waiting for the volume's lock")
-	unlock := d.locks.Lock(name)
+	lctx, unlock, err := d.lockVolume(ctx, name)
+	if err != nil {
+		return err
+	}
 	r, ok := d.st.Get(name)
 	if !ok {
 		unlock()
 		return nil
 	}
-	if err := d.removable(ctx, r); err != nil {
+	if err := d.removable(lctx, r); err != nil {
 		unlock()
 		return err
 	}
-	err := d.remove(ctx, r, nil)
+	err = d.remove(lctx, r, nil)
+	// Collection runs after the lock is let go (on ctx, which holds none),
+	// so other requests on this name do not wait for a pool-wide scan.
 	unlock()
 	if err != nil {
 		return err
@@ -319,10 +336,13 @@ func (d *Driver) removable(ctx context.Context, r *store.Record) error {
 	}
 	// One rule for plain and clone volumes (see caller.go): refused while
 	// a running process other than the caller holds a mount; the caller's
-	// own counts and those of processes that are gone are stale.
+	// own counts and those of processes that are gone are stale. An
+	// operator (CallerOperator) holds none: every count whose holder runs
+	// or cannot be seen refuses it.
 	if n := r.TotalMounts(); n > 0 {
 		if h, live := d.liveHolder(r, callerOf(ctx)); live {
-			return fmt.Errorf("%w: volume %q is mounted %d time(s), held by %s, which is still running; stop the containers using it first", ErrInUse, r.Name, n, describeCaller(h))
+			return fmt.Errorf("%w: volume %q is mounted %d time(s), held by %s, which is still running; stop the containers using it (docker ps -a --filter volume=%s), then remove it with docker volume rm %s",
+				ErrInUse, r.Name, n, describeCaller(h), r.Name, r.Name)
 		}
 		d.logOf(ctx).WithFields(logrus.Fields{"volume": r.Name, "mounts": n}).Warn("removing a volume with mounts no running process holds (Unmounts Docker never sent)")
 	}

@@ -112,9 +112,13 @@ func (d *Driver) dropStrayMounts(ctx context.Context) {
 }
 
 func (d *Driver) reconcileVolume(ctx context.Context, name string) error {
-	defer d.locks.Lock(name)()
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.OpTimeout)
 	defer cancel()
+	ctx, unlock, err := d.lockVolume(ctx, name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	r, ok := d.st.Get(name)
 	if !ok {
 		return nil
@@ -230,7 +234,11 @@ func (d *Driver) sweep(ctx context.Context) error {
 		if d.cloneReferenced(vol, o.ID) {
 			continue
 		}
-		unlock := d.locks.Lock(vol)
+		_, unlock, err := d.lockVolume(ctx, vol)
+		if err != nil {
+			d.log.WithError(err).WithField("clone", o.ID).Warn("orphan clone left for the next sweep")
+			continue
+		}
 		if !d.cloneReferenced(vol, o.ID) {
 			if err := d.b.Delete(ctx, o.ID); errors.Is(err, storage.ErrBusy) {
 				d.log.WithError(err).WithField("clone", o.ID).Debug("orphan clone kept while a snapshot of it exists")
@@ -243,10 +251,7 @@ func (d *Driver) sweep(ctx context.Context) error {
 		}
 		unlock()
 	}
-	d.refs.gc.Lock()
-	defer d.refs.gc.Unlock()
-	d.collect(ctx, owned, func(string) bool { return true })
-	return nil
+	return d.collectAll(ctx, owned)
 }
 
 func (d *Driver) cloneReferenced(vol, id string) bool {

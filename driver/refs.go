@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -32,15 +31,43 @@ type refs struct {
 	sources keylock.Map
 	// gc is held for reading from choosing a snapshot until the clone made
 	// from it is recorded (see cloning), and for writing while snapshots
-	// are collected.
-	gc sync.RWMutex
+	// are collected (see collecting). Only refs's methods touch gc and
+	// sources; every wait on them ends with the request's budget.
+	gc keylock.RW
 }
 
 // cloning holds off collection until the returned func is called: call it
 // once the clone of the snapshot resolve returns is recorded (or failed).
-func (f *refs) cloning() (done func()) {
-	f.gc.RLock()
-	return f.gc.RUnlock
+// It waits at most as long as ctx allows; the returned context records the
+// lock as held (pass it to resolve).
+func (f *refs) cloning(ctx context.Context) (context.Context, func(), error) {
+	return f.lockGC(ctx, false)
+}
+
+// collecting holds the snapshots still (no clone is being made of one, no
+// name being registered) while the caller deletes those nothing needs.
+func (f *refs) collecting(ctx context.Context) (context.Context, func(), error) {
+	return f.lockGC(ctx, true)
+}
+
+func (f *refs) lockGC(ctx context.Context, write bool) (context.Context, func(), error) {
+	lctx, err := ordered(ctx, levelGC)
+	if err != nil {
+		return ctx, nil, err
+	}
+	what := "a clone being made or a snapshot being registered"
+	lock := f.gc.LockCtx
+	if !write {
+		what = "snapshot collection"
+		lock = f.gc.RLockCtx
+	}
+	step(ctx, "waiting for %s to finish", what)
+	start := time.Now()
+	unlock, err := lock(ctx)
+	if err != nil {
+		return ctx, nil, fmt.Errorf("%w: gave up after %s waiting for %s to finish; try again: %w", ErrLockTimeout, waited(start), what, err)
+	}
+	return lctx, unlock, nil
 }
 
 // reusable is the snapshot @latest clones without taking a new one: the
@@ -71,7 +98,15 @@ func (f *refs) resolve(ctx context.Context, source storage.Object, ref string) (
 	case names.RefNow:
 		return f.take(ctx, source)
 	case names.RefLatest:
-		defer f.sources.Lock(source.ID)()
+		if _, err := ordered(ctx, levelSource); err != nil {
+			return storage.Object{}, err
+		}
+		start := time.Now()
+		unlock, err := f.sources.LockCtx(ctx, source.ID)
+		if err != nil {
+			return storage.Object{}, fmt.Errorf("%w: gave up after %s waiting for another clone of %q@latest to choose its snapshot; try again: %w", ErrLockTimeout, waited(start), source.Name, err)
+		}
+		defer unlock()
 		snaps, err := f.b.Snapshots(ctx, source)
 		if err != nil {
 			return storage.Object{}, fmt.Errorf("listing snapshots of %q: %w", source.Name, err)
@@ -183,14 +218,30 @@ func (d *Driver) collectSnapshots(ctx context.Context, source string) {
 			return
 		}
 	}
-	d.refs.gc.Lock()
-	defer d.refs.gc.Unlock()
+	ctx, done, err := d.refs.collecting(ctx)
+	if err != nil {
+		d.logOf(ctx).WithError(err).WithField("source", source).Warn("collecting unused snapshots (the sweep retries)")
+		return
+	}
+	defer done()
 	owned, err := d.b.Owned(ctx)
 	if err != nil {
 		d.logOf(ctx).WithError(err).WithField("source", source).Warn("listing snapshots to collect")
 		return
 	}
 	d.collect(ctx, owned, func(s string) bool { return s == source })
+}
+
+// collectAll deletes every plugin snapshot among owned that nothing
+// needs (the sweep).
+func (d *Driver) collectAll(ctx context.Context, owned []storage.Object) error {
+	ctx, done, err := d.refs.collecting(ctx)
+	if err != nil {
+		return fmt.Errorf("collecting unused snapshots: %w", err)
+	}
+	defer done()
+	d.collect(ctx, owned, func(string) bool { return true })
+	return nil
 }
 
 // collect deletes the plugin snapshots among owned, of sources match

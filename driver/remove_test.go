@@ -133,9 +133,14 @@ func TestCollectionWaitsForTheCloneRecord(t *testing.T) {
 			return
 		}
 		go func() {
-			d.refs.gc.Lock()
+			_, done, err := d.refs.collecting(context.Background())
+			if err != nil {
+				t.Error(err)
+				recorded <- false
+				return
+			}
 			r, _ := st.Get(name)
-			d.refs.gc.Unlock()
+			done()
 			recorded <- r != nil && r.Attachment("") != nil
 		}()
 	}

@@ -22,20 +22,25 @@ func (d *Driver) Reap() {
 	})
 	for _, c := range due {
 		func() {
-			defer d.locks.Lock(c.volume)()
+			ctx, cancel := d.ctx()
+			defer cancel()
+			log := d.log.WithField("volume", c.volume)
+			ctx, unlock, err := d.lockVolume(ctx, c.volume)
+			if err != nil {
+				log.WithError(err).Warn("reaping clone (retried at the next sweep)")
+				return
+			}
+			defer unlock()
 			r, ok := d.st.Get(c.volume)
 			if !ok || !d.reapable(r, c.key, now) {
 				return
 			}
-			log := d.log.WithField("volume", c.volume)
 			if r.Each {
 				log = log.WithField("mount_id", c.key)
 				log.Info("destroying a +each clone its Unmount left")
 			} else {
 				log.WithField("idle", now.Sub(r.LastUsed).Round(time.Second).String()).Info("reaping idle clone")
 			}
-			ctx, cancel := d.ctx()
-			defer cancel()
 			if err := d.release(ctx, r, c.key, nil); err != nil {
 				log.WithError(err).Warn("reaping clone")
 				return
@@ -124,13 +129,18 @@ func (d *Driver) dropStaleMounts() {
 	})
 	for _, name := range stale {
 		func() {
-			defer d.locks.Lock(name)()
+			ctx, cancel := d.ctx()
+			defer cancel()
+			ctx, unlock, err := d.lockVolume(ctx, name)
+			if err != nil {
+				d.log.WithError(err).WithField("volume", name).Warn("dropping a mount no count holds (retried at the next sweep)")
+				return
+			}
+			defer unlock()
 			r, ok := d.st.Get(name)
 			if !ok || r.Intent != nil {
 				return
 			}
-			ctx, cancel := d.ctx()
-			defer cancel()
 			for _, a := range r.Attachments {
 				if d.stale(a) {
 					if err := d.b.Unmount(ctx, a.Object, a.Target); err != nil {

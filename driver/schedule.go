@@ -99,7 +99,11 @@ func (d *Driver) takeScheduled(sc store.Schedule, now time.Time) {
 		name += fmt.Sprintf("-%03d", now.Nanosecond()/1e6)
 	}
 	err = func() error {
-		defer d.refs.cloning()()
+		ctx, done, err := d.refs.cloning(ctx)
+		if err != nil {
+			return err
+		}
+		defer done()
 		snap, err := d.b.Snapshot(ctx, src, storage.TakenSnapshotLabels(sc.Source, storage.TakenScheduled, ""))
 		if err != nil {
 			return err
