@@ -1,0 +1,367 @@
+package test
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/snapvol/snapvol/mountpoint"
+)
+
+// The store is never silently new (issue 21, item 3): with production
+// mounted, masked registered and a CI clone held by a container, an
+// emptied, missing, older or damaged snapvol.db used to start a fresh
+// state whose sweep destroyed the CI clone and masked, or to panic.
+
+// storeRig is a plugin with production, a CI clone held by a "container"
+// (a process in its own mount namespace, holding a copy of the mount, as
+// a container holds its bind mount), a named snapshot and a clone of it.
+type storeRig struct {
+	p      *Plugin
+	ciPath string // the CI clone's mount point
+}
+
+func newStoreRig(t *testing.T) *storeRig {
+	p := StartPlugin(t, nil)
+	SeedProduction(t, p)
+	ci := p.MustMount("app-production@latest", "ci-job")
+	if err := os.WriteFile(filepath.Join(ci, "ci-wrote.txt"), []byte("job output\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	adminCLI(t, p, "snapshot", "create", "app-production", "masked")
+	p.MustMount("app-production@masked", "ci-masked")
+	holdInNamespace(t, ci)
+	return &storeRig{p: p, ciPath: ci}
+}
+
+// holdInNamespace starts a process in a new mount namespace, which copies
+// every mount, target included, and keeps it until the test ends.
+func holdInNamespace(t *testing.T, target string) {
+	t.Helper()
+	RequireTool(t, "unshare", "util-linux")
+	cmd := exec.Command("unshare", "--mount", "sleep", "600")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		self, _ := os.Readlink("/proc/self/ns/mnt")
+		ns, _ := os.Readlink("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/ns/mnt")
+		if ns != "" && ns != self {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("the holder never got its own mount namespace")
+}
+
+
+// objects lists the pool's clones and snapshots.
+func (r *storeRig) objects(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	clones, _ := os.ReadDir(filepath.Join(r.p.Pool(), "clones"))
+	for _, e := range clones {
+		out = append(out, "clones/"+e.Name())
+	}
+	snaps, _ := os.ReadDir(filepath.Join(r.p.Pool(), "snapshots", "app-production"))
+	for _, e := range snaps {
+		out = append(out, "snapshots/"+e.Name())
+	}
+	if len(out) < 3 {
+		t.Fatalf("the rig has %d objects (%v), want two clones and a snapshot at least", len(out), out)
+	}
+	return out
+}
+
+// refusedStart starts the plugin, expects it to exit by itself and
+// returns its exit status and what it logged.
+func refusedStart(t *testing.T, p *Plugin) (int, string) {
+	t.Helper()
+	before := len(p.Log())
+	exited := p.Spawn()
+	select {
+	case <-exited:
+	case <-time.After(30 * time.Second):
+		p.Kill()
+		t.Fatalf("snapvol did not refuse to start within 30s:\n%s", p.Log()[before:])
+	}
+	p.mu.Lock()
+	cmd := p.cmd
+	p.cmd = nil
+	p.mu.Unlock()
+	return cmd.ProcessState.ExitCode(), p.Log()[before:]
+}
+
+// expectRefused checks a start is refused with exit 78, names what, has
+// not panicked, and left every object and the held mount alone.
+func (r *storeRig) expectRefused(t *testing.T, objects []string, want ...string) {
+	t.Helper()
+	code, log := refusedStart(t, r.p)
+	if code != 78 {
+		t.Errorf("exit status %d, want 78 (EX_CONFIG):\n%s", code, log)
+	}
+	for _, bad := range []string{"panic", "SIGBUS", "goroutine "} {
+		if strings.Contains(log, bad) {
+			t.Errorf("the refusal logged %q:\n%s", bad, log)
+		}
+	}
+	for _, w := range want {
+		if !strings.Contains(log, w) {
+			t.Errorf("the refusal does not say %q:\n%s", w, log)
+		}
+	}
+	if got := r.objects(t); strings.Join(got, " ") != strings.Join(objects, " ") {
+		t.Errorf("objects after the refused start: %v, want %v", got, objects)
+	}
+	if data, err := os.ReadFile(filepath.Join(r.ciPath, "ci-wrote.txt")); err != nil || string(data) != "job output\n" {
+		t.Errorf("the CI clone under its container: %q, %v", data, err)
+	}
+}
+
+func (r *storeRig) db() string { return filepath.Join(r.p.StateDir, "snapvol.db") }
+
+func TestStoreEmptiedIsRefused(t *testing.T) {
+	r := newStoreRig(t)
+	objs := r.objects(t)
+	r.p.Stop()
+	if err := os.Truncate(r.db(), 0); err != nil {
+		t.Fatal(err)
+	}
+	r.expectRefused(t, objs, r.db(), "empty", "snapvol recover")
+}
+
+// Missing: with the identity file (this version ran) and without it (the
+// state of a version before it, or STATE_DIR lost but the pool kept): the
+// pool's labelled objects refuse the new store.
+func TestStoreMissingIsRefused(t *testing.T) {
+	r := newStoreRig(t)
+	objs := r.objects(t)
+	r.p.Stop()
+	if err := os.Remove(r.db()); err != nil {
+		t.Fatal(err)
+	}
+	r.expectRefused(t, objs, r.db(), "missing", "snapvol recover")
+	if err := os.Remove(filepath.Join(r.p.StateDir, "snapvol.store")); err != nil {
+		t.Fatal(err)
+	}
+	r.expectRefused(t, objs, "the pool holds", "snapvol recover")
+	// Refused again: the store the refused start made is not sealed.
+	r.expectRefused(t, objs, "the pool holds")
+}
+
+func TestStoreOlderCopyIsRefused(t *testing.T) {
+	r := newStoreRig(t)
+	r.p.Stop()
+	old, err := os.ReadFile(r.db())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.p.Start()
+	if err := r.p.Create("later", nil); err != nil {
+		t.Fatal(err)
+	}
+	objs := r.objects(t)
+	r.p.Stop()
+	if err := os.WriteFile(r.db(), old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.expectRefused(t, objs, r.db(), "older copy", "snapvol recover")
+}
+
+// Garbage or zeroed pages panicked bbolt ("assertion failed: Page
+// expected to be ..."), a truncated file SIGBUS, exit 2, which systemd
+// restarted in a loop: each is exit 78 naming the file now.
+func TestStoreDamagedIsRefused(t *testing.T) {
+	r := newStoreRig(t)
+	// Enough records for pages beyond the meta pages, freelist and root.
+	for i := 0; i < 300; i++ {
+		if err := r.p.Create("plain-"+strconv.Itoa(i)+strings.Repeat("x", 60), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	objs := r.objects(t)
+	r.p.Stop()
+	good, err := os.ReadFile(r.db())
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := os.Getpagesize()
+	if len(good) < 8*page {
+		t.Fatalf("snapvol.db has %d bytes, too small to damage", len(good))
+	}
+	for _, how := range []string{"garbage pages", "zeroed pages", "truncated"} {
+		t.Run(how, func(t *testing.T) {
+			bad := append([]byte(nil), good...)
+			switch how {
+			case "garbage pages":
+				_, _ = rand.Read(bad[2*page:])
+			case "zeroed pages":
+				clear(bad[2*page:])
+			case "truncated":
+				bad = bad[:len(bad)/2]
+			}
+			if err := os.WriteFile(r.db(), bad, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			r.expectRefused(t, objs, r.db(), "damaged", "snapvol recover")
+		})
+	}
+	// The good file serves again, and keeps the volumes.
+	if err := os.WriteFile(r.db(), good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.p.Start()
+	if _, err := r.p.Get("app-production@masked"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A first start (no store, an empty pool) serves, and seals the store.
+func TestStoreFirstStart(t *testing.T) {
+	p := StartPlugin(t, nil)
+	if _, err := os.Stat(filepath.Join(p.StateDir, "snapvol.store")); err != nil {
+		t.Fatalf("the first start left no identity file: %v", err)
+	}
+	if !strings.Contains(p.Log(), "new state: first start") {
+		t.Errorf("the first start does not say so:\n%s", p.Log())
+	}
+	if err := p.Create("first", nil); err != nil {
+		t.Fatal(err)
+	}
+	p.Stop()
+	p.Start()
+	if _, err := p.Get("first"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// recoverBlock is the shell block of docs/recover.md marked
+// <!-- run: NAME -->, comments and blank lines dropped.
+func recoverBlock(t *testing.T, name string) []string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(RepoRoot(), "docs", "recover.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(data)
+	i := strings.Index(s, "<!-- run: "+name+" -->")
+	if i < 0 {
+		t.Fatalf("docs/recover.md has no block marked <!-- run: %s -->", name)
+	}
+	s = s[i:]
+	s = s[strings.Index(s, "```")+3:]
+	s = s[strings.IndexByte(s, '\n')+1:]
+	var lines []string
+	for _, l := range strings.Split(s[:strings.Index(s, "```")], "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}
+
+// docs/recover.md, host mode, after the database was deleted: the start
+// is refused, snapvol recover rebuilds the records from the labels, and
+// the plugin then starts and serves every volume, with masked registered
+// again and the CI clone, still held by its container, neither destroyed
+// nor unmounted.
+func TestRecoverAfterDeletingTheStore(t *testing.T) {
+	r := newStoreRig(t)
+	p := r.p
+	objs := r.objects(t)
+	p.Stop()
+	if err := os.Remove(r.db()); err != nil {
+		t.Fatal(err)
+	}
+	r.expectRefused(t, objs, "snapvol recover")
+
+	env := []string{"STATE_DIR=" + p.StateDir, "DATA_ROOT=" + p.DataRoot}
+	for k, v := range p.Env {
+		env = append(env, k+"="+v)
+	}
+	ran := false
+	for _, line := range recoverBlock(t, "recover-host") {
+		switch {
+		case line == "systemctl stop snapvol":
+			p.Stop() // stopped already: the refused start exited
+		case line == "systemctl start snapvol":
+			p.Start()
+		case strings.HasPrefix(line, "snapvol recover"):
+			out, err := cli(t, env, strings.Fields(line)[1:]...)
+			if err != nil {
+				t.Fatalf("%s: %v\n%s", line, err, out)
+			}
+			for _, w := range []string{"app-production@latest", "app-production@masked", "app-production@masked", "in use now"} {
+				if !strings.Contains(out, w) {
+					t.Errorf("%s does not report %q:\n%s", line, w, out)
+				}
+			}
+			ran = true
+		case strings.HasPrefix(line, "snapvol "):
+			adminCLI(t, p, strings.Fields(line)[1:]...)
+		default:
+			t.Fatalf("docs/recover.md line %q: the test does not know it", line)
+		}
+	}
+	if !ran {
+		t.Fatal("docs/recover.md's block runs no snapvol recover")
+	}
+
+	// Served: Docker's List has every volume, Get answers each.
+	vols, err := p.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, v := range vols {
+		got = append(got, v.Name)
+	}
+	if want := "app-production app-production@latest app-production@masked"; strings.Join(got, " ") != want {
+		t.Fatalf("List after recover: %v, want %s", got, want)
+	}
+	var snaps []struct{ Name, Kind string }
+	if err := json.Unmarshal([]byte(adminCLI(t, p, "snapshot", "ls", "app-production", "--json")), &snaps); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, s := range snaps {
+		found = found || s.Name == "masked" && s.Kind == "named"
+	}
+	if !found {
+		t.Fatalf("masked is not registered again: %+v", snaps)
+	}
+	// The reconcile and sweep of that start destroyed nothing, and the
+	// held clone is still mounted with what the job wrote.
+	if got := r.objects(t); strings.Join(got, " ") != strings.Join(objs, " ") {
+		t.Errorf("objects after recover and start: %v, want %v", got, objs)
+	}
+	if !mountpoint.IsMountPoint(r.ciPath) {
+		t.Error("the held CI clone was unmounted")
+	}
+	if data, err := os.ReadFile(filepath.Join(r.ciPath, "ci-wrote.txt")); err != nil || string(data) != "job output\n" {
+		t.Errorf("the CI clone under its container: %q, %v", data, err)
+	}
+	// A container's mount counted: the job's Unmount ends it, and the
+	// volume then removes as usual; a new job mounts the masked clone.
+	if err := p.Unmount("app-production@latest", "ci-job"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Remove("app-production@latest"); err != nil {
+		t.Fatal(err)
+	}
+	mp := p.MustMount("app-production@masked", "next-job")
+	if _, err := os.Stat(filepath.Join(mp, "guestbook")); err != nil {
+		t.Fatalf("the masked clone after recover: %v", err)
+	}
+	if err := p.Unmount("app-production@masked", "next-job"); err != nil {
+		t.Fatal(err)
+	}
+}
