@@ -44,3 +44,33 @@ var ErrUnhealthy = errors.New("storage unhealthy")
 type Checker interface {
 	Health(ctx context.Context) error
 }
+
+// PinnedUsage is what snapshots and clones keep alive of their sources'
+// data that the sources no longer reference (rewritten or deleted since):
+// space the pool cannot get back while they exist, though accounting by
+// writer (btrfs simple quotas) still bills it to the source.
+type PinnedUsage struct {
+	// Sources maps a source volume's name to the bytes of its data that
+	// only snapshots and clones still hold, each extent counted once.
+	Sources map[string]int64
+	// Objects are the snapshots (and clones whose snapshot is gone) that
+	// pin anything.
+	Objects []PinnedObject
+}
+
+// PinnedObject is one snapshot's (or orphan clone's) share of PinnedUsage.
+type PinnedObject struct {
+	ID, Name string
+	Kind     Kind
+	Source   string // the source volume's name
+	// Exclusive is what only it and the clones made from it hold:
+	// what deleting them frees. Shared is held with other snapshots too.
+	Exclusive, Shared int64
+}
+
+// Pinner is implemented by backends that can measure PinnedUsage. It is
+// optional and may be slow (it reads what changed since the oldest
+// snapshot): snapvol df asks, nothing on a request path does.
+type Pinner interface {
+	Pinned(ctx context.Context) (PinnedUsage, error)
+}

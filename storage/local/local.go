@@ -605,6 +605,9 @@ func (b *Backend) SnapshotOf(_ context.Context, clone, source storage.Object, la
 // snapshotInto takes a read-only snapshot of the subvolume src (v itself,
 // or a clone of it) filed under v's snapshot directory as v's.
 func (b *Backend) snapshotInto(v storage.Object, src string, labels map[string]string) (storage.Object, error) {
+	if err := b.admitSnapshot(fmt.Sprintf("volume %q", v.Name), src); err != nil { // space.go
+		return storage.Object{}, err
+	}
 	// A valid snapshot word, so users can also name it as @REF.
 	name := "snapvol-" + time.Now().UTC().Format("20060102-150405.000000") + "-" + randHex(2)
 	id := dirSnapshots + "/" + v.Name + "/" + name
@@ -632,6 +635,9 @@ func (b *Backend) Clone(ctx context.Context, snap storage.Object, labels map[str
 	}
 	if !isSubvolume(src) {
 		return storage.Object{}, fmt.Errorf("clone of snapshot %q: %w", snap.Name, storage.ErrNotFound)
+	}
+	if err := b.admitClone(fmt.Sprintf("snapshot %q", snap.Name)); err != nil { // space.go
+		return storage.Object{}, err
 	}
 	inh, post, err := b.quota.forClone(limit)
 	if err != nil {
