@@ -148,7 +148,7 @@ func TestPoolFileStaysAllocatedAsClonesGo(t *testing.T) {
 		t.Fatal(err)
 	}
 	prod := mountAt(t, b, src.ID)
-	if _, err := fill(t, prod, "data", 80<<20); err != nil {
+	if _, err := fill(t, prod, "data", 48<<20); err != nil {
 		t.Fatal(err)
 	}
 	var gone []string
@@ -165,7 +165,7 @@ func TestPoolFileStaysAllocatedAsClonesGo(t *testing.T) {
 		if err := b.Mount(ctx, c.ID, target); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := fill(t, target, "ci", 40<<20); err != nil {
+		if _, err := fill(t, target, "ci", 24<<20); err != nil {
 			t.Fatal(err)
 		}
 		if err := b.Unmount(ctx, c.ID, target); err != nil {
@@ -174,7 +174,7 @@ func TestPoolFileStaysAllocatedAsClonesGo(t *testing.T) {
 		gone = append(gone, c.ID, snap.ID)
 	}
 	// Production rewrites its data: the old extents go with the snapshots.
-	if _, err := fill(t, prod, "data", 80<<20); err != nil {
+	if _, err := fill(t, prod, "data", 48<<20); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range gone {
@@ -201,7 +201,7 @@ func TestPoolFileStaysAllocatedAsClonesGo(t *testing.T) {
 		time.Sleep(time.Second)
 	}
 	have, size := allocated(t, img)
-	t.Logf("75 s after deleting 2 clones and 2 snapshots (80M+40M each): %d of %d bytes allocated", have, size)
+	t.Logf("75 s after deleting 2 clones and 2 snapshots (48M+24M each, production rewriting 48M): %d of %d bytes allocated", have, size)
 	if err := b.Health(ctx); err != nil {
 		t.Fatalf("Health: %v", err)
 	}
