@@ -107,6 +107,9 @@ type DiskUsage struct {
 	Free      int64      `json:"free"`
 	Reserve   int64      `json:"reserve"`
 	Consumers []Consumer `json:"consumers"`
+	// Pinned is what snapshots and clones keep alive of their sources'
+	// data, per source and snapshot (space.go); empty where unmeasured.
+	Pinned []PinnedInfo `json:"pinned"`
 }
 
 // Consumer is a volume and the bytes it holds alone.
@@ -136,6 +139,9 @@ func (d *Driver) Usage(ctx context.Context) (DiskUsage, error) {
 	sort.SliceStable(du.Consumers, func(i, j int) bool { return du.Consumers[i].Bytes > du.Consumers[j].Bytes })
 	if len(du.Consumers) > 10 {
 		du.Consumers = du.Consumers[:10]
+	}
+	if du.Pinned, err = d.pinned(ctx); err != nil {
+		d.log.WithError(err).Warn("snapvol df")
 	}
 	return du, nil
 }

@@ -28,6 +28,13 @@ type Config struct {
 	LatestMaxAge time.Duration
 	// IdleTTL is how long an unmounted clone lives (0 = forever).
 	IdleTTL time.Duration
+	// SupersededTTL is how long an unmounted clone of a superseded
+	// snapshot lives, when shorter than its ttl (0: no shorter); see
+	// space.go.
+	SupersededTTL time.Duration
+	// Pinner measures what snapshots and clones pin for snapvol df; nil:
+	// the Backend's, if it is one.
+	Pinner storage.Pinner
 	// Sources is SOURCES: what Docker users may clone (nil: anything).
 	Sources *sources.Policy
 	// Claim makes Get answer for grammar names not yet created.
@@ -66,6 +73,7 @@ type Driver struct {
 	refs  *refs
 	locks keylock.Map // one per volume name
 	pool  poolState
+	space spaceState // space.go
 
 	inflight sync.WaitGroup
 

@@ -63,7 +63,7 @@ func (d *Driver) reapable(r *store.Record, key string, now time.Time) bool {
 	if c == nil || c.Mounts > 0 {
 		return false
 	}
-	ttl := d.ttl(r)
+	ttl := d.reapTTL(r, c) // space.go: sooner for superseded snapshots
 	return r.Each || ttl > 0 && now.Sub(r.LastUsed) >= ttl
 }
 
@@ -71,8 +71,10 @@ func (d *Driver) reapable(r *store.Record, key string, now time.Time) bool {
 // per IDLE_TTL when that is shorter.
 func (d *Driver) ReapInterval() time.Duration {
 	iv := time.Minute
-	if d.cfg.IdleTTL > 0 && d.cfg.IdleTTL/2 < iv {
-		iv = d.cfg.IdleTTL / 2
+	for _, ttl := range []time.Duration{d.cfg.IdleTTL, d.cfg.SupersededTTL} {
+		if ttl > 0 && ttl/2 < iv {
+			iv = ttl / 2
+		}
 	}
 	if iv < 100*time.Millisecond {
 		iv = 100 * time.Millisecond

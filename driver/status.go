@@ -73,7 +73,7 @@ func (d *Driver) status(r *store.Record) map[string]interface{} {
 
 // expires says what happens to a materialized volume's clones and when.
 func (d *Driver) expires(r *store.Record) string {
-	ttl := d.ttl(r)
+	ttl := d.reapTTL(r, r.Attachment(""))
 	switch {
 	case r.Each:
 		return "each clone is destroyed when its container's mount ends"

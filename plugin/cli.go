@@ -100,6 +100,23 @@ STATE_DIR (--state-dir, or the STATE_DIR environment variable; default /var/lib/
 				for _, v := range u.Consumers {
 					row(tw, v.Name, v.Kind, human(v.Bytes))
 				}
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+			}
+			if len(u.Pinned) > 0 {
+				// Old data of a source that only snapshots and clones
+				// still hold: billed to the source, freed by removing them.
+				fmt.Fprintln(c.OutOrStdout())
+				fmt.Fprintln(c.OutOrStdout(), "PINNED: old data of sources kept alive by snapshots and idle clones")
+				tw = table(c.OutOrStdout(), "SOURCE", "SNAPSHOT", "EXCLUSIVE", "SHARED", "CLONES")
+				for _, p := range u.Pinned {
+					snap := p.Snapshot
+					if snap == "" {
+						snap = "(all)"
+					}
+					row(tw, p.Source, snap, human(p.Bytes), human(p.Shared), strings.Join(p.Clones, ","))
+				}
 				return tw.Flush()
 			}
 			return nil

@@ -219,12 +219,17 @@ func run(log *logrus.Logger) error {
 		return err
 	}
 
+	// Before the metrics wrapper, which passes only Usager and Checker on.
+	if l, ok := b.(interface{ SetLog(logrus.FieldLogger) }); ok {
+		l.SetLog(log)
+	}
+	pinner, _ := b.(storage.Pinner)
 	m := metrics.New(metrics.Config{Records: st})
 	b = m.Wrap(b)
 	m.SetBackend(b)
 	var serving atomic.Bool
 	d := driver.New(driver.Config{
-		Backend: b, Store: st, DataRoot: s.DataRoot, LatestMaxAge: s.LatestMaxAge, IdleTTL: s.IdleTTL,
+		Backend: b, Store: st, DataRoot: s.DataRoot, LatestMaxAge: s.LatestMaxAge, IdleTTL: s.IdleTTL, SupersededTTL: s.SupersededTTL, Pinner: pinner,
 		Sources: s.Sources, Claim: s.Claim, Log: log, Failpoint: failpoint(log, &serving), Observer: m,
 		MountTimeout: mountTimeout(),
 	})

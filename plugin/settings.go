@@ -23,11 +23,14 @@ type Settings struct {
 	Socket       string
 	LatestMaxAge time.Duration
 	IdleTTL      time.Duration
-	Sources      *sources.Policy
-	Claim        bool
-	PXEndpoint   string
-	PXDriver     string
-	PXToken      string
+	// SupersededTTL is SUPERSEDED_TTL: idle clones of a superseded
+	// snapshot go after this, sooner than IdleTTL (0 = IdleTTL only).
+	SupersededTTL time.Duration
+	Sources       *sources.Policy
+	Claim         bool
+	PXEndpoint    string
+	PXDriver      string
+	PXToken       string
 	// PXMountDir is PX_MOUNT_DIR: the host directory Portworx is told to
 	// mount clones under (where its own Docker plugin mounts), which the
 	// managed plugin sees through its pxmounts mount.
@@ -59,6 +62,7 @@ var defaults = map[string]string{
 	"SOCKET":         "/run/docker/plugins/snapvol.sock",
 	"LATEST_MAX_AGE": "5m",
 	"IDLE_TTL":       "24h",
+	"SUPERSEDED_TTL": "1h",
 	"SOURCES":        "*",
 	"CLAIM":          "true",
 	"PX_ENDPOINT":    "http://127.0.0.1:9001",
@@ -101,6 +105,9 @@ func LoadSettings(getenv func(string) string) (Settings, error) {
 	}
 	if s.IdleTTL, err = parseDuration(get("IDLE_TTL")); err != nil {
 		return s, fmt.Errorf("IDLE_TTL: %w", err)
+	}
+	if s.SupersededTTL, err = parseDuration(get("SUPERSEDED_TTL")); err != nil {
+		return s, fmt.Errorf("SUPERSEDED_TTL: %w", err)
 	}
 	// A malformed pattern matches nothing: refusing it here beats refusing
 	// every source later without saying why.

@@ -12,7 +12,7 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if s.Backend != "local" || s.StateDir != "/var/lib/snapvol" || s.DataRoot != "/mnt/snapvol" || s.PoolSize != 20<<30 ||
-		s.Socket != "/run/docker/plugins/snapvol.sock" || s.LatestMaxAge != 5*time.Minute || s.IdleTTL != 24*time.Hour ||
+		s.Socket != "/run/docker/plugins/snapvol.sock" || s.LatestMaxAge != 5*time.Minute || s.IdleTTL != 24*time.Hour || s.SupersededTTL != time.Hour ||
 		!s.Claim || s.Sources.String() != "*" || !s.Sources.Allows("anything", "latest") ||
 		s.CloneSize != 0 || s.Reserve.Percent != 10 || s.ReserveSet || s.PXEndpoint != "http://127.0.0.1:9001" || s.PXDriver != "pxd" ||
 		s.LogFormat != "text" || s.MetricsAddr != "" {
@@ -23,7 +23,7 @@ func TestDefaults(t *testing.T) {
 func TestBadSettingsNameTheSetting(t *testing.T) {
 	for k, v := range map[string]string{
 		"BACKEND": "zfs", "STATE_DIR": "relative", "POOL_SIZE": "huge", "LATEST_MAX_AGE": "soon",
-		"IDLE_TTL": "-1h", "CLAIM": "perhaps", "DATA_ROOT": "x", "SOURCES": "app-*,prod-[",
+		"IDLE_TTL": "-1h", "SUPERSEDED_TTL": "soon", "CLAIM": "perhaps", "DATA_ROOT": "x", "SOURCES": "app-*,prod-[",
 		"CLONE_SIZE": "lots", "POOL_RESERVE": "150%",
 		"LOG_FORMAT": "xml", "METRICS_ADDR": "9478",
 	} {
