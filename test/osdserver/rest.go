@@ -149,8 +149,10 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, _ string) {
 }
 
 // snap is volAPI.snap: readonly → sdk SnapshotCreate with the locator's
-// name and labels; otherwise sdk Clone with the name only (the labels are
-// dropped). Always 200 with a SnapCreateResponse.
+// name and labels; otherwise sdk Clone with the name and the locator's
+// labels as AdditionalLabels (since openstorage commit 78a53252,
+// PWX-38585; before it they were dropped). Always 200 with a
+// SnapCreateResponse.
 func (s *Server) snap(w http.ResponseWriter, r *http.Request, _ string) {
 	var req api.SnapCreateRequest
 	if _, err := readBody(r, &req); err != nil {
@@ -168,7 +170,7 @@ func (s *Server) snap(w http.ResponseWriter, r *http.Request, _ string) {
 	if req.Readonly {
 		id, err = s.sdkSnapshotCreate(r.Context(), c, req.Id, req.Locator.Name, req.Locator.VolumeLabels)
 	} else {
-		id, err = s.sdkClone(r.Context(), c, req.Id, req.Locator.Name)
+		id, err = s.sdkClone(r.Context(), c, req.Id, req.Locator.Name, req.Locator.VolumeLabels)
 	}
 	resp := &api.SnapCreateResponse{VolumeCreateResponse: &api.VolumeCreateResponse{}}
 	if err != nil {

@@ -48,15 +48,26 @@ func isNotFound(err error) bool {
 	return errors.As(err, &r) && r.code == codeNotFound
 }
 
-// tokenUser is the user the configured token authenticates (the test
-// server's tokens are opaque, so there is exactly one user).
-const tokenUser = "osdserver-user"
-
 // caller is who an SDK call runs as.
 type caller struct {
-	authOn bool   // the SDK's security is on (a token is configured)
-	user   string // the authenticated user; "" for a guest or with auth off
-	err    error  // the interceptor's refusal, returned by every SDK call
+	authOn bool     // the SDK's security is on (a token is configured)
+	user   string   // the authenticated user; "" for a guest or with auth off
+	groups []string // the user's groups claim
+	err    error    // the interceptor's refusal, returned by every SDK call
+}
+
+// admin is api.IsAdminByUser: a user in the group "*" (api.AdminGroup);
+// everyone, with the security off.
+func (c caller) admin() bool {
+	if !c.authOn {
+		return true
+	}
+	for _, g := range c.groups {
+		if g == "*" {
+			return true
+		}
+	}
+	return false
 }
 
 // callerOf is api/server/sdk/server_interceptors.go sdkGrpcServer.auth,
@@ -67,8 +78,9 @@ type caller struct {
 //   - a token naming an issuer the server does not trust ("iss:<name>:..."
 //     stands for a JWT with that iss claim): Unauthenticated
 //     "<name> is not a trusted issuer";
-//   - any other token but the configured one (bad signature, expired):
-//     PermissionDenied "Unable to authenticate token".
+//   - Config.Token: AdminUser; a token of Config.Users: that user;
+//   - any other token (bad signature, expired): PermissionDenied
+//     "Unable to authenticate token".
 func (s *Server) callerOf(r *http.Request) caller {
 	s.mu.Lock()
 	tok := s.token
@@ -85,7 +97,10 @@ func (s *Server) callerOf(r *http.Request) caller {
 		return caller{authOn: true, err: rpcErr(codeUnauthenticated, "Invalid or missing authentication token")}
 	}
 	if t == tok {
-		return caller{authOn: true, user: tokenUser}
+		return caller{authOn: true, user: AdminUser.Name, groups: AdminUser.Groups}
+	}
+	if u, ok := s.cfg.Users[t]; ok && u.Name != "" {
+		return caller{authOn: true, user: u.Name, groups: u.Groups}
 	}
 	if rest, ok := strings.CutPrefix(t, "iss:"); ok {
 		name, _, _ := strings.Cut(rest, ":")
@@ -94,11 +109,41 @@ func (s *Server) callerOf(r *http.Request) caller {
 	return caller{authOn: true, err: rpcErr(codePermissionDenied, "Unable to authenticate token")}
 }
 
-// permitted is api.Volume.IsPermitted (api/ownership.go): a volume without
-// an owner is public; an owned one only for its owner (a guest has no
-// username, so never). With the security off everything is permitted.
-func permitted(e *entry, c caller) bool {
-	return !c.authOn || e.owner == "" || e.owner == c.user
+// permitted is api.Volume.IsPermitted → Ownership.IsPermittedByContext
+// (api/ownership.go): with the security off everything is; a volume
+// without an owner is public; otherwise a caller without a username (a
+// guest) never is, and a user is if it owns the volume, is an admin
+// (IsUserAllowedByGroup), belongs to a group the ACLs give at least that
+// access (the first of its groups listed decides, then "*"), or is a
+// collaborator with at least that access (by name, then "*").
+func permitted(e *entry, c caller, want Access) bool {
+	o := e.own
+	if !c.authOn || o.Owner == "" {
+		return true
+	}
+	if c.user == "" {
+		return false
+	}
+	if o.Owner == c.user || c.admin() {
+		return true
+	}
+	if len(o.Groups) > 0 {
+		for _, g := range c.groups {
+			if a, ok := o.Groups[g]; ok {
+				return a >= want
+			}
+		}
+		if a, ok := o.Groups["*"]; ok {
+			return a >= want
+		}
+	}
+	if a, ok := o.Collaborators[c.user]; ok {
+		return a >= want
+	}
+	if a, ok := o.Collaborators["*"]; ok {
+		return a >= want
+	}
+	return false
 }
 
 // wait makes op take its SetSlow time, or gives up when ctx ends first.
@@ -119,10 +164,17 @@ func (s *Server) wait(ctx context.Context, op string) error {
 	}
 }
 
-// accessLocked is VolumeServer.Inspect's lookup and ownership check (and
-// checkAccessForVolumeId's): "Volume id X not found", then "Access denied
-// to volume X". The caller holds s.mu.
+// accessLocked is VolumeServer.Inspect's lookup and ownership check
+// (Ownership_Read): "Volume id X not found", then "Access denied to
+// volume X". The caller holds s.mu.
 func (s *Server) accessLocked(c caller, id string) (*entry, error) {
+	return s.accessForLocked(c, id, Read)
+}
+
+// accessForLocked is checkAccessForVolumeId (api/server/sdk/utils.go) for
+// the access want: the mount and attach calls (volume_node_ops.go) ask
+// Ownership_Write. The caller holds s.mu.
+func (s *Server) accessForLocked(c caller, id string, want Access) (*entry, error) {
 	if c.err != nil {
 		return nil, c.err
 	}
@@ -133,7 +185,7 @@ func (s *Server) accessLocked(c caller, id string) (*entry, error) {
 	if !ok {
 		return nil, rpcErr(codeNotFound, "Volume id %s not found", id)
 	}
-	if !permitted(e, c) {
+	if !permitted(e, c, want) {
 		return nil, rpcErr(codePermissionDenied, "Access denied to volume %s", id)
 	}
 	return e, nil
@@ -150,10 +202,12 @@ func (s *Server) sdkInspect(c caller, id string) (json.RawMessage, error) {
 	return volJSON(e), nil
 }
 
-func (s *Server) checkAccess(c caller, id string) error {
+func (s *Server) checkAccess(c caller, id string) error { return s.checkAccessFor(c, id, Read) }
+
+func (s *Server) checkAccessFor(c caller, id string, want Access) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, err := s.accessLocked(c, id)
+	_, err := s.accessForLocked(c, id, want)
 	return err
 }
 
@@ -168,9 +222,10 @@ func (s *Server) byNameOrIDLocked(name string) *entry {
 
 // existingLocked is the idempotent branch of VolumeServer.create
 // (volume_ops.go): a volume of that name exists, so its ID is the answer,
-// unless it belongs to someone else or differs in size, shared or parent.
+// unless the caller lacks Ownership_Admin on it or it differs in size,
+// shared or parent.
 func existingLocked(e *entry, c caller, name string, spec *api.VolumeSpec, parent string) (string, error) {
-	if !permitted(e, c) {
+	if !permitted(e, c, Admin) {
 		return "", rpcErr(codePermissionDenied, "Volume %s already exists and is owned by another user", name)
 	}
 	if e.vol.GetSpec().GetSize() != spec.GetSize() {
@@ -211,21 +266,24 @@ func (s *Server) sdkCreate(c caller, name string, labels map[string]string, spec
 	}
 	// api.OwnershipSetUsernameFromContext: a new volume belongs to the
 	// authenticated caller; a guest's (or any with auth off) is public.
-	id, err := s.createLocked(loc, spec, extra, c.user)
+	id, err := s.createLocked(loc, spec, extra, Ownership{Owner: c.user})
 	if err != nil {
 		return "", rpcErr(codeInternal, "Failed to create volume: %v", err)
 	}
 	return id, nil
 }
 
-// sdkClone is VolumeServer.Clone → create with Source.Parent: the clone is
-// named, not labelled (REST passes only the name); the driver copies the
-// parent (the fake driver's Snapshot passes the parent's spec, labels
-// included; a Portworx clone carries its parent's labels), so the clone
-// takes the parent's locator labels. An authenticated caller who does not
-// own the parent gets the clone re-owned (Spec.GetCloneCreatorOwnership);
-// a guest's clone keeps the parent's ownership.
-func (s *Server) sdkClone(ctx context.Context, c caller, parentID, name string) (string, error) {
+// sdkClone is VolumeServer.Clone → create with Source.Parent: the driver
+// copies the parent (the fake driver's Snapshot passes the parent's
+// spec, labels included; a Portworx clone carries its parent's labels),
+// and the labels the REST request carried, which the snapshot handler
+// passes on as SdkVolumeCloneRequest.AdditionalLabels (openstorage
+// commit 78a53252, PWX-38585, 2024-09), are merged over the parent's. An
+// authenticated caller who does not own the parent gets the clone
+// re-owned, without the parent's ACLs (Spec.GetCloneCreatorOwnership →
+// OwnershipSetUsernameFromContext(ctx, nil)); a guest's clone (of a
+// public parent, the only kind it may read) is public.
+func (s *Server) sdkClone(ctx context.Context, c caller, parentID, name string, labels map[string]string) (string, error) {
 	if c.err != nil {
 		return "", c.err
 	}
@@ -250,19 +308,25 @@ func (s *Server) sdkClone(ctx context.Context, c caller, parentID, name string) 
 	if e := s.byNameOrIDLocked(name); e != nil {
 		return existingLocked(e, c, name, parent.vol.GetSpec(), parentID)
 	}
-	id, err := s.snapshotLocked(parentID, false, &api.VolumeLocator{Name: name, VolumeLabels: copyLabels(parent.vol.GetLocator().GetVolumeLabels())})
+	merged := copyLabels(parent.vol.GetLocator().GetVolumeLabels())
+	for k, v := range labels {
+		merged[k] = v
+	}
+	id, err := s.snapshotLocked(parentID, false, &api.VolumeLocator{Name: name, VolumeLabels: merged})
 	if err != nil {
 		return "", rpcErr(codeInternal, "unable to create snapshot: %s", err)
 	}
-	if c.user != "" {
-		s.vols[id].owner = c.user
+	if c.authOn && s.vols[id].own.Owner != c.user {
+		s.vols[id].own = Ownership{Owner: c.user}
 	}
 	return id, nil
 }
 
 // sdkSnapshotCreate is VolumeServer.SnapshotCreate (volume_snapshot.go):
 // a read-only snapshot labelled exactly with the request's labels, owned
-// as its parent (no ownership adjustment).
+// as its parent, ACLs and all (no ownership adjustment): a non-admin
+// who may read another user's volume takes snapshots it may read, not
+// delete.
 func (s *Server) sdkSnapshotCreate(ctx context.Context, c caller, volID, name string, labels map[string]string) (string, error) {
 	if c.err != nil {
 		return "", c.err
@@ -306,14 +370,24 @@ func (s *Server) sdkSnapshotCreate(ctx context.Context, c caller, volID, name st
 }
 
 // sdkDelete is VolumeServer.Delete: an unknown ID is a success ("If the
-// volume is not found, return OK to be idempotent"); driver refusals are
-// "Failed to delete volume X: <err>" (Internal).
+// volume is not found, return OK to be idempotent"); the caller must be
+// able to read it (Inspect), then "Only the owner or the admin can
+// delete" (IsPermitted(Ownership_Admin): PermissionDenied "Cannot delete
+// volume X"); driver refusals are "Failed to delete volume X: <err>"
+// (Internal).
 func (s *Server) sdkDelete(ctx context.Context, c caller, id string) error {
 	err := s.checkAccess(c, id)
 	if isNotFound(err) {
 		return nil
 	}
 	if err != nil {
+		return err
+	}
+	if err := s.checkAccessFor(c, id, Admin); err != nil {
+		var r *rpcError
+		if errors.As(err, &r) && r.code == codePermissionDenied {
+			return rpcErr(codePermissionDenied, "Cannot delete volume %v", id)
+		}
 		return err
 	}
 	if err := s.wait(ctx, "delete"); err != nil {
@@ -336,15 +410,20 @@ func (s *Server) sdkDelete(ctx context.Context, c caller, id string) error {
 	return nil
 }
 
-// sdkUpdate is VolumeServer.Update fed by REST volumeSet: labels (sent
-// only when non-empty) merged by the driver, and the spec converted by
-// getVolumeUpdateSpec (see applySpecUpdate).
+// sdkUpdate is VolumeServer.Update fed by REST volumeSet: the caller
+// must read the volume (Inspect), then write it (PermissionDenied "Cannot
+// update volume"); labels (sent only when non-empty) merged by the
+// driver, and the spec converted by getVolumeUpdateSpec (see
+// applySpecUpdate).
 func (s *Server) sdkUpdate(c caller, id string, labels map[string]string, spec *api.VolumeSpec, sentExtra map[string]json.RawMessage) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, err := s.accessLocked(c, id)
 	if err != nil {
 		return err
+	}
+	if !permitted(e, c, Write) {
+		return rpcErr(codePermissionDenied, "Cannot update volume")
 	}
 	if len(labels) > 0 {
 		mergeLabels(e.vol, labels)
@@ -424,22 +503,38 @@ func applySpecUpdate(e *entry, spec *api.VolumeSpec, sent map[string]json.RawMes
 	}
 }
 
-// sdkAttach is VolumeServer.Attach (volume_node_ops.go).
+// attachOptions is pkg/options NewVolumeAttachOptions: what the attach
+// reads of the options api/server/volume.go volumeSet hands it.
+type attachOptions struct {
+	secretName    string // SECRET_NAME (OptionsSecret): the secret's name in the secret store
+	secretKey     string // SECRET_KEY (OptionsSecretKey): the key within a Kubernetes secret named SECRET_NAME
+	secretContext string // SECRET_CONTEXT (OptionsSecretContext): e.g. a Kubernetes secret's namespace
+}
+
+func newAttachOptions(opts map[string]string) attachOptions {
+	return attachOptions{secretName: opts["SECRET_NAME"], secretKey: opts["SECRET_KEY"], secretContext: opts["SECRET_CONTEXT"]}
+}
+
+// sdkAttach is VolumeServer.Attach (volume_node_ops.go), which asks
+// Ownership_Write of the caller.
 func (s *Server) sdkAttach(ctx context.Context, c caller, id string, opts map[string]string) error {
-	if err := s.checkAccess(c, id); err != nil {
+	if err := s.checkAccessFor(c, id, Write); err != nil {
 		return err
 	}
-	// api/server/volume.go volumeSet passes the SECRET_NAME, SECRET_KEY
-	// and SECRET_CONTEXT options to the attach; Portworx needs a volume's
-	// per-volume secret on every attach ("you need to provide that key for
-	// every create and attach command", docs.portworx.com, key management,
-	// per-volume secret). Portworx's wording of the refusal is not public:
-	// this one is made up.
+	// Portworx needs a volume's per-volume secret on every attach ("you
+	// need to provide that key for every create and attach command",
+	// docs.portworx.com, key management, per-volume secret), by name:
+	// SECRET_NAME, which OpenStorage's own Docker plugin
+	// (api/server/docker.go attachOptionsFromSpec) and CSI driver
+	// (csi/node.go) fill with the spec's secret_key (Passphrase). A
+	// SECRET_KEY alone names no secret. Portworx's wording of the refusal
+	// is not public: this one is made up.
+	ao := newAttachOptions(opts)
 	s.mu.Lock()
 	e, ok := s.vols[id]
-	if ok && e.vol.GetSpec().GetEncrypted() && e.vol.GetSpec().GetPassphrase() != "" && opts["SECRET_KEY"] != e.vol.GetSpec().GetPassphrase() {
+	if ok && e.vol.GetSpec().GetEncrypted() && e.vol.GetSpec().GetPassphrase() != "" && ao.secretName != e.vol.GetSpec().GetPassphrase() {
 		s.mu.Unlock()
-		return rpcErr(codeInternal, "failed  to attach volume: volume %s is encrypted with a per-volume secret and the attach did not name it (SECRET_KEY)", id)
+		return rpcErr(codeInternal, "failed  to attach volume: volume %s is encrypted with a per-volume secret and the attach did not name it (SECRET_NAME)", id)
 	}
 	s.mu.Unlock()
 	if s.cfg.NoAttach {
@@ -456,10 +551,11 @@ func (s *Server) sdkAttach(ctx context.Context, c caller, id string, opts map[st
 	return nil
 }
 
-// sdkDetach is VolumeServer.Detach: a NotFound from the access check or
-// the driver is ignored, so detaching a missing volume succeeds.
+// sdkDetach is VolumeServer.Detach (Ownership_Write): a NotFound from the
+// access check or the driver is ignored, so detaching a missing volume
+// succeeds.
 func (s *Server) sdkDetach(ctx context.Context, c caller, id string, unmountBeforeDetach bool) error {
-	err := s.checkAccess(c, id)
+	err := s.checkAccessFor(c, id, Write)
 	if isNotFound(err) {
 		return nil
 	}
@@ -480,9 +576,9 @@ func (s *Server) sdkDetach(ctx context.Context, c caller, id string, unmountBefo
 	return nil
 }
 
-// sdkMount is VolumeServer.Mount.
+// sdkMount is VolumeServer.Mount (Ownership_Write).
 func (s *Server) sdkMount(ctx context.Context, c caller, id, path string) error {
-	if err := s.checkAccess(c, id); err != nil {
+	if err := s.checkAccessFor(c, id, Write); err != nil {
 		return err
 	}
 	if err := s.wait(ctx, "mount"); err != nil {
@@ -507,7 +603,7 @@ func (s *Server) sdkUnmount(ctx context.Context, c caller, id, path string) erro
 	if path == "" {
 		return rpcErr(codeInvalidArgument, "Invalid Mount Path")
 	}
-	if err := s.checkAccess(c, id); err != nil && !isNotFound(err) {
+	if err := s.checkAccessFor(c, id, Write); err != nil && !isNotFound(err) {
 		return err
 	}
 	if err := s.wait(ctx, "unmount"); err != nil {
@@ -539,7 +635,7 @@ func (s *Server) sdkEnumerate(c caller, name string, labels map[string]string) (
 		if name != "" && e.vol.GetLocator().GetName() != name {
 			continue
 		}
-		if !labelsMatch(e.vol.GetLocator().GetVolumeLabels(), labels) || !permitted(e, c) {
+		if !labelsMatch(e.vol.GetLocator().GetVolumeLabels(), labels) || !permitted(e, c, Read) {
 			continue
 		}
 		out = append(out, volJSON(e))
@@ -568,7 +664,7 @@ func (s *Server) sdkSnapEnumerate(c caller, volID string, labels map[string]stri
 		if p == "" || (volID != "" && p != volID) {
 			continue
 		}
-		if labelsMatch(e.vol.GetLocator().GetVolumeLabels(), labels) && permitted(e, c) {
+		if labelsMatch(e.vol.GetLocator().GetVolumeLabels(), labels) && permitted(e, c, Read) {
 			ids = append(ids, id)
 		}
 	}
@@ -586,10 +682,11 @@ func (s *Server) sortedIDsLocked() []string {
 
 // volJSON is a volume as the real server encodes it (encoding/json on the
 // protobuf struct): v1.0.0's fields, plus the extra spec keys and
-// spec.ownership.
+// spec.ownership (owner, and acls.groups and acls.collaborators, the
+// access types as numbers).
 func volJSON(e *entry) json.RawMessage {
 	data, _ := json.Marshal(e.vol)
-	if len(e.extra) == 0 && e.owner == "" {
+	if len(e.extra) == 0 && e.own.Owner == "" {
 		return data
 	}
 	var m map[string]json.RawMessage
@@ -601,8 +698,19 @@ func volJSON(e *entry) json.RawMessage {
 	for k, v := range e.extra {
 		spec[k] = v
 	}
-	if e.owner != "" {
-		spec["ownership"], _ = json.Marshal(map[string]string{"owner": e.owner})
+	if e.own.Owner != "" {
+		own := map[string]any{"owner": e.own.Owner}
+		if len(e.own.Groups) > 0 || len(e.own.Collaborators) > 0 {
+			acls := map[string]any{}
+			if len(e.own.Groups) > 0 {
+				acls["groups"] = e.own.Groups
+			}
+			if len(e.own.Collaborators) > 0 {
+				acls["collaborators"] = e.own.Collaborators
+			}
+			own["acls"] = acls
+		}
+		spec["ownership"], _ = json.Marshal(own)
 	}
 	m["spec"], _ = json.Marshal(spec)
 	out, _ := json.Marshal(m)

@@ -5,9 +5,11 @@
 // subvolume, a snapshot a read-only subvolume snapshot, a writable
 // snapshot (a clone) a writable one (a read-only snapshot of a clone is
 // filed in the pool under the volume the clone descends from), and Mount
-// bind-mounts the subvolume at the path asked for, in the caller's mount
-// namespace, as Portworx mounts in the host's. So the portworx backend
-// moves real data in tests.
+// bind-mounts the subvolume at the path asked for in a mount namespace of
+// the server's own, as Portworx mounts in its container's: only mounts
+// under MountRoot, a directory shared with the host as Portworx shares
+// /var/lib/osd/mounts, show on the host (mountns.go). So the portworx
+// backend moves real data in tests, and meets a mount it cannot see.
 //
 // What is served over HTTP follows the current openstorage server (master),
 // not the v1.0.0 module snapvol builds against:
@@ -20,7 +22,9 @@
 //     the SDK's semantics and texts (idempotent create by name, delete of
 //     an unknown ID succeeds, detach of a missing volume succeeds, clones
 //     made by Clone, ownership checks).
-//   - api/server/sdk/server_interceptors.go: token checks and guests.
+//   - api/server/sdk/server_interceptors.go: token checks and guests;
+//     api/ownership.go: owners, admins (the group "*"), and access by
+//     group and collaborator ACLs (Config.Users, SetOwnership).
 //   - volume/drivers/fake/fake.go: driver-level checks and Set semantics
 //     where the SDK leaves them to the driver.
 //   - Portworx's documented limit of 64 snapshots per volume
@@ -41,7 +45,8 @@
 // Failures can be injected: Stop (connection refused), SetDelay (a slow or
 // hung server), SetSlow (one slow operation, abandoned if the client gives
 // up), SetToken (auth as the SDK does it), SetStatus (any HTTP status for
-// every request).
+// every request). SDKEndpoint and GossipEndpoint answer as Portworx's
+// other ports do, for a PX_ENDPOINT that names the wrong one.
 //
 // Not served (404, as for any unknown route): stats, usedsize, requests,
 // restore, quiesce, catalog, group snapshots, and the graph, cluster and
@@ -54,10 +59,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -75,7 +82,6 @@ import (
 
 // Error texts of the OpenStorage volume package and drivers.
 const (
-	errHasSnaps     = "Volume has snapshots associated"
 	errAttached     = "Volume is attached"
 	errDetached     = "Volume is detached"
 	errNotSupported = "Operation not supported"
@@ -90,9 +96,12 @@ type Config struct {
 	// Driver is the driver name served (default pxd).
 	Driver string
 	// Token, if set, turns the SDK's security on: a request that carries
-	// an Authorization header must carry "Bearer <Token>", and one that
-	// carries none is a guest (see SetToken).
+	// an Authorization header must carry "Bearer <Token>" (or one of
+	// Users' tokens), and one that carries none is a guest (see
+	// SetToken). Token is an admin's (AdminUser, in the group "*").
 	Token string
+	// Users are more tokens, each a user with its groups (with Token set).
+	Users map[string]User
 	// Listen is host:port (default 127.0.0.1:0) or unix:///path.sock.
 	Listen string
 	// Node is reported as AttachedOn (default node-1).
@@ -105,6 +114,35 @@ type Config struct {
 	// have: Portworx documents "an implementation limit of 64 snapshots
 	// per volume" (docs.portworx.com/reference/cli/snapshots).
 	MaxSnapshots int
+}
+
+// User is who a token authenticates: the JWT's name (or sub) and groups
+// claims, as pkg/auth.UserInfo carries them. A user in the group "*" is
+// an admin (api.AdminGroup), permitted everything.
+type User struct {
+	Name   string
+	Groups []string
+}
+
+// AdminUser is the user Config.Token authenticates.
+var AdminUser = User{Name: "osdserver-admin", Groups: []string{"*"}}
+
+// Access is api.Ownership_AccessType: what an ACL entry allows, each
+// level including the ones below it.
+type Access int
+
+const (
+	Read  Access = 0 // Ownership_Read
+	Write Access = 1 // Ownership_Write
+	Admin Access = 2 // Ownership_Admin
+)
+
+// Ownership is api.Ownership: the owner and the ACLs by group and by
+// user ("*" for any group or user).
+type Ownership struct {
+	Owner         string
+	Groups        map[string]Access
+	Collaborators map[string]Access
 }
 
 // Request is one request the server received.
@@ -120,9 +158,8 @@ type entry struct {
 	// raw JSON, zero values left out (the real server's encoding/json
 	// omits them).
 	extra map[string]json.RawMessage
-	// owner is the user owning the volume (spec.ownership.owner), "" for
-	// a public volume.
-	owner string
+	// own is spec.ownership; a volume without an owner is public.
+	own Ownership
 }
 
 // Server is a running test OpenStorage server.
@@ -143,6 +180,12 @@ type Server struct {
 	network  string
 	addr     string
 	endpoint string
+
+	ns        *mountNS
+	mountRoot string
+	others    []net.Listener // SDKEndpoint, GossipEndpoint
+	sdk       string
+	gossip    string
 }
 
 // Start opens (or creates) the pool and serves on cfg.Listen.
@@ -172,11 +215,107 @@ func Start(cfg Config) (*Server, error) {
 	} else {
 		s.network, s.addr = "tcp", cfg.Listen
 	}
-	if err := s.Restart(); err != nil {
+	if err := s.startMounts(); err != nil {
 		s.unmountPool()
 		return nil, err
 	}
+	if err := s.startOtherPorts(); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	if err := s.Restart(); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
 	return s, nil
+}
+
+// startMounts makes MountRoot a shared mount (bound onto itself) and
+// starts the mount namespace the server mounts in (mountns.go).
+func (s *Server) startMounts() error {
+	s.mountRoot = filepath.Join(s.cfg.StateDir, "mounts")
+	if err := os.MkdirAll(s.mountRoot, 0o755); err != nil {
+		return err
+	}
+	if !mountpoint.IsMountPoint(s.mountRoot) {
+		if err := unix.Mount(s.mountRoot, s.mountRoot, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("osdserver: binding %s: %w", s.mountRoot, err)
+		}
+	}
+	if err := unix.Mount("", s.mountRoot, "", unix.MS_SHARED, ""); err != nil {
+		_ = unix.Unmount(s.mountRoot, unix.MNT_DETACH)
+		return fmt.Errorf("osdserver: making %s shared: %w", s.mountRoot, err)
+	}
+	ns, err := startMountNS(s.mountRoot, []string{s.pool.Root()})
+	if err != nil {
+		_ = unix.Unmount(s.mountRoot, unix.MNT_DETACH)
+		return err
+	}
+	s.ns = ns
+	return nil
+}
+
+// MountRoot is the directory the server shares with the host, as
+// Portworx shares /var/lib/osd/mounts: what it mounts below it shows on
+// the host; what it mounts anywhere else does not. PX_MOUNT_DIR belongs
+// below it.
+func (s *Server) MountRoot() string { return s.mountRoot }
+
+// SDKEndpoint is a port that answers as Portworx's SDK gRPC port (9020)
+// answers an HTTP/1 request: grpc-go's server transport
+// (internal/transport/http2_server.go newHTTP2Server) writes its SETTINGS
+// frame first, then reads the client preface and, finding an HTTP/1
+// request line instead ("bogus greeting"), closes the connection.
+func (s *Server) SDKEndpoint() string { return s.sdk }
+
+// GossipEndpoint is a port that, like Portworx's gossip port (9002),
+// takes a connection, reads, and closes it without an answer.
+func (s *Server) GossipEndpoint() string { return s.gossip }
+
+// grpcSettings is the SETTINGS frame grpc-go sends first: one setting,
+// SETTINGS_MAX_FRAME_SIZE (5) = 16384 (http2MaxFrameLen).
+var grpcSettings = []byte{0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0x40, 0}
+
+// clientPreface is HTTP/2's connection preface (http2.ClientPreface).
+const clientPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+func (s *Server) startOtherPorts() error {
+	grpcLike := func(c net.Conn) {
+		_, _ = c.Write(grpcSettings)
+		buf := make([]byte, len(clientPreface))
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadFull(c, buf); err == nil && string(buf) == clientPreface {
+			// A real HTTP/2 client: this port serves no gRPC all the same.
+			_ = c.SetReadDeadline(time.Now().Add(time.Second))
+			_, _ = io.Copy(io.Discard, c)
+		}
+	}
+	gossipLike := func(c net.Conn) {
+		buf := make([]byte, 1)
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, _ = c.Read(buf)
+	}
+	for _, p := range []struct {
+		serve func(net.Conn)
+		url   *string
+	}{{grpcLike, &s.sdk}, {gossipLike, &s.gossip}} {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		s.others = append(s.others, l)
+		*p.url = "http://" + l.Addr().String()
+		go func(serve func(net.Conn)) {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				go func() { defer c.Close(); serve(c) }()
+			}
+		}(p.serve)
+	}
+	return nil
 }
 
 // Endpoint is the URL to give a client (PX_ENDPOINT).
@@ -227,25 +366,48 @@ func (s *Server) Restart() error {
 	return nil
 }
 
-// Close stops serving, unmounts every volume the server mounted and the
-// pool. Volumes are left in the pool file.
+// Close stops serving, unmounts every volume the server mounted (in its
+// namespace, whence the unmounts propagate to the host's copies under
+// MountRoot), ends the namespace, and unmounts MountRoot and the pool.
+// Volumes are left in the pool file.
 func (s *Server) Close() error {
 	s.Stop()
+	for _, l := range s.others {
+		_ = l.Close()
+	}
 	s.mu.Lock()
 	var errs []error
 	for _, e := range s.vols {
 		for _, p := range e.vol.AttachPath {
-			if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && err != unix.EINVAL && err != unix.ENOENT {
+			if err := s.inNS(func() error { return unix.Unmount(p, unix.MNT_DETACH) }); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 				errs = append(errs, fmt.Errorf("unmount %s: %w", p, err))
 			}
 		}
 		e.vol.AttachPath = nil
 	}
 	s.mu.Unlock()
+	if s.ns != nil {
+		s.ns.stop()
+		s.ns = nil
+	}
+	for s.mountRoot != "" && mountpoint.IsMountPoint(s.mountRoot) {
+		if err := unix.Unmount(s.mountRoot, unix.MNT_DETACH); err != nil {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", s.mountRoot, err))
+			break
+		}
+	}
 	if err := s.unmountPool(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// inNS runs fn in the server's mount namespace.
+func (s *Server) inNS(fn func() error) error {
+	if s.ns == nil {
+		return errors.New("osdserver: closed")
+	}
+	return s.ns.run(fn)
 }
 
 func (s *Server) unmountPool() error {
@@ -361,7 +523,7 @@ func sortedVols(es []*api.Volume) []*api.Volume {
 
 // createLocked makes an empty subvolume with the fake driver's checks
 // (volume/drivers/fake/fake.go Create); the caller holds s.mu.
-func (s *Server) createLocked(loc *api.VolumeLocator, spec *api.VolumeSpec, extra map[string]json.RawMessage, owner string) (string, error) {
+func (s *Server) createLocked(loc *api.VolumeLocator, spec *api.VolumeSpec, extra map[string]json.RawMessage, own Ownership) (string, error) {
 	if spec.Size == 0 {
 		return "", errors.New("Volume size cannot be zero")
 	}
@@ -384,13 +546,13 @@ func (s *Server) createLocked(loc *api.VolumeLocator, spec *api.VolumeSpec, extr
 	if v.Locator.VolumeLabels == nil {
 		v.Locator.VolumeLabels = map[string]string{}
 	}
-	s.vols[id] = &entry{vol: v, obj: obj, extra: copyExtra(extra), owner: owner}
+	s.vols[id] = &entry{vol: v, obj: obj, extra: copyExtra(extra), own: own}
 	return id, nil
 }
 
 // snapshotLocked copies the volume id, read-only or writable, naming the
-// copy with loc; the copy takes the parent's spec (extra keys and owner
-// included), as the fake driver's Snapshot does. The pool can snapshot a
+// copy with loc; the copy takes the parent's spec (extra keys and
+// ownership included), as the fake driver's Snapshot does. The pool can snapshot a
 // volume either way, clone a read-only snapshot and take a read-only
 // snapshot of a clone; the other combinations are refused as not
 // supported. The caller holds s.mu.
@@ -443,7 +605,7 @@ func (s *Server) snapshotLocked(id string, readonly bool, loc *api.VolumeLocator
 	}
 	v.State, v.AttachedOn, v.DevicePath, v.AttachPath = api.VolumeState_VOLUME_STATE_DETACHED, "", "", nil
 	v.AttachedState = api.AttachState_ATTACH_STATE_EXTERNAL
-	s.vols[nid] = &entry{vol: v, obj: obj, extra: copyExtra(parent.extra), owner: parent.owner}
+	s.vols[nid] = &entry{vol: v, obj: obj, extra: copyExtra(parent.extra), own: copyOwnership(parent.own)}
 	return nid, nil
 }
 
@@ -463,32 +625,53 @@ func (s *Server) rootVolumeLocked(id string) (storage.Object, error) {
 	return storage.Object{}, fmt.Errorf("volume %s: a cycle of parents", id)
 }
 
-// deleteLocked destroys a volume that has no snapshots or clones and is
-// not attached; the caller holds s.mu.
+// deleteLocked destroys a volume that is not attached, as the fake
+// driver's Delete (volume/drivers/fake/fake.go) does: whether snapshots
+// or clones of it exist is not asked, by the driver nor by the SDK's
+// VolumeServer.Delete, so they stay, their source.parent naming a volume
+// that is gone. (The volume package's ErrVolHasSnaps, "Volume has
+// snapshots associated", is for drivers that refuse; the fake driver,
+// and so this server, does not.) The caller holds s.mu.
 func (s *Server) deleteLocked(id string) error {
 	e, ok := s.vols[id]
 	if !ok {
 		return notFound(id)
 	}
-	for _, o := range s.vols {
-		if o.vol.GetSource().GetParent() == id {
-			return errors.New(errHasSnaps)
-		}
-	}
 	if e.vol.State == api.VolumeState_VOLUME_STATE_ATTACHED || len(e.vol.AttachPath) > 0 {
 		return fmt.Errorf("%s on %s", errAttached, e.vol.AttachedOn)
 	}
+	children := false
+	for _, o := range s.vols {
+		if o.vol.GetSource().GetParent() == id {
+			children = true
+		}
+	}
 	ctx := context.Background()
 	var err error
-	if e.obj.Kind == storage.KindVolume {
+	switch {
+	case e.obj.Kind == storage.KindVolume && children:
+		// The pool's RemoveVolume would take the pool snapshots of the
+		// volume with it, which are its children's data here: the
+		// subvolume alone goes (its label file is dropped when the pool
+		// is next opened).
+		err = deleteSubvolume(filepath.Join(s.pool.Root(), e.obj.ID))
+	case e.obj.Kind == storage.KindVolume:
 		err = s.pool.RemoveVolume(ctx, e.obj)
-	} else {
+	default:
 		err = s.pool.Delete(ctx, e.obj.ID)
 	}
 	if err != nil {
 		return err
 	}
 	delete(s.vols, id)
+	return nil
+}
+
+// deleteSubvolume deletes one btrfs subvolume with btrfs-progs.
+func deleteSubvolume(p string) error {
+	if out, err := exec.Command("btrfs", "subvolume", "delete", p).CombinedOutput(); err != nil {
+		return fmt.Errorf("btrfs subvolume delete %s: %v: %s", p, err, out)
+	}
 	return nil
 }
 
@@ -544,19 +727,27 @@ func (s *Server) mountLocked(id, path string) error {
 			return nil
 		}
 	}
-	st, err := os.Stat(path)
-	if err != nil || !st.IsDir() {
-		return fmt.Errorf("mount path %s is not a directory: %v", path, err)
-	}
-	flags := uintptr(unix.MS_BIND)
-	if err := unix.Mount(filepath.Join(s.pool.Root(), e.obj.ID), path, "", flags, ""); err != nil {
-		return fmt.Errorf("Failed to mount %s at %s: %v", id, path, err)
-	}
-	if e.vol.Readonly {
-		if err := unix.Mount("", path, "", flags|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
-			_ = unix.Unmount(path, unix.MNT_DETACH)
-			return fmt.Errorf("Failed to mount %s read-only at %s: %v", id, path, err)
+	// In the server's namespace: the path is looked up, and mounted on,
+	// as the server sees it.
+	err := s.inNS(func() error {
+		st, err := os.Stat(path)
+		if err != nil || !st.IsDir() {
+			return fmt.Errorf("mount path %s is not a directory: %v", path, err)
 		}
+		flags := uintptr(unix.MS_BIND)
+		if err := unix.Mount(filepath.Join(s.pool.Root(), e.obj.ID), path, "", flags, ""); err != nil {
+			return fmt.Errorf("Failed to mount %s at %s: %v", id, path, err)
+		}
+		if e.vol.Readonly {
+			if err := unix.Mount("", path, "", flags|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+				_ = unix.Unmount(path, unix.MNT_DETACH)
+				return fmt.Errorf("Failed to mount %s read-only at %s: %v", id, path, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	e.vol.AttachPath = append(e.vol.AttachPath, path)
 	return nil
@@ -595,7 +786,9 @@ func (s *Server) unmountPathLocked(e *entry, path string) error {
 	if i < 0 {
 		return fmt.Errorf("Device %s not mounted at %s", e.vol.Id, path)
 	}
-	if err := unix.Unmount(path, 0); err != nil && err != unix.EINVAL && err != unix.ENOENT {
+	// In the server's namespace; a mount gone already (EINVAL) counts
+	// as unmounted.
+	if err := s.inNS(func() error { return unix.Unmount(path, 0) }); err != nil && err != unix.EINVAL && err != unix.ENOENT {
 		if err == unix.EBUSY {
 			return fmt.Errorf("Volume is busy: %s at %s: %v", e.vol.Id, path, err)
 		}
@@ -625,7 +818,7 @@ func (s *Server) Create(loc *api.VolumeLocator, src *api.Source, spec *api.Volum
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.createLocked(loc, spec, nil, "")
+	return s.createLocked(loc, spec, nil, Ownership{})
 }
 
 // Snapshot copies the volume id, read-only or writable, named and
@@ -698,9 +891,9 @@ func (s *Server) SnapEnumerate(ids []string, labels map[string]string) []*api.Vo
 	return sortedVols(out)
 }
 
-// Delete destroys a volume that has no snapshots or clones and is not
-// attached; an unknown ID is an error (test-setup semantics: over HTTP it
-// is a success).
+// Delete destroys a volume that is not attached, leaving its snapshots
+// and clones with a dangling parent; an unknown ID is an error
+// (test-setup semantics: over HTTP it is a success).
 func (s *Server) Delete(id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -826,6 +1019,47 @@ func (s *Server) ExtraSpec(id string) map[string]any {
 	return out
 }
 
+// SetOwnership sets a volume's spec.ownership (a zero Ownership makes it
+// public), as an admin's update would.
+func (s *Server) SetOwnership(id string, own Ownership) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.vols[id]
+	if !ok {
+		return notFound(id)
+	}
+	e.own = copyOwnership(own)
+	return nil
+}
+
+// OwnershipOf returns a volume's spec.ownership.
+func (s *Server) OwnershipOf(id string) (Ownership, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.vols[id]
+	if !ok {
+		return Ownership{}, false
+	}
+	return copyOwnership(e.own), true
+}
+
+func copyOwnership(o Ownership) Ownership {
+	out := Ownership{Owner: o.Owner}
+	if o.Groups != nil {
+		out.Groups = map[string]Access{}
+		for k, v := range o.Groups {
+			out.Groups[k] = v
+		}
+	}
+	if o.Collaborators != nil {
+		out.Collaborators = map[string]Access{}
+		for k, v := range o.Collaborators {
+			out.Collaborators[k] = v
+		}
+	}
+	return out
+}
+
 // Attach attaches the volume to this node; attaching again is a no-op.
 func (s *Server) Attach(id string) error {
 	s.mu.Lock()
@@ -840,9 +1074,10 @@ func (s *Server) Detach(id string, unmountBeforeDetach bool) error {
 	return s.detachLocked(id, unmountBeforeDetach)
 }
 
-// Mount bind-mounts the volume's subvolume at path, which must exist;
-// the volume must be attached (unless Config.NoAttach). A read-only
-// snapshot is mounted read-only.
+// Mount bind-mounts the volume's subvolume at path, which must exist, in
+// the server's mount namespace (visible on the host below MountRoot
+// only); the volume must be attached (unless Config.NoAttach). A
+// read-only snapshot is mounted read-only.
 func (s *Server) Mount(id, path string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -419,10 +419,6 @@ func TestDelete(t *testing.T) {
 	c := newClient(t, srv)
 	c.want("DELETE", "/v1/osd-volumes/404404", "", 200, "{}\n")
 	id := c.create("v", nil, spec1G)
-	s := snapID(t, c.snap(id, "v-snap", true, nil))
-	c.want("DELETE", "/v1/osd-volumes/"+id, "", 200,
-		fmt.Sprintf("{\"error\":\"rpc error: code = Internal desc = Failed to delete volume %s: Volume has snapshots associated\"}\n", id))
-	c.want("DELETE", "/v1/osd-volumes/"+s, "", 200, "{}\n")
 	set(c, id, `{"action":{"attach":2}}`)
 	if r := c.do("DELETE", "/v1/osd-volumes/"+id, ""); !strings.Contains(r.body, "Failed to delete volume "+id+": Volume is attached") {
 		t.Fatalf("delete of an attached volume = %s", r.body)
@@ -444,10 +440,10 @@ func TestSnapshotsAndClones(t *testing.T) {
 	if sv["readonly"] != true || specOf(sv)["journal"] != true {
 		t.Fatalf("snapshot = %v", sv)
 	}
-	cl := snapID(t, c.snap(s, "v-clone", false, map[string]string{"mine": "1"}))
+	cl := snapID(t, c.snap(s, "v-clone", false, map[string]string{"mine": "1", "snap": "2"}))
 	cv := c.inspect(cl)
-	if l := labelsOf(cv); len(l) != 1 || l["snap"] != "1" {
-		t.Fatalf("clone labels %v, want the parent's (the request's dropped)", l)
+	if l := labelsOf(cv); len(l) != 2 || l["snap"] != "2" || l["mine"] != "1" {
+		t.Fatalf("clone labels %v, want the request's merged over the parent's", l)
 	}
 	if cv["readonly"] == true || cv["source"].(map[string]any)["parent"] != s {
 		t.Fatalf("clone = %v", cv)
@@ -481,7 +477,7 @@ func TestActions(t *testing.T) {
 	srv := osdserver.ForTest(t, osdserver.Config{})
 	c := newClient(t, srv)
 	id := c.create("v", nil, spec1G)
-	dir := t.TempDir()
+	dir := srv.MountDir(t)
 	wantVolAndErr(t, set(c, id, `{"action":{"mount":2,"mount_path":""}}`), id, "Invalid mount path")
 	if r := set(c, id, fmt.Sprintf(`{"action":{"mount":2,"mount_path":%q}}`, dir)); !strings.Contains(r.body, `"error":"rpc error: code = Internal desc = Failed to mount volume `+id+`: Volume is detached"`) {
 		t.Fatalf("mount of a detached volume = %s", r.body)
@@ -525,7 +521,7 @@ func TestActions(t *testing.T) {
 
 	// A read-only snapshot is mounted read-only.
 	s := snapID(t, c.snap(id, "v-snap", true, nil))
-	sdir := t.TempDir()
+	sdir := srv.MountDir(t)
 	if r := set(c, s, fmt.Sprintf(`{"action":{"attach":2,"mount":2,"mount_path":%q}}`, sdir)); strings.Contains(r.body, "volume_response") {
 		t.Fatalf("mount of the snapshot = %s", r.body)
 	}
@@ -551,7 +547,7 @@ func TestNoAttach(t *testing.T) {
 	if r := set(c, id, `{"action":{"attach":1}}`); !strings.Contains(r.body, `"error":"rpc error: code = Internal desc = Failed to detach volume `+id+`: Operation not supported"`) {
 		t.Fatalf("detach = %s", r.body)
 	}
-	dir := t.TempDir()
+	dir := srv.MountDir(t)
 	if r := set(c, id, fmt.Sprintf(`{"action":{"mount":2,"mount_path":%q}}`, dir)); strings.Contains(r.body, "volume_response") {
 		t.Fatalf("mount = %s", r.body)
 	}
@@ -676,5 +672,156 @@ func wantVolAndErr(t *testing.T, r reply, id, msg string) {
 	}
 	if err := json.Unmarshal([]byte(r.body), &out); err != nil || r.code != 200 || out.Volume.ID != id || out.R == nil || out.R.Error != msg {
 		t.Fatalf("set = %d %q; want the volume and error %q", r.code, r.body, msg)
+	}
+}
+
+// TestDeleteParent: the SDK's Delete, over the fake driver, deletes a
+// volume that has snapshots and clones; they stay, readable, with a
+// source.parent naming a volume that is gone.
+func TestDeleteParent(t *testing.T) {
+	srv := osdserver.ForTest(t, osdserver.Config{})
+	c := newClient(t, srv)
+	id := c.create("v", nil, spec1G)
+	if err := os.WriteFile(filepath.Join(srv.DataPath(id), "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := snapID(t, c.snap(id, "v-snap", true, nil))
+	cl := snapID(t, c.snap(s, "v-clone", false, nil))
+	c.want("DELETE", "/v1/osd-volumes/"+id, "", 200, "{}\n")
+	c.want("GET", "/v1/osd-volumes/"+id, "", 200, "[]\n")
+	c.want("DELETE", "/v1/osd-volumes/"+s, "", 200, "{}\n")
+	cv := c.inspect(cl)
+	if cv["source"].(map[string]any)["parent"] != s {
+		t.Fatalf("the clone's parent = %v; want the deleted snapshot's ID", cv["source"])
+	}
+	if b, err := os.ReadFile(filepath.Join(srv.DataPath(cl), "f")); err != nil || string(b) != "x" {
+		t.Fatalf("the clone's data after its parents went: %q %v", b, err)
+	}
+	// Listing the children of a volume that is gone: the SDK checks the
+	// volume first.
+	c.wantText("GET", "/v1/osd-snapshot?VolumeID="+id, "", 400,
+		"Failed to enumerate snaps: rpc error: code = NotFound desc = Volume id "+id+" not found")
+	c.want("DELETE", "/v1/osd-volumes/"+cl, "", 200, "{}\n")
+}
+
+// TestUsersGroupsAndAdmins: api/ownership.go over the SDK's checks. A
+// user reads another's volume through a group ACL, snapshots it (the
+// snapshot keeps the volume's ownership) and clones it (the clone is
+// re-owned to the user); it may delete its clone, not its snapshot,
+// which only the owner or an admin may delete.
+func TestUsersGroupsAndAdmins(t *testing.T) {
+	srv := osdserver.ForTest(t, osdserver.Config{Token: "admin-token", Users: map[string]osdserver.User{
+		"dba-token": {Name: "dba", Groups: []string{"db"}},
+		"ci-token":  {Name: "ci", Groups: []string{"builders", "ci"}},
+		"eve-token": {Name: "eve"},
+	}})
+	anon := newClient(t, srv)
+	admin, dba, ci, eve := anon.with("Bearer admin-token"), anon.with("Bearer dba-token"), anon.with("Bearer ci-token"), anon.with("Bearer eve-token")
+	prod := dba.create("app-production", nil, spec1G)
+	if err := srv.SetOwnership(prod, osdserver.Ownership{Owner: "dba", Groups: map[string]osdserver.Access{"ci": osdserver.Read}}); err != nil {
+		t.Fatal(err)
+	}
+	access := "rpc error: code = PermissionDenied desc = Access denied to volume " + prod
+	eve.wantText("GET", "/v1/osd-volumes/"+prod, "", 404, access)
+	if vols := decode[[]map[string]any](t, eve.do("GET", "/v1/osd-volumes?Name=app-production", "")); len(vols) != 0 {
+		t.Fatalf("eve lists %v", vols)
+	}
+	if vols := decode[[]map[string]any](t, ci.do("GET", "/v1/osd-volumes?Name=app-production", "")); len(vols) != 1 {
+		t.Fatalf("ci lists %v; want production, through the group ACL", vols)
+	}
+	admin.inspect(prod)
+
+	s := snapID(t, ci.snap(prod, "ci-snap", true, map[string]string{"snapvol": "1"}))
+	if o, _ := srv.OwnershipOf(s); o.Owner != "dba" || o.Groups["ci"] != osdserver.Read {
+		t.Fatalf("the snapshot's ownership = %+v; want production's", o)
+	}
+	cl := snapID(t, ci.snap(s, "ci-clone", false, nil))
+	if o, _ := srv.OwnershipOf(cl); o.Owner != "ci" || o.Groups != nil {
+		t.Fatalf("the clone's ownership = %+v; want ci's, without ACLs", o)
+	}
+	// Read access is not write access: no update, no attach.
+	ci.wantText("PUT", "/v1/osd-volumes/"+prod, `{"locator":{"volume_labels":{"x":"1"}}}`, 400, "rpc error: code = PermissionDenied desc = Cannot update volume")
+	wantVolAndErr(t, set(ci, s, `{"action":{"attach":2}}`), s, "rpc error: code = PermissionDenied desc = Access denied to volume "+s)
+	ci.want("DELETE", "/v1/osd-volumes/"+s, "", 200,
+		fmt.Sprintf(`{"error":"rpc error: code = PermissionDenied desc = Cannot delete volume %s"}`+"\n", s))
+	ci.want("DELETE", "/v1/osd-volumes/"+prod, "", 200,
+		fmt.Sprintf(`{"error":"rpc error: code = PermissionDenied desc = Cannot delete volume %s"}`+"\n", prod))
+	ci.want("DELETE", "/v1/osd-volumes/"+cl, "", 200, "{}\n")
+	// An admin (the group "*") may; so may the owner.
+	admin.want("DELETE", "/v1/osd-volumes/"+s, "", 200, "{}\n")
+	dba.want("DELETE", "/v1/osd-volumes/"+prod, "", 200, "{}\n")
+
+	// Collaborators, by name and "*", with write access.
+	v := dba.create("shared", nil, spec1G)
+	if err := srv.SetOwnership(v, osdserver.Ownership{Owner: "dba", Collaborators: map[string]osdserver.Access{"eve": osdserver.Write}}); err != nil {
+		t.Fatal(err)
+	}
+	if r := set(eve, v, `{"locator":{"volume_labels":{"x":"1"}}}`); r.code != 200 || strings.Contains(r.body, "volume_response") {
+		t.Fatalf("a collaborator with write access updating = %d %s", r.code, r.body)
+	}
+	ci.wantText("GET", "/v1/osd-volumes/"+v, "", 404, "rpc error: code = PermissionDenied desc = Access denied to volume "+v)
+}
+
+// TestMountsInItsOwnNamespace: the server mounts in a mount namespace of
+// its own, as Portworx in its container: below MountRoot its mounts show
+// on the host; anywhere else they are made, reported, and not seen.
+func TestMountsInItsOwnNamespace(t *testing.T) {
+	srv := osdserver.ForTest(t, osdserver.Config{})
+	c := newClient(t, srv)
+	id := c.create("v", nil, spec1G)
+	if err := os.WriteFile(filepath.Join(srv.DataPath(id), "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	set(c, id, `{"action":{"attach":2}}`)
+	shared, elsewhere := srv.MountDir(t), t.TempDir()
+	for _, dir := range []string{shared, elsewhere} {
+		if r := set(c, id, fmt.Sprintf(`{"action":{"mount":2,"mount_path":%q}}`, dir)); strings.Contains(r.body, "volume_response") {
+			t.Fatalf("mount at %s = %s", dir, r.body)
+		}
+	}
+	if paths := c.inspect(id)["attach_path"].([]any); len(paths) != 2 {
+		t.Fatalf("attach_path = %v; want both", paths)
+	}
+	if b, err := os.ReadFile(filepath.Join(shared, "f")); err != nil || string(b) != "x" || !mountpoint.IsMountPoint(shared) {
+		t.Fatalf("below MountRoot the host sees %q, %v", b, err)
+	}
+	if mountpoint.IsMountPoint(elsewhere) {
+		t.Fatalf("the server's mount at %s shows in the host's namespace", elsewhere)
+	}
+	if _, err := os.Stat(filepath.Join(elsewhere, "f")); !os.IsNotExist(err) {
+		t.Fatalf("the host sees the volume's data at %s: %v", elsewhere, err)
+	}
+	for _, dir := range []string{shared, elsewhere} {
+		set(c, id, fmt.Sprintf(`{"action":{"mount":1,"mount_path":%q}}`, dir))
+	}
+	if mountpoint.IsMountPoint(shared) {
+		t.Fatal("the unmount did not reach the host")
+	}
+	set(c, id, `{"action":{"attach":1}}`)
+}
+
+// TestOtherPorts: what Portworx's other ports answer an HTTP/1 client:
+// the SDK's gRPC port an HTTP/2 SETTINGS frame, then the connection
+// closes; the gossip port closes without a word.
+func TestOtherPorts(t *testing.T) {
+	srv := osdserver.ForTest(t, osdserver.Config{})
+	hc := &http.Client{Timeout: 10 * time.Second}
+	// net/http reads the frame as a malformed status line, or, when it
+	// comes before the request is written, as an unsolicited response.
+	if resp, err := hc.Get(srv.SDKEndpoint() + "/osd-volumes/versions"); err == nil {
+		t.Fatalf("the gRPC-looking port answered HTTP %d", resp.StatusCode)
+	}
+	_, err := hc.Get(srv.GossipEndpoint() + "/osd-volumes/versions")
+	if err == nil || !(errors.Is(err, io.EOF) || errors.Is(err, unix.ECONNRESET)) {
+		t.Fatalf("the gossip-looking port: %v; want the connection closed without an answer", err)
+	}
+	conn, err := net.Dial("tcp", strings.TrimPrefix(srv.SDKEndpoint(), "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	buf := make([]byte, 9)
+	if _, err := io.ReadFull(conn, buf); err != nil || buf[3] != 4 {
+		t.Fatalf("the first frame: % x, %v; want a SETTINGS frame (type 4) before the client says anything", buf, err)
 	}
 }

@@ -4,8 +4,28 @@ import (
 	"os"
 	"testing"
 
+	"github.com/snapvol/snapvol/mountpoint"
+
 	"github.com/snapvol/snapvol/internal/roottest"
 )
+
+// MountDir makes a fresh directory below MountRoot, where the server's
+// mounts show on the host as Portworx's do under /var/lib/osd/mounts: a
+// test's PX_MOUNT_DIR. When the test ends it goes if only empty
+// directories are left in it (it is never walked into through a mount).
+func (s *Server) MountDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp(s.MountRoot(), "pxmounts-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := mountpoint.RemoveEmptyTree(dir); err != nil {
+			t.Logf("left %s in place: %v", dir, err)
+		}
+	})
+	return dir
+}
 
 // ForTest starts a server on a fresh pool for one test and closes it,
 // unmounting everything, when the test ends. It fails the test, never

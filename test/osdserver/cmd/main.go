@@ -2,7 +2,8 @@
 // bin/snapvol with BACKEND=portworx by hand:
 //
 //	go run ./test/osdserver/cmd -state /tmp/osd -listen 127.0.0.1:9001 &
-//	BACKEND=portworx PX_ENDPOINT=http://127.0.0.1:9001 bin/snapvol
+//	mkdir -p /tmp/osd/mounts/pxmounts
+//	BACKEND=portworx PX_ENDPOINT=http://127.0.0.1:9001 PX_MOUNT_DIR=/tmp/osd/mounts/pxmounts bin/snapvol
 //
 // It needs root (a loop-mounted btrfs pool file in -state) and serves
 // until SIGINT or SIGTERM, then unmounts what it mounted.
@@ -35,6 +36,10 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Printf("OpenStorage test server for driver %s at %s, pool in %s\n", cfg.Driver, srv.Endpoint(), cfg.StateDir)
+	// It mounts in a namespace of its own, as Portworx does: only below
+	// this directory do its mounts show on the host.
+	fmt.Printf("mounts shared with the host below %s (PX_MOUNT_DIR=%s/pxmounts)\n", srv.MountRoot(), srv.MountRoot())
+	fmt.Printf("a gRPC-looking port (as Portworx's SDK 9020) at %s, a gossip-looking one (9002) at %s\n", srv.SDKEndpoint(), srv.GossipEndpoint())
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	<-sig
