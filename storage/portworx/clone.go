@@ -23,7 +23,8 @@ func (b *Backend) cloneName() string { return b.clonePrefix() + randHex(8) }
 func (b *Backend) clonePrefix() string { return "snapvol-clone-" + b.cfg.Instance + "-" }
 
 // unlabelledClone: a writable child named exactly as this instance names
-// its clones, whose labels are not its own: made, then not labelled.
+// its clones, whose labels are not its own: made, then not labelled (on
+// a server that drops a clone request's labels).
 // (A snapshot Portworx names after one of snapvol's clones has more to
 // its name.)
 func (b *Backend) unlabelledClone(v *api.Volume) bool {
@@ -33,11 +34,18 @@ func (b *Backend) unlabelledClone(v *api.Volume) bool {
 }
 
 // Clone makes a writable snapshot of snap, then labels it and applies the
-// options in one update: the OpenStorage REST snapshot handler drops the
-// labels of a clone request (api/server/volume.go volAPI.snap sends the
-// SDK's Clone only the parent and the name) and the server gives the
-// clone its parent's labels and spec instead. If the update fails the
-// clone is deleted, so nothing half made remains.
+// options in one update. The server gives a clone its parent's labels and
+// spec: the current REST snapshot handler (api/server/volume.go
+// volAPI.snap, since commit 78a53252, PWX-38585, 2024-09) passes the
+// request's labels to the SDK's Clone as AdditionalLabels, merged over
+// the parent's; servers before it sent Clone only the parent and the
+// name, dropping the request's labels. Either way the clone carries
+// labels that are not its own (production's, on a clone of a snapshot
+// Portworx's schedule took), which the update blanks, and on older
+// servers it lacks snapvol's until then. The labels go with the request
+// all the same, so on current servers the clone is snapvol's, by its
+// labels, from the moment it exists. If the update fails the clone is
+// deleted, so nothing half made remains.
 func (b *Backend) Clone(ctx context.Context, snap storage.Object, labels map[string]string, opts map[string]string) (storage.Object, error) {
 	// Parse before making anything: a bad value fails with no clone.
 	sp, err := cloneSpec(opts)

@@ -90,8 +90,8 @@ func (r *rest) classify(what string, code int, msg string) error {
 		return fmt.Errorf("%s: %w: the server at %s refused the request (HTTP %d): PX_TOKEN (%s) is wrong, expired or missing: %s",
 			what, storage.ErrDenied, r.endpoint, code, tokenState(r.token), msg)
 	case code == http.StatusNotFound || code == http.StatusMethodNotAllowed:
-		return fmt.Errorf("%s: %w: the server at PX_ENDPOINT=%s has no such route (HTTP %d %q): point PX_ENDPOINT at Portworx's REST API (port 9001; 17001 on OpenShift, 9011 with older operators), not the SDK ports 9020/9021",
-			what, ErrEndpoint, r.endpoint, code, msg)
+		return fmt.Errorf("%s: %w: the server at PX_ENDPOINT=%s has no such route (HTTP %d %q): %s",
+			what, ErrEndpoint, r.endpoint, code, msg, portsHint)
 	case code == http.StatusServiceUnavailable, code == http.StatusBadGateway, code == http.StatusGatewayTimeout:
 		return fmt.Errorf("%s: %w: the OpenStorage server at %s answered HTTP %d: %s", what, storage.ErrUnavailable, r.endpoint, code, msg)
 	default:
@@ -121,3 +121,18 @@ func tokenState(tok string) string {
 func hasSnapsText(msg string) bool {
 	return strings.Contains(strings.ToLower(msg), "has snapshots")
 }
+
+// hinted is an error with advice that says more than its sentinel (a
+// storage.ErrNotFound that may be a volume hidden by the server's access
+// rules): the driver shows Hint instead of its own advice for the
+// sentinel.
+type hinted struct {
+	err  error
+	hint string
+}
+
+func (h *hinted) Error() string { return h.err.Error() + "; " + h.hint }
+func (h *hinted) Unwrap() error { return h.err }
+
+// Hint is the advice, for callers that show it in place of their own.
+func (h *hinted) Hint() string { return h.hint }

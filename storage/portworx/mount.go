@@ -46,6 +46,10 @@ import (
 // snapvol fails loudly, naming PX_MOUNT_DIR, instead of giving a
 // container an empty directory.
 
+// optSecretName is openstorage's pkg/options OptionsSecret (not in
+// v1.0.0's packages snapvol builds with).
+const optSecretName = "SECRET_NAME"
+
 // DefaultMountDir is PX_MOUNT_DIR's default: where Portworx's own Docker
 // plugin mounts volumes, a directory Portworx always sees.
 const DefaultMountDir = "/var/lib/osd/mounts"
@@ -167,8 +171,16 @@ func (b *Backend) mount(ctx context.Context, id, target string) error {
 	if !wasAttached {
 		req := &api.VolumeSetRequest{Action: &api.VolumeStateAction{Attach: api.VolumeActionParam_VOLUME_ACTION_PARAM_ON}}
 		if key := ownLabels(v)[storage.LabelSecretKey]; key != "" {
-			// Read by api/server/volume.go volumeSet into the attach.
-			req.Options = map[string]string{"SECRET_KEY": key}
+			// The name of the volume's secret goes as SECRET_NAME
+			// (pkg/options OptionsSecret), as OpenStorage's own clients
+			// pass it: its Docker plugin (api/server/docker.go
+			// attachOptionsFromSpec) and CSI driver (csi/node.go) send
+			// the spec's secret_key there. SECRET_KEY is another thing,
+			// the key inside a Kubernetes secret named SECRET_NAME.
+			// api/server/volume.go volumeSet hands the options to the
+			// attach, which reads them with pkg/options
+			// NewVolumeAttachOptions.
+			req.Options = map[string]string{optSecretName: key}
 		}
 		_, err := b.rest.set(ctx, fmt.Sprintf("attaching %q (%s)", name, id), id, req)
 		if err != nil && v.GetSpec().GetEncrypted() && req.Options == nil {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/libopenstorage/openstorage/api"
 	"golang.org/x/sys/unix"
@@ -17,8 +18,9 @@ import (
 	"github.com/snapvol/snapvol/test/osdserver"
 )
 
-// TestMain gives the backends of tests that name no PX_MOUNT_DIR a
-// temporary one instead of the host's /var/lib/osd/mounts.
+// TestMain gives the backends of tests that name no PX_MOUNT_DIR (nor
+// take the server's, as newEnv does) a temporary one instead of the
+// host's /var/lib/osd/mounts.
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "pxmounts-")
 	if err != nil {
@@ -36,12 +38,11 @@ func TestMain(m *testing.M) {
 }
 
 // mountEnv is a backend whose staging directory (PX_MOUNT_DIR) is a
-// temporary directory of the test's.
+// temporary directory of the test's, below the server's MountRoot.
 func mountEnv(t *testing.T, cfg osdserver.Config) (*env, string) {
 	t.Helper()
-	mountDir := t.TempDir()
-	e := newEnv(t, cfg, func(c *portworx.Config) { c.MountDir = mountDir })
-	return e, mountDir
+	e := newEnv(t, cfg, nil)
+	return e, e.mountDir
 }
 
 // staged is where the backend of instance 0123456789abcdef (newEnv's)
@@ -243,7 +244,12 @@ func TestMountDirNotSharedFailsLoudly(t *testing.T) {
 func TestManagedPluginLayout(t *testing.T) {
 	roottest.Require(t, "bind mounts and mount propagation")
 	base := t.TempDir()
-	pxHost, pxLocal := filepath.Join(base, "host-osd-mounts"), filepath.Join(base, "plugin-rootfs", "var", "lib", "osd", "mounts")
+	var pxHost string
+	e := newEnvWith(t, osdserver.Config{}, func(srv *osdserver.Server, c *portworx.Config) {
+		// Where Portworx mounts, shared with the host: below MountRoot.
+		pxHost = filepath.Join(srv.MountDir(t), "host-osd-mounts")
+	})
+	pxLocal := filepath.Join(base, "plugin-rootfs", "var", "lib", "osd", "mounts")
 	propagated := filepath.Join(base, "docker", "plugins", strings.Repeat("ab", 32), "propagated-mount")
 	dataRoot := filepath.Join(base, "plugin-rootfs", "mnt", "snapvol")
 	for _, d := range []string{pxHost, pxLocal, propagated, dataRoot} {
@@ -260,9 +266,16 @@ func TestManagedPluginLayout(t *testing.T) {
 			unix.Unmount(m[0], unix.MNT_DETACH)
 		})
 	}
-	e := newEnv(t, osdserver.Config{}, func(c *portworx.Config) {
-		c.DataRoot, c.MountDir, c.MountDirLocal = dataRoot, pxHost, pxLocal
+	e.b.Close()
+	b, err := portworx.Open(portworx.Config{
+		Endpoint: e.srv.Endpoint(), Driver: "pxd", Instance: "0123456789abcdef", CallTimeout: 5 * time.Second,
+		DataRoot: dataRoot, MountDir: pxHost, MountDirLocal: pxLocal,
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	e.b, e.dataRoot = b, dataRoot
 	c := ctx(t)
 	clone := serverClone(t, e)
 	target := filepath.Join(dataRoot, "v-1234")
@@ -352,7 +365,15 @@ func TestMountsTheServerLostTrackOf(t *testing.T) {
 // managed plugin's propagated mount is released by Unmount and Delete
 // after an upgrade.
 func TestUnmountReleasesAnEarlierVersionsMount(t *testing.T) {
-	e, mountDir := mountEnv(t, osdserver.Config{})
+	// The earlier layouts worked where the server's mounts at DATA_ROOT
+	// (or the plugin's propagated mount) showed on the host: those
+	// directories are below the server's MountRoot here.
+	var shared string
+	e := newEnvWith(t, osdserver.Config{}, func(srv *osdserver.Server, c *portworx.Config) {
+		shared = srv.MountDir(t)
+		c.DataRoot = filepath.Join(shared, "data-root")
+	})
+	mountDir := e.mountDir
 	c := ctx(t)
 	clone := serverClone(t, e)
 	target := filepath.Join(e.dataRoot, "old")
@@ -373,7 +394,7 @@ func TestUnmountReleasesAnEarlierVersionsMount(t *testing.T) {
 	checkGone(t, e, clone.Name, target, staged(mountDir, "old"))
 
 	// Delete after a crash: the server still has the earlier mount.
-	propagated := filepath.Join(t.TempDir(), "plugins", strings.Repeat("cd", 32), "propagated-mount", "old")
+	propagated := filepath.Join(shared, "plugins", strings.Repeat("cd", 32), "propagated-mount", "old")
 	if err := os.MkdirAll(propagated, 0o755); err != nil {
 		t.Fatal(err)
 	}

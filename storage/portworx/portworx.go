@@ -140,7 +140,7 @@ func (b *Backend) MountDirs() (host, local string) { return b.mountDir, b.mountD
 // wrong endpoint ErrEndpoint and a refused token storage.ErrDenied, which
 // are settings to fix, not outages to wait out.
 func (b *Backend) Ping(ctx context.Context) error {
-	vs, err := b.rest.versions(ctx)
+	vs, err := b.versions(ctx)
 	if err != nil {
 		return err
 	}
@@ -152,6 +152,43 @@ func (b *Backend) Ping(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// versions asks the versions route, which every OpenStorage REST server
+// answers with 200 and a JSON list, without a token. An outage is only
+// what answers nothing at all (refused, timed out, unreachable, or a proxy's
+// 502/503/504); any other answer at start is not the REST API, and a port
+// that takes connections and closes every one unanswered, asked three
+// times on new connections, is not one either (Portworx's gossip port).
+func (b *Backend) versions(ctx context.Context) ([]string, error) {
+	var err error
+	for try := 0; try < 3; try++ {
+		if try > 0 {
+			b.rest.transport.CloseIdleConnections()
+			select {
+			case <-ctx.Done():
+				return nil, err
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+		var vs []string
+		vs, err = b.rest.versions(ctx)
+		switch {
+		case err == nil:
+			return vs, nil
+		case errors.Is(err, errNoAnswer):
+			continue
+		case errors.Is(err, storage.ErrUnavailable), errors.Is(err, storage.ErrDenied), errors.Is(err, ErrEndpoint):
+			return nil, err
+		default:
+			return nil, fmt.Errorf("%w: %w; %s", ErrEndpoint, err, portsHint)
+		}
+	}
+	said := b.rest.probe(ctx, 500*time.Millisecond)
+	if said == "" {
+		said = "it takes connections and gives no HTTP answer"
+	}
+	return nil, fmt.Errorf("%w: the server at PX_ENDPOINT=%s is not an HTTP/1 server: %s (%w); %s", ErrEndpoint, b.cfg.Endpoint, said, err, portsHint)
 }
 
 // Scope is local. The data lives in a cluster, but the Docker volume does
@@ -291,10 +328,10 @@ func (b *Backend) ours(labels map[string]string) bool {
 }
 
 // ownLabels are v's labels if they are its own. OpenStorage objects
-// inherit labels: a clone carries its snapshot's (the REST snapshot
-// handler drops the ones asked for and the server copies the parent's),
-// and a snapshot Portworx or pxctl takes of a snapvol volume carries the
-// volume's. Labels naming another object (storage.LabelName), and a
+// inherit labels: a clone carries its snapshot's (the server copies the
+// parent's; servers since 2024-09 merge the ones the request asked for
+// over them, older ones drop those), and a snapshot Portworx or pxctl
+// takes of a snapvol volume carries the volume's. Labels naming another object (storage.LabelName), and a
 // volume's labels on an object that has a parent, describe the parent:
 // the object is not what they say, and not snapvol's. Objects labelled
 // before LabelName have none and are taken at their word.
@@ -428,13 +465,19 @@ func (b *Backend) find(ctx context.Context, name string) (*api.Volume, error) {
 	}
 	switch len(match) {
 	case 0:
-		hint := ""
+		// With security on, the SDK's listings leave out the volumes the
+		// caller may not read (VolumeServer.InspectWithFilters checks
+		// IsPermitted(Ownership_Read)): a request without a token is a
+		// guest's, who reads only public volumes, and a non-admin user
+		// reads only its own and those shared with it. So "not found"
+		// may mean "hidden", and creating the volume, which the driver
+		// would advise, fails ("already exists and is owned by another
+		// user"): the error carries the hint for the driver to show.
+		hint := "it does not exist, or PX_TOKEN's user may not read it: on a cluster with security enabled another user's private volume is hidden from all but admins, so snapvol needs an admin token"
 		if b.cfg.Token == "" {
-			// With security on, a request without a token is a guest's,
-			// and a guest's listings leave private volumes out.
-			hint = "; PX_TOKEN is not set: on a cluster with security enabled snapvol is then a guest and sees only public volumes"
+			hint = "PX_TOKEN is not set: on a cluster with security enabled snapvol is then a guest and sees only public volumes; set PX_TOKEN to an admin token"
 		}
-		return nil, fmt.Errorf("volume %q: %w on the OpenStorage server at %s (driver %s)%s", name, storage.ErrNotFound, b.cfg.Endpoint, b.cfg.Driver, hint)
+		return nil, &hinted{err: fmt.Errorf("volume %q: %w on the OpenStorage server at %s (driver %s)", name, storage.ErrNotFound, b.cfg.Endpoint, b.cfg.Driver), hint: hint}
 	case 1:
 		return match[0], nil
 	}
@@ -545,6 +588,21 @@ func (b *Backend) RemoveVolume(ctx context.Context, obj storage.Object) error {
 func (b *Backend) children(ctx context.Context, source storage.Object) ([]*api.Volume, error) {
 	what := fmt.Sprintf("listing snapshots of %q", source.Name)
 	vols, err := b.rest.snapEnumerate(ctx, what, []string{source.ID}, nil)
+	if errors.Is(err, storage.ErrNotFound) {
+		// The SDK checks the volume before listing its children
+		// (SnapshotEnumerateWithFilters → checkAccessForVolumeId), so a
+		// removed source's are not listed by its ID, though they may
+		// live on with a dangling parent (the fake driver deletes a
+		// volume that has snapshots): every snapshot, filtered here.
+		var all []*api.Volume
+		all, err = b.rest.snapEnumerate(ctx, what, nil, nil)
+		vols = nil
+		for _, v := range all {
+			if v != nil && parentOf(v) == source.ID {
+				vols = append(vols, v)
+			}
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -573,12 +631,14 @@ func (b *Backend) children(ctx context.Context, source storage.Object) ([]*api.V
 	return out, nil
 }
 
-// Snapshots lists the point-in-time copies of source @latest may use: the
-// read-only snapshots, whoever took them (Portworx's schedules, pxctl),
-// and snapvol's own snapshots (some servers do not keep the read-only
-// flag). Writable snapshots others made are left out: that is how people
-// ran CI on Portworx before snapvol (pxctl snap create, then writing to
-// the snapshot), so their content may have drifted from the source's.
+// Snapshots lists the point-in-time copies of source @latest may use:
+// the read-only snapshots, whoever took them (Portworx's schedules, pxctl,
+// snapvol). Writable children are never among them, whatever their labels
+// say (labels are anyone's to write with pxctl): a writable snapshot or
+// clone is how people ran CI on Portworx before snapvol (pxctl snap
+// create, then writing to it), and anyone with pxctl or the pxd driver
+// can make one and write to it, so what it holds is not the source's at
+// any point in time. snapvol takes every snapshot of its own read-only.
 func (b *Backend) Snapshots(ctx context.Context, source storage.Object) ([]storage.Object, error) {
 	vols, err := b.children(ctx, source)
 	if err != nil {
@@ -586,24 +646,34 @@ func (b *Backend) Snapshots(ctx context.Context, source storage.Object) ([]stora
 	}
 	var out []storage.Object
 	for _, v := range vols {
-		if v.Readonly || isKind(v, storage.KindSnapshot) {
+		if v.Readonly {
 			out = append(out, b.object(v, storage.KindSnapshot))
 		}
 	}
 	return out, nil
 }
 
-// SnapshotByName finds the snapshot a user named in @NAME. Writable ones
-// count: the user chose it.
+// SnapshotByName finds the snapshot a user named in @NAME: a read-only
+// snapshot of source, as Snapshots lists them. A writable child of that
+// name is not one: whoever named a raw writable clone of production
+// "masked-…" would otherwise hand it to CI through SOURCES=…@masked*.
 func (b *Backend) SnapshotByName(ctx context.Context, source storage.Object, name string) (storage.Object, error) {
 	vols, err := b.children(ctx, source)
 	if err != nil {
 		return storage.Object{}, err
 	}
+	writable := false
 	for _, v := range vols {
-		if volumeName(v) == name {
+		if volumeName(v) != name {
+			continue
+		}
+		if v.Readonly {
 			return b.object(v, storage.KindSnapshot), nil
 		}
+		writable = true
+	}
+	if writable {
+		return storage.Object{}, fmt.Errorf("%q is a writable snapshot or clone of volume %q, not a read-only snapshot: anything may have been written to it since, so it cannot stand for %s at a point in time: %w", name, source.Name, source.Name, storage.ErrNotFound)
 	}
 	return storage.Object{}, fmt.Errorf("snapshot %q of volume %q: %w on the OpenStorage server", name, source.Name, storage.ErrNotFound)
 }

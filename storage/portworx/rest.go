@@ -2,12 +2,15 @@ package portworx
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"syscall"
 	"time"
 
@@ -153,9 +156,87 @@ func (r *rest) transportError(ctx, cctx context.Context, what string, err error,
 		return fmt.Errorf("%s: %w: the OpenStorage server at %s did not answer within %s; is Portworx healthy?", what, storage.ErrUnavailable, r.endpoint, took.Round(time.Millisecond))
 	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ENOENT):
 		return fmt.Errorf("%s: %w: nothing is serving the OpenStorage API at %s (PX_ENDPOINT); is Portworx running?", what, storage.ErrUnavailable, r.endpoint)
-	default:
+	case notHTTP1(err):
+		// Something answered, in another protocol: Portworx's SDK port
+		// (9020) is gRPC and opens with an HTTP/2 SETTINGS frame; a TLS
+		// port answers a plain request with a TLS alert, a plain one a
+		// TLS handshake with HTTP. That is a setting to fix, never an
+		// outage to wait out.
+		return fmt.Errorf("%s: %w: the server at PX_ENDPOINT=%s does not speak HTTP/1 (%v): %s",
+			what, ErrEndpoint, r.endpoint, uerr.Err, portsHint)
+	case unreachable(err):
 		return fmt.Errorf("%s: %w: the OpenStorage server at %s (PX_ENDPOINT) is unreachable: %w", what, storage.ErrUnavailable, r.endpoint, uerr.Err)
+	default:
+		// Connected, and then no HTTP answer: closed or reset (Portworx's
+		// gossip port 9002 hangs up on any HTTP request), or bytes before
+		// the request was even sent (net/http's "unsolicited response":
+		// a gRPC port's SETTINGS frame, when it wins the race). While
+		// serving that looks the same as a server dying in the middle of
+		// this request, so it is an outage here; Ping, which asks again
+		// on new connections, tells the two apart (errNoAnswer).
+		return fmt.Errorf("%s: %w: %w: the server at %s (PX_ENDPOINT) gave no HTTP answer: %v", what, storage.ErrUnavailable, errNoAnswer, r.endpoint, uerr.Err)
 	}
+}
+
+// unreachable recognises a connection that could not be made: no route,
+// no such host; refusals and timeouts are told apart before.
+func unreachable(err error) bool {
+	var op *net.OpError
+	var dns *net.DNSError
+	return errors.As(err, &dns) || errors.As(err, &op) && op.Op == "dial"
+}
+
+// probe says what the server at the endpoint sends on a new connection
+// before it is asked anything, within wait: nothing (as any HTTP server),
+// the first bytes (an HTTP/2 server's SETTINGS frame: a gRPC port), or
+// that it closed the connection. "" when it cannot tell (https, or the
+// dial failed).
+func (r *rest) probe(ctx context.Context, wait time.Duration) string {
+	if r.base.Scheme != "http" {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	c, err := r.transport.DialContext(ctx, "tcp", r.base.Host)
+	if err != nil {
+		return ""
+	}
+	defer c.Close()
+	if d, ok := ctx.Deadline(); ok {
+		_ = c.SetReadDeadline(d)
+	}
+	buf := make([]byte, 16)
+	n, err := c.Read(buf)
+	switch {
+	case n > 0 && n >= 9 && buf[3] == 4 && buf[4] == 0:
+		return fmt.Sprintf("it speaks first, with an HTTP/2 SETTINGS frame (% x), as a gRPC server does", buf[:9])
+	case n > 0:
+		return fmt.Sprintf("it speaks first (%q), as no HTTP/1 server does", buf[:n])
+	case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET):
+		return "it closes a new connection without a word"
+	}
+	return ""
+}
+
+// portsHint says where Portworx's REST v1 API is.
+const portsHint = "point PX_ENDPOINT at Portworx's REST API (http://HOST:9001; 17001 on OpenShift, 9011 with operators before 1.2), not the SDK's gRPC port 9020, its REST gateway 9021 or the gossip port 9002"
+
+// errNoAnswer marks a connection the server closed (or reset) without
+// answering: an outage while serving, a wrong port if it is all a new
+// connection ever gets (see Ping).
+var errNoAnswer = errors.New("connection closed without an answer")
+
+// notHTTP1 recognises an answer that is not HTTP/1: bytes net/http cannot
+// read as a status line ("malformed HTTP response", an HTTP/2 frame, a
+// TLS alert), HTTP to an https:// endpoint, or a TLS handshake refused.
+func notHTTP1(err error) bool {
+	var rh tls.RecordHeaderError
+	if errors.As(err, &rh) {
+		return true
+	}
+	m := err.Error()
+	return strings.Contains(m, "malformed HTTP") || strings.Contains(m, "server gave HTTP response to HTTPS client") ||
+		strings.Contains(m, "tls: ")
 }
 
 func isTimeout(err error) bool {
