@@ -188,7 +188,8 @@ func (b *Backend) versions(ctx context.Context) ([]string, error) {
 	if said == "" {
 		said = "it takes connections and gives no HTTP answer"
 	}
-	return nil, fmt.Errorf("%w: the server at PX_ENDPOINT=%s is not an HTTP/1 server: %s (%w); %s", ErrEndpoint, b.cfg.Endpoint, said, err, portsHint)
+	// Not %w: this is no outage.
+	return nil, fmt.Errorf("%w: the server at PX_ENDPOINT=%s is not an HTTP/1 server: %s (%v); %s", ErrEndpoint, b.cfg.Endpoint, said, err, portsHint)
 }
 
 // Scope is local. The data lives in a cluster, but the Docker volume does

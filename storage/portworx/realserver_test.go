@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -392,4 +393,113 @@ func TestWorkIsNotCutOffByTheCallBudget(t *testing.T) {
 		t.Errorf("a hung lookup: %v after %s; want ErrUnavailable within the call budget", err, time.Since(start))
 	}
 	e.srv.SetDelay(0)
+}
+
+// TestOtherPortsAreWrongEndpoints: PX_ENDPOINT at Portworx's SDK gRPC
+// port (9020, an HTTP/2 SETTINGS frame for an answer) or at its gossip
+// port (the connection closed unanswered) is a setting to fix, refused at
+// start naming PX_ENDPOINT and the REST port; only a port where nothing
+// answers at all is an outage to wait out.
+func TestOtherPortsAreWrongEndpoints(t *testing.T) {
+	srv := osdserver.ForTest(t, osdserver.Config{})
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nothing := "http://" + closed.Addr().String()
+	closed.Close()
+	for _, c := range []struct {
+		name, endpoint string
+		wrong          bool
+	}{
+		{"the SDK's gRPC port", srv.SDKEndpoint(), true},
+		{"the gossip port", srv.GossipEndpoint(), true},
+		{"a port nothing listens on", nothing, false},
+	} {
+		b, err := portworx.Open(portworx.Config{Endpoint: c.endpoint, Driver: "pxd", DataRoot: t.TempDir(), Instance: "0123456789abcdef", CallTimeout: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err = b.Ping(pctx)
+		cancel()
+		b.Close()
+		switch {
+		case c.wrong && (!errors.Is(err, portworx.ErrEndpoint) || errors.Is(err, storage.ErrUnavailable) || !strings.Contains(err.Error(), "PX_ENDPOINT") || !strings.Contains(err.Error(), "9001")):
+			t.Errorf("%s: Ping = %v; want ErrEndpoint, not an outage, naming PX_ENDPOINT and the REST port 9001", c.name, err)
+		case !c.wrong && (!errors.Is(err, storage.ErrUnavailable) || errors.Is(err, portworx.ErrEndpoint)):
+			t.Errorf("%s: Ping = %v; want ErrUnavailable", c.name, err)
+		}
+		t.Logf("%s: %v", c.name, err)
+	}
+}
+
+// TestHiddenSourceCarriesTheHint: a private source is hidden from a guest
+// (no PX_TOKEN) and from a user who may not read it; the not-found error
+// says so, as a hint the driver shows in place of "create it first".
+func TestHiddenSourceCarriesTheHint(t *testing.T) {
+	e := newEnv(t, osdserver.Config{Token: "s3cret", Users: map[string]osdserver.User{"ci-token": {Name: "ci"}}}, nil)
+	c := ctx(t)
+	e.production()
+	for _, tc := range []struct{ token, want string }{{"", "PX_TOKEN is not set"}, {"ci-token", "admin token"}} {
+		b, err := portworx.Open(portworx.Config{Endpoint: e.srv.Endpoint(), Driver: "pxd", Token: tc.token, DataRoot: t.TempDir(), Instance: "0123456789abcdef"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = b.Volume(c, "app-production")
+		b.Close()
+		var h interface{ Hint() string }
+		if !errors.Is(err, storage.ErrNotFound) || !errors.As(err, &h) || !strings.Contains(h.Hint(), tc.want) {
+			t.Errorf("token %q: Volume = %v; want ErrNotFound with a hint saying %q", tc.token, err, tc.want)
+		}
+	}
+}
+
+// TestOnlyReadOnlySnapshotsAnswerARef: a writable child of production,
+// whatever its name and labels (anyone with pxctl can write both), is
+// neither @NAME nor a candidate for @latest.
+func TestOnlyReadOnlySnapshotsAnswerARef(t *testing.T) {
+	e := newEnv(t, osdserver.Config{}, nil)
+	c := ctx(t)
+	src := e.production()
+	// A raw writable clone of production, named like a masked snapshot
+	// and labelled like one of snapvol's.
+	forged := storage.TakenSnapshotLabels(src.Name, storage.TakenPlugin, "")
+	forged[storage.LabelName] = "masked-raw"
+	forged[storage.LabelSourceID] = src.ID
+	id, err := e.srv.Snapshot(src.ID, false, &api.VolumeLocator{Name: "masked-raw", VolumeLabels: forged})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err := e.b.SnapshotByName(c, src, "masked-raw"); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("SnapshotByName(masked-raw) = %+v, %v; want ErrNotFound: it is writable", s, err)
+	}
+	snaps, err := e.b.Snapshots(c, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range snaps {
+		if s.ID == id {
+			t.Errorf("Snapshots lists the writable %s (%s) for @latest", s.Name, s.ID)
+		}
+	}
+}
+
+// TestMountNotVisibleFailsLoudly: PX_MOUNT_DIR a directory the server
+// (in its own mount namespace, as Portworx in its container) does not
+// share with the host: it mounts and reports the mount, snapvol does not
+// see it, and Mount fails naming PX_MOUNT_DIR, leaving nothing behind.
+func TestMountNotVisibleFailsLoudly(t *testing.T) {
+	notShared := t.TempDir()
+	e := newEnv(t, osdserver.Config{}, func(c *portworx.Config) { c.MountDir = notShared })
+	c := ctx(t)
+	clone := serverClone(t, e)
+	target := filepath.Join(e.dataRoot, "t")
+	err := e.b.Mount(c, clone.ID, target)
+	for _, want := range []string{"reported", "mounted at host path " + staged(notShared, "t"), "does not see it", "PX_MOUNT_DIR"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("Mount under a PX_MOUNT_DIR the server does not share = %v; want an error saying %q", err, want)
+		}
+	}
+	checkGone(t, e, clone.Name, target, staged(notShared, "t"))
 }
