@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
 
 	"github.com/snapvol/snapvol/mountpoint"
 	"github.com/snapvol/snapvol/storage"
@@ -20,8 +19,8 @@ import (
 // TestE2EPortworxManagedPlugin: the managed plugin in a private dockerd,
 // with BACKEND=portworx against the test OpenStorage server on loopback,
 // installed with the README's settings. The server, like Portworx, mounts
-// in the host's namespace, under PX_MOUNT_DIR, a shared host directory the
-// plugin's pxmounts mount brings in; the plugin binds the clone under its
+// in a namespace of its own, under PX_MOUNT_DIR, a host directory it
+// shares with the host and the plugin's pxmounts mount brings in; the plugin binds the clone under its
 // propagated mount, which Docker binds into the container, and a container
 // reads production's data through it.
 func TestE2EPortworxManagedPlugin(t *testing.T) {
@@ -48,41 +47,14 @@ func readmePXSettings(t *testing.T, endpoint, mountDir string) []string {
 	return settings
 }
 
-// sharedDir is a new directory made a shared mount (bound onto itself):
-// / is a private mount here, so nothing mounted below an ordinary
-// directory would propagate into the plugin. Unmounted, and removed if
-// empty, when the test ends.
-func sharedDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "pxmounts-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-			return
-		}
-		if err := mountpoint.RemoveEmptyTree(dir); err != nil {
-			t.Errorf("PX_MOUNT_DIR not left empty: %v", err)
-		}
-	})
-	if err := unix.Mount("", dir, "", unix.MS_SHARED, ""); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
 // pxManagedPlugin is TestE2EPortworxManagedPlugin on one engine, with an
 // OpenStorage server of its own.
 func pxManagedPlugin(t *testing.T, eng dockerd.Engine) {
-	// Made first, so it is unmounted after the server has unmounted
-	// everything it mounted there.
-	mountDir := sharedDir(t)
 	srv := osdserver.ForTest(t, osdserver.Config{Token: pxToken})
+	// Below the server's MountRoot, which it shares with the host (a
+	// shared mount) as Portworx shares /var/lib/osd/mounts: the plugin's
+	// pxmounts mount (rbind, rshared) sees the server's mounts there.
+	mountDir := pxMountDir(t, srv)
 	prodID, prodSum := pxProduction(t, srv)
 	d := dockerd.Start(t, dockerd.Options{Engine: &eng})
 	p := d.InstallPlugin(dockerd.BundleWith(t, Binary(t), "config.portworx.json"), "snapvol",

@@ -41,8 +41,9 @@ func newSwitchable(t *testing.T, srv *osdserver.Server) *switchable {
 }
 
 // TestPortworxWrongEndpoint: an endpoint that answers but is not
-// OpenStorage's REST API, or a token the server refuses, is found at
-// start and named, and the plugin does not serve on it; while serving, a
+// OpenStorage's REST API (a router's 404, Portworx's gRPC or gossip
+// port), or a token the server refuses, is found at start and named, with
+// the REST port, and the plugin does not serve on it; while serving, a
 // Remove whose clone cannot be deleted keeps the volume's record (a
 // router's "404 page not found" once read as "already gone").
 func TestPortworxWrongEndpoint(t *testing.T) {
@@ -76,6 +77,10 @@ func TestPortworxWrongEndpoint(t *testing.T) {
 	}{
 		{map[string]string{"PX_ENDPOINT": sw.url}, "PX_ENDPOINT"},
 		{map[string]string{"PX_ENDPOINT": srv.Endpoint(), "PX_TOKEN": "rotated"}, "PX_TOKEN"},
+		// Portworx's SDK gRPC port answers HTTP/2 frames, its gossip port
+		// hangs up: wrong endpoints, not outages (issue 22 item 1).
+		{map[string]string{"PX_ENDPOINT": srv.SDKEndpoint(), "PX_TOKEN": pxToken}, "9001"},
+		{map[string]string{"PX_ENDPOINT": srv.GossipEndpoint(), "PX_TOKEN": pxToken}, "9001"},
 	} {
 		for k, v := range c.env {
 			p.Env[k] = v
@@ -101,4 +106,27 @@ func TestPortworxWrongEndpoint(t *testing.T) {
 		t.Fatalf("remove with the endpoint fixed: %v", err)
 	}
 	checkPXLeftovers(t, srv)
+}
+
+// TestPortworxHiddenSource: with no PX_TOKEN on a secured cluster (a
+// guest) or a non-admin token, a private source is hidden, not missing:
+// the plugin says why and what token it needs, never "create it first",
+// which the server would refuse ("already exists and is owned by another
+// user").
+func TestPortworxHiddenSource(t *testing.T) {
+	srv := osdserver.ForTest(t, osdserver.Config{Token: pxToken, Users: map[string]osdserver.User{"ci-token": {Name: "ci", Groups: []string{"ci"}}}})
+	prodID, _ := pxProduction(t, srv)
+	if err := srv.SetOwnership(prodID, osdserver.Ownership{Owner: "dba"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ token, want string }{{"", "PX_TOKEN is not set"}, {"ci-token", "admin token"}} {
+		p := StartPlugin(t, pxEnv(t, srv, map[string]string{"PX_TOKEN": c.token}))
+		for _, name := range []string{"app-production@latest", "app-production@now+x"} {
+			err := p.Create(name, nil)
+			if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "create it first") {
+				t.Errorf("token %q: create %s = %v; want the backend's hint saying %q, not \"create it first\"", c.token, name, err, c.want)
+			}
+		}
+		p.Stop()
+	}
 }

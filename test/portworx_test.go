@@ -35,14 +35,17 @@ func pxEnv(t *testing.T, srv *osdserver.Server, extra map[string]string) map[str
 	return env
 }
 
-// pxMountDir is a temporary PX_MOUNT_DIR for srv. When the test ends
-// (after the plugin stops, before srv does) the server unmounts what it
-// still has mounted there, as Portworx would on a clone's delete, and the
-// directory goes if only empty directories are left in it: it is never
-// walked into through a mount.
+// pxMountDir is a temporary PX_MOUNT_DIR for srv, below its MountRoot:
+// the server mounts in a namespace of its own, as Portworx in its
+// container, and its mounts show on the host only there, as Portworx's
+// under /var/lib/osd/mounts. When the test ends (after the plugin stops,
+// before srv does) the server unmounts what it still has mounted there,
+// as Portworx would on a clone's delete, and the directory goes if only
+// empty directories are left in it: it is never walked into through a
+// mount.
 func pxMountDir(t *testing.T, srv *osdserver.Server) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "pxmounts-")
+	dir, err := os.MkdirTemp(srv.MountRoot(), "pxmounts-")
 	if err != nil {
 		t.Fatal(err)
 	}
