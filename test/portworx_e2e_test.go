@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/snapvol/snapvol/mountpoint"
 	"github.com/snapvol/snapvol/storage"
 	"github.com/snapvol/snapvol/storage/portworx"
