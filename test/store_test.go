@@ -370,3 +370,27 @@ func TestRecoverAfterDeletingTheStore(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Every refusal at start exits 78; the small-filesystem one exited 1,
+// which the systemd unit restarts in a loop.
+func TestSmallFilesystemRefusalExits78(t *testing.T) {
+	RequireRoot(t)
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", state).CombinedOutput(); err != nil {
+		t.Fatalf("mounting a small tmpfs: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { UnmountUnder(state) })
+	p := &Plugin{
+		t: t, Dir: dir, StateDir: state, DataRoot: filepath.Join(dir, "data"),
+		Socket: filepath.Join(dir, "snapvol.sock"), log: &lockedBuffer{},
+		Env: map[string]string{"POOL_SIZE": "1G"},
+	}
+	code, log := refusedStart(t, p)
+	if code != 78 || !strings.Contains(log, "POOL_SIZE") || !strings.Contains(log, state) {
+		t.Fatalf("exit status %d, want 78 naming POOL_SIZE and %s:\n%s", code, state, log)
+	}
+}
