@@ -15,7 +15,7 @@ import (
 // alive what its source rewrites from now on; what the source wrote since
 // its last snapshot is the measure of that (read from the blocks written
 // since, so it costs what changed, not the volume's size). A clone takes
-// nothing at first, so it needs only free space above the reserve.
+// nothing at first, so it needs only free space at the reserve.
 
 // errPoolShort is the refusal: it names snapvol df, which shows what
 // holds the space.
@@ -77,7 +77,12 @@ func (b *Backend) snapshotCost(src string) (int64, error) {
 }
 
 // admitClone refuses a clone while the pool's free space is below the
-// reserve.
+// reserve by more than the slack the clones' group limit follows the pool
+// with: clones that wrote their whole share leave the pool right at the
+// reserve, give or take that, and a clone made then still reads its data
+// (and gets EDQUOT on writes, as its neighbours do); below it, what took
+// the space is not clones, and a new clone keeps its snapshot's pinned
+// data alive longer.
 func (b *Backend) admitClone(what string) error {
 	if b.cfg.Reserve.IsZero() {
 		return nil
@@ -86,7 +91,7 @@ func (b *Backend) admitClone(what string) error {
 	if err != nil {
 		return err
 	}
-	if reserve := b.cfg.Reserve.Of(size); free < reserve {
+	if reserve := b.cfg.Reserve.Of(size); free < reserve-min(size/64, 64<<20) {
 		return b.errPoolShort("a new clone of "+what, free, reserve, 0, "")
 	}
 	return nil
