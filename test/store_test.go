@@ -62,7 +62,6 @@ func holdInNamespace(t *testing.T, target string) {
 	t.Fatal("the holder never got its own mount namespace")
 }
 
-
 // objects lists the pool's clones and snapshots.
 func (r *storeRig) objects(t *testing.T) []string {
 	t.Helper()
