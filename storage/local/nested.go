@@ -347,11 +347,17 @@ func rootBackref(f *os.File, id uint64) (parent uint64, found bool, err error) {
 // destroySubvolID destroys subvolume id by its ID: the kernel finds the
 // directory that holds it from its back reference and removes it there,
 // without a path. f is any file on the same mounted filesystem (it
-// carries the write access to it); the subvolume need not be under f.
+// carries the write access to it); the subvolume need not be under f
+// (only on an idmapped mount must it be, and the pool's never is).
 func destroySubvolID(f *os.File, id uint64) error {
 	a := volArgsV2{flags: subvolSpecByID}
 	binary.LittleEndian.PutUint64(a.name[:8], id)
-	return ioctl(f.Fd(), iocSnapDestroyV2, unsafe.Pointer(&a))
+	err := ioctl(f.Fd(), iocSnapDestroyV2, unsafe.Pointer(&a))
+	if errors.Is(err, unix.ENOTTY) || errors.Is(err, unix.EOPNOTSUPP) {
+		// No fallback to a path: that is the hole this closes.
+		return fmt.Errorf("deleting subvolume %d by ID (BTRFS_IOC_SNAP_DESTROY_V2) needs Linux 5.7 or later: %w", id, err)
+	}
+	return err
 }
 
 // checkNoNested refuses to snapshot the subvolume at p, what of volume
