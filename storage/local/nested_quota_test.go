@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -230,5 +231,66 @@ func TestOldSharedGroupMigrated(t *testing.T) {
 	}
 	if _, ok := groups[legacyGroupID]; ok {
 		t.Errorf("the old shared group %s is still there", qgroupName(legacyGroupID))
+	}
+}
+
+// A deleted clone's group goes once the kernel has dropped the clone; the
+// spare groups made ahead stay.
+func TestDeletedCloneGroupsAreSwept(t *testing.T) {
+	root := testPoolSize(t, 512<<20)
+	b, err := Open(Config{Pool: root, CloneSize: 24 << 20, Reserve: Reserve{Percent: 10}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	_, _, clone := cloneOf(t, b, "prod")
+	f, err := openDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	id, err := subvolID(filepath.Join(root, clone.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	parents, _, err := qgroupRelations(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := ownGroup(parents[id])
+	if err := b.Delete(context.Background(), clone.ID); err != nil {
+		t.Fatal(err)
+	}
+	sweep := func() map[uint64]qgroupUsage {
+		t.Helper()
+		b.quota.mu.Lock()
+		defer b.quota.mu.Unlock()
+		delete(b.quota.born, own) // past its grace
+		groups, err := qgroups(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.quota.sweep(f, groups)
+		if groups, err = qgroups(f); err != nil {
+			t.Fatal(err)
+		}
+		return groups
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_ = ioctl(f.Fd(), 0x9408, nil) // BTRFS_IOC_SYNC: commit, so the cleaner drops the clone
+		groups := sweep()
+		if _, ok := groups[own]; !ok {
+			for _, s := range b.quota.spare {
+				if _, ok := groups[s]; !ok {
+					t.Errorf("spare group %s was swept", qgroupName(s))
+				}
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the deleted clone's group %s is still there after 30s", qgroupName(own))
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }

@@ -480,7 +480,11 @@ type quotas struct {
 	want map[uint64]int64
 	// born is when this process made each clone group, so the sweep
 	// leaves a group alone while its clone is being made.
-	born   map[uint64]time.Time
+	born map[uint64]time.Time
+	// spare are clone groups made ahead, in the reserve group, with no
+	// limit and no member yet: a clone takes one, so making a clone costs
+	// no more ioctls than it did when all clones shared one group.
+	spare  []uint64
 	log    logrus.FieldLogger
 	rounds int
 	stop   chan struct{}
@@ -497,6 +501,8 @@ const (
 	// groupGrace is how long a clone group may be empty after it was
 	// made: the snapshot ioctl that puts the clone in it comes after.
 	groupGrace = time.Minute
+	// spareGroups is how many clone groups are kept made ahead.
+	spareGroups = 8
 )
 
 // SetLog sends the backend's warnings (limits changed by hand) to l;
@@ -559,6 +565,9 @@ func (q *quotas) setup() error {
 		if err := q.refreshLocked(f, groups); err != nil {
 			return err
 		}
+	}
+	if err := q.topUp(f); err != nil {
+		return err
 	}
 	q.startLoop()
 	return nil
@@ -708,8 +717,36 @@ func descendants(f *os.File, id uint64) ([]uint64, error) {
 }
 
 // newGroup makes a clone group limited to max bytes (0: none), in the
-// reserve group if there is one. The caller holds q.mu or is setup.
+// reserve group if there is one, or takes a spare one. The caller holds
+// q.mu or is setup.
 func (q *quotas) newGroup(f *os.File, max int64) (uint64, error) {
+	if n := len(q.spare); n > 0 {
+		id := q.spare[n-1]
+		q.spare = q.spare[:n-1]
+		if max > 0 {
+			if err := qgroupSetLimit(f, id, max); err != nil {
+				return 0, err
+			}
+		}
+		q.want[id], q.born[id] = max, time.Now()
+		return id, nil
+	}
+	id, err := q.makeGroup(f)
+	if err != nil {
+		return 0, err
+	}
+	if max > 0 {
+		if err := qgroupSetLimit(f, id, max); err != nil {
+			return 0, err
+		}
+	}
+	q.want[id] = max
+	return id, nil
+}
+
+// makeGroup makes an empty clone group, in the reserve group if there is
+// one.
+func (q *quotas) makeGroup(f *os.File) (uint64, error) {
 	var id uint64
 	for try := 0; ; try++ {
 		var n [4]byte
@@ -724,18 +761,24 @@ func (q *quotas) newGroup(f *os.File, max int64) (uint64, error) {
 		}
 	}
 	q.born[id] = time.Now()
-	if max > 0 {
-		if err := qgroupSetLimit(f, id, max); err != nil {
-			return 0, err
-		}
-	}
 	if q.group {
 		if err := qgroupAssign(f, id, reserveGroupID); err != nil {
 			return 0, err
 		}
 	}
-	q.want[id] = max
 	return id, nil
+}
+
+// topUp makes spare clone groups, up to spareGroups.
+func (q *quotas) topUp(f *os.File) error {
+	for len(q.spare) < spareGroups {
+		id, err := q.makeGroup(f)
+		if err != nil {
+			return err
+		}
+		q.spare = append(q.spare, id)
+	}
+	return nil
 }
 
 // release lifts the limits of the clone at p before it is deleted, so
@@ -848,7 +891,7 @@ func (q *quotas) refresh() error {
 	if q.rounds++; q.rounds%sweepEvery == 0 {
 		q.sweep(f, groups)
 	}
-	return nil
+	return q.topUp(f)
 }
 
 // refreshLocked: clones may hold what they hold plus the free space above
@@ -914,7 +957,7 @@ func (q *quotas) sweep(f *os.File, groups map[uint64]qgroupUsage) {
 	}
 	now := time.Now()
 	for id := range groups {
-		if !isCloneGroup(id) {
+		if !isCloneGroup(id) || slices.Contains(q.spare, id) {
 			continue
 		}
 		if len(members[id]) > 0 || now.Sub(q.born[id]) < groupGrace {
