@@ -1,9 +1,11 @@
 // Package local is the embedded default backend: a btrfs pool on the Docker
 // host. Regular volumes are subvolumes under volumes/, snapshots are
 // read-only subvolume snapshots under snapshots/SOURCE/, clones are writable
-// snapshots under clones/. Labels of plugin-made objects are small JSON files
-// under labels/, written before the object so a crash never leaves an
-// unlabelled plugin object.
+// snapshots under clones/. The labels of a plugin-made object are JSON in
+// an extended attribute (labelXattr) of an empty file under labels/, made
+// before the object: metadata the btrfs transaction that makes the object
+// commits with it, so a crash never leaves an unlabelled plugin object.
+// (Label files an older snapvol wrote hold the JSON as content.)
 //
 // A subvolume's UUID is its Identity. snapshots/SOURCE/ is named after the
 // source, as pools have always been laid out, but a name can outlive its

@@ -13,7 +13,7 @@ import (
 )
 
 // The bare btrfs ioctls the benchmark times as the physical limit. They are
-// written out here rather than borrowed from snapshot/local, so the
+// written out here rather than borrowed from storage/local, so the
 // baseline does not share code (or mistakes) with what it measures.
 const (
 	iocSubvolCreate = 0x5000940e // _IOW(0x94, 14, struct btrfs_ioctl_vol_args)
