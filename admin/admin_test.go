@@ -49,7 +49,7 @@ func TestAdminSocketRoundTrip(t *testing.T) {
 	if v, err := c.Version(); err != nil || v.Version == "" || v.Commit == "" {
 		t.Fatalf("version: %+v %v", v, err)
 	}
-	if v, err := c.CreateVolume("mask-work", "app-production@now"); err != nil || v.Kind != "operator" {
+	if v, err := c.CreateVolume("mask-work", "app-production@now", ""); err != nil || v.Kind != "operator" {
 		t.Fatalf("volume create: %+v %v", v, err)
 	}
 	if s, err := c.CreateSnapshot("app-production", "masked", "mask-work", false); err != nil || s.Kind != "named" || s.From != "mask-work" {

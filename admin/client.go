@@ -85,10 +85,11 @@ func (c *Client) Volumes() ([]driver.VolumeInfo, error) {
 	return v, c.do("GET", "/v1/volumes", nil, &v)
 }
 
-// CreateVolume makes an operator volume.
-func (c *Client) CreateVolume(name, from string) (driver.VolumeInfo, error) {
+// CreateVolume makes an operator volume; access is "", "docker" or
+// "secret" (the answer's Name is the secret name).
+func (c *Client) CreateVolume(name, from, access string) (driver.VolumeInfo, error) {
 	var v driver.VolumeInfo
-	return v, c.do("POST", "/v1/volumes", CreateVolumeRequest{Name: name, From: from}, &v)
+	return v, c.do("POST", "/v1/volumes", CreateVolumeRequest{Name: name, From: from, Access: access}, &v)
 }
 
 // RemoveVolume removes a volume.

@@ -171,6 +171,9 @@ func (s *Server) volumes(w http.ResponseWriter, r *http.Request) {
 type CreateVolumeRequest struct {
 	Name string `json:"name"`
 	From string `json:"from"`
+	// Access is what Docker users may do with it: "" (nothing), "docker"
+	// or "secret" (see the driver's operator.go).
+	Access string `json:"access,omitempty"`
 }
 
 func (s *Server) createVolume(w http.ResponseWriter, r *http.Request) {
@@ -181,7 +184,7 @@ func (s *Server) createVolume(w http.ResponseWriter, r *http.Request) {
 	}
 	c, cancel := ctx(r)
 	defer cancel()
-	v, err := s.d.CreateOperatorVolume(c, req.Name, req.From)
+	v, err := s.d.CreateOperatorVolume(c, req.Name, req.From, req.Access)
 	reply(w, v, err)
 }
 

@@ -29,7 +29,10 @@ type VolumeInfo struct {
 	Name string `json:"name"`
 	// Kind is "volume" (a plain volume), "clone" (a clone volume Docker
 	// users made) or "operator" (snapvol volume create).
-	Kind     string    `json:"kind"`
+	Kind string `json:"kind"`
+	// Access is what Docker users may do with an operator volume: "none",
+	// "docker" or "secret" (operator.go); empty for other kinds.
+	Access   string    `json:"access,omitempty"`
 	Source   string    `json:"source,omitempty"`
 	Ref      string    `json:"ref,omitempty"`
 	Snapshot string    `json:"snapshot,omitempty"`
@@ -67,7 +70,10 @@ func (d *Driver) volumeInfo(r *store.Record, usage map[string]storage.ObjectUsag
 	if r.IsClone() {
 		v.Kind, v.State = "clone", "not materialized"
 		if r.Operator {
-			v.Kind = "operator"
+			v.Kind, v.Access = "operator", r.Access
+			if v.Access == store.AccessNone {
+				v.Access = "none"
+			}
 		}
 		if len(clones) > 0 {
 			v.State, v.Snapshot, v.Expires = "materialized", clones[len(clones)-1].SnapshotName, d.expires(r)
@@ -163,9 +169,25 @@ func parseSourceRef(s string) (source, ref string, err error) {
 
 // CreateOperatorVolume makes NAME, a clone of from (SOURCE[@REF]) that the
 // operator made: the clone is made now (an operator masking data wants the
-// snapshot of this moment), and Docker users mount it by NAME whatever
-// SOURCES says.
-func (d *Driver) CreateOperatorVolume(ctx context.Context, name, from string) (VolumeInfo, error) {
+// snapshot of this moment). access is what Docker users may do with it
+// (store.AccessNone, AccessDocker or AccessSecret; operator.go); with
+// AccessSecret the volume's name is NAME with random bits appended, and
+// the answer carries it.
+func (d *Driver) CreateOperatorVolume(ctx context.Context, name, from, access string) (VolumeInfo, error) {
+	switch access {
+	case store.AccessNone, store.AccessDocker:
+	case store.AccessSecret:
+		// Checked first, so an error names what the operator typed.
+		if _, err := names.Parse(name); err != nil {
+			return VolumeInfo{}, err
+		}
+		var err error
+		if name, err = secretName(name); err != nil {
+			return VolumeInfo{}, err
+		}
+	default:
+		return VolumeInfo{}, fmt.Errorf("%w: volume %q: access %q is not none, docker or secret", names.ErrInvalid, name, access)
+	}
 	n, err := names.Parse(name)
 	if err != nil {
 		return VolumeInfo{}, err
@@ -185,11 +207,16 @@ func (d *Driver) CreateOperatorVolume(ctx context.Context, name, from string) (V
 		return VolumeInfo{}, err
 	}
 	defer unlock()
-	if _, ok := d.st.Get(name); ok {
+	if old, ok := d.st.Get(name); ok {
+		if !old.Operator {
+			// Squatting: a Docker user made it first, and whatever they
+			// put there must not become the operator's.
+			return VolumeInfo{}, fmt.Errorf("%w: volume %q exists and Docker users made it (docker volume create or a container's mount): it is not the operator's; choose another name (snapvol volume create NAME --secret makes one nobody can take first)", ErrExists, name)
+		}
 		return VolumeInfo{}, fmt.Errorf("%w: volume %q exists; remove it first (snapvol volume rm %s)", ErrExists, name, name)
 	}
 	now := d.now()
-	r := &store.Record{Name: name, Source: source, Ref: ref, Operator: true, Created: now, LastUsed: now}
+	r := &store.Record{Name: name, Source: source, Ref: ref, Operator: true, Access: access, Created: now, LastUsed: now}
 	if _, err := d.makeClone(ctx, r, "", ""); err != nil {
 		return VolumeInfo{}, err
 	}
@@ -375,12 +402,17 @@ func (d *Driver) snapshotOfClone(ctx context.Context, src storage.Object, from, 
 	if !ok {
 		return storage.Object{}, fmt.Errorf("%w: --from %q", ErrNoSuchVolume, from)
 	}
-	if r.Source != src.Name || r.Each {
-		return storage.Object{}, fmt.Errorf("%w: --from %q is not a clone volume of %q (make one with snapvol volume create NAME --from %s@now)", names.ErrInvalid, from, src.Name, src.Name)
+	if !r.Operator {
+		// A Docker user's volume holds whatever they wrote (and one of
+		// them could remove and remake the name under the operator).
+		return storage.Object{}, fmt.Errorf("%w: --from %q is not an operator volume: snapvol snapshot create --from takes only volumes made with snapvol volume create NAME --from %s@now", names.ErrInvalid, from, src.Name)
+	}
+	if r.Source != src.Name {
+		return storage.Object{}, fmt.Errorf("%w: --from %q is not a clone of %q (make one with snapvol volume create NAME --from %s@now)", names.ErrInvalid, from, src.Name, src.Name)
 	}
 	a := r.Attachment("")
 	if a == nil {
-		return storage.Object{}, fmt.Errorf("--from %q has no clone yet: mount it once, or make it with snapvol volume create", from)
+		return storage.Object{}, fmt.Errorf("%w: --from %q has no clone: it was destroyed after sitting idle; recreate it with snapvol volume create", ErrNoSuchVolume, from)
 	}
 	labels := storage.NamedSnapshotLabels(src.Name, name, from)
 	if src.Identity != "" {

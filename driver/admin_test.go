@@ -41,32 +41,34 @@ func TestMaskedSnapshotRecipe(t *testing.T) {
 		t.Fatal("a forbidden ref is claimed")
 	}
 
-	// The operator's volume is made now and is theirs to mount.
-	v, err := d.CreateOperatorVolume(ctx, "mask-work", "app-production@now")
+	// The operator's volume is made now, under a secret name the masking
+	// container mounts whatever SOURCES says.
+	v, err := d.CreateOperatorVolume(ctx, "mask", "app-production@now", store.AccessSecret)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v.Kind != "operator" || v.State != "materialized" || v.Snapshot == "" {
+	work := v.Name
+	if v.Kind != "operator" || v.Access != "secret" || v.State != "materialized" || v.Snapshot == "" || !strings.HasPrefix(work, "mask-") || len(work) != len("mask-")+32 {
 		t.Fatalf("operator volume: %+v", v)
 	}
-	if _, err := d.CreateOperatorVolume(ctx, "mask-work", "app-production"); !errors.Is(err, ErrExists) {
-		t.Fatalf("a second create of mask-work: %v", err)
+	if _, err := d.CreateOperatorVolume(ctx, work, "app-production", store.AccessNone); !errors.Is(err, ErrExists) {
+		t.Fatalf("a second create of %s: %v", work, err)
 	}
-	if _, err := d.Mount(&volume.MountRequest{Name: "mask-work", ID: "m"}); err != nil {
-		t.Fatalf("Docker mount of the operator's volume under SOURCES: %v", err)
+	if _, err := d.Mount(&volume.MountRequest{Name: work, ID: "m"}); err != nil {
+		t.Fatalf("Docker mount of the operator's secret volume under SOURCES: %v", err)
 	}
-	if err := d.Unmount(&volume.UnmountRequest{Name: "mask-work", ID: "m"}); err != nil {
+	if err := d.Unmount(&volume.UnmountRequest{Name: work, ID: "m"}); err != nil {
 		t.Fatal(err)
 	}
 
-	masked, err := d.CreateSnapshot(ctx, "app-production", "masked", "mask-work", false)
+	masked, err := d.CreateSnapshot(ctx, "app-production", "masked", work, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.CreateSnapshot(ctx, "app-production", "masked", "mask-work", false); !errors.Is(err, ErrExists) || !strings.Contains(err.Error(), "--replace") {
+	if _, err := d.CreateSnapshot(ctx, "app-production", "masked", work, false); !errors.Is(err, ErrExists) || !strings.Contains(err.Error(), "--replace") {
 		t.Fatalf("creating an existing name without --replace: %v", err)
 	}
-	if err := d.RemoveVolume(ctx, "mask-work"); err != nil {
+	if err := d.RemoveVolume(ctx, work); err != nil {
 		t.Fatal(err)
 	}
 
@@ -80,12 +82,15 @@ func TestMaskedSnapshotRecipe(t *testing.T) {
 	}
 
 	// A refresh moves the name; the running clone keeps the old snapshot.
-	v2, err := d.CreateOperatorVolume(ctx, "mask-work", "app-production@now")
+	v2, err := d.CreateOperatorVolume(ctx, "mask", "app-production@now", store.AccessSecret)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = v2
-	masked2, err := d.CreateSnapshot(ctx, "app-production", "masked", "mask-work", true)
+	if v2.Name == work {
+		t.Fatal("two secret volumes got one name")
+	}
+	work = v2.Name
+	masked2, err := d.CreateSnapshot(ctx, "app-production", "masked", work, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +105,7 @@ func TestMaskedSnapshotRecipe(t *testing.T) {
 	for _, s := range snaps {
 		kinds[s.Object] = s
 	}
-	if s := kinds[masked2.Object]; s.Name != "masked" || s.Kind != "named" || s.From != "mask-work" {
+	if s := kinds[masked2.Object]; s.Name != "masked" || s.Kind != "named" || s.From != work {
 		t.Errorf("snapshot ls of the new masked snapshot: %+v", s)
 	}
 	if s, ok := kinds[masked.Object]; !ok || len(s.Clones) != 1 || s.Clones[0] != "app-production@masked+ci" {
@@ -109,7 +114,7 @@ func TestMaskedSnapshotRecipe(t *testing.T) {
 	if err := d.RemoveSnapshot(ctx, "app-production", "masked"); err != nil {
 		t.Fatalf("removing the new masked snapshot, which no clone uses: %v", err)
 	}
-	if _, err := d.CreateSnapshot(ctx, "app-production", "masked", "mask-work", false); err != nil {
+	if _, err := d.CreateSnapshot(ctx, "app-production", "masked", work, false); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.Remove(&volume.RemoveRequest{Name: "app-production@masked+ci"}); err != nil {

@@ -21,6 +21,9 @@ func (d *Driver) attach(ctx context.Context, r *store.Record, key string) (*stor
 		if !r.IsClone() {
 			return nil, fmt.Errorf("%w: volume %q has no backend volume recorded; remove it and create it again", ErrNoSuchVolume, r.Name)
 		}
+		if r.Operator {
+			return nil, errReaped(r) // operator.go: never remade implicitly
+		}
 		return d.materialize(ctx, r, key)
 	}
 	if a.Target == "" {

@@ -196,10 +196,11 @@ func isTargetName(n string) bool {
 }
 
 // allowed reports whether SOURCES lets Docker users clone r. An operator's
-// volume (snapvol volume create) was the operator's decision and is not
-// subject to it.
+// secret volume is not subject to it (the operator handed its name to one
+// container); every other clone volume is, an operator's --docker one
+// included (operator.go).
 func (d *Driver) allowed(r *store.Record) bool {
-	return !r.IsClone() || r.Operator || d.cfg.Sources.Allows(r.Source, r.Ref)
+	return !r.IsClone() || r.Operator && r.Access == store.AccessSecret || d.cfg.Sources.Allows(r.Source, r.Ref)
 }
 
 func (d *Driver) errNotAllowed(r *store.Record) error {

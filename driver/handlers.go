@@ -82,6 +82,10 @@ func (d *Driver) Create(req *volume.CreateRequest) (err error) {
 		if creating(old) {
 			return errUnfinished(old)
 		}
+		if !dockerSees(old) {
+			// The operator's: a Docker Create must not make it Docker's.
+			return errOperatorOnly(old, "create, mount or remove")
+		}
 		return nil // Docker ignores options on later creates; so do we.
 	}
 	if r.IsClone() {
@@ -121,7 +125,7 @@ func creating(r *store.Record) bool {
 // Get answers from the index only. For a grammar name not yet created it
 // claims the name when CLAIM is on and its source is allowed and exists.
 func (d *Driver) Get(req *volume.GetRequest) (*volume.GetResponse, error) {
-	if r, ok := d.st.Get(req.Name); ok && !creating(r) {
+	if r, ok := d.st.Get(req.Name); ok && !creating(r) && dockerSees(r) {
 		return &volume.GetResponse{Volume: d.apiVolume(r)}, nil
 	}
 	if d.cfg.Claim && d.claimable(req.Name) {
@@ -176,7 +180,7 @@ func (d *Driver) List() (*volume.ListResponse, error) {
 	vols := make([]volume.Volume, 0, n)
 	out := make([]*volume.Volume, 0, n)
 	d.st.Each(func(r *store.Record) {
-		if creating(r) {
+		if creating(r) || !dockerLists(r) {
 			return
 		}
 		vols = append(vols, volume.Volume{Name: r.Name, Mountpoint: mountpointOf(r), CreatedAt: rfc3339(r.Created)})
@@ -188,7 +192,7 @@ func (d *Driver) List() (*volume.ListResponse, error) {
 // Path returns the mount point of a mounted volume, or "" if unmounted.
 func (d *Driver) Path(req *volume.PathRequest) (*volume.PathResponse, error) {
 	r, ok := d.st.Get(req.Name)
-	if !ok {
+	if !ok || !dockerSees(r) {
 		return nil, fmt.Errorf("%w: %q", ErrNoSuchVolume, req.Name)
 	}
 	return &volume.PathResponse{Mountpoint: mountpointOf(r)}, nil
@@ -233,6 +237,11 @@ func (d *Driver) mountFor(c Caller, req *volume.MountRequest) (resp *volume.Moun
 	}
 	if r.Intent != nil {
 		return nil, errUnfinished(r)
+	}
+	if r.Operator {
+		if err := dockerMount(r); err != nil {
+			return nil, err
+		}
 	}
 	// At every Mount, not only at Create: SOURCES may have been narrowed
 	// since the record was made.
@@ -303,6 +312,12 @@ func (d *Driver) removeVolume(ctx context.Context, name string) error {
 	if !ok {
 		unlock()
 		return nil
+	}
+	if callerOf(ctx) != CallerOperator {
+		if err := dockerRemove(r); err != nil {
+			unlock()
+			return err
+		}
 	}
 	if err := d.removable(lctx, r); err != nil {
 		unlock()

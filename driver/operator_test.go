@@ -8,6 +8,7 @@ import (
 
 	"github.com/docker/go-plugins-helpers/volume"
 
+	"github.com/snapvol/snapvol/driver/store"
 	"github.com/snapvol/snapvol/storage"
 )
 
@@ -33,7 +34,7 @@ func TestOperatorRemoveRefusedWhileAnyoneHoldsAMount(t *testing.T) {
 			if err := d.Create(&volume.CreateRequest{Name: "plainx"}); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := d.CreateOperatorVolume(ctx, "mask-work", "app-production@now"); err != nil {
+			if _, err := d.CreateOperatorVolume(ctx, "mask-work", "app-production@now", store.AccessDocker); err != nil {
 				t.Fatal(err)
 			}
 			for _, name := range []string{"plainx", "mask-work", "app-production"} {

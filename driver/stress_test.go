@@ -195,7 +195,10 @@ func TestStressEveryPathAtOnce(t *testing.T) {
 			name := fmt.Sprintf("mask-%d", w)
 			c, cancel := opCtx()
 			defer cancel()
-			call("volume-create "+name, func() error { _, err := d.CreateOperatorVolume(c, name, "app-production@now"); return err })
+			call("volume-create "+name, func() error {
+				_, err := d.CreateOperatorVolume(c, name, "app-production@now", store.AccessDocker)
+				return err
+			})
 			call("mount "+name, func() error { _, err := d.Mount(&volume.MountRequest{Name: name, ID: "masker"}); return err })
 			call("snapshot-create-from "+name, func() error {
 				c, cancel := opCtx()

@@ -179,22 +179,48 @@ func volumeCommand(client func() *admin.Client) *cobra.Command {
 	vol := &cobra.Command{Use: "volume", Short: "Operator volumes: create NAME --from SOURCE[@REF], rm NAME", Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error { return c.Help() }}
 	var from string
+	var docker, secret bool
 	create := &cobra.Command{
-		Use: "create NAME --from SOURCE[@REF]", Short: "Make a clone NAME now; containers mount it by NAME whatever SOURCES says",
+		Use:   "create NAME --from SOURCE[@REF] [--docker | --secret]",
+		Short: "Make a clone NAME now, the operator's alone unless --docker or --secret says who else may mount it",
+		Long: `Make a clone NAME of SOURCE@REF now. It is the operator's: Docker users cannot see, mount or
+remove it, and only it can be snapshotted with snapvol snapshot create --from.
+
+--docker   Docker users may mount and remove NAME like a volume they made with
+           -o from=SOURCE -o ref=REF: SOURCES applies at every Mount.
+--secret   for one container the operator starts (a masking job): the volume's name is NAME
+           plus 128 random bits, printed alone on stdout; only that name mounts it, SOURCES
+           does not apply, Docker cannot list or remove it.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			if from == "" {
 				return errors.New("--from SOURCE[@REF] is required: what the volume clones")
 			}
-			v, err := client().CreateVolume(args[0], from)
+			access := ""
+			switch {
+			case docker && secret:
+				return errors.New("--docker and --secret exclude each other: --docker shares the volume with Docker users under SOURCES, --secret hands it to one container")
+			case docker:
+				access = "docker"
+			case secret:
+				access = "secret"
+			}
+			v, err := client().CreateVolume(args[0], from, access)
 			if err != nil {
 				return err
+			}
+			if secret {
+				// Alone on stdout, for name=$(snapvol volume create ... --secret).
+				fmt.Fprintln(c.OutOrStdout(), v.Name)
+				return nil
 			}
 			fmt.Fprintf(c.OutOrStdout(), "%s: clone of %s@%s (snapshot %s)\n", v.Name, v.Source, v.Ref, v.Snapshot)
 			return nil
 		},
 	}
 	create.Flags().StringVar(&from, "from", "", "SOURCE[@REF] to clone (REF: latest, now or a snapshot name; default latest)")
+	create.Flags().BoolVar(&docker, "docker", false, "let Docker users mount and remove it, under SOURCES")
+	create.Flags().BoolVar(&secret, "secret", false, "name it NAME-<random> (printed alone) for one container; SOURCES does not apply")
 	vol.AddCommand(create, &cobra.Command{
 		Use: "rm NAME", Short: "Remove a volume and its clone", Args: cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error { return client().RemoveVolume(args[0]) },

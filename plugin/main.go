@@ -170,6 +170,9 @@ func run(log *logrus.Logger) error {
 		"version": v, "commit": commit, "go": runtime.Version(), "pid": os.Getpid(), "backend": s.Backend,
 		"state_dir": s.StateDir, "data_root": s.DataRoot, "socket": s.Socket, "metrics_addr": s.MetricsAddr,
 	}).Info("snapvol starting")
+	if w := metricsUnreachable(s.MetricsAddr, managed(), net.Interfaces); w != "" {
+		log.Warn(w)
+	}
 	sd := newNotifier(log)
 
 	// DATA_ROOT holds every volume's mount point: production's and the

@@ -93,7 +93,7 @@ func TestAdminCommandsOverTheSocket(t *testing.T) {
 		}
 	}
 
-	adminCLI(t, p, "volume", "create", "mask-work", "--from", "app-production@now")
+	adminCLI(t, p, "volume", "create", "mask-work", "--from", "app-production@now", "--docker") // mounted below, as a Docker user would
 	mp := p.MustMount("mask-work", "masker")
 	if mp == "" {
 		t.Fatal("empty mount point")

@@ -79,12 +79,18 @@ type Record struct {
 	Ref    string `json:"ref,omitempty"`
 	Tag    string `json:"tag,omitempty"`
 	Each   bool   `json:"each,omitempty"`
-	// Operator marks a volume an operator made (snapvol volume create):
-	// Docker users may mount it whatever SOURCES says.
-	Operator bool              `json:"operator,omitempty"`
-	TTL      *time.Duration    `json:"ttl,omitempty"`
-	Options  map[string]string `json:"options,omitempty"`
-	Created  time.Time         `json:"created"`
+	// Operator marks a volume an operator made (snapvol volume create).
+	// It is the operator's: Docker users see, mount or remove it only as
+	// Access allows.
+	Operator bool `json:"operator,omitempty"`
+	// Access is what Docker users may do with an operator volume (see
+	// the driver's operator.go): AccessNone (nothing; also every operator
+	// volume recorded before Access existed), AccessDocker or
+	// AccessSecret.
+	Access  string            `json:"access,omitempty"`
+	TTL     *time.Duration    `json:"ttl,omitempty"`
+	Options map[string]string `json:"options,omitempty"`
+	Created time.Time         `json:"created"`
 
 	// Attachments by key (see Key): "" holds a plain volume's object or a
 	// clone volume's clone, a Docker mount ID one +each clone.
@@ -94,6 +100,22 @@ type Record struct {
 	LastUsed time.Time `json:"last_used"`
 	Intent   *Intent   `json:"intent,omitempty"`
 }
+
+// What Docker users may do with an operator volume (Record.Access).
+const (
+	// AccessNone: nothing. Docker's Get and List do not show it, and
+	// Create, Mount and Remove of its name are refused.
+	AccessNone = ""
+	// AccessDocker (snapvol volume create --docker): a Docker volume like
+	// one made with -o from=SOURCE -o ref=REF: listed, mountable under
+	// SOURCES at every Mount, removable.
+	AccessDocker = "docker"
+	// AccessSecret (snapvol volume create --secret): mountable by whoever
+	// the operator gives its name to, a random one nobody can guess or
+	// take first; not listed, not removable through Docker, and SOURCES
+	// does not apply (the operator handed it out).
+	AccessSecret = "secret"
+)
 
 // IsClone reports whether the record is a clone volume.
 func (r *Record) IsClone() bool { return r.Source != "" }
