@@ -67,12 +67,10 @@ func serve() error {
 			// Docker restarts a plugin that exits while it is being
 			// enabled; dockerd 20.10 then cannot delete the task, and the
 			// next enable fails ("id already in use") even once the
-			// settings are right. A plugin that never binds its socket
-			// fails the enable just the same: it waits to be stopped.
-			log.Error("snapvol is not serving: waiting to be stopped (docker plugin enable gives up within a minute; fix the above, then docker plugin disable -f and enable again)")
-			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-			<-ctx.Done()
-			stop()
+			// settings are right. So a refused plugin does not exit: it
+			// serves its refusal to every Docker request (refused.go)
+			// until it is stopped.
+			return serveRefused(err, log)
 		}
 		return err
 	}

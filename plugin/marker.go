@@ -65,13 +65,16 @@ var cosmeticSettings = map[string]bool{"LOG_LEVEL": true, "LOG_FORMAT": true, "M
 // secretSettings are recorded as a hash.
 var secretSettings = map[string]bool{"PX_TOKEN": true}
 
-// changedSettings are the settings whose value (through getenv, empty
-// meaning the default) is not the default, secrets hashed.
+// changedSettings are the settings given a value (through getenv; empty
+// means the default), secrets hashed. A value that equals the default
+// counts: SOURCES=* set on purpose after SOURCES=app-production@masked*
+// is a change, not a setting Docker dropped (both bundles leave every
+// settable value empty, so only a value someone set is non-empty).
 func changedSettings(getenv func(string) string) map[string]string {
 	out := map[string]string{}
-	for k, def := range defaults {
+	for k := range defaults {
 		v, ok := lookup(getenv, k)
-		if fixedSettings[k] || !ok || v == def {
+		if fixedSettings[k] || !ok {
 			continue
 		}
 		if secretSettings[k] {

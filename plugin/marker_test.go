@@ -121,3 +121,40 @@ func TestMarkerRefusesSettingsBackAtDefaults(t *testing.T) {
 	}
 	serveOnce(t, s2, env2)
 }
+
+// A setting put back to its default on purpose (SOURCES=* after the
+// masking recipe's SOURCES=app-production@masked*) is a change, accepted
+// and recorded; the same setting left empty, as docker plugin upgrade
+// leaves it, is still refused.
+func TestMarkerTellsAChosenDefaultFromADroppedSetting(t *testing.T) {
+	root := t.TempDir()
+	s, env := markerEnv(root, "state", map[string]string{"SOURCES": "app-production@masked*"})
+	serveOnce(t, s, env)
+	dropped, denv := markerEnv(root, "state", nil)
+	if _, err := checkState(dropped, denv); err == nil || !strings.Contains(err.Error(), "SOURCES=app-production@masked*") {
+		t.Fatalf("SOURCES dropped to empty: %v, want a refusal naming SOURCES=app-production@masked*", err)
+	}
+	chosen, cenv := markerEnv(root, "state", map[string]string{"SOURCES": "*"})
+	serveOnce(t, chosen, cenv)
+	data, _ := os.ReadFile(filepath.Join(chosen.DataRoot, MarkerName))
+	if !strings.Contains(string(data), `"SOURCES": "*"`) {
+		t.Fatalf("the chosen SOURCES=* is not recorded:\n%s", data)
+	}
+	// Recorded, it is protected like any other value.
+	if _, err := checkState(dropped, denv); err == nil || !strings.Contains(err.Error(), "SOURCES=*") {
+		t.Fatalf("SOURCES=* dropped to empty: %v, want a refusal", err)
+	}
+}
+
+func TestHostPathsRewritesWholePathsOnly(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"STATE_DIR /var/lib/snapvol holds no state", "STATE_DIR /srv/s holds no state"},
+		{"marker /var/lib/snapvol/.snapvol-state.json)", "marker /srv/s/.snapvol-state.json)"},
+		{"at /var/lib/snapvol.", "at /srv/s."},
+		{"/var/lib/snapvol2 and /x/var/lib/snapvol", "/var/lib/snapvol2 and /x/var/lib/snapvol"},
+	} {
+		if got := replacePathPrefix(c.in, "/var/lib/snapvol", "/srv/s"); got != c.want {
+			t.Errorf("%q: got %q, want %q", c.in, got, c.want)
+		}
+	}
+}

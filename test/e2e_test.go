@@ -287,7 +287,8 @@ func e2ePluginConfig(t *testing.T, e *e2e) {
 		t.Errorf("mounts %+v, want the state mount from %s", pl.Settings.Mounts, e.p.StateDir)
 	}
 	env := strings.Join(pl.Settings.Env, " ")
-	for _, kv := range []string{"POOL_SIZE=2G", "LOG_LEVEL=debug", "BACKEND=local", "CLAIM=true"} {
+	// Settings left alone are empty, meaning their defaults.
+	for _, kv := range []string{"POOL_SIZE=2G", "LOG_LEVEL=debug", "BACKEND=", "CLAIM="} {
 		if !strings.Contains(" "+env+" ", " "+kv+" ") {
 			t.Errorf("plugin env lacks %s: %s", kv, env)
 		}
