@@ -49,11 +49,15 @@
 // ErrLockTimeout that names the volume; a lock wait never outlives its
 // request. The order is checked at run time: the context carries the
 // highest level held (locks.go) and a lock taken out of order is refused
-// with ErrLockOrder. The other mutexes (pool, claim cache, progress) are
-// leaves: nothing is taken while they are held.
+// with ErrLockOrder. The other mutexes (pool, claim cache, progress, the
+// @now slots) are leaves: nothing is taken while they are held. A @now
+// request waits for the next snapshot of its source (now.go, the group
+// commit) holding refs.gc for reading, as long as its budget allows; that
+// snapshot is taken on a goroutine holding no driver lock.
 //
 // Files: handlers.go holds the eight VolumeDriver handlers; attach.go the
-// one Mount and one Unmount path over attachments; intent.go the intent
+// one Mount and one Unmount path over attachments; operator.go what Docker
+// may do with an operator's volume; now.go @now's group commit; intent.go the intent
 // protocol and its failpoints; locks.go the lock order's check; refs.go
 // the @latest reuse and snapshot retention rules; status.go what Get
 // shows; reconcile.go the repair; run.go the reaper and the background

@@ -29,6 +29,9 @@ type refs struct {
 	// One lock per source serialises @latest, so concurrent jobs inside
 	// maxAge share one snapshot instead of each taking their own.
 	sources keylock.Map
+	// nowGroup is @now's group commit (now.go): requests that arrive while a
+	// snapshot of their source is taken share the next one.
+	nowGroup nowGroup
 	// gc is held for reading from choosing a snapshot until the clone made
 	// from it is recorded (see cloning), and for writing while snapshots
 	// are collected (see collecting). Only refs's methods touch gc and
@@ -96,7 +99,7 @@ func (f *refs) reusable(snaps []storage.Object, now time.Time) (storage.Object, 
 func (f *refs) resolve(ctx context.Context, source storage.Object, ref string) (storage.Object, error) {
 	switch ref {
 	case names.RefNow:
-		return f.take(ctx, source)
+		return f.nowGroup.snapshot(ctx, source, func(ctx context.Context) (storage.Object, error) { return f.take(ctx, source) })
 	case names.RefLatest:
 		if _, err := ordered(ctx, levelSource); err != nil {
 			return storage.Object{}, err
