@@ -257,11 +257,11 @@ func TestReusedSourceNameGetsNoOldSnapshots(t *testing.T) {
 	}
 }
 
-// Every command and flag the README's "Operator commands" synopsis shows
+// Every command and flag docs/operator.md's synopsis shows
 // exists in the binary: `snapvol WORDS --help` answers and lists the flags.
 func TestREADMEOperatorCommandsExist(t *testing.T) {
 	RequireRoot(t)
-	block := readmeBlock(t, "## Operator commands", "`--state-dir DIR`")
+	block := docBlock(t, "synopsis", "operator-synopsis").Text
 	n := 0
 	for _, line := range strings.Split(block, "\n") {
 		line, _, _ = strings.Cut(line, "#")
@@ -292,6 +292,6 @@ func TestREADMEOperatorCommandsExist(t *testing.T) {
 		n++
 	}
 	if n < 9 {
-		t.Fatalf("only %d commands found in the README's synopsis", n)
+		t.Fatalf("only %d commands found in docs/operator.md's synopsis", n)
 	}
 }

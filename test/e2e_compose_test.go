@@ -13,141 +13,82 @@ import (
 	"github.com/snapvol/snapvol/test/dockerd"
 )
 
-// The README's compose section is a contract: every compose file in it
-// runs as written, with Compose v2 (`docker compose`) and Compose 1.29
-// (`docker-compose`), on every engine. readmeSection and composeFiles take
-// the files out of README.md, so the README cannot drift from what works.
+// The compose files of README.md and docs/usage.md are a contract: every
+// one runs as written, with Compose v2 (`docker compose`) and Compose 1.29
+// (`docker-compose`), on every engine, with the README's commands.
 
-// readmeSection is the text of the README section whose heading is
-// heading (e.g. "### docker-compose"), up to the next heading of the same
-// or a higher level.
-func readmeSection(t testing.TB, heading string) string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(RepoRoot(), "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	level := strings.Count(strings.Fields(heading)[0], "#")
-	var out []string
-	in := false
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "#") {
-			l := len(line) - len(strings.TrimLeft(line, "#"))
-			if in && l <= level {
-				break
-			}
-			if strings.TrimSpace(line) == heading {
-				in = true
-				continue
-			}
-		}
-		if in {
-			out = append(out, line)
-		}
-	}
-	if !in {
-		t.Fatalf("README.md has no section %q", heading)
-	}
-	return strings.Join(out, "\n")
-}
+// composeFileNames are the compose files' blocks, in the order they run.
+var composeFileNames = []string{"compose-each", "compose-snap", "compose-job"}
 
-// codeBlocks are the code blocks of a Markdown text, indented by four
-// spaces or fenced with ```, without the indentation or the fences.
-func codeBlocks(text string) []string {
-	var blocks []string
-	var cur []string
-	flush := func() {
-		for len(cur) > 0 && strings.TrimSpace(cur[len(cur)-1]) == "" {
-			cur = cur[:len(cur)-1]
-		}
-		if len(cur) > 0 {
-			blocks = append(blocks, strings.Join(cur, "\n")+"\n")
-		}
-		cur = nil
-	}
-	lines := strings.Split(text, "\n")
-	for i := 0; i < len(lines); i++ {
-		line := lines[i]
-		if strings.HasPrefix(strings.TrimSpace(line), "```") {
-			flush()
-			for i++; i < len(lines) && !strings.HasPrefix(strings.TrimSpace(lines[i]), "```"); i++ {
-				cur = append(cur, lines[i])
-			}
-			flush()
-			continue
-		}
-		switch {
-		case strings.HasPrefix(line, "    "):
-			cur = append(cur, line[4:])
-		case strings.TrimSpace(line) == "" && len(cur) > 0:
-			cur = append(cur, "")
-		default:
-			flush()
-		}
-	}
-	flush()
-	return blocks
-}
-
-// readmeComposeFiles are the compose files (blocks that start with
-// "services:") of the README's docker-compose section.
-func readmeComposeFiles(t testing.TB) []string {
+// docComposeFiles are the compose files the documentation shows.
+func docComposeFiles(t testing.TB) []string {
 	t.Helper()
 	var files []string
-	for _, b := range codeBlocks(readmeSection(t, "### docker-compose")) {
-		if strings.HasPrefix(b, "services:") {
-			files = append(files, b)
-		}
+	for _, n := range composeFileNames {
+		files = append(files, docBlock(t, "compose", n).Text)
 	}
 	return files
 }
 
-// readmeCommands are the lines of the README's docker-compose section that
-// run Compose ("docker compose …" and "docker-compose …"), comments cut.
-func readmeCommands(t testing.TB) []string {
+// docComposeCommands are the Compose command lines of the README's
+// compose-command block ("docker compose …" or "docker-compose …"),
+// comments cut.
+func docComposeCommands(t testing.TB) []string {
 	t.Helper()
 	var cmds []string
-	for _, b := range codeBlocks(readmeSection(t, "### docker-compose")) {
-		for _, line := range strings.Split(b, "\n") {
-			line = strings.TrimSpace(line)
-			if i := strings.Index(line, " #"); i >= 0 {
-				line = strings.TrimSpace(line[:i])
-			}
-			if strings.HasPrefix(line, "docker compose ") || strings.HasPrefix(line, "docker-compose ") {
-				cmds = append(cmds, line)
-			}
+	for _, line := range docBlock(t, "compose", "compose-command").Commands() {
+		if i := strings.Index(line, " #"); i >= 0 {
+			line = strings.TrimSpace(line[:i])
+		}
+		if strings.HasPrefix(line, "docker compose ") || strings.HasPrefix(line, "docker-compose ") {
+			cmds = append(cmds, line)
 		}
 	}
 	return cmds
 }
 
+// The compose blocks hold the three patterns, every name with a colon has
+// the nocopy option, the per-job name refuses an unset CI_JOB_ID, and the
+// commands are up and down -v.
 func TestReadmeComposeExtraction(t *testing.T) {
-	files := readmeComposeFiles(t)
-	if len(files) < 3 {
-		t.Fatalf("the README's docker-compose section has %d compose files, want the three patterns (+each, snap: with nocopy, per-job tag)", len(files))
+	var files []string
+	var cmds []string
+	for _, b := range allDocBlocks(t) {
+		switch {
+		case b.Mode == "compose" && strings.HasPrefix(b.Text, "services:"):
+			files = append(files, b.Text)
+		case b.Mode == "compose":
+			cmds = append(cmds, b.Commands()...)
+		}
+	}
+	if len(files) != len(composeFileNames) {
+		t.Fatalf("the documentation has %d compose files, the test runs %v", len(files), composeFileNames)
 	}
 	var names []string
 	for _, f := range files {
 		names = append(names, composeVolumeNames(f)...)
 	}
 	joined := strings.Join(names, " ")
-	for _, want := range []string{"+each", "snap:", "${CI_JOB_ID}"} {
+	for _, want := range []string{"+each", "snap:", "${CI_JOB_ID:?"} {
 		if !strings.Contains(joined, want) {
-			t.Errorf("no README compose volume name has %q: %v", want, names)
+			t.Errorf("no compose volume name has %q: %v", want, names)
 		}
 	}
 	for _, f := range files {
 		for _, n := range composeVolumeNames(f) {
-			if strings.Contains(n, ":") && !strings.Contains(f, "nocopy: true") {
-				t.Errorf("README compose file with %q has no nocopy mount option: Compose >= 2.35 would pass it as a Binds string, which splits at the colon:\n%s", n, f)
+			if strings.Contains(composeJobName.ReplaceAllString(n, composeJobID), ":") && !strings.Contains(f, "nocopy: true") {
+				t.Errorf("compose file with %q has no nocopy mount option: Compose >= 2.35 would pass it as a Binds string, which splits at the colon:\n%s", n, f)
 			}
 		}
 	}
-	cmds := readmeCommands(t)
-	if len(cmds) < 2 {
-		t.Fatalf("the README's docker-compose section shows %d compose commands, want up and down -v: %q", len(cmds), cmds)
+	if len(cmds) < 2 || !strings.Contains(strings.Join(cmds, "\n"), " up ") || !strings.Contains(strings.Join(cmds, "\n"), "down -v") {
+		t.Fatalf("the README's compose commands are %q, want up and down -v", cmds)
 	}
 }
+
+// composeJobName is the CI_JOB_ID reference of a compose volume name,
+// with or without the :? guard.
+var composeJobName = regexp.MustCompile(`\$\{CI_JOB_ID(:\?[^}]*)?\}`)
 
 var composeNameLine = regexp.MustCompile(`(?m)^\s+name:\s*"?([^"\n]+?)"?\s*$`)
 
@@ -199,17 +140,13 @@ echo "tests passed on a fresh clone"`
 	e.d.MustDocker("rm", "compose-image")
 }
 
-// e2eReadmeCompose runs every compose file of the README's docker-compose
-// section, as written, with each Compose: the README's `up` and `down -v`,
+// e2eReadmeCompose runs every compose file of the documentation, as written, with each Compose: the README's `up` and `down -v`,
 // twice, with the same project and CI_JOB_ID. Each run must see a fresh
 // clone of production (the image's test suite fails on a stale one), and
 // down -v must leave no clone in the pool.
 func e2eReadmeCompose(t *testing.T, e *e2e) {
-	files := readmeComposeFiles(t)
-	if len(files) == 0 {
-		t.Fatal("no compose files in the README's docker-compose section")
-	}
-	cmds := readmeCommands(t)
+	files := docComposeFiles(t)
+	cmds := docComposeCommands(t)
 	e.composeImage(t, "guestbook-tests")
 	for _, tool := range composeTools(t) {
 		t.Run(tool.name, func(t *testing.T) {
@@ -246,10 +183,10 @@ func e2eReadmeCompose(t *testing.T, e *e2e) {
 						if got := e.newClones(before); len(got) != 0 && strings.Contains(file, "+each") {
 							t.Errorf("README compose file %d: +each clones %v left after the container stopped", i+1, got)
 						}
-						if tool.name == "compose-v2" && strings.Contains(file, "${CI_JOB_ID}") && round == 1 {
+						if tool.name == "compose-v2" && composeJobName.MatchString(file) && round == 1 {
 							// Without the file, down -v finds volumes by
 							// Compose's labels, which a claimed name lacks.
-							name := strings.ReplaceAll(composeVolumeNames(file)[0], "${CI_JOB_ID}", composeJobID)
+							name := composeJobName.ReplaceAllString(composeVolumeNames(file)[0], composeJobID)
 							e.compose(tool, t.TempDir(), "-p", "snapvol-ci-"+composeJobID, "down", "-v")
 							if !e2eHas(e.volumeNames(), name) {
 								t.Errorf("docker compose -p NAME down -v without the file removed %s; the README says it does not", name)
@@ -262,17 +199,53 @@ func e2eReadmeCompose(t *testing.T, e *e2e) {
 					t.Logf("README compose file %d with %s, round %d: %v", i+1, tool.name, round, time.Since(start).Round(time.Millisecond))
 				}
 				for _, n := range composeVolumeNames(file) {
-					n = strings.ReplaceAll(n, "${CI_JOB_ID}", composeJobID)
+					n = composeJobName.ReplaceAllString(n, composeJobID)
 					if !strings.Contains(n, "+each") && e2eHas(e.volumeNames(), n) {
 						t.Errorf("README compose file %d, %s: volume %s still listed after down -v", i+1, tool.name, n)
 					}
 				}
 				e.checkProduction()
+				if composeJobName.MatchString(file) {
+					e.composeWithoutJobID(t, tool, file)
+				}
 			}
 			if tool.name == "compose-v2" {
 				e.composeWithoutNocopy(t, tool, files)
 			}
 		})
+	}
+	// The documentation's other managed blocks, on the same plugin (its
+	// images, guestbook-tests among them, are made by now).
+	t.Run("the docs' managed blocks", func(t *testing.T) { e2eDocBlocks(t, e.with(t)) })
+}
+
+// composeWithoutJobID: the per-job file with CI_JOB_ID unset is refused
+// by Compose, naming the variable, and makes no volume: without the guard
+// every such job would share the one clone app-production@latest+job-.
+func (e *e2e) composeWithoutJobID(t *testing.T, tool composeTool, file string) {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "compose.yaml"), []byte(file), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := e.volumeNames()
+	cmd := e.d.Command(tool.argv[0], append(append([]string{}, tool.argv[1:]...), "up", "--exit-code-from", "tests")...)
+	cmd.Dir = dir
+	var env []string
+	for _, kv := range cmd.Env {
+		if !strings.HasPrefix(kv, "CI_JOB_ID=") {
+			env = append(env, kv)
+		}
+	}
+	cmd.Env = append(env, "COMPOSE_PROJECT_NAME=snapvol-ci-nojob")
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "CI_JOB_ID must be set") {
+		t.Errorf("%s up with CI_JOB_ID unset: %v, want a refusal saying CI_JOB_ID must be set:\n%s", tool.name, err, out)
+	}
+	for _, n := range e.volumeNames() {
+		if !e2eHas(before, n) {
+			t.Errorf("%s up with CI_JOB_ID unset made volume %s", tool.name, n)
+		}
 	}
 }
 

@@ -11,47 +11,7 @@ import (
 	"github.com/snapvol/snapvol/test/dockerd"
 )
 
-// readmeBlock returns the indented code block that follows the first line
-// of README.md's section heading containing after, unindented.
-func readmeBlock(t *testing.T, heading, after string) string {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join(RepoRoot(), "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	text := string(data)
-	i := strings.Index(text, "\n"+heading+"\n")
-	if i < 0 {
-		t.Fatalf("README.md has no section %q", heading)
-	}
-	text = text[i+len(heading)+2:]
-	if j := strings.Index(text, "\n## "); j >= 0 {
-		text = text[:j]
-	}
-	k := strings.Index(text, after)
-	if k < 0 {
-		t.Fatalf("README.md section %q has no %q", heading, after)
-	}
-	lines := strings.Split(text[k:], "\n")[1:]
-	var block []string
-	for _, l := range lines {
-		switch {
-		case strings.HasPrefix(l, "    "):
-			block = append(block, strings.TrimPrefix(l, "    "))
-		case l == "" && len(block) == 0:
-		default:
-			if len(block) > 0 {
-				return strings.Join(block, "\n") + "\n"
-			}
-		}
-	}
-	if len(block) == 0 {
-		t.Fatalf("README.md section %q: no code block after %q", heading, after)
-	}
-	return strings.Join(block, "\n") + "\n"
-}
-
-// The README's masking recipe, verbatim, under a private dockerd with
+// docs/operator.md's masking recipe, verbatim, under a private dockerd with
 // PostgreSQL 15: production runs a live database; the refresh script makes
 // an operator clone, masks it in a container, registers it as
 // app-production@masked and drops the clone; SOURCES then lets Docker
@@ -62,20 +22,19 @@ func readmeBlock(t *testing.T, heading, after string) string {
 func TestE2EMaskingRecipe(t *testing.T) {
 	dockerd.Require(t)
 	RequirePostgres(t)
-	const section = "## Masking production for CI"
-	script := readmeBlock(t, section, "`/usr/local/sbin/mask-production.sh`:")
-	sources := readmeBlock(t, section, "Then let Docker users clone only the masked snapshots")
-	ciRun := readmeBlock(t, section, "What CI writes")
+	script := docBlock(t, "managed", "mask-script").Text
+	sources := docBlock(t, "managed", "mask-sources").Text
+	ciRun := docBlock(t, "managed", "mask-ci").Text
 	for _, want := range []string{"snapvol snapshot create app-production masked --from mask-work --replace", "UPDATE users"} {
 		if !strings.Contains(script, want) {
-			t.Fatalf("the README's refresh script lost %q:\n%s", want, script)
+			t.Fatalf("docs/operator.md's refresh script lost %q:\n%s", want, script)
 		}
 	}
 
 	d := dockerd.Start(t, dockerd.Options{})
 	p := d.InstallPlugin(dockerd.Bundle(t, Binary(t)), "snapvol", "POOL_SIZE=4G")
 	ImportPostgres(t, d, PGImage)
-	d.MustDocker("tag", PGImage, "postgres:15") // the name the README uses
+	d.MustDocker("tag", PGImage, "postgres:15") // the name the docs use
 
 	// The host's snapvol and docker, as the operator's shell has them.
 	bin := t.TempDir()

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -27,12 +28,123 @@ func freePort(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// README, Operating: the metrics, logs and systemd blocks, run on the
-// binary make install-host installs (so snapvol version names what make
-// set), in host mode. Managed-mode lines (docker plugin set KEY=VALUE) are
-// the same settings given to the binary's environment; systemctl needs
-// systemd as PID 1, which this machine has not: the notify protocol the
-// unit relies on is TestSystemdInstallAndNotify's.
+// hostService is the binary make install-host installed, run the way its
+// systemd unit runs it (this machine has no systemd as PID 1): the
+// settings from /etc/default/snapvol (the unit's EnvironmentFile), stdout
+// into one log kept across restarts (the unit's journal), SIGTERM to stop.
+// STATE_DIR, DATA_ROOT, SOCKET and POOL_SIZE are the test's.
+type hostService struct {
+	t                               *testing.T
+	bin, envFile                    string
+	dir, stateDir, dataRoot, socket string
+	journal                         *lockedBuffer
+	cmd                             *exec.Cmd
+	done                            chan struct{}
+}
+
+func newHostService(t *testing.T, bin, envFile string) *hostService {
+	dir, err := os.MkdirTemp("", "snapvol-svc-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &hostService{t: t, bin: bin, envFile: envFile, dir: dir, stateDir: filepath.Join(dir, "state"),
+		dataRoot: filepath.Join(dir, "data"), socket: filepath.Join(dir, "s.sock"), journal: &lockedBuffer{}}
+	t.Cleanup(func() {
+		s.stop()
+		UnmountUnder(s.dataRoot)
+		UnmountUnder(s.stateDir)
+		if t.Failed() {
+			t.Logf("the service's journal:\n%s", s.journal.String())
+		}
+		os.RemoveAll(dir)
+	})
+	return s
+}
+
+// environment is the unit's: KEY=VALUE lines of the environment file.
+func (s *hostService) environment() []string {
+	s.t.Helper()
+	data, err := os.ReadFile(s.envFile)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	var env []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") && strings.Contains(l, "=") {
+			env = append(env, l)
+		}
+	}
+	return env
+}
+
+func (s *hostService) start() {
+	s.t.Helper()
+	s.cmd = exec.Command(s.bin)
+	s.cmd.Env = append(append(os.Environ(), s.environment()...),
+		"STATE_DIR="+s.stateDir, "DATA_ROOT="+s.dataRoot, "SOCKET="+s.socket, "POOL_SIZE=1G")
+	s.cmd.Stdout, s.cmd.Stderr = s.journal, s.journal
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	done := make(chan struct{})
+	s.done = done
+	cmd := s.cmd
+	go func() { _ = cmd.Wait(); close(done) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for activateOK(s.socket) != nil {
+		select {
+		case <-done:
+			s.t.Fatalf("snapvol exited during start:\n%s", s.journal.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("snapvol did not answer on %s within 30s:\n%s", s.socket, s.journal.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (s *hostService) stop() {
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(30 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-s.done
+	}
+	s.cmd = nil
+}
+
+// mount is something for the metrics and logs to show: a Mount of a new
+// tagged clone of production (made once).
+func (s *hostService) mount(tag string) {
+	s.t.Helper()
+	pl := &Plugin{t: s.t, Socket: s.socket, client: &http.Client{Timeout: 40 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", s.socket)
+		},
+	}}}
+	if _, err := pl.Get("app-production"); err != nil {
+		if err := pl.Create("app-production", nil); err != nil {
+			s.t.Fatal(err)
+		}
+	}
+	if _, err := pl.Mount("app-production@now+"+tag, tag); err != nil {
+		s.t.Fatal(err)
+	}
+	var g volume.GetResponse
+	_ = pl.Call("VolumeDriver.Get", volume.GetRequest{Name: "app-production"}, &g)
+}
+
+// docs/operating.md's host blocks (systemd, metrics, METRICS_ADDR, logs,
+// the scrape configuration), run in order on the binary make install-host
+// installs (so snapvol version names what make set). The systemctl lines
+// act on hostService; /etc/default/snapvol is the one make install-host
+// staged in DESTDIR; journalctl -u snapvol reads the service's journal.
 func TestReadmeOperating(t *testing.T) {
 	RequireRoot(t)
 	RequireTool(t, "make", "make")
@@ -40,68 +152,53 @@ func TestReadmeOperating(t *testing.T) {
 	RequireTool(t, "jq", "jq")
 	dest := t.TempDir()
 	version := fmt.Sprintf("v0.0.0-readme.%d", time.Now().UnixNano())
-
-	sysd := readmeRunBlock(t, "systemd")
-	if sysd[0] != "make install-host" {
-		t.Fatalf("README's systemd block starts %q", sysd[0])
-	}
-	install := exec.Command("bash", "-c", sysd[0]+" DESTDIR="+dest+" VERSION="+version)
-	install.Dir = RepoRoot()
-	if out, err := install.CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v\n%s", sysd[0], err, out)
-	}
-	for _, l := range sysd[1:] {
-		if _, err := os.Stat("/run/systemd/system"); err != nil {
-			t.Logf("not run, systemd is not PID 1 here: %s", l)
-		}
-	}
-	bindir := filepath.Join(dest, "usr/local/bin")
-
 	listenAddr, metricsAddr := freePort(t), freePort(t)
-	metricsLines := readmeRunBlock(t, "metrics")
-	addrLines := readmeRunBlock(t, "metrics-addr")
-	logLines := readmeRunBlock(t, "logs")
-	setting := func(line string) (string, string) {
-		const prefix = "docker plugin set snapvol "
-		if !strings.HasPrefix(line, prefix) {
-			t.Fatalf("README line %q: want %s KEY=VALUE first", line, prefix)
-		}
-		k, v, _ := strings.Cut(strings.TrimPrefix(line, prefix), "=")
-		return k, v
-	}
-	env := map[string]string{}
-	for _, l := range []string{addrLines[0], logLines[0]} {
-		k, v := setting(l)
-		env[k] = strings.ReplaceAll(v, "127.0.0.1:9479", metricsAddr)
-	}
-	p := startRaw(t, filepath.Join(bindir, "snapvol"), env)
-	p.waitSocket()
+	bindir := filepath.Join(dest, "usr/local/bin")
+	envFile := filepath.Join(dest, "etc/default/snapvol")
+	svc := newHostService(t, filepath.Join(bindir, "snapvol"), envFile)
 
-	// Something to count: a production volume and a clone of it.
-	pl := &Plugin{t: t, Socket: p.socket, client: &http.Client{Timeout: 40 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", p.socket)
-		},
-	}}}
-	if err := pl.Create("app-production", nil); err != nil {
-		t.Fatal(err)
+	shEnv := func() []string {
+		return append(os.Environ(), "PATH="+bindir+":"+os.Getenv("PATH"), "STATE_DIR="+svc.stateDir)
 	}
-	if _, err := pl.Mount("app-production@now+readme", "r1"); err != nil {
-		t.Fatal(err)
-	}
-	var g volume.GetResponse
-	_ = pl.Call("VolumeDriver.Get", volume.GetRequest{Name: "app-production"}, &g)
-
-	shEnv := append(os.Environ(), "PATH="+bindir+":"+os.Getenv("PATH"), "STATE_DIR="+p.stateDir)
-	subst := strings.NewReplacer("127.0.0.1:9478", listenAddr, "127.0.0.1:9479", metricsAddr)
+	journal := filepath.Join(t.TempDir(), "journal")
+	subst := strings.NewReplacer("127.0.0.1:9478", listenAddr, "127.0.0.1:9479", metricsAddr,
+		"/etc/default/snapvol", envFile, "journalctl -u snapvol -o cat", "cat "+journal)
+	// run runs one line of a block; its output is returned.
 	run := func(line string) string {
 		t.Helper()
+		switch line {
+		case "make install-host":
+			cmd := exec.Command("bash", "-c", line+" DESTDIR="+dest+" VERSION="+version)
+			cmd.Dir = RepoRoot()
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("%s: %v\n%s", line, err, out)
+			}
+			return string(out)
+		case "systemctl enable --now snapvol":
+			svc.start()
+			return ""
+		case "systemctl restart snapvol":
+			svc.stop()
+			svc.start()
+			return ""
+		case "systemctl status snapvol":
+			if err := activateOK(svc.socket); err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return "active (running)"
+		}
+		if strings.HasPrefix(line, "systemctl ") {
+			t.Fatalf("this test does not know %q", line)
+		}
+		if err := os.WriteFile(journal, []byte(svc.journal.String()), 0o600); err != nil {
+			t.Fatal(err)
+		}
 		line = subst.Replace(line)
 		if bg, ok := strings.CutSuffix(line, "&"); ok {
 			t.Logf("$ %s (in the background)", line)
 			cmd := exec.Command("bash", "-c", "exec "+bg)
-			cmd.Env = shEnv
+			cmd.Env = shEnv()
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
@@ -112,7 +209,7 @@ func TestReadmeOperating(t *testing.T) {
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			cmd := exec.Command("bash", "-c", "set -o pipefail; "+line)
-			cmd.Env = shEnv
+			cmd.Env = shEnv()
 			out, err := cmd.CombinedOutput()
 			if err == nil {
 				t.Logf("%s", out)
@@ -124,31 +221,48 @@ func TestReadmeOperating(t *testing.T) {
 			time.Sleep(200 * time.Millisecond) // a listener started just before
 		}
 	}
-	want := map[string]string{
-		metricsLines[0]: `snapvol_clones{source="app-production"} 1`,
-		metricsLines[2]: `snapvol_build_info{commit="`,
-		addrLines[1]:    `snapvol_request_duration_seconds_count{op="mount",outcome="ok"} 1`,
+
+	for _, l := range docBlock(t, "host", "systemd").Commands() {
+		run(l)
 	}
-	for _, l := range append(metricsLines, addrLines[1:]...) {
-		out := run(l)
-		if w := want[l]; w != "" && !strings.Contains(out, w) {
-			t.Errorf("%s: no %q in\n%s", l, w, out)
+	svc.mount("r1")
+
+	metrics := docBlock(t, "host", "metrics").Commands()
+	want := map[string]string{
+		metrics[0]: `snapvol_clones{source="app-production"} 1`,
+		metrics[2]: `snapvol_build_info{commit="`,
+	}
+	for _, l := range metrics {
+		if out := run(l); want[l] != "" && !strings.Contains(out, want[l]) {
+			t.Errorf("%s: no %q in\n%s", l, want[l], out)
 		}
 	}
-	if out := run(logLines[1]); !strings.Contains(out, version) || strings.Contains(out, "unknown") {
-		t.Errorf("%s: %q, want %s and a commit", logLines[1], out, version)
+
+	// METRICS_ADDR: after the restart, the one mount made since is counted.
+	addr := docBlock(t, "host", "metrics-addr").Commands()
+	if len(addr) != 3 || !strings.HasPrefix(addr[2], "curl ") {
+		t.Fatalf("the metrics-addr block is %q: this test knows the setting, the restart and a curl", addr)
 	}
-	logFile := filepath.Join(t.TempDir(), "snapvol.log")
-	if err := os.WriteFile(logFile, []byte(p.log.String()), 0o600); err != nil {
-		t.Fatal(err)
+	run(addr[0])
+	run(addr[1])
+	svc.mount("r2")
+	if out, w := run(addr[2]), `snapvol_request_duration_seconds_count{op="mount",outcome="ok"} 1`; !strings.Contains(out, w) {
+		t.Errorf("%s: no %q in\n%s", addr[2], w, out)
 	}
-	journal := strings.Replace(logLines[2], "journalctl -u snapvol -o cat", "cat "+logFile, 1)
-	if journal == logLines[2] {
-		t.Fatalf("README's logs block no longer reads journalctl -u snapvol -o cat: %s", logLines[2])
+
+	// Logs: LOG_FORMAT=json, a restart, a mount; the mount's lines share
+	// one request id, read from a journal that starts with text lines.
+	logs := docBlock(t, "host", "logs-host").Commands()
+	if len(logs) != 4 || !strings.Contains(logs[3], "journalctl -u snapvol -o cat") || logs[2] != "snapvol version" {
+		t.Fatalf("the logs-host block is %q: this test knows the setting, the restart, snapvol version and journalctl", logs)
 	}
-	out := run(journal)
-	// Every line of the Mount request carries its id: the clone it made
-	// and the request's own line.
+	run(logs[0])
+	run(logs[1])
+	svc.mount("r3")
+	if out := run(logs[2]); !strings.Contains(out, version) || strings.Contains(out, "unknown") {
+		t.Errorf("%s: %q, want %s and a commit", logs[2], out, version)
+	}
+	out := run(logs[3])
 	var reqs []string
 	lines := 0
 	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
@@ -162,15 +276,14 @@ func TestReadmeOperating(t *testing.T) {
 	if lines < 2 || reqs[0] == "<nil>" || strings.Count(strings.Join(reqs, " "), reqs[0]) != lines {
 		t.Errorf("the mount's lines do not share one req id: %v\n%s", reqs, out)
 	}
-	for _, l := range strings.Split(strings.TrimSpace(p.log.String()), "\n") {
-		if !json.Valid([]byte(l)) {
-			t.Errorf("LOG_FORMAT=json wrote a line that is not JSON: %q", l)
-		}
+	if !strings.Contains(svc.journal.String(), "level=info") {
+		t.Errorf("the journal has no text line from before LOG_FORMAT=json, so the recipe's fromjson? was not put to the test:\n%s", svc.journal.String())
 	}
 
-	// The scrape configuration names the address the metrics were read at.
-	cfg := strings.Join(readmeRunBlock(t, "scrape-config"), "\n")
-	if !strings.Contains(cfg, `targets: ["127.0.0.1:9478"]`) || !strings.Contains(cfg, "job_name: snapvol") {
-		t.Errorf("README's scrape configuration:\n%s", cfg)
+	// The scrape configuration names the address snapvol metrics --listen
+	// served above.
+	cfg := docBlock(t, "host", "scrape-config").Text
+	if !strings.Contains(cfg, `targets: ["127.0.0.1:9478"]`) || !strings.Contains(cfg, "job_name: snapvol") || !strings.Contains(strings.Join(metrics, "\n"), "--listen 127.0.0.1:9478") {
+		t.Errorf("the scrape configuration does not scrape what snapvol metrics --listen serves:\n%s", cfg)
 	}
 }

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"github.com/libopenstorage/openstorage/api"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,7 +18,7 @@ import (
 
 // TestE2EPortworxManagedPlugin: the managed plugin in a private dockerd,
 // with BACKEND=portworx against the test OpenStorage server on loopback,
-// installed with the README's settings. The server, like Portworx, mounts
+// installed with docs/portworx.md's settings. The server, like Portworx, mounts
 // in a namespace of its own, under PX_MOUNT_DIR, a host directory it
 // shares with the host and the plugin's pxmounts mount brings in; the plugin binds the clone under its
 // propagated mount, which Docker binds into the container, and a container
@@ -27,20 +28,20 @@ func TestE2EPortworxManagedPlugin(t *testing.T) {
 	dockerd.ForEachEngine(t, pxManagedPlugin)
 }
 
-// readmePXSettings are the PLUGIN_SETTINGS of the README's managed
+// readmePXSettings are the PLUGIN_SETTINGS of docs/portworx.md's managed
 // Portworx install line, with the test's endpoint, token and PX_MOUNT_DIR.
 func readmePXSettings(t *testing.T, endpoint, mountDir string) []string {
 	t.Helper()
-	lines := readmeRunBlock(t, "portworx-managed")
+	lines := docBlock(t, "managed", "portworx-managed").Commands()
 	const prefix = "make install PLUGIN_CONFIG=config.portworx.json PLUGIN_SETTINGS="
 	if len(lines) != 1 || !strings.HasPrefix(lines[0], prefix) {
-		t.Fatalf("README's portworx-managed block is %q, want one line starting %q", lines, prefix)
+		t.Fatalf("docs/portworx.md's portworx-managed block is %q, want one line starting %q", lines, prefix)
 	}
 	r := strings.NewReplacer("http://127.0.0.1:9001", endpoint, "$TOKEN", pxToken, "/srv/pxmounts", mountDir)
 	settings := strings.Fields(r.Replace(strings.Trim(strings.TrimPrefix(lines[0], prefix), `"`)))
 	for _, want := range []string{"pxmounts.source=" + mountDir, "PX_MOUNT_DIR=" + mountDir, "PX_ENDPOINT=" + endpoint} {
 		if !slices.Contains(settings, want) {
-			t.Fatalf("README's managed Portworx settings %q lack %s", lines[0], want)
+			t.Fatalf("docs/portworx.md's managed Portworx settings %q lack %s", lines[0], want)
 		}
 	}
 	return settings
@@ -115,6 +116,8 @@ func pxManagedPlugin(t *testing.T, eng dockerd.Engine) {
 		t.Errorf("%s still mounted after the container stopped", held)
 	}
 
+	pxDocBlocks(t, d, srv)
+
 	for _, v := range []string{"app-production@latest", "snap:app-production@latest+held"} {
 		d.MustDocker("volume", "rm", v)
 	}
@@ -138,5 +141,53 @@ func pxManagedPlugin(t *testing.T, eng dockerd.Engine) {
 	}
 	if t.Failed() {
 		t.Logf("dockerd log:\n%s", d.LogTail(80))
+	}
+}
+
+// pxDocBlocks runs docs/portworx.md's cheaper-clone options and
+// docs/operating.md's METRICS_ADDR block for the Portworx bundle (host
+// network) against the managed plugin, as written but for the port.
+func pxDocBlocks(t *testing.T, d *dockerd.Daemon, srv *osdserver.Server) {
+	sh := func(script string, env ...string) string {
+		t.Helper()
+		cmd := d.Command("bash", "-euo", "pipefail", "-c", script)
+		cmd.Env = append(cmd.Env, env...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v\n%s\nscript:\n%s", err, out, script)
+		}
+		return string(out)
+	}
+	// The clone takes the options; production's own (repl 2, high) stay.
+	sh(docBlock(t, "managed", "portworx-options").Text, "CI_JOB_ID=px1")
+	out := d.MustDocker("run", "--rm", "--network", "none", "-v", "ci-px1:/data", dockerd.Image, "cat", "/data/guestbook/0003.txt")
+	if out != Guestbook["guestbook/0003.txt"] {
+		t.Errorf("the clone made with repl=1 io_priority=low reads %q", out)
+	}
+	found := false
+	clones, _ := pxObjects(srv)
+	for _, c := range clones {
+		if c.Locator.VolumeLabels[storage.LabelVolume] == "ci-px1" {
+			found = true
+			if c.Spec.HaLevel != 1 || c.Spec.Cos != api.CosType_LOW {
+				t.Errorf("the clone of ci-px1 has repl %d, io_priority %v; want 1, low", c.Spec.HaLevel, c.Spec.Cos)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no clone of ci-px1 on the server: %s", describeVols(clones))
+	}
+	d.MustDocker("volume", "rm", "ci-px1")
+
+	// METRICS_ADDR on the bundle with the host's network: served where the
+	// host reaches it, and no warning that it is not.
+	addr := freePort(t)
+	mark := len(d.Log())
+	out = sh(strings.ReplaceAll(docBlock(t, "managed", "metrics-portworx").Text, "127.0.0.1:9479", addr))
+	if !strings.Contains(out, "snapvol_build_info{") {
+		t.Errorf("METRICS_ADDR on the Portworx bundle: no snapvol_build_info in\n%s", out)
+	}
+	if log := d.Log()[mark:]; strings.Contains(log, "not reachable from the host") {
+		t.Errorf("the Portworx bundle (host network) warned that METRICS_ADDR is unreachable:\n%s", lastLines(log, 20))
 	}
 }

@@ -247,31 +247,6 @@ func TestStoreFirstStart(t *testing.T) {
 	}
 }
 
-// recoverBlock is the shell block of docs/recover.md marked
-// <!-- run: NAME -->, comments and blank lines dropped.
-func recoverBlock(t *testing.T, name string) []string {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join(RepoRoot(), "docs", "recover.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := string(data)
-	i := strings.Index(s, "<!-- run: "+name+" -->")
-	if i < 0 {
-		t.Fatalf("docs/recover.md has no block marked <!-- run: %s -->", name)
-	}
-	s = s[i:]
-	s = s[strings.Index(s, "```")+3:]
-	s = s[strings.IndexByte(s, '\n')+1:]
-	var lines []string
-	for _, l := range strings.Split(s[:strings.Index(s, "```")], "\n") {
-		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
-			lines = append(lines, l)
-		}
-	}
-	return lines
-}
-
 // docs/recover.md, host mode, after the database was deleted: the start
 // is refused, snapvol recover rebuilds the records from the labels, and
 // the plugin then starts and serves every volume, with masked registered
@@ -292,7 +267,7 @@ func TestRecoverAfterDeletingTheStore(t *testing.T) {
 		env = append(env, k+"="+v)
 	}
 	ran := false
-	for _, line := range recoverBlock(t, "recover-host") {
+	for _, line := range docBlock(t, "host", "recover-host").Commands() {
 		switch {
 		case line == "systemctl stop snapvol":
 			p.Stop() // stopped already: the refused start exited

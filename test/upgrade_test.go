@@ -14,34 +14,7 @@ import (
 	"github.com/snapvol/snapvol/test/dockerd"
 )
 
-// readmeBlock returns the command lines of the README code block marked
-// <!-- run: name -->.
-func readmeRunBlock(t *testing.T, name string) []string {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join(RepoRoot(), "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := string(data)
-	i := strings.Index(s, "<!-- run: "+name+" -->")
-	if i < 0 {
-		t.Fatalf("README.md has no block marked <!-- run: %s -->", name)
-	}
-	s = s[i:]
-	start := strings.Index(s, "```")
-	s = s[start+3:]
-	s = s[strings.IndexByte(s, '\n')+1:]
-	end := strings.Index(s, "```")
-	var lines []string
-	for _, l := range strings.Split(s[:end], "\n") {
-		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
-			lines = append(lines, l)
-		}
-	}
-	return lines
-}
-
-// upgradeRig is a private dockerd, a registry and the README's upgrade
+// upgradeRig is a private dockerd, a registry and docs/operating.md's upgrade
 // commands with the test's registry, state directory and versions in.
 type upgradeRig struct {
 	t        *testing.T
@@ -50,7 +23,7 @@ type upgradeRig struct {
 	state    string
 }
 
-// sh runs a README line with the rig's values in, from the repository
+// sh runs a documentation line with the rig's values in, from the repository
 // root (make), against the private engine.
 func (u *upgradeRig) sh(line string, subst ...string) (string, error) {
 	u.t.Helper()
@@ -203,7 +176,7 @@ func (u *upgradeRig) enabled() string {
 	return strings.TrimSpace(out)
 }
 
-// enableAfterRefusal runs the README's enable after a refused start and
+// enableAfterRefusal runs the documented enable after a refused start and
 // waits until the plugin serves.
 func (u *upgradeRig) enableAfterRefusal(from int, line string, subst ...string) {
 	u.t.Helper()
@@ -241,7 +214,7 @@ func hostState(t *testing.T) (list string, cleanup func()) {
 	}
 }
 
-// README, Upgrade and rollback, on each engine: install from a registry,
+// docs/operating.md, Upgrade and rollback, on each engine: install from a registry,
 // upgrade to a newer build, and back; volumes, clones, data and mount
 // counts stay. An upgrade without the settings set again refuses to
 // start, naming them, and writes nothing to the default state.
@@ -249,28 +222,26 @@ func TestUpgradeFromRegistry(t *testing.T) {
 	dockerd.Require(t)
 	RequireTool(t, "make", "make")
 	registry := StartRegistry(t)
-	lines := readmeRunBlock(t, "upgrade")
-	if len(lines) != 7 {
-		t.Fatalf("README's upgrade block has %d commands, this test knows 7:\n%s", len(lines), strings.Join(lines, "\n"))
+	lines := docBlock(t, "managed", "upgrade").Commands()
+	if len(lines) != 8 || lines[0] != "mkdir -p /srv/snapvol" {
+		t.Fatalf("docs/operating.md's upgrade block has %d commands, this test knows 8, mkdir -p /srv/snapvol first:\n%s", len(lines), strings.Join(lines, "\n"))
 	}
 	dockerd.ForEachEngine(t, func(t *testing.T, eng dockerd.Engine) {
 		d := dockerd.Start(t, dockerd.Options{Engine: &eng})
 		u := &upgradeRig{t: t, d: d, registry: registry, state: filepath.Join(d.Dir, "state-upgrade")}
-		if err := os.MkdirAll(u.state, 0o700); err != nil {
-			t.Fatal(err)
-		}
 		// Each engine pushes its own tags: the second engine must not pull
 		// what the first pushed.
 		v1, v2 := "v1-"+eng.Key, "v2-"+eng.Key
 		tags := []string{"VERSION=v1", "VERSION=" + v1, "snapvol:v1", "snapvol:" + v1, "VERSION=v2", "VERSION=" + v2, "snapvol:v2", "snapvol:" + v2}
-		u.mustSh(lines[0], tags...) // make push v1
-		u.mustSh(lines[1], tags...) // docker plugin install v1
+		u.mustSh(lines[0], tags...) // mkdir -p the state directory
+		u.mustSh(lines[1], tags...) // make push v1
+		u.mustSh(lines[2], tags...) // docker plugin install v1
 		u.fixture()
 		want := u.volumes()
 		t.Logf("before the upgrade: %v, mounts %v", want.names, want.mounts)
 
 		mark := len(d.Log())
-		for _, l := range lines[2:] { // push v2, disable, upgrade, set, enable
+		for _, l := range lines[3:] { // push v2, disable, upgrade, set, enable
 			u.mustSh(l, tags...)
 		}
 		u.check(want, "after the upgrade to "+v2)
@@ -284,16 +255,16 @@ func TestUpgradeFromRegistry(t *testing.T) {
 		before, cleanup := hostState(t)
 		defer cleanup()
 		mark = len(d.Log())
-		u.mustSh(lines[3], tags...)                                                 // disable
-		u.mustSh(strings.Replace(lines[4], "snapvol:v2", "snapvol:v1", 1), tags...) // upgrade back to v1
+		u.mustSh(lines[4], tags...)                                                 // disable
+		u.mustSh(strings.Replace(lines[5], "snapvol:v2", "snapvol:v1", 1), tags...) // upgrade back to v1
 		u.enableRefused(mark, "refusing to start", "state.source="+u.state, "POOL_SIZE=2G", "docker plugin set snapvol")
 		if after, _ := hostState(t); after != before {
 			t.Errorf("the refused plugin changed the default state directory:\nbefore\n%s\nafter\n%s", before, after)
 		}
 		// Set again, as the refusal says: the rollback works.
 		mark = len(d.Log())
-		u.mustSh(lines[5], tags...)
-		u.enableAfterRefusal(mark, lines[6], tags...)
+		u.mustSh(lines[6], tags...)
+		u.enableAfterRefusal(mark, lines[7], tags...)
 		u.check(want, "after the rollback to "+v1)
 		u.docker("rm", "-f", "holder")
 	})
