@@ -93,87 +93,127 @@ func hasMountOpt(opts, o string) bool {
 // copy of a probe and a node with /dev/null's numbers (1:3, which every
 // container's device cgroup allows, so only nodev can refuse it) in a
 // clone; uid 1000 in other containers, on that clone and on a clone of a
-// snapshot taken from it, must not get euid 0 nor open the node, and every
+// snapshot taken (the masking flow) of an operator's clone planted the
+// same way, must not get euid 0 nor open the node, and every
 // container must see its volume mounted nosuid,nodev (as must the host, at
-// the mounts Docker binds from).
+// the mounts Docker binds from). Both pool layouts: the pool file (the
+// default) and POOL, a btrfs directory in STATE_DIR.
 func TestAttackSetuidAndDeviceInClone(t *testing.T) {
 	probe := buildMountProbe(t)
 	dockerd.ForEachEngine(t, func(t *testing.T, eng dockerd.Engine) {
-		a := newAttackBed(t, eng, "POOL_SIZE=1G", "LOG_LEVEL=debug")
-		const prod = "app-production"
-		a.production(prod, "rows", "base")
-		plant := prod + "@base+plant"
-		docker := func(args ...string) string {
-			t.Helper()
-			all := append([]string{"run", "--rm", "--network", "none", "--volume-driver", "snapvol"}, args...)
-			out, err := a.d.Docker(all...)
-			if err != nil {
-				t.Fatalf("docker %s: %v\n%s\ndockerd log:\n%s", strings.Join(all, " "), err, out, a.d.LogTail(30))
+		t.Run("pool file", func(t *testing.T) {
+			a := newAttackBed(t, eng, "POOL_SIZE=1G", "LOG_LEVEL=debug")
+			setuidAndDevice(t, a, eng, probe)
+		})
+		t.Run("POOL directory", func(t *testing.T) {
+			// STATE_DIR on the host is a btrfs filesystem of its own, and
+			// POOL a directory on it, as the plugin sees it.
+			d := dockerd.Start(t, dockerd.Options{Engine: &eng})
+			state := filepath.Join(d.Dir, "state-snapvol") // where InstallPlugin puts it
+			img := filepath.Join(t.TempDir(), "state.img")
+			if err := os.MkdirAll(state, 0o700); err != nil {
+				t.Fatal(err)
 			}
-			return out
-		}
-		checkOpts := func(who, mountinfo string) {
-			t.Helper()
-			opts := mountOptsAt(mountinfo, "/data")
-			if opts == "" {
-				t.Fatalf("%s: no mount at /data in the container's mountinfo:\n%s", who, mountinfo)
-			}
-			if !hasMountOpt(opts, "nosuid") || !hasMountOpt(opts, "nodev") {
-				t.Errorf("%s: the volume is mounted %s in the container, want nosuid,nodev", who, opts)
-			}
-		}
-
-		// The planting container: root with Docker's default capabilities.
-		out := docker("-v", probe+":/probe:ro", "-v", plant+":/data", dockerd.Image, "sh", "-c",
-			"cp /probe/probe /data/euid && chmod 4755 /data/euid && mknod /data/null c 1 3 && chmod 666 /data/null && "+
-				"ls -ln /data/euid /data/null >&2 && cat /proc/self/mountinfo")
-		checkOpts("the planting container", out)
-
-		// The host's mounts of the clone, which Docker binds from, while a
-		// container holds it.
-		holder := "holder-" + strings.ReplaceAll(eng.Name, ".", "-")
-		a.d.MustDocker("run", "-d", "--name", holder, "--network", "none", "--volume-driver", "snapvol", "-v", plant+":/data", dockerd.Image, "sleep", "600")
-		t.Cleanup(func() { _, _ = a.d.Docker("rm", "-f", holder) })
-		hostInfo, err := os.ReadFile("/proc/self/mountinfo")
-		if err != nil {
-			t.Fatal(err)
-		}
-		seen := 0
-		for _, line := range strings.Split(string(hostInfo), "\n") {
-			f := strings.Fields(line)
-			if len(f) > 5 && strings.HasPrefix(f[4], a.d.Dir+"/") && strings.Contains(f[3], "/clones/") {
-				seen++
-				if !hasMountOpt(f[5], "nosuid") || !hasMountOpt(f[5], "nodev") {
-					t.Errorf("the host sees a clone mounted %s at %s, want nosuid,nodev", f[5], f[4])
+			for _, c := range [][]string{{"truncate", "-s", "1G", img}, {"mkfs.btrfs", "-q", img}, {"mount", "-o", "loop", img, state}, {"mkdir", filepath.Join(state, "pool-dir")}} {
+				if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+					t.Fatalf("%s: %v\n%s", strings.Join(c, " "), err, out)
 				}
 			}
-		}
-		if seen == 0 {
-			t.Errorf("no mount of a clone on the host under %s while container %s holds one", a.d.Dir, holder)
-		}
-		t.Logf("%d clone mounts of this engine on the host", seen)
-		a.d.MustDocker("rm", "-f", holder)
-
-		victim := func(who, vol string) {
-			t.Helper()
-			out := docker("--user", "1000", "-v", vol+":/data", dockerd.Image, "sh", "-c",
-				"/data/euid euid; /data/euid open /data/null; cat /proc/self/mountinfo")
-			checkOpts(who, out)
-			if !strings.Contains(out, "uid=1000 euid=1000") {
-				t.Errorf("%s: uid 1000 ran the planted setuid-root program and got: %s", who, firstLines(out, 2))
+			// Registered after dockerd's cleanup, so it runs first; dockerd's
+			// cleanup detaches whatever is left under its directory.
+			t.Cleanup(func() { _ = exec.Command("umount", "-l", state).Run() })
+			p := d.InstallPlugin(dockerd.Bundle(t, Binary(t)), "snapvol", "POOL=/var/lib/snapvol/pool-dir", "POOL_RESERVE=0", "LOG_LEVEL=debug")
+			if p.StateDir != state {
+				t.Fatalf("the plugin's state is in %s, not in the btrfs at %s", p.StateDir, state)
 			}
-			if !strings.Contains(out, "open /data/null: refused") {
-				t.Errorf("%s: the planted device node 1:3 opened: %s", who, firstLines(out, 2))
-			}
-			t.Logf("%s: %s", who, firstLines(out, 2))
-		}
-		victim("uid 1000 on the same clone", plant)
-
-		// A snapshot of the planted clone, as the masking flow takes one,
-		// and a fresh clone of it.
-		a.admin("snapshot", "create", prod, "planted", "--from", plant)
-		victim("uid 1000 on a clone of a snapshot of it", prod+"@planted+ci")
+			a := &attackBed{t: t, d: d, p: p}
+			setuidAndDevice(t, a, eng, probe)
+		})
 	})
+}
+
+func setuidAndDevice(t *testing.T, a *attackBed, eng dockerd.Engine, probe string) {
+	const prod = "app-production"
+	a.d.MustDocker("volume", "create", "-d", "snapvol", prod)
+	a.d.MustDocker("run", "--rm", "--network", "none", "-v", prod+":/data", dockerd.Image, "sh", "-c", "echo rows > /data/rows && sync")
+	a.admin("snapshot", "create", prod, "base")
+	plant := prod + "@base+plant"
+	docker := func(args ...string) string {
+		t.Helper()
+		all := append([]string{"run", "--rm", "--network", "none", "--volume-driver", "snapvol"}, args...)
+		out, err := a.d.Docker(all...)
+		if err != nil {
+			t.Fatalf("docker %s: %v\n%s\ndockerd log:\n%s", strings.Join(all, " "), err, out, a.d.LogTail(30))
+		}
+		return out
+	}
+	checkOpts := func(who, mountinfo string) {
+		t.Helper()
+		opts := mountOptsAt(mountinfo, "/data")
+		if opts == "" {
+			t.Fatalf("%s: no mount at /data in the container's mountinfo:\n%s", who, mountinfo)
+		}
+		if !hasMountOpt(opts, "nosuid") || !hasMountOpt(opts, "nodev") {
+			t.Errorf("%s: the volume is mounted %s in the container, want nosuid,nodev", who, opts)
+		}
+	}
+
+	// The planting container: root with Docker's default capabilities.
+	plantIn := func(vol string) {
+		t.Helper()
+		out := docker("-v", probe+":/probe:ro", "-v", vol+":/data", dockerd.Image, "sh", "-c",
+			"cat /data/rows >&2 && cp /probe/probe /data/euid && chmod 4755 /data/euid && mknod /data/null c 1 3 && chmod 666 /data/null && "+
+				"ls -ln /data/euid /data/null >&2 && cat /proc/self/mountinfo")
+		checkOpts("the container planting in "+vol, out)
+	}
+	plantIn(plant)
+
+	// The host's mounts of the clone, which Docker binds from, while a
+	// container holds it.
+	holder := "holder-" + strings.ReplaceAll(eng.Name, ".", "-")
+	a.d.MustDocker("run", "-d", "--name", holder, "--network", "none", "--volume-driver", "snapvol", "-v", plant+":/data", dockerd.Image, "sleep", "600")
+	t.Cleanup(func() { _, _ = a.d.Docker("rm", "-f", holder) })
+	hostInfo, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	for _, line := range strings.Split(string(hostInfo), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 5 && strings.HasPrefix(f[4], a.d.Dir+"/") && strings.Contains(f[3], "/clones/") {
+			seen++
+			if !hasMountOpt(f[5], "nosuid") || !hasMountOpt(f[5], "nodev") {
+				t.Errorf("the host sees a clone mounted %s at %s, want nosuid,nodev", f[5], f[4])
+			}
+		}
+	}
+	if seen == 0 {
+		t.Errorf("no mount of a clone on the host under %s while container %s holds one", a.d.Dir, holder)
+	}
+	t.Logf("%d clone mounts of this engine on the host", seen)
+	a.d.MustDocker("rm", "-f", holder)
+
+	victim := func(who, vol string) {
+		t.Helper()
+		out := docker("--user", "1000", "-v", vol+":/data", dockerd.Image, "sh", "-c",
+			"/data/euid euid; /data/euid open /data/null; cat /proc/self/mountinfo")
+		checkOpts(who, out)
+		if !strings.Contains(out, "uid=1000 euid=1000") {
+			t.Errorf("%s: uid 1000 ran the planted setuid-root program and got: %s", who, firstLines(out, 2))
+		}
+		if !strings.Contains(out, "open /data/null: refused") {
+			t.Errorf("%s: the planted device node 1:3 opened: %s", who, firstLines(out, 2))
+		}
+		t.Logf("%s: %s", who, firstLines(out, 2))
+	}
+	victim("uid 1000 on the same clone", plant)
+
+	// The masking flow: a root container works in an operator's clone,
+	// the operator snapshots it, CI clones the snapshot.
+	a.admin("volume", "create", "mask-work", "--from", prod+"@base", "--docker")
+	plantIn("mask-work")
+	a.admin("snapshot", "create", prod, "planted", "--from", "mask-work")
+	victim("uid 1000 on a clone of a snapshot of a planted clone", prod+"@planted+ci")
 }
 
 // firstLines is the first n lines of s, joined by " | ".
