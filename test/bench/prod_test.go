@@ -231,10 +231,12 @@ func writer(f *os.File, stop *atomic.Bool, next *int64) ([]time.Duration, error)
 // other); and while this process takes the same snapshots bare, at the
 // plugin's pace (a read-only snapshot of production, a writable snapshot
 // of that, a bind mount; then unmounted and both deleted), which is what
-// production would feel from the snapshots alone. The phases rotate in
-// each round, the bare one always after the plugin's (its pace is the
-// plugin's mean cycle so far); the pool settles between blocks, untimed,
-// so no block inherits another's work.
+// production would feel from the snapshots alone; and while storms of
+// stormJobs jobs start at once on @now (issue 20 item 6: they share the
+// next snapshot), each storm torn down before the next. The phases rotate
+// in each round, the bare one always after the plugin's loop (its pace is
+// that loop's mean cycle so far); the pool settles between blocks,
+// untimed, so no block inherits another's work.
 func prodWrites(t *testing.T, cfg config, p *ProdResult, pl *test.Plugin, mp string) {
 	f, err := os.OpenFile(filepath.Join(mp, walFile), os.O_RDWR, 0)
 	if err != nil {
@@ -255,10 +257,15 @@ func prodWrites(t *testing.T, cfg config, p *ProdResult, pl *test.Plugin, mp str
 		idlePhase = iota
 		clonePhase
 		barePhase
+		stormPhase
 	)
-	orders := [][3]int{{idlePhase, clonePhase, barePhase}, {clonePhase, idlePhase, barePhase}, {clonePhase, barePhase, idlePhase}}
-	var writes [3][]time.Duration
-	var cycle, mount, bareCycle []time.Duration
+	orders := [][4]int{
+		{idlePhase, clonePhase, barePhase, stormPhase}, {clonePhase, idlePhase, stormPhase, barePhase},
+		{stormPhase, clonePhase, barePhase, idlePhase}, {clonePhase, stormPhase, idlePhase, barePhase},
+	}
+	var writes [4][]time.Duration
+	var cycle, mount, bareCycle, stormStart []time.Duration
+	var stormSnaps []int
 	var cycleSum time.Duration
 	var next int64
 	n := 0
@@ -303,6 +310,20 @@ func prodWrites(t *testing.T, cfg config, p *ProdResult, pl *test.Plugin, mp str
 						cycle, mount, cycleSum = append(cycle, el), append(mount, mounted), cycleSum+el
 					}
 				}()
+			case stormPhase:
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for !stop.Load() {
+						el, snaps, err := storm(pl, n)
+						n += stormJobs
+						if err != nil {
+							cerr = err
+							return
+						}
+						stormStart, stormSnaps = append(stormStart, el), append(stormSnaps, snaps)
+					}
+				}()
 			case barePhase:
 				pace := cycleSum / time.Duration(max(1, len(cycle)))
 				wg.Add(1)
@@ -338,7 +359,12 @@ func prodWrites(t *testing.T, cfg config, p *ProdResult, pl *test.Plugin, mp str
 		}
 	}
 	p.Idle, p.Cloning, p.BareCloning = NewDist(writes[idlePhase]), NewDist(writes[clonePhase]), NewDist(writes[barePhase])
-	p.Idle.Samples, p.Cloning.Samples, p.BareCloning.Samples = nil, nil, nil // tens of thousands
+	p.Storm = NewDist(writes[stormPhase])
+	p.Idle.Samples, p.Cloning.Samples, p.BareCloning.Samples, p.Storm.Samples = nil, nil, nil, nil // tens of thousands
+	p.StormJobs, p.Storms, p.StormStart = stormJobs, len(stormStart), NewDist(stormStart)
+	for _, s := range stormSnaps {
+		p.StormSnapshots += s
+	}
 	p.Clones, p.CloneMount, p.CloneCycle = len(cycle), NewDist(mount), NewDist(cycle)
 	p.BareSnapshots, p.BareCycle = len(bareCycle), NewDist(bareCycle)
 	t.Logf("production %d-byte write + fdatasync, p50 / p95 / p99: idle %s (%d writes); while taking %d @now clones %s (%d writes): p50 %.2fx, p99 %.2fx; "+
@@ -346,4 +372,57 @@ func prodWrites(t *testing.T, cfg config, p *ProdResult, pl *test.Plugin, mp str
 		writeSize, dist3(p.Idle), p.Idle.N, p.Clones, dist3(p.Cloning), p.Cloning.N, ratio(p.Cloning.P50, p.Idle.P50), ratio(p.Cloning.P99, p.Idle.P99),
 		p.BareSnapshots, dist3(p.BareCloning), p.BareCloning.N, ratio(p.BareCloning.P50, p.Idle.P50), ratio(p.BareCloning.P99, p.Idle.P99),
 		dist(p.CloneMount), dist(p.CloneCycle), dist(p.BareCycle))
+	t.Logf("while %d storms of %d jobs started at once on @now (%d snapshots, all %d mounted after %s) %s (%d writes): p50 %.2fx, p99 %.2fx",
+		p.Storms, stormJobs, p.StormSnapshots, stormJobs, dist(p.StormStart), dist3(p.Storm), p.Storm.N, ratio(p.Storm.P50, p.Idle.P50), ratio(p.Storm.P99, p.Idle.P99))
+}
+
+// stormJobs is how many CI jobs start at once in the storm phase.
+const stormJobs = 32
+
+// storm starts stormJobs jobs at once on @now of production (Create +
+// Mount each, named from n on), and returns how long until all were
+// mounted and how many distinct snapshots their clones came from; then
+// unmounts and removes them all, at once too.
+func storm(pl *test.Plugin, n int) (time.Duration, int, error) {
+	names, ids := make([]string, stormJobs), make([]string, stormJobs)
+	for i := range names {
+		names[i], ids[i] = fmt.Sprintf("%s@now+s%d", prodVolume, n+i), randID()
+	}
+	each := func(f func(i int) error) error {
+		errs := make([]error, stormJobs)
+		var wg sync.WaitGroup
+		for i := range names {
+			wg.Add(1)
+			go func(i int) { defer wg.Done(); errs[i] = f(i) }(i)
+		}
+		wg.Wait()
+		return errors.Join(errs...)
+	}
+	start := time.Now()
+	err := each(func(i int) error {
+		if err := pl.Create(names[i], nil); err != nil {
+			return err
+		}
+		_, err := pl.Mount(names[i], ids[i])
+		return err
+	})
+	el := time.Since(start)
+	if err != nil {
+		return el, 0, err
+	}
+	snaps := map[string]bool{}
+	for _, name := range names {
+		v, err := pl.Get(name)
+		if err != nil {
+			return el, 0, err
+		}
+		snaps[fmt.Sprint(v.Status["snapshot"])] = true
+	}
+	err = each(func(i int) error {
+		if err := pl.Unmount(names[i], ids[i]); err != nil {
+			return err
+		}
+		return pl.Remove(names[i])
+	})
+	return el, len(snaps), err
 }

@@ -163,6 +163,16 @@ type ProdResult struct {
 	BareCloning   Dist `json:"bare_cloning"`
 	BareSnapshots int  `json:"bare_snapshot_pairs"`
 	BareCycle     Dist `json:"bare_cycle"`
+	// The same writes while storms of StormJobs jobs start at once on
+	// @now (Create + Mount each, all at once; then all torn down), one
+	// storm after another (issue 20 item 6): how many storms, the
+	// snapshots they took in all, and how long until a storm's jobs were
+	// all mounted.
+	Storm          Dist `json:"storm"`
+	StormJobs      int  `json:"storm_jobs"`
+	Storms         int  `json:"storms"`
+	StormSnapshots int  `json:"storm_snapshots"`
+	StormStart     Dist `json:"storm_start"`
 	// Get + Mount over the socket, on a pool with quotas (the default
 	// POOL_RESERVE, and whatever CLONE_SIZE says) and on one without
 	// (POOL_RESERVE=0, CLONE_SIZE=0).
@@ -379,6 +389,11 @@ func (r *Results) Targets() []Target {
 		if p.BareCloning.N > 0 {
 			context("  p99 while the same snapshots are taken bare, at the plugin's pace / idle", fmt.Sprintf("%.2fx", ratio(p.BareCloning.P99, p.Idle.P99)))
 		}
+		if p.Storm.N > 0 {
+			v := ratio(p.Storm.P99, p.Idle.P99)
+			add(fmt.Sprintf("production 4 KiB write+fdatasync p99 while %d jobs start at once on @now / idle", p.StormJobs), v, "%.2fx", "≤ 2x", v <= 2)
+			context("  snapshots per storm of jobs (group commit)", fmt.Sprintf("%.1f", float64(p.StormSnapshots)/float64(max(1, p.Storms))))
+		}
 		// Issue 20: "on" is the whole space accounting (simple quotas, a
 		// quota group per clone in the reserve group, the check of free
 		// space against the reserve before every snapshot and clone).
@@ -550,6 +565,9 @@ func (r *Results) otherTables(w func(string, ...any)) {
 		w("A writer on a plain volume (production, on a pool with the default settings: %s) overwrites %d-byte blocks of a preallocated file, each followed by fdatasync, ", p.Quotas, p.WriteBytes)
 		w("for %.0f s with nothing else running, %.0f s while another client takes `@now` clones of it in a loop (Create + Mount + Unmount + Remove over the socket, one after the other), ", p.Seconds, p.Seconds)
 		w("and %.0f s while the benchmark takes the same snapshots bare at the plugin's pace (read-only snapshot of production, writable snapshot of it, bind mount; undone): ", p.Seconds)
+		if p.Storm.N > 0 {
+			w("and %.0f s while storms of %d jobs start at once on `@now` (Create + Mount each, all at once, then all unmounted and removed, storm after storm; requests that arrive while a snapshot is taken share the next one): ", p.Seconds, p.StormJobs)
+		}
 		w("%d rounds of one block of each, their order rotating; the pool settles between blocks. ", p.Rounds)
 		w("Cells are p50 / p95 / p99.\n\n")
 		w("| phase | writes | write + fdatasync | clones taken | clone Create + Mount | whole clone cycle |\n|---|---|---|---|---|---|\n")
@@ -558,9 +576,16 @@ func (r *Results) otherTables(w func(string, ...any)) {
 		if p.BareCloning.N > 0 {
 			w("| taking the same snapshots bare, at the plugin's pace | %d | %s | %d | – | %s |\n", p.BareCloning.N, dist3(p.BareCloning), p.BareSnapshots, dist3(p.BareCycle))
 		}
+		if p.Storm.N > 0 {
+			w("| %d jobs starting at once on @now, storm after storm (%d storms, %d snapshots) | %d | %s | %d | %s (all %d) | – |\n",
+				p.StormJobs, p.Storms, p.StormSnapshots, p.Storm.N, dist3(p.Storm), p.Storms*p.StormJobs, dist3(p.StormStart), p.StormJobs)
+		}
 		w("\nWhile cloning / idle: p50 %.2fx, p99 %.2fx", ratio(p.Cloning.P50, p.Idle.P50), ratio(p.Cloning.P99, p.Idle.P99))
 		if p.BareCloning.N > 0 {
 			w("; bare snapshots / idle: p50 %.2fx, p99 %.2fx", ratio(p.BareCloning.P50, p.Idle.P50), ratio(p.BareCloning.P99, p.Idle.P99))
+		}
+		if p.Storm.N > 0 {
+			w("; %d jobs at once on @now / idle: p50 %.2fx, p99 %.2fx", p.StormJobs, ratio(p.Storm.P50, p.Idle.P50), ratio(p.Storm.P99, p.Idle.P99))
 		}
 		w(".\n")
 		w("\nQuotas: Get + Mount over the socket on two pools of the same size holding the same production data, one plugin with the defaults (%s) and one with POOL_RESERVE=0 and CLONE_SIZE=0 (quotas never enabled), in rotation, settled before each.\n\n", p.Quotas)
