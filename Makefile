@@ -21,7 +21,7 @@ export SNAPVOL_ROOT_TESTS := 1
 PLUGIN_BUNDLE := build/plugin
 # The bundle's privileges: config.json is the local backend's (no network;
 # loop devices for the pool file), config.portworx.json Portworx's (host
-# network for the OpenStorage endpoint; no devices). README, Installing.
+# network for the OpenStorage endpoint; no devices). docs/operating.md, Installing.
 PLUGIN_CONFIG ?= config.json
 PLUGIN_NAME ?= snapvol
 STATE_DIR ?= /var/lib/snapvol
@@ -116,7 +116,7 @@ install-host: build
 # build (VERSION and COMMIT in it) and pushes it, with the engine `docker`
 # reaches; the created copy is removed from that engine afterwards. Install
 # it with docker plugin install, upgrade to it with docker plugin upgrade
-# (README, Operating).
+# (docs/operating.md, Upgrade and rollback).
 PLUGIN_REPO ?= snapvol
 PUSH_DIR := build/push
 .PHONY: push

@@ -3,7 +3,7 @@
 // counts mounts, and repairs what a crash interrupted. It knows nothing of
 // btrfs or HTTP.
 //
-// Glossary (the words the code and README use, one meaning each):
+// Glossary (the words the code and docs/ use, one meaning each; docs/design.md has it too):
 //
 //   - volume: a Docker volume, i.e. one Record in the store.
 //   - plain volume: a volume whose name has no @ (app-production); its

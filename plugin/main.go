@@ -99,7 +99,7 @@ func openBackend(s Settings, st *store.Store, log *logrus.Logger) (storage.Backe
 			return nil, err
 		}
 		if s.PXMountRootSet != "" {
-			log.WithField("PX_MOUNT_ROOT", s.PXMountRootSet).Warn("PX_MOUNT_ROOT is no longer used: Portworx now mounts clones under PX_MOUNT_DIR (default /var/lib/osd/mounts, where its own plugin mounts) and snapvol binds them under DATA_ROOT; see README, Portworx")
+			log.WithField("PX_MOUNT_ROOT", s.PXMountRootSet).Warn("PX_MOUNT_ROOT is no longer used: Portworx now mounts clones under PX_MOUNT_DIR (default /var/lib/osd/mounts, where its own plugin mounts) and snapvol binds them under DATA_ROOT; see docs/portworx.md")
 		}
 		host, seen := b.MountDirs()
 		log.WithFields(logrus.Fields{"endpoint": s.PXEndpoint, "driver": s.PXDriver, "instance": id, "mount_dir": host, "mount_dir_local": seen}).Info("portworx backend")

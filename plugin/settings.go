@@ -13,7 +13,7 @@ import (
 )
 
 // Settings are read from the environment (config.json's env in managed
-// mode, the shell's when run on a host). README.md, Settings, has the table.
+// mode, the shell's when run on a host). docs/settings.md has the table.
 type Settings struct {
 	Backend      string
 	StateDir     string
