@@ -50,7 +50,9 @@ func openTo(t *testing.T, target string) {
 // What CI writes into a clone cannot act on the host: the clone's mount
 // is nosuid,nodev, so a setuid-root binary planted there runs with the
 // caller's rights and a device node opens nothing, while the same files
-// in a regular volume's mount (no such flags) do.
+// in the test's own temporary directory (no such flags) do. A regular
+// volume's mount has the flags too: it inherits them from the pool's
+// mount, as every bind of it does.
 func TestCloneMountsAreNosuidNodev(t *testing.T) {
 	root := testPool(t)
 	b, err := OpenDir(root)
@@ -87,8 +89,12 @@ func TestCloneMountsAreNosuidNodev(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	for _, dir := range []string{tc, tv} {
-		if dir == "" || !mountpoint.IsMountPoint(dir) {
+	ctl := filepath.Join(base, "control")
+	if err := os.Mkdir(ctl, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{tc, tv, ctl} {
+		if dir == "" || (dir != ctl && !mountpoint.IsMountPoint(dir)) {
 			t.Fatalf("%q is not mounted", dir)
 		}
 		plantSetuid(t, filepath.Join(dir, "id"))
@@ -103,22 +109,24 @@ func TestCloneMountsAreNosuidNodev(t *testing.T) {
 		}
 		return strings.TrimSpace(string(out))
 	}
-	if got := euid(tv); got != "0" {
-		t.Fatalf("control: a setuid-root id in a regular volume runs with euid %s; want 0 (the test cannot tell otherwise)", got)
+	if got := euid(ctl); got != "0" {
+		t.Fatalf("control: a setuid-root id in %s runs with euid %s; want 0 (the test cannot tell otherwise)", ctl, got)
 	}
-	if got := euid(tc); got != "65534" {
-		t.Errorf("a setuid-root binary in a clone ran with euid %s; want the caller's, 65534", got)
-	}
-	if f, err := os.Open(filepath.Join(tv, "null")); err != nil {
-		t.Fatalf("control: the device node in a regular volume does not open: %v", err)
+	if f, err := os.Open(filepath.Join(ctl, "null")); err != nil {
+		t.Fatalf("control: the device node in %s does not open: %v", ctl, err)
 	} else {
 		f.Close()
 	}
-	if f, err := os.Open(filepath.Join(tc, "null")); err == nil {
-		f.Close()
-		t.Errorf("a device node in a clone opened")
-	} else if !errors.Is(err, unix.EACCES) {
-		t.Errorf("opening a device node in a clone: %v; want EACCES", err)
+	for _, dir := range []string{tc, tv} {
+		if got := euid(dir); got != "65534" {
+			t.Errorf("a setuid-root binary in %s ran with euid %s; want the caller's, 65534", dir, got)
+		}
+		if f, err := os.Open(filepath.Join(dir, "null")); err == nil {
+			f.Close()
+			t.Errorf("a device node in %s opened", dir)
+		} else if !errors.Is(err, unix.EACCES) {
+			t.Errorf("opening a device node in %s: %v; want EACCES", dir, err)
+		}
 	}
 }
 
