@@ -564,10 +564,14 @@ func (r *Results) otherTables(w func(string, ...any)) {
 		w("\n## Production while clones are taken\n\n")
 		w("A writer on a plain volume (production, on a pool with the default settings: %s) overwrites %d-byte blocks of a preallocated file, each followed by fdatasync, ", p.Quotas, p.WriteBytes)
 		w("for %.0f s with nothing else running, %.0f s while another client takes `@now` clones of it in a loop (Create + Mount + Unmount + Remove over the socket, one after the other), ", p.Seconds, p.Seconds)
-		w("and %.0f s while the benchmark takes the same snapshots bare at the plugin's pace (read-only snapshot of production, writable snapshot of it, bind mount; undone): ", p.Seconds)
-		if p.Storm.N > 0 {
-			w("and %.0f s while storms of %d jobs start at once on `@now` (Create + Mount each, all at once, then all unmounted and removed, storm after storm; requests that arrive while a snapshot is taken share the next one): ", p.Seconds, p.StormJobs)
+		if p.Storm.N == 0 {
+			w("and ")
 		}
+		w("%.0f s while the benchmark takes the same snapshots bare at the plugin's pace (read-only snapshot of production, writable snapshot of it, bind mount; undone)", p.Seconds)
+		if p.Storm.N > 0 {
+			w(", and %.0f s while storms of %d jobs start at once on `@now` (Create + Mount each, all at once, then all unmounted and removed, storm after storm; requests that arrive while a snapshot is taken share the next one)", p.Seconds, p.StormJobs)
+		}
+		w(": ")
 		w("%d rounds of one block of each, their order rotating; the pool settles between blocks. ", p.Rounds)
 		w("Cells are p50 / p95 / p99.\n\n")
 		w("| phase | writes | write + fdatasync | clones taken | clone Create + Mount | whole clone cycle |\n|---|---|---|---|---|---|\n")
