@@ -13,8 +13,9 @@ import (
 
 // docs/operator.md's masking recipe, verbatim, under a private dockerd with
 // PostgreSQL 15: production runs a live database; the refresh script makes
-// an operator clone, masks it in a container, registers it as
-// app-production@masked and drops the clone; SOURCES then lets Docker
+// an operator clone under a secret name (issue 21 item 4: a name CI could
+// guess was a raw-production tap), masks it in a container, registers it
+// as app-production@masked and drops the clone; SOURCES then lets Docker
 // users clone only the masked snapshots. CI sees only masked rows, raw
 // production is refused, production is unchanged, and a refresh while a CI
 // clone runs leaves that clone as it was and gives the next one the new
@@ -25,7 +26,7 @@ func TestE2EMaskingRecipe(t *testing.T) {
 	script := docBlock(t, "managed", "mask-script").Text
 	sources := docBlock(t, "managed", "mask-sources").Text
 	ciRun := docBlock(t, "managed", "mask-ci").Text
-	for _, want := range []string{"snapvol snapshot create app-production masked --from mask-work --replace", "UPDATE users"} {
+	for _, want := range []string{"--from app-production@now --secret)", `snapvol snapshot create app-production masked --from "$work" --replace`, "--volume-driver snapvol", "UPDATE users"} {
 		if !strings.Contains(script, want) {
 			t.Fatalf("docs/operator.md's refresh script lost %q:\n%s", want, script)
 		}
@@ -90,6 +91,13 @@ CHECKPOINT;`); err != nil {
 	prodBefore := rows(prod)
 
 	sh("the refresh script", script)
+	// The operator's clone went with the script, and Docker never listed it.
+	if out := sh("snapvol ls", "snapvol ls --json"); strings.Contains(out, `"operator"`) {
+		t.Fatalf("the refresh script left an operator volume:\n%s", out)
+	}
+	if out := d.MustDocker("volume", "ls", "-q"); strings.Contains(out, "mask") {
+		t.Fatalf("docker volume ls shows the masking clone:\n%s", out)
+	}
 	sh("SOURCES", sources)
 
 	startCI := func(name string) *PGServer {
