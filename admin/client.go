@@ -12,8 +12,6 @@ import (
 	"net/url"
 	"os"
 	"time"
-
-	"github.com/snapvol/snapvol/driver"
 )
 
 // Client talks to the admin socket of a running snapvol.
@@ -80,15 +78,15 @@ func (c *Client) Version() (VersionInfo, error) {
 }
 
 // Volumes lists every volume.
-func (c *Client) Volumes() ([]driver.VolumeInfo, error) {
-	var v []driver.VolumeInfo
+func (c *Client) Volumes() ([]Volume, error) {
+	var v []Volume
 	return v, c.do("GET", "/v1/volumes", nil, &v)
 }
 
 // CreateVolume makes an operator volume; access is "", "docker" or
 // "secret" (the answer's Name is the secret name).
-func (c *Client) CreateVolume(name, from, access string) (driver.VolumeInfo, error) {
-	var v driver.VolumeInfo
+func (c *Client) CreateVolume(name, from, access string) (Volume, error) {
+	var v Volume
 	return v, c.do("POST", "/v1/volumes", CreateVolumeRequest{Name: name, From: from, Access: access}, &v)
 }
 
@@ -98,20 +96,20 @@ func (c *Client) RemoveVolume(name string) error {
 }
 
 // Usage is snapvol df.
-func (c *Client) Usage() (driver.DiskUsage, error) {
-	var u driver.DiskUsage
+func (c *Client) Usage() (DiskUsage, error) {
+	var u DiskUsage
 	return u, c.do("GET", "/v1/df", nil, &u)
 }
 
 // Snapshots lists the snapshots of source.
-func (c *Client) Snapshots(source string) ([]driver.SnapshotInfo, error) {
-	var v []driver.SnapshotInfo
+func (c *Client) Snapshots(source string) ([]Snapshot, error) {
+	var v []Snapshot
 	return v, c.do("GET", "/v1/snapshots/"+url.PathEscape(source), nil, &v)
 }
 
 // CreateSnapshot registers a snapshot of source (or of from) as name.
-func (c *Client) CreateSnapshot(source, name, from string, replace bool) (driver.SnapshotInfo, error) {
-	var v driver.SnapshotInfo
+func (c *Client) CreateSnapshot(source, name, from string, replace bool) (Snapshot, error) {
+	var v Snapshot
 	return v, c.do("POST", "/v1/snapshots/"+url.PathEscape(source), CreateSnapshotRequest{Name: name, From: from, Replace: replace}, &v)
 }
 
@@ -121,14 +119,14 @@ func (c *Client) RemoveSnapshot(source, name string) error {
 }
 
 // Schedules lists the schedules.
-func (c *Client) Schedules() ([]ScheduleInfo, error) {
-	var v []ScheduleInfo
+func (c *Client) Schedules() ([]Schedule, error) {
+	var v []Schedule
 	return v, c.do("GET", "/v1/schedules", nil, &v)
 }
 
 // SetSchedule snapshots source every every, keeping keep.
-func (c *Client) SetSchedule(source string, every time.Duration, keep int) (ScheduleInfo, error) {
-	var v ScheduleInfo
+func (c *Client) SetSchedule(source string, every time.Duration, keep int) (Schedule, error) {
+	var v Schedule
 	return v, c.do("PUT", "/v1/schedules/"+url.PathEscape(source), ScheduleRequest{Every: every.String(), Keep: keep}, &v)
 }
 
@@ -188,4 +186,44 @@ func (c *Client) get(path, accept string) (*http.Response, error) {
 		return nil, fmt.Errorf("%w: %s does not answer: %v", ErrNotRunning, c.socket, err)
 	}
 	return resp, nil
+}
+
+// Volume is one volume, as snapvol volume inspect shows it.
+func (c *Client) Volume(name string) (Volume, error) {
+	var v Volume
+	return v, c.do("GET", "/v1/volumes/"+url.PathEscape(name), nil, &v)
+}
+
+// VolumesJSON copies the JSON array of every volume to w as the plugin
+// wrote it (snapvol ls --json): decoding 10,000 rows only to encode them
+// again would cost more than the request.
+func (c *Client) VolumesJSON(w io.Writer) error {
+	resp, err := c.get("/v1/volumes", "")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var e Error
+		if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Error != "" {
+			return errors.New(e.Error)
+		}
+		return fmt.Errorf("GET /v1/volumes: %s", resp.Status)
+	}
+	_, err = io.Copy(w, resp.Body)
+	return err
+}
+
+// Schedule is the schedule of source; ok is false when it has none.
+func (c *Client) Schedule(source string) (s Schedule, ok bool, err error) {
+	all, err := c.Schedules()
+	if err != nil {
+		return Schedule{}, false, err
+	}
+	for _, s := range all {
+		if s.Source == source {
+			return s, true, nil
+		}
+	}
+	return Schedule{}, false, nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/snapvol/snapvol/admin"
 	"github.com/snapvol/snapvol/driver/names"
 	"github.com/snapvol/snapvol/driver/store"
 	"github.com/snapvol/snapvol/storage"
@@ -23,48 +24,33 @@ import (
 // exists already.
 var ErrExists = errors.New("already exists")
 
-// VolumeInfo is one volume as snapvol ls shows it; the JSON keys are a
-// stable interface.
-type VolumeInfo struct {
-	Name string `json:"name"`
-	// Kind is "volume" (a plain volume), "clone" (a clone volume Docker
-	// users made) or "operator" (snapvol volume create).
-	Kind string `json:"kind"`
-	// Access is what Docker users may do with an operator volume: "none",
-	// "docker" or "secret" (operator.go); empty for other kinds.
-	Access   string    `json:"access,omitempty"`
-	Source   string    `json:"source,omitempty"`
-	Ref      string    `json:"ref,omitempty"`
-	Snapshot string    `json:"snapshot,omitempty"`
-	Created  time.Time `json:"created"`
-	Age      string    `json:"age"`
-	Mounts   int       `json:"mounts"`
-	Clones   int       `json:"clones"`
-	// State is "ready", "materialized", "not materialized" or "pending
-	// OP" (an interrupted operation reconcile is finishing).
-	State   string `json:"state"`
-	Expires string `json:"expires,omitempty"`
-	// Bytes is what the volume's objects hold alone (for a clone: what it
-	// wrote); null where the backend cannot tell.
-	Bytes *int64 `json:"bytes"`
-}
-
 // Volumes lists every volume, by name.
-func (d *Driver) Volumes(ctx context.Context) []VolumeInfo {
+func (d *Driver) Volumes(ctx context.Context) []admin.Volume {
 	usage := d.objectUsage(ctx)
 	now := d.now()
-	out := make([]VolumeInfo, 0, d.st.Len())
+	out := make([]admin.Volume, 0, d.st.Len())
 	d.st.Each(func(r *store.Record) { out = append(out, d.volumeInfo(r, usage, now)) })
 	return out
 }
 
+// Volume is one volume as snapvol volume inspect shows it: a Docker
+// user's or the operator's (even a --secret one, whose name the operator
+// has).
+func (d *Driver) Volume(ctx context.Context, name string) (admin.Volume, error) {
+	r, ok := d.st.Get(name)
+	if !ok {
+		return admin.Volume{}, fmt.Errorf("%w: %q", ErrNoSuchVolume, name)
+	}
+	return d.volumeInfo(r, d.objectUsage(ctx), d.now()), nil
+}
+
 // volumeInfo is r as snapvol ls shows it; usage is nil where the backend
 // cannot measure.
-func (d *Driver) volumeInfo(r *store.Record, usage map[string]storage.ObjectUsage, now time.Time) VolumeInfo {
+func (d *Driver) volumeInfo(r *store.Record, usage map[string]storage.ObjectUsage, now time.Time) admin.Volume {
 	clones := r.Clones()
-	v := VolumeInfo{
-		Name: r.Name, Kind: "volume", Source: r.Source, Ref: r.Ref, Created: r.Created,
-		Age: now.Sub(r.Created).Round(time.Second).String(), Mounts: r.TotalMounts(),
+	v := admin.Volume{
+		Name: r.Name, Kind: "volume", Source: r.Source, Ref: r.Ref, Tag: r.Tag, Each: r.Each, Created: r.Created,
+		AgeSeconds: int64(now.Sub(r.Created) / time.Second), Mounts: r.TotalMounts(),
 		Clones: len(clones), State: "ready",
 	}
 	if r.IsClone() {
@@ -75,8 +61,18 @@ func (d *Driver) volumeInfo(r *store.Record, usage map[string]storage.ObjectUsag
 				v.Access = "none"
 			}
 		}
+		ttl := d.reapTTL(r, r.Attachment(""))
+		secs := int64(ttl / time.Second)
+		v.TTLSeconds = &secs
 		if len(clones) > 0 {
-			v.State, v.Snapshot, v.Expires = "materialized", clones[len(clones)-1].SnapshotName, d.expires(r)
+			last := clones[len(clones)-1]
+			v.State, v.Snapshot, v.SnapshotTime = "materialized", last.SnapshotName, last.SnapshotTime
+			// An unmounted clone goes at LastUsed + ttl; a mounted one
+			// ttl after its last unmount, and +each clones at theirs:
+			// neither has a time yet.
+			if !r.Each && ttl > 0 && r.TotalMounts() == 0 {
+				v.Expires = r.LastUsed.Add(ttl)
+			}
 		}
 	}
 	if r.Intent != nil {
@@ -105,29 +101,9 @@ func (d *Driver) objectUsage(ctx context.Context) map[string]storage.ObjectUsage
 	return m
 }
 
-// DiskUsage is what snapvol df shows; sizes are bytes, -1 where the backend
-// cannot tell.
-type DiskUsage struct {
-	Size      int64      `json:"size"`
-	Used      int64      `json:"used"`
-	Free      int64      `json:"free"`
-	Reserve   int64      `json:"reserve"`
-	Consumers []Consumer `json:"consumers"`
-	// Pinned is what snapshots and clones keep alive of their sources'
-	// data, per source and snapshot (space.go); empty where unmeasured.
-	Pinned []PinnedInfo `json:"pinned"`
-}
-
-// Consumer is a volume and the bytes it holds alone.
-type Consumer struct {
-	Name  string `json:"name"`
-	Kind  string `json:"kind"`
-	Bytes int64  `json:"bytes"`
-}
-
 // Usage reports how full the backend is and its ten largest consumers.
-func (d *Driver) Usage(ctx context.Context) (DiskUsage, error) {
-	du := DiskUsage{Size: -1, Used: -1, Free: -1, Consumers: []Consumer{}}
+func (d *Driver) Usage(ctx context.Context) (admin.DiskUsage, error) {
+	du := admin.DiskUsage{Size: -1, Used: -1, Free: -1, Consumers: []admin.Consumer{}}
 	u, ok := d.b.(storage.Usager)
 	if !ok {
 		return du, nil
@@ -139,7 +115,7 @@ func (d *Driver) Usage(ctx context.Context) (DiskUsage, error) {
 	du.Size, du.Used, du.Free, du.Reserve = pu.Size, pu.Used, pu.Free, pu.Reserve
 	for _, v := range d.Volumes(ctx) {
 		if v.Bytes != nil {
-			du.Consumers = append(du.Consumers, Consumer{Name: v.Name, Kind: v.Kind, Bytes: *v.Bytes})
+			du.Consumers = append(du.Consumers, admin.Consumer{Name: v.Name, Kind: v.Kind, Bytes: *v.Bytes})
 		}
 	}
 	sort.SliceStable(du.Consumers, func(i, j int) bool { return du.Consumers[i].Bytes > du.Consumers[j].Bytes })
@@ -173,52 +149,52 @@ func parseSourceRef(s string) (source, ref string, err error) {
 // (store.AccessNone, AccessDocker or AccessSecret; operator.go); with
 // AccessSecret the volume's name is NAME with random bits appended, and
 // the answer carries it.
-func (d *Driver) CreateOperatorVolume(ctx context.Context, name, from, access string) (VolumeInfo, error) {
+func (d *Driver) CreateOperatorVolume(ctx context.Context, name, from, access string) (admin.Volume, error) {
 	switch access {
 	case store.AccessNone, store.AccessDocker:
 	case store.AccessSecret:
 		// Checked first, so an error names what the operator typed.
 		if _, err := names.Parse(name); err != nil {
-			return VolumeInfo{}, err
+			return admin.Volume{}, err
 		}
 		var err error
 		if name, err = secretName(name); err != nil {
-			return VolumeInfo{}, err
+			return admin.Volume{}, err
 		}
 	default:
-		return VolumeInfo{}, fmt.Errorf("%w: volume %q: access %q is not none, docker or secret", names.ErrInvalid, name, access)
+		return admin.Volume{}, fmt.Errorf("%w: volume %q: access %q is not none, docker or secret", names.ErrInvalid, name, access)
 	}
 	n, err := names.Parse(name)
 	if err != nil {
-		return VolumeInfo{}, err
+		return admin.Volume{}, err
 	}
 	if n.IsClone() {
-		return VolumeInfo{}, fmt.Errorf("%w: volume %q: an operator volume has a plain name; say what it clones with --from SOURCE[@REF]", names.ErrInvalid, name)
+		return admin.Volume{}, fmt.Errorf("%w: volume %q: an operator volume has a plain name; say what it clones with --from SOURCE[@REF]", names.ErrInvalid, name)
 	}
 	source, ref, err := parseSourceRef(from)
 	if err != nil {
-		return VolumeInfo{}, fmt.Errorf("volume %q: --from %s: %w", name, from, err)
+		return admin.Volume{}, fmt.Errorf("volume %q: --from %s: %w", name, from, err)
 	}
 	if source == name {
-		return VolumeInfo{}, fmt.Errorf("%w: volume %q cannot be a clone of itself", names.ErrInvalid, name)
+		return admin.Volume{}, fmt.Errorf("%w: volume %q cannot be a clone of itself", names.ErrInvalid, name)
 	}
 	ctx, unlock, err := d.lockVolume(ctx, name)
 	if err != nil {
-		return VolumeInfo{}, err
+		return admin.Volume{}, err
 	}
 	defer unlock()
 	if old, ok := d.st.Get(name); ok {
 		if !old.Operator {
 			// Squatting: a Docker user made it first, and whatever they
 			// put there must not become the operator's.
-			return VolumeInfo{}, fmt.Errorf("%w: volume %q exists and Docker users made it (docker volume create or a container's mount): it is not the operator's; choose another name (snapvol volume create NAME --secret makes one nobody can take first)", ErrExists, name)
+			return admin.Volume{}, fmt.Errorf("%w: volume %q exists and Docker users made it (docker volume create or a container's mount): it is not the operator's; choose another name (snapvol volume create NAME --secret makes one nobody can take first)", ErrExists, name)
 		}
-		return VolumeInfo{}, fmt.Errorf("%w: volume %q exists; remove it first (snapvol volume rm %s)", ErrExists, name, name)
+		return admin.Volume{}, fmt.Errorf("%w: volume %q exists; remove it first (snapvol volume rm %s)", ErrExists, name, name)
 	}
 	now := d.now()
 	r := &store.Record{Name: name, Source: source, Ref: ref, Operator: true, Access: access, Created: now, LastUsed: now}
 	if _, err := d.makeClone(ctx, r, "", ""); err != nil {
-		return VolumeInfo{}, err
+		return admin.Volume{}, err
 	}
 	return d.volumeInfo(r, nil, now), nil
 }
@@ -232,21 +208,6 @@ func (d *Driver) RemoveVolume(ctx context.Context, name string) error {
 		return fmt.Errorf("%w: %q", ErrNoSuchVolume, name)
 	}
 	return d.removeVolume(withCaller(ctx, CallerOperator), name)
-}
-
-// SnapshotInfo is one snapshot as snapvol snapshot ls shows it; the JSON
-// keys are a stable interface.
-type SnapshotInfo struct {
-	Source string    `json:"source"`
-	Name   string    `json:"name"`
-	Time   time.Time `json:"time"`
-	// Kind is "named" (snapvol snapshot create), "scheduled", "plugin"
-	// (taken for @latest or @now) or "external" (made outside snapvol).
-	Kind string `json:"kind"`
-	// From is the clone volume it was taken of, "" for the source itself.
-	From   string   `json:"from,omitempty"`
-	Object string   `json:"object"`
-	Clones []string `json:"clones"`
 }
 
 // sourceObject looks a source up for an admin command.
@@ -284,7 +245,7 @@ func (d *Driver) cloneUsers() map[string][]string {
 
 // SnapshotsOf lists the snapshots of source: the names registered for it
 // and every other snapshot the backend has of it, oldest first.
-func (d *Driver) SnapshotsOf(ctx context.Context, source string) ([]SnapshotInfo, error) {
+func (d *Driver) SnapshotsOf(ctx context.Context, source string) ([]admin.Snapshot, error) {
 	src, err := d.sourceObject(ctx, source)
 	if err != nil {
 		return nil, err
@@ -295,13 +256,13 @@ func (d *Driver) SnapshotsOf(ctx context.Context, source string) ([]SnapshotInfo
 	}
 	users := d.cloneUsers()
 	registered := map[string]bool{}
-	out := []SnapshotInfo{}
+	out := []admin.Snapshot{}
 	for _, reg := range d.st.RegisteredSnapshots(source) {
 		if reg.SourceID != "" && src.Identity != "" && reg.SourceID != src.Identity {
 			continue // a removed namesake's
 		}
 		registered[reg.Object] = true
-		out = append(out, SnapshotInfo{Source: source, Name: reg.Name, Time: reg.Time, Kind: reg.Kind, From: reg.From, Object: reg.Object, Clones: orEmpty(users[reg.Object])})
+		out = append(out, admin.Snapshot{Source: source, Name: reg.Name, Time: reg.Time, Kind: reg.Kind, From: reg.From, Object: reg.Object, Clones: orEmpty(users[reg.Object])})
 	}
 	for _, s := range snaps {
 		if registered[s.ID] {
@@ -311,7 +272,7 @@ func (d *Driver) SnapshotsOf(ctx context.Context, source string) ([]SnapshotInfo
 		if kind == "" {
 			kind = "external"
 		}
-		out = append(out, SnapshotInfo{Source: source, Name: s.Name, Time: s.Created.UTC(), Kind: kind, From: s.Labels[storage.LabelFrom], Object: s.ID, Clones: orEmpty(users[s.ID])})
+		out = append(out, admin.Snapshot{Source: source, Name: s.Name, Time: s.Created.UTC(), Kind: kind, From: s.Labels[storage.LabelFrom], Object: s.ID, Clones: orEmpty(users[s.ID])})
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
 	return out, nil
@@ -330,29 +291,29 @@ func orEmpty(s []string) []string {
 // With replace an existing name moves to the new snapshot in one write;
 // clones of the old one keep their data and the old one is collected once
 // nothing uses it.
-func (d *Driver) CreateSnapshot(ctx context.Context, source, name, from string, replace bool) (SnapshotInfo, error) {
+func (d *Driver) CreateSnapshot(ctx context.Context, source, name, from string, replace bool) (admin.Snapshot, error) {
 	if why := names.CheckWord(name); why != "" || name == names.RefLatest || name == names.RefNow || name == names.TagEach {
 		if why == "" {
 			why = "is reserved"
 		}
-		return SnapshotInfo{}, fmt.Errorf("%w: snapshot name %q %s; use a word such as masked or nightly", names.ErrInvalid, name, why)
+		return admin.Snapshot{}, fmt.Errorf("%w: snapshot name %q %s; use a word such as masked or nightly", names.ErrInvalid, name, why)
 	}
 	src, err := d.sourceObject(ctx, source)
 	if err != nil {
-		return SnapshotInfo{}, err
+		return admin.Snapshot{}, err
 	}
 	if _, ok := d.st.RegisteredSnapshot(source, name); ok && !replace {
-		return SnapshotInfo{}, fmt.Errorf("%w: snapshot %s@%s; add --replace to move the name to a new snapshot", ErrExists, source, name)
+		return admin.Snapshot{}, fmt.Errorf("%w: snapshot %s@%s; add --replace to move the name to a new snapshot", ErrExists, source, name)
 	}
 	if _, err := d.b.SnapshotByName(ctx, src, name); err == nil {
-		return SnapshotInfo{}, fmt.Errorf("%w: source %q has a snapshot named %q that snapvol did not register; choose another name", ErrExists, source, name)
+		return admin.Snapshot{}, fmt.Errorf("%w: source %q has a snapshot named %q that snapvol did not register; choose another name", ErrExists, source, name)
 	}
 	// The lock order: the volume --from names first, then refs.gc (as a
 	// Mount takes them), never the other way round.
 	if from != "" {
 		var unlock func()
 		if ctx, unlock, err = d.lockVolume(ctx, from); err != nil {
-			return SnapshotInfo{}, fmt.Errorf("snapshot %s@%s --from %s: %w", source, name, from, err)
+			return admin.Snapshot{}, fmt.Errorf("snapshot %s@%s --from %s: %w", source, name, from, err)
 		}
 		defer unlock()
 	}
@@ -360,7 +321,7 @@ func (d *Driver) CreateSnapshot(ctx context.Context, source, name, from string, 
 	// would see an unused plugin snapshot.
 	ctx, done, err := d.refs.cloning(ctx)
 	if err != nil {
-		return SnapshotInfo{}, fmt.Errorf("snapshot %s@%s: %w", source, name, err)
+		return admin.Snapshot{}, fmt.Errorf("snapshot %s@%s: %w", source, name, err)
 	}
 	defer done()
 	var snap storage.Object
@@ -370,7 +331,7 @@ func (d *Driver) CreateSnapshot(ctx context.Context, source, name, from string, 
 		snap, err = d.snapshotOfClone(ctx, src, from, name)
 	}
 	if err != nil {
-		return SnapshotInfo{}, fmt.Errorf("snapshot %s@%s: %w", source, name, err)
+		return admin.Snapshot{}, fmt.Errorf("snapshot %s@%s: %w", source, name, err)
 	}
 	reg := store.Snapshot{Source: source, SourceID: src.Identity, Name: name, Object: snap.ID, Kind: store.SnapNamed, Time: snap.Created.UTC(), From: from}
 	if reg.Time.IsZero() {
@@ -381,7 +342,7 @@ func (d *Driver) CreateSnapshot(ctx context.Context, source, name, from string, 
 		if derr := d.b.Delete(ctx, snap.ID); derr != nil {
 			d.log.WithError(derr).WithField("snapshot", snap.ID).Warn("could not delete an unregistered snapshot; the sweep will")
 		}
-		return SnapshotInfo{}, err
+		return admin.Snapshot{}, err
 	}
 	d.log.WithFields(logrus.Fields{"audit": "snapshot registered", "source": source, "snapshot": name, "object": snap.ID, "from": from}).Info("snapshot registered")
 	if old != nil {
@@ -392,7 +353,7 @@ func (d *Driver) CreateSnapshot(ctx context.Context, source, name, from string, 
 			d.collectSnapshots(cctx, source)
 		}()
 	}
-	return SnapshotInfo{Source: source, Name: name, Time: reg.Time, Kind: reg.Kind, From: from, Object: snap.ID, Clones: []string{}}, nil
+	return admin.Snapshot{Source: source, Name: name, Time: reg.Time, Kind: reg.Kind, From: from, Object: snap.ID, Clones: []string{}}, nil
 }
 
 // snapshotOfClone snapshots the clone of volume from, which must be a

@@ -9,6 +9,7 @@ import (
 
 	"github.com/docker/go-plugins-helpers/volume"
 
+	"github.com/snapvol/snapvol/admin"
 	"github.com/snapvol/snapvol/driver/sources"
 	"github.com/snapvol/snapvol/driver/store"
 	"github.com/snapvol/snapvol/storage"
@@ -101,7 +102,7 @@ func TestMaskedSnapshotRecipe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kinds := map[string]SnapshotInfo{}
+	kinds := map[string]admin.Snapshot{}
 	for _, s := range snaps {
 		kinds[s.Object] = s
 	}

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/snapvol/snapvol/admin"
 	"github.com/snapvol/snapvol/driver/store"
 	"github.com/snapvol/snapvol/storage"
 )
@@ -84,34 +85,19 @@ func (d *Driver) reapTTL(r *store.Record, a *store.Attachment) time.Duration {
 	return sup
 }
 
-// PinnedInfo is one line of snapvol df's pinned section: a source's total
-// (Snapshot empty), or one snapshot's share of it.
-type PinnedInfo struct {
-	Source   string `json:"source"`
-	Snapshot string `json:"snapshot,omitempty"`
-	// Bytes: for a source, all of its data only snapshots and clones
-	// still hold; for a snapshot, what only it and its clones hold (what
-	// removing them frees).
-	Bytes int64 `json:"bytes"`
-	// Shared is what the snapshot holds together with other snapshots.
-	Shared int64 `json:"shared,omitempty"`
-	// Clones are the volumes whose clones were made from the snapshot.
-	Clones []string `json:"clones,omitempty"`
-}
-
 // pinned measures what snapshots and clones pin, for snapvol df; nil
 // where the backend cannot tell.
-func (d *Driver) pinned(ctx context.Context) ([]PinnedInfo, error) {
+func (d *Driver) pinned(ctx context.Context) ([]admin.Pinned, error) {
 	p := d.cfg.Pinner
 	if p == nil {
 		p, _ = d.b.(storage.Pinner)
 	}
 	if p == nil {
-		return []PinnedInfo{}, nil
+		return []admin.Pinned{}, nil
 	}
 	pu, err := p.Pinned(ctx)
 	if err != nil {
-		return []PinnedInfo{}, fmt.Errorf("pinned space: %w", err)
+		return []admin.Pinned{}, fmt.Errorf("pinned space: %w", err)
 	}
 	names := map[string]string{} // snapshot object → registered name
 	for _, reg := range d.st.RegisteredSnapshots("") {
@@ -127,9 +113,9 @@ func (d *Driver) pinned(ctx context.Context) ([]PinnedInfo, error) {
 			}
 		}
 	})
-	out := []PinnedInfo{}
+	out := []admin.Pinned{}
 	for src, n := range pu.Sources {
-		out = append(out, PinnedInfo{Source: src, Bytes: n})
+		out = append(out, admin.Pinned{Source: src, Bytes: n})
 	}
 	for _, o := range pu.Objects {
 		name := o.Name
@@ -141,7 +127,7 @@ func (d *Driver) pinned(ctx context.Context) ([]PinnedInfo, error) {
 		}
 		cl := clones[o.ID]
 		sort.Strings(cl)
-		out = append(out, PinnedInfo{Source: o.Source, Snapshot: name, Bytes: o.Exclusive, Shared: o.Shared, Clones: cl})
+		out = append(out, admin.Pinned{Source: o.Source, Snapshot: name, Bytes: o.Exclusive, Shared: o.Shared, Clones: cl})
 	}
 	// A source's total first, then its snapshots, largest first.
 	sort.SliceStable(out, func(i, j int) bool {

@@ -71,7 +71,7 @@ STATE_DIR (--state-dir, or the STATE_DIR environment variable; default /var/lib/
 			}
 			tw := table(c.OutOrStdout(), "NAME", "KIND", "SOURCE", "REF", "SNAPSHOT", "AGE", "MOUNTS", "STATE", "EXPIRES", "BYTES")
 			for _, v := range vols {
-				row(tw, v.Name, v.Kind, v.Source, v.Ref, v.Snapshot, v.Age, v.Mounts, v.State, v.Expires, bytesOf(v.Bytes))
+				row(tw, v.Name, v.Kind, v.Source, v.Ref, v.Snapshot, v.AgeSeconds, v.Mounts, v.State, v.Expires, bytesOf(v.Bytes))
 			}
 			return tw.Flush()
 		},

@@ -22,6 +22,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/snapvol/snapvol/admin"
+	"github.com/snapvol/snapvol/admin/server"
 	"github.com/snapvol/snapvol/driver"
 	"github.com/snapvol/snapvol/driver/store"
 	"github.com/snapvol/snapvol/metrics"
@@ -246,11 +247,11 @@ func run(log *logrus.Logger) error {
 	serving.Store(true)
 	// The admin socket first: it is bound with a umask, before anything
 	// else runs that makes files.
-	al, err := admin.Listen(admin.SocketPath(s.StateDir))
+	al, err := server.Listen(admin.SocketPath(s.StateDir))
 	if err != nil {
 		return err
 	}
-	adm := admin.NewServer(d)
+	adm := server.New(d, s.Backend)
 	adm.Handle("GET /metrics", m.Handler())
 	go func() {
 		if err := adm.Serve(al); err != nil {

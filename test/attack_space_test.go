@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/snapvol/snapvol/admin"
-	"github.com/snapvol/snapvol/driver"
 )
 
 // rewrite writes size bytes of fresh data over dir/name and syncs it, as
@@ -86,7 +85,7 @@ func TestAttackIdleClonesPinProduction(t *testing.T) {
 		t.Errorf("free %dM fell below the reserve %dM", u.Free>>20, u.Reserve>>20)
 	}
 	var total int64
-	var snaps []driver.PinnedInfo
+	var snaps []admin.Pinned
 	for _, e := range u.Pinned {
 		switch {
 		case e.Source == prod && e.Snapshot == "":

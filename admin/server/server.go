@@ -1,9 +1,11 @@
-// Package admin is the operator's API of a running snapvol: HTTP with JSON
-// bodies over a unix socket in STATE_DIR (root only, 0600), which the
-// snapvol CLI talks to. STATE_DIR is a host directory in both modes, so
-// the host's CLI reaches the managed plugin's socket too. SOURCES does not
-// govern it: it is the operator's.
-package admin
+// Package server serves the operator's API of a running snapvol (package
+// admin: its wire types and client): HTTP with JSON bodies over a unix
+// socket in STATE_DIR (root only, 0600), which the snapvol command talks
+// to. STATE_DIR is a host directory in both modes, so the host's command
+// reaches the managed plugin's socket too. SOURCES does not govern it: it
+// is the operator's. It is apart from package admin so that the command
+// links none of the daemon (the driver, bbolt, the backends).
+package server
 
 import (
 	"context"
@@ -14,19 +16,15 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 
+	"github.com/snapvol/snapvol/admin"
 	"github.com/snapvol/snapvol/driver"
 	"github.com/snapvol/snapvol/driver/names"
 	"github.com/snapvol/snapvol/storage"
 	"github.com/snapvol/snapvol/version"
 )
-
-// SocketName is the admin socket's file name in STATE_DIR.
-const SocketName = "admin.sock"
-
-// SocketPath is the admin socket of the snapvol whose state is stateDir.
-func SocketPath(stateDir string) string { return filepath.Join(stateDir, SocketName) }
 
 // maxBody bounds a request body: the largest real one is a few hundred
 // bytes.
@@ -38,11 +36,14 @@ type Server struct {
 	http *http.Server
 	// Extra handlers (e.g. /metrics) by pattern.
 	extra map[string]http.Handler
+	// What snapvol version reports of the running plugin.
+	backend string
+	started time.Time
 }
 
-// NewServer returns the admin API of d.
-func NewServer(d *driver.Driver) *Server {
-	return &Server{d: d, extra: map[string]http.Handler{}}
+// New returns the admin API of d, which serves backend (local, portworx).
+func New(d *driver.Driver, backend string) *Server {
+	return &Server{d: d, extra: map[string]http.Handler{}, backend: backend, started: time.Now()}
 }
 
 // Handle adds a handler at pattern (before Serve).
@@ -72,6 +73,7 @@ func (s *Server) Serve(l net.Listener) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/version", s.version)
 	mux.HandleFunc("GET /v1/volumes", s.volumes)
+	mux.HandleFunc("GET /v1/volumes/{name}", s.volume)
 	mux.HandleFunc("POST /v1/volumes", s.createVolume)
 	mux.HandleFunc("DELETE /v1/volumes/{name}", s.removeVolume)
 	mux.HandleFunc("GET /v1/df", s.df)
@@ -103,16 +105,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return s.http.Shutdown(ctx)
 }
 
-// Error is the body of every failed request.
-type Error struct {
-	Error string `json:"error"`
-}
-
 func reply(w http.ResponseWriter, v any, err error) {
 	w.Header().Set("Content-Type", "application/json")
 	if err != nil {
 		w.WriteHeader(status(err))
-		_ = json.NewEncoder(w).Encode(Error{Error: err.Error()})
+		_ = json.NewEncoder(w).Encode(admin.Error{Error: err.Error()})
 		return
 	}
 	if v == nil {
@@ -150,34 +147,30 @@ func ctx(r *http.Request) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(r.Context(), 25*time.Second)
 }
 
-// VersionInfo is GET /v1/version.
-type VersionInfo struct {
-	Version string `json:"version"`
-	Commit  string `json:"commit"`
-}
-
 func (s *Server) version(w http.ResponseWriter, _ *http.Request) {
 	v, c := version.Get()
-	reply(w, VersionInfo{Version: v, Commit: c}, nil)
+	reply(w, admin.VersionInfo{Version: v, Commit: c, Go: runtime.Version(), Backend: s.backend, Started: s.started.UTC()}, nil)
 }
 
+// volumes is snapvol ls: the array is written in one piece, one volume a
+// line, which the command copies through for --json (admin.AppendVolumes).
 func (s *Server) volumes(w http.ResponseWriter, r *http.Request) {
 	c, cancel := ctx(r)
 	defer cancel()
-	reply(w, s.d.Volumes(c), nil)
+	vols := s.d.Volumes(c)
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(admin.AppendVolumes(make([]byte, 0, 400*len(vols)+8), vols))
 }
 
-// CreateVolumeRequest is POST /v1/volumes.
-type CreateVolumeRequest struct {
-	Name string `json:"name"`
-	From string `json:"from"`
-	// Access is what Docker users may do with it: "" (nothing), "docker"
-	// or "secret" (see the driver's operator.go).
-	Access string `json:"access,omitempty"`
+func (s *Server) volume(w http.ResponseWriter, r *http.Request) {
+	c, cancel := ctx(r)
+	defer cancel()
+	v, err := s.d.Volume(c, r.PathValue("name"))
+	reply(w, v, err)
 }
 
 func (s *Server) createVolume(w http.ResponseWriter, r *http.Request) {
-	var req CreateVolumeRequest
+	var req admin.CreateVolumeRequest
 	if err := decode(r, &req); err != nil {
 		reply(w, nil, err)
 		return
@@ -208,15 +201,8 @@ func (s *Server) snapshots(w http.ResponseWriter, r *http.Request) {
 	reply(w, v, err)
 }
 
-// CreateSnapshotRequest is POST /v1/snapshots/{source}.
-type CreateSnapshotRequest struct {
-	Name    string `json:"name"`
-	From    string `json:"from,omitempty"`
-	Replace bool   `json:"replace,omitempty"`
-}
-
 func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request) {
-	var req CreateSnapshotRequest
+	var req admin.CreateSnapshotRequest
 	if err := decode(r, &req); err != nil {
 		reply(w, nil, err)
 		return
@@ -233,30 +219,16 @@ func (s *Server) removeSnapshot(w http.ResponseWriter, r *http.Request) {
 	reply(w, nil, s.d.RemoveSnapshot(c, r.PathValue("source"), r.PathValue("name")))
 }
 
-// ScheduleInfo is a schedule as the API shows it.
-type ScheduleInfo struct {
-	Source string    `json:"source"`
-	Every  string    `json:"every"`
-	Keep   int       `json:"keep"`
-	Last   time.Time `json:"last"`
-}
-
 func (s *Server) schedules(w http.ResponseWriter, _ *http.Request) {
-	out := []ScheduleInfo{}
+	out := []admin.Schedule{}
 	for _, sc := range s.d.Schedules() {
-		out = append(out, ScheduleInfo{Source: sc.Source, Every: sc.Every.String(), Keep: sc.Keep, Last: sc.Last})
+		out = append(out, admin.Schedule(sc))
 	}
 	reply(w, out, nil)
 }
 
-// ScheduleRequest is PUT /v1/schedules/{source}.
-type ScheduleRequest struct {
-	Every string `json:"every"`
-	Keep  int    `json:"keep"`
-}
-
 func (s *Server) setSchedule(w http.ResponseWriter, r *http.Request) {
-	var req ScheduleRequest
+	var req admin.ScheduleRequest
 	if err := decode(r, &req); err != nil {
 		reply(w, nil, err)
 		return
@@ -269,7 +241,7 @@ func (s *Server) setSchedule(w http.ResponseWriter, r *http.Request) {
 	c, cancel := ctx(r)
 	defer cancel()
 	sc, err := s.d.SetSchedule(c, r.PathValue("source"), every, req.Keep)
-	reply(w, ScheduleInfo{Source: sc.Source, Every: sc.Every.String(), Keep: sc.Keep, Last: sc.Last}, err)
+	reply(w, admin.Schedule(sc), err)
 }
 
 func (s *Server) clearSchedule(w http.ResponseWriter, r *http.Request) {

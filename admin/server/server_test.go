@@ -1,4 +1,4 @@
-package admin
+package server
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"github.com/docker/go-plugins-helpers/volume"
 	"github.com/sirupsen/logrus"
 
+	"github.com/snapvol/snapvol/admin"
 	"github.com/snapvol/snapvol/driver"
 	"github.com/snapvol/snapvol/driver/store"
 	"github.com/snapvol/snapvol/storage/memory"
@@ -33,7 +34,7 @@ func TestAdminSocketRoundTrip(t *testing.T) {
 	if err := d.Create(&volume.CreateRequest{Name: "app-production"}); err != nil {
 		t.Fatal(err)
 	}
-	sock := SocketPath(dir)
+	sock := admin.SocketPath(dir)
 	l, err := Listen(sock)
 	if err != nil {
 		t.Fatal(err)
@@ -41,10 +42,10 @@ func TestAdminSocketRoundTrip(t *testing.T) {
 	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("admin socket mode %v, %v; want 0600", fi.Mode(), err)
 	}
-	srv := NewServer(d)
+	srv := New(d, "memory")
 	go srv.Serve(l)
 	defer srv.Shutdown(context.Background())
-	c := NewClient(sock)
+	c := admin.NewClient(sock)
 
 	if v, err := c.Version(); err != nil || v.Version == "" || v.Commit == "" {
 		t.Fatalf("version: %+v %v", v, err)
@@ -62,7 +63,7 @@ func TestAdminSocketRoundTrip(t *testing.T) {
 	if err != nil || len(snaps) == 0 {
 		t.Fatalf("snapshot ls: %v %v", snaps, err)
 	}
-	if sc, err := c.SetSchedule("app-production", time.Hour, 3); err != nil || sc.Every != "1h0m0s" || sc.Keep != 3 {
+	if sc, err := c.SetSchedule("app-production", time.Hour, 3); err != nil || sc.Every != time.Hour || sc.Keep != 3 {
 		t.Fatalf("schedule: %+v %v", sc, err)
 	}
 	if scs, err := c.Schedules(); err != nil || len(scs) != 1 {
@@ -84,7 +85,7 @@ func TestAdminSocketRoundTrip(t *testing.T) {
 	if err := c.RemoveVolume("mask-work"); err != nil {
 		t.Fatal(err)
 	}
-	if err := NewClient(filepath.Join(dir, "none.sock")).RemoveVolume("x"); err == nil || !strings.Contains(err.Error(), "not running") {
+	if err := admin.NewClient(filepath.Join(dir, "none.sock")).RemoveVolume("x"); err == nil || !strings.Contains(err.Error(), "not running") {
 		t.Fatalf("a client of no socket: %v", err)
 	}
 }
