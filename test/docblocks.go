@@ -70,6 +70,9 @@ var docRunners = map[string]string{
 	"compose-job":  "TestE2EManagedPlugin",
 	"gitlab-job":   "TestE2EManagedPlugin",
 	"docker-api":   "TestE2EManagedPlugin",
+	// docs/usage.md, Swarm and Testcontainers (test/clients_test.go)
+	"swarm-service":     "TestE2ESwarm",
+	"testcontainers-go": "TestE2ETestcontainers",
 	// docs/settings.md
 	"settings-change": "TestE2EManagedPlugin",
 	// docs/operator.md
