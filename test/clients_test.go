@@ -144,7 +144,14 @@ func TestE2ETestcontainers(t *testing.T) {
 		out, err := cmd.CombinedOutput()
 		t.Logf("go %s (in test/clients, %v):\n%s", strings.Join(args, " "), time.Since(start).Round(time.Second), out)
 		if err != nil {
-			t.Fatalf("go %s in test/clients: %v", strings.Join(args, " "), err)
+			hint := ""
+			if bytes.Contains(out, []byte("go.mod")) || bytes.Contains(out, []byte("go.sum")) {
+				// The module requires the main module through a replace:
+				// a dependency the main module adds or upgrades must be
+				// recorded here too.
+				hint = " (after a change to the main go.mod: cd test/clients && go mod tidy)"
+			}
+			t.Fatalf("go %s in test/clients: %v%s", strings.Join(args, " "), err, hint)
 		}
 	}
 	goCmd("vet", "./...")
