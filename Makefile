@@ -1,7 +1,12 @@
 # snapvol: see README.md. Everything here runs as root on a Debian host.
 SHELL := /bin/bash
 GO ?= go
+# Two binaries: snapvol, the operator's command (cmd/snapvol: it links
+# none of the daemon, so it starts in milliseconds), and snapvold, the
+# daemon with every command built in (./plugin: the managed plugin's
+# /snapvol; snapvol serve execs it when both are installed on a host).
 BIN := bin/snapvol
+DAEMON := bin/snapvold
 # The build names itself: snapvol version, the start-up log line and
 # snapvol_build_info say VERSION and COMMIT.
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -9,7 +14,7 @@ COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 VERSION_PKG := github.com/snapvol/snapvol/version
 GOFLAGS_BUILD := -trimpath -ldflags '-s -w -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Commit=$(COMMIT)'
 
-.PHONY: build test unit fuzz chaos vet clean plugin install uninstall demo e2e
+.PHONY: build test unit fuzz chaos vet clean plugin install uninstall install-cli uninstall-cli demo e2e
 
 # Tests that need root (loop devices, mounts, a private dockerd) run only
 # when asked for; asked for, anything missing fails them, never skips.
@@ -28,10 +33,13 @@ STATE_DIR ?= /var/lib/snapvol
 PLUGIN_SETTINGS ?=
 DOCKER ?= docker
 
-build: $(BIN)
+build: $(BIN) $(DAEMON)
 
-$(BIN): $(shell find . -name '*.go' -not -path './test/*') go.mod go.sum build/.version
-	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BIN) ./plugin
+$(DAEMON): $(shell find . -name '*.go' -not -path './test/*') go.mod go.sum build/.version
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(DAEMON) ./plugin
+
+$(BIN): $(shell find ./cmd ./admin ./version -name '*.go' -not -name '*_test.go') go.mod go.sum build/.version
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BIN) ./cmd/snapvol
 
 # Rebuilds the binary when VERSION or COMMIT change.
 build/.version: FORCE
@@ -46,7 +54,7 @@ vet:
 
 # The root-free packages in seconds, as any user: grammar, store, the
 # driver on an in-memory backend, the conformance suite on that backend.
-UNIT_PKGS := ./driver/... ./keylock ./storage ./storage/memory ./plugin ./internal/... ./metrics ./admin ./version ./mountpoint
+UNIT_PKGS := ./driver/... ./keylock ./storage ./storage/memory ./plugin ./internal/... ./metrics ./admin/... ./cmd/... ./version ./mountpoint
 unit:
 	SNAPVOL_ROOT_TESTS= $(GO) test -count=1 $(UNIT_PKGS)
 
@@ -85,32 +93,54 @@ chaos: build
 # config.json + rootfs/ (static binary, mkfs.btrfs and its libraries from
 # this host): no registry, no network.
 plugin: build
-	scripts/plugin-rootfs.sh $(BIN) $(PLUGIN_CONFIG) rootfs $(PLUGIN_BUNDLE)
+	scripts/plugin-rootfs.sh $(DAEMON) $(PLUGIN_CONFIG) rootfs $(PLUGIN_BUNDLE)
 	@echo "plugin bundle: $(PLUGIN_BUNDLE) ($$(du -sh $(PLUGIN_BUNDLE) | cut -f1))"
+
+# Where the command goes: $(DESTDIR)$(PREFIX)/bin/snapvol, on root's PATH.
+# DESTDIR stages it elsewhere (packaging, tests).
+PREFIX ?= /usr/local
+UNITDIR ?= /etc/systemd/system
 
 # Creates and enables the plugin in the engine `docker` reaches (DOCKER_HOST
 # honoured); replaces an installed one (its volumes stay in STATE_DIR; with
 # volumes present Docker wants FORCE=1, see scripts/plugin-install.sh).
-install: plugin
+# Then the command, so snapvol ls works on this host.
+install: plugin $(BIN)
 	scripts/plugin-install.sh install "$(DOCKER)" "$(PLUGIN_NAME)" "$(PLUGIN_BUNDLE)" "$(STATE_DIR)" $(PLUGIN_SETTINGS)
+	@$(MAKE) -s install-cli
 
+# The command alone, for a host that only operates (its plugin was
+# installed from a registry with docker plugin install).
+install-cli: $(BIN)
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/snapvol
+	@echo "installed $(DESTDIR)$(PREFIX)/bin/snapvol ($$($(DESTDIR)$(PREFIX)/bin/snapvol version 2>/dev/null | sed -n 's/^ Version: *//p' | head -n1))"
+
+# The plugin, then the command (kept while the plugin refuses to go, and
+# while make install-host's daemon is beside it: its unit runs snapvol serve).
 uninstall:
 	scripts/plugin-install.sh uninstall "$(DOCKER)" "$(PLUGIN_NAME)"
+	@$(MAKE) -s uninstall-cli
 
-# Host mode under systemd: the binary and contrib/systemd/snapvol.service
-# (Type=notify), and /etc/default/snapvol for the settings unless there is
-# one. DESTDIR stages it elsewhere (packaging, tests).
-PREFIX ?= /usr/local
-UNITDIR ?= /etc/systemd/system
+uninstall-cli:
+	@if [ -e $(DESTDIR)$(PREFIX)/bin/snapvold ]; then \
+		echo "kept $(DESTDIR)$(PREFIX)/bin/snapvol: make install-host's daemon snapvold is beside it"; \
+	elif [ -e $(DESTDIR)$(PREFIX)/bin/snapvol ]; then \
+		rm -f $(DESTDIR)$(PREFIX)/bin/snapvol && echo "removed $(DESTDIR)$(PREFIX)/bin/snapvol"; \
+	fi
+
+# Host mode under systemd: the command and the daemon beside it (snapvol
+# serve execs snapvold), contrib/systemd/snapvol.service (Type=notify), and
+# /etc/default/snapvol for the settings unless there is one.
 .PHONY: install-host
 install-host: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/snapvol
+	install -D -m 0755 $(DAEMON) $(DESTDIR)$(PREFIX)/bin/snapvold
 	install -d $(DESTDIR)$(UNITDIR)
 	sed 's|/usr/local/bin/snapvol|$(PREFIX)/bin/snapvol|g' contrib/systemd/snapvol.service > $(DESTDIR)$(UNITDIR)/snapvol.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/snapvol.service
 	test -e $(DESTDIR)/etc/default/snapvol || install -D -m 0644 contrib/systemd/snapvol.default $(DESTDIR)/etc/default/snapvol
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
-	@echo "installed $(DESTDIR)$(PREFIX)/bin/snapvol ($$($(DESTDIR)$(PREFIX)/bin/snapvol version)) and $(DESTDIR)$(UNITDIR)/snapvol.service; start it with: systemctl enable --now snapvol"
+	@echo "installed $(DESTDIR)$(PREFIX)/bin/snapvol, snapvold ($$($(DESTDIR)$(PREFIX)/bin/snapvold version 2>/dev/null | sed -n 's/^ Version: *//p' | head -n1)) and $(DESTDIR)$(UNITDIR)/snapvol.service; start it with: systemctl enable --now snapvol"
 
 # Creates the managed plugin REGISTRY/PLUGIN_REPO:VERSION from a fresh
 # build (VERSION and COMMIT in it) and pushes it, with the engine `docker`

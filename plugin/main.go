@@ -23,6 +23,7 @@ import (
 
 	"github.com/snapvol/snapvol/admin"
 	"github.com/snapvol/snapvol/admin/server"
+	"github.com/snapvol/snapvol/cmd/snapvol/cli"
 	"github.com/snapvol/snapvol/driver"
 	"github.com/snapvol/snapvol/driver/store"
 	"github.com/snapvol/snapvol/metrics"
@@ -33,7 +34,11 @@ import (
 )
 
 func main() {
-	if err := newCLI(os.Stdout, os.Stderr).Execute(); err != nil {
+	// One binary: the daemon (serve, recover) with every command of
+	// cmd/snapvol built in. The managed plugin's entrypoint is it with no
+	// arguments; on a host it is snapvold, which snapvol execs.
+	d := cli.Daemon{Serve: serve, Recover: runRecover}
+	if err := cli.New(os.Stdout, os.Stderr, d).Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "snapvol:", err)
 		var r refusal
 		if errors.As(err, &r) {

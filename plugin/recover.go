@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
-	"github.com/spf13/cobra"
 
 	"github.com/snapvol/snapvol/driver"
 	"github.com/snapvol/snapvol/driver/store"
@@ -19,33 +18,14 @@ import (
 	"github.com/snapvol/snapvol/storage/local"
 )
 
-// snapvol recover rebuilds the store from the pool's labels when
-// snapvol.db is lost, emptied, damaged or an older copy, which the plugin
-// refuses to start on. It runs with the plugin stopped, not through the
-// admin socket: there is no plugin serving to ask (it refused to start),
-// and records rebuilt while Docker mounts and removes volumes would race
-// with them. bbolt's lock on snapvol.db keeps it from running beside a
-// plugin that serves the same STATE_DIR.
-func recoverCommand() *cobra.Command {
-	var force bool
-	cmd := &cobra.Command{
-		Use:   "recover",
-		Short: "Rebuild snapvol.db from the pool's labels (with the plugin stopped); see docs/recover.md",
-		Long: `Rebuilds the records of STATE_DIR/snapvol.db from the labels snapvol puts on every
-object it makes: plain volumes, clone volumes with their clones and snapshots, and named
-snapshots (SOURCE@NAME). Mounts that containers hold now are counted, so no clone is
-destroyed under a running container. The old snapvol.db and snapvol.store are kept,
-renamed *.before-recover-TIME. Run it with the plugin stopped and the same settings
-(environment) the plugin runs with; then start the plugin.`,
-		Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			return runRecover(c.OutOrStdout(), stateDirOf(c), force)
-		},
-	}
-	cmd.Flags().BoolVar(&force, "force", false, "rebuild even though snapvol.db opens and holds records")
-	return cmd
-}
-
+// runRecover is snapvol recover (its command is in cmd/snapvol/cli): it
+// rebuilds the store from the pool's labels when snapvol.db is lost,
+// emptied, damaged or an older copy, which the plugin refuses to start
+// on. It runs with the plugin stopped, not through the admin socket:
+// there is no plugin serving to ask (it refused to start), and records
+// rebuilt while Docker mounts and removes volumes would race with them.
+// bbolt's lock on snapvol.db keeps it from running beside a plugin that
+// serves the same STATE_DIR.
 func runRecover(out io.Writer, stateDir string, force bool) error {
 	s, err := LoadSettings(environ)
 	if err != nil {

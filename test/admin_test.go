@@ -31,41 +31,54 @@ func adminCLI(t *testing.T, p *Plugin, args ...string) string {
 }
 
 // Help, version, a typo or a bad flag never start the daemon: they answer
-// at once and never touch STATE_DIR.
+// at once and never touch STATE_DIR; in the command (bin/snapvol, which
+// execs the daemon for serve) and in the daemon binary (every command built
+// in: the managed plugin's entrypoint). version prints the client and
+// fails for the server, as docker version does with no daemon.
 func TestCLINeverStartsTheDaemonByAccident(t *testing.T) {
 	RequireRoot(t)
 	state := filepath.Join(t.TempDir(), "state-never-made")
 	env := []string{"STATE_DIR=" + state, "SOCKET=" + filepath.Join(t.TempDir(), "s.sock")}
-	for _, tc := range []struct {
-		args []string
-		ok   bool
-		want []string
-	}{
-		{[]string{"--help"}, true, []string{"ls", "df", "volume", "snapshot", "serve", "version"}},
-		{[]string{"help"}, true, []string{"snapshot"}},
-		{[]string{"snapshot", "--help"}, true, []string{"create", "ls", "rm", "schedule"}},
-		{[]string{"volume", "create", "--help"}, true, []string{"--from"}},
-		{[]string{"version"}, true, []string{"snapvol "}},
-		{[]string{"lss"}, false, []string{`unknown command "lss"`}},
-		{[]string{"--bogus"}, false, []string{"unknown flag"}},
-		{[]string{"serve", "extra"}, false, []string{"unknown command"}},
-		{[]string{"ls"}, false, []string{"snapvol is not running", state}},
-	} {
-		done := make(chan struct{})
-		var out string
-		var err error
-		go func() { out, err = cli(t, env, tc.args...); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			t.Fatalf("snapvol %v still running after 20 s: it started the daemon", tc.args)
-		}
-		if (err == nil) != tc.ok {
-			t.Errorf("snapvol %v: err %v, want ok=%v\n%s", tc.args, err, tc.ok, out)
-		}
-		for _, w := range tc.want {
-			if !strings.Contains(out, w) {
-				t.Errorf("snapvol %v output does not mention %q:\n%s", tc.args, w, out)
+	for _, bin := range []string{CLIBinary(t), HostBinary(t)} {
+		for _, tc := range []struct {
+			args []string
+			ok   bool
+			want []string
+		}{
+			{[]string{"--help"}, true, []string{"ls", "df", "volume", "snapshot", "serve", "version"}},
+			{[]string{"help"}, true, []string{"snapshot"}},
+			{[]string{"snapshot", "--help"}, true, []string{"create", "ls", "rm", "schedule"}},
+			{[]string{"volume", "create", "--help"}, true, []string{"--from"}},
+			{[]string{"version"}, false, []string{"Client:", " Version:", "server: snapvol is not running"}},
+			{[]string{"lss"}, false, []string{`unknown command "lss"`, "Did you mean this?", "ls"}},
+			{[]string{"sl"}, false, []string{`unknown command "sl"`, "Did you mean this?", "ls"}},
+			{[]string{"snapshot", "shedule"}, false, []string{`unknown command "shedule"`, "schedule"}},
+			{[]string{"--bogus"}, false, []string{"unknown flag"}},
+			{[]string{"serve", "extra"}, false, []string{"unknown command"}},
+			{[]string{"recover", "extra"}, false, []string{"unknown command"}},
+			{[]string{"ls"}, false, []string{"snapvol is not running", state}},
+		} {
+			done := make(chan struct{})
+			var out []byte
+			var err error
+			go func() {
+				cmd := exec.Command(bin, tc.args...)
+				cmd.Env = append(os.Environ(), env...)
+				out, err = cmd.CombinedOutput()
+				close(done)
+			}()
+			select {
+			case <-done:
+			case <-time.After(20 * time.Second):
+				t.Fatalf("%s %v still running after 20 s: it started the daemon", bin, tc.args)
+			}
+			if (err == nil) != tc.ok {
+				t.Errorf("%s %v: err %v, want ok=%v\n%s", bin, tc.args, err, tc.ok, out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(string(out), w) {
+					t.Errorf("%s %v output does not mention %q:\n%s", bin, tc.args, w, out)
+				}
 			}
 		}
 	}

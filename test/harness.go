@@ -55,8 +55,14 @@ type build struct {
 	err  error
 }
 
-// buildBinary builds ./plugin into bin/NAME once per test process.
+// buildBinary builds ./plugin (the daemon) into bin/NAME once per test
+// process.
 func buildBinary(t testing.TB, name string, race bool) string {
+	return buildPackage(t, name, "./plugin", race)
+}
+
+// buildPackage builds pkg into bin/NAME once per test process.
+func buildPackage(t testing.TB, name, pkg string, race bool) string {
 	t.Helper()
 	root := RepoRoot()
 	out := filepath.Join(root, "bin", name)
@@ -67,7 +73,7 @@ func buildBinary(t testing.TB, name string, race bool) string {
 		if race {
 			args, cgo = []string{"build", "-race", "-o", out}, "CGO_ENABLED=1"
 		}
-		cmd := exec.Command("go", append(args, "./plugin")...)
+		cmd := exec.Command("go", append(args, pkg)...)
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), cgo)
 		if msg, err := cmd.CombinedOutput(); err != nil {
@@ -80,16 +86,25 @@ func buildBinary(t testing.TB, name string, race bool) string {
 	return out
 }
 
-// Binary is the static bin/snapvol, as make build makes it: what a plugin
-// bundle ships (its rootfs has no C library).
-func Binary(t testing.TB) string { return buildBinary(t, "snapvol", false) }
+// Binary is the static daemon bin/snapvold (./plugin, every command built
+// in), as make build makes it: what a plugin bundle ships as /snapvol (its
+// rootfs has no C library).
+func Binary(t testing.TB) string { return buildBinary(t, "snapvold", false) }
+
+// CLIBinary is the operator's command bin/snapvol (./cmd/snapvol), as make
+// build makes it, with the daemon bin/snapvold beside it (which its serve
+// and recover exec).
+func CLIBinary(t testing.TB) string {
+	Binary(t)
+	return buildPackage(t, "snapvol", "./cmd/snapvol", false)
+}
 
 // HostBinary is the snapvol the tests run directly on the host: race-built
 // when the tests are (the crash and chaos figures are quoted "with -race"),
 // else the static one.
 func HostBinary(t testing.TB) string {
 	if raceBuild {
-		return buildBinary(t, "snapvol-race", true)
+		return buildBinary(t, "snapvold-race", true)
 	}
 	return Binary(t)
 }
