@@ -86,6 +86,7 @@ var docRunners = map[string]string{
 	"scrape-config":    "TestReadmeOperating",
 	"logs-host":        "TestReadmeOperating",
 	"systemd":          "TestReadmeOperating",
+	"host-binary":      "TestReadmeOperating",
 	"logs-managed":     "TestE2EManagedPlugin",
 	"upgrade":          "TestUpgradeFromRegistry",
 	"metrics-portworx": "TestE2EPortworxManagedPlugin",

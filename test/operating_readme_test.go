@@ -280,10 +280,83 @@ func TestReadmeOperating(t *testing.T) {
 		t.Errorf("the journal has no text line from before LOG_FORMAT=json, so the recipe's fromjson? was not put to the test:\n%s", svc.journal.String())
 	}
 
+	hostBinaryBlock(t)
+
 	// The scrape configuration names the address snapvol metrics --listen
 	// served above.
 	cfg := docBlock(t, "host", "scrape-config").Text
 	if !strings.Contains(cfg, `targets: ["127.0.0.1:9478"]`) || !strings.Contains(cfg, "job_name: snapvol") || !strings.Contains(strings.Join(metrics, "\n"), "--listen 127.0.0.1:9478") {
 		t.Errorf("the scrape configuration does not scrape what snapvol metrics --listen serves:\n%s", cfg)
+	}
+}
+
+// hostBinaryBlock runs docs/operating.md's legacy-plugin block: make build,
+// then the binary as root with the block's settings, STATE_DIR and
+// DATA_ROOT moved into a temporary directory and SOCKET there too (the
+// block's default socket is the one the host's dockerd reads). It must
+// make its pool file, answer Plugin.Activate and stop cleanly on SIGTERM.
+func hostBinaryBlock(t *testing.T) {
+	lines := docBlock(t, "host", "host-binary").Commands()
+	if len(lines) != 2 || lines[0] != "make build" || !strings.HasPrefix(lines[1], "sudo ") {
+		t.Fatalf("the host-binary block is %q: this test knows make build and one sudo line", lines)
+	}
+	build := exec.Command("make", "build")
+	build.Dir = RepoRoot()
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("make build: %v\n%s", err, out)
+	}
+	dir, err := os.MkdirTemp("", "snapvol-bin-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	state, data, sock := filepath.Join(dir, "state"), filepath.Join(dir, "data"), filepath.Join(dir, "s.sock")
+	line := strings.NewReplacer("/var/lib/snapvol", state, "/mnt/snapvol", data).Replace(strings.TrimPrefix(lines[1], "sudo "))
+	t.Logf("$ %s (SOCKET=%s)", line, sock)
+	// VAR=VALUE … BINARY, as the shell runs it.
+	f := strings.Fields(line)
+	env := append(os.Environ(), "SOCKET="+sock, "POOL_SIZE=1G")
+	for len(f) > 1 && strings.Contains(f[0], "=") {
+		env, f = append(env, f[0]), f[1:]
+	}
+	if len(f) != 1 {
+		t.Fatalf("%s: want settings and the binary, nothing else", line)
+	}
+	cmd := exec.Command(f[0])
+	cmd.Dir = RepoRoot()
+	cmd.Env = env
+	log := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer func() {
+		_ = cmd.Process.Kill()
+		UnmountUnder(data)
+		UnmountUnder(state)
+		os.RemoveAll(dir)
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for activateOK(sock) != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not answer within 30s:\n%s", line, log.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Allocated, not sparse, as the block's text says.
+	if fi, err := os.Stat(filepath.Join(state, "pool.img")); err != nil || fi.Size() != 1<<30 {
+		t.Errorf("%s made no 1G pool.img in STATE_DIR: %v", line, err)
+	} else if st := fi.Sys().(*syscall.Stat_t); st.Blocks*512 < fi.Size() {
+		t.Errorf("%s: pool.img has %d of its %d bytes allocated: sparse", line, st.Blocks*512, fi.Size())
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("%s: SIGTERM: %v\n%s", line, err, log.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Errorf("%s did not stop within 30s of SIGTERM", line)
 	}
 }
