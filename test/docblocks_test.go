@@ -122,3 +122,74 @@ func testSources(t *testing.T) map[string]string {
 	}
 	return out
 }
+
+// docs/design.md repeats the glossary and the lock order of driver/doc.go,
+// the package doc the code is read with: the same terms, with the same
+// definitions, and the same numbered lock levels.
+func TestDesignDocMatchesDriverDoc(t *testing.T) {
+	read := func(p string) string {
+		b, err := os.ReadFile(filepath.Join(RepoRoot(), p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	// The package doc as text: comment markers off, one line per item.
+	var doc []string
+	for _, l := range strings.Split(read("driver/doc.go"), "\n") {
+		if rest, ok := strings.CutPrefix(l, "//"); ok {
+			doc = append(doc, strings.TrimSpace(rest))
+		}
+	}
+	design := strings.Split(read("docs/design.md"), "\n")
+	items := func(lines []string, from, to string, item *regexp.Regexp) map[string]string {
+		out := map[string]string{}
+		in, cur := false, ""
+		for _, l := range lines {
+			l = strings.TrimSpace(l)
+			switch {
+			case strings.HasPrefix(l, from):
+				in = true
+				continue
+			case in && strings.HasPrefix(l, to):
+				return out
+			case !in:
+				continue
+			}
+			if m := item.FindStringSubmatch(l); m != nil {
+				cur = m[1]
+				out[cur] = m[2]
+			} else if l == "" {
+				cur = ""
+			} else if cur != "" {
+				out[cur] += " " + l
+			}
+		}
+		return out
+	}
+	term := regexp.MustCompile(`^- ([a-z][a-z ]*): (.*)$`)
+	level := regexp.MustCompile(`^(\d)\. (.*)$`)
+	for _, c := range []struct {
+		what                         string
+		docFrom, docTo, mdFrom, mdTo string
+		item                         *regexp.Regexp
+	}{
+		{"glossary", "Glossary", "Lock order.", "## Glossary", "## Lock order", term},
+		{"lock order", "Lock order.", "So a Mount", "## Lock order", "So a Mount", level},
+	} {
+		d, m := items(doc, c.docFrom, c.docTo, c.item), items(design, c.mdFrom, c.mdTo, c.item)
+		if len(d) == 0 {
+			t.Errorf("driver/doc.go: no %s found", c.what)
+		}
+		for k, v := range d {
+			if m[k] != v {
+				t.Errorf("%s, %q: driver/doc.go says %q, docs/design.md %q", c.what, k, v, m[k])
+			}
+		}
+		for k := range m {
+			if _, ok := d[k]; !ok {
+				t.Errorf("%s: docs/design.md has %q, driver/doc.go does not", c.what, k)
+			}
+		}
+	}
+}
