@@ -103,6 +103,9 @@ func (d *Driver) makeClone(ctx context.Context, r *store.Record, key, target str
 	if err := d.checkHealth(ctx); err != nil {
 		return nil, errUnhealthy(r.Name, err)
 	}
+	if err := d.ensureReplica(ctx, r.Source, r.Ref); err != nil {
+		return nil, fmt.Errorf("volume %q: %w", r.Name, err)
+	}
 	ctx, done, err := d.refs.cloning(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("volume %q: %w", r.Name, err)
@@ -120,7 +123,7 @@ func (d *Driver) makeClone(ctx context.Context, r *store.Record, key, target str
 		return nil, fmt.Errorf("volume %q: looking up source %q: %w", r.Name, r.Source, err)
 	}
 	step(ctx, "resolving @%s of %q (taking a snapshot if it needs one)", r.Ref, r.Source)
-	snap, err := d.refs.resolve(ctx, src, r.Ref)
+	snap, err := d.resolveFor(ctx, src, r.Ref)
 	if err != nil {
 		return nil, fmt.Errorf("volume %q: %w", r.Name, err)
 	}

@@ -84,6 +84,8 @@ type Driver struct {
 	// budget ran out, or the backend failed): Run retries them.
 	unreconciledMu sync.Mutex
 	unreconciled   map[string]bool
+
+	replicas Replicas // fleet.go; nil: no replica sources
 }
 
 type claimEntry struct {

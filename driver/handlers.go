@@ -39,11 +39,17 @@ func (d *Driver) newRecord(ctx context.Context, raw string, opts map[string]stri
 	}
 	r := &store.Record{Name: raw, TTL: o.TTL, Options: o.Backend, Created: d.now(), LastUsed: d.now()}
 	if !n.IsClone() {
+		if err := d.refuseReplicaVolume(raw); err != nil {
+			return nil, err
+		}
 		return r, nil
 	}
 	r.Source, r.Ref, r.Tag, r.Each = n.Source, n.Ref, n.Tag, n.Each()
 	if !d.allowed(r) {
 		return nil, d.errNotAllowed(r)
+	}
+	if err := d.ensureReplica(ctx, n.Source, n.Ref); err != nil {
+		return nil, fmt.Errorf("volume %q: %w", raw, err)
 	}
 	src, err := d.b.Volume(ctx, n.Source)
 	if hint, ok := backendHint(err); ok && errors.Is(err, storage.ErrNotFound) {

@@ -231,6 +231,7 @@ func run(log *logrus.Logger) error {
 		l.SetLog(log)
 	}
 	pinner, _ := b.(storage.Pinner)
+	raw := b // fleet.go asks it for send and receive
 	m := metrics.New(metrics.Config{Records: st})
 	b = m.Wrap(b)
 	m.SetBackend(b)
@@ -258,6 +259,7 @@ func run(log *logrus.Logger) error {
 	}
 	adm := server.New(d, s.Backend)
 	adm.Handle("GET /metrics", m.Handler())
+	runFleet := startFleet(s, d, raw, adm, log)
 	go func() {
 		if err := adm.Serve(al); err != nil {
 			log.WithError(err).Error("admin socket")
@@ -284,6 +286,7 @@ func run(log *logrus.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	go d.Run(ctx)
+	go runFleet(ctx)
 	srv := volumeServer(volumeHandler(d, m), log)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()

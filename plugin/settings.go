@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/snapvol/snapvol/driver/sources"
+	"github.com/snapvol/snapvol/fleet"
 	"github.com/snapvol/snapvol/storage/local"
 )
 
@@ -51,29 +52,39 @@ type Settings struct {
 	// (local), and ReserveSet whether it was set rather than defaulted.
 	Reserve    local.Reserve
 	ReserveSet bool
+	// Runner fleets (fleet.go, docs/fleets.md): PUBLISH, REPLICAS,
+	// PULL_EVERY, REGISTRY_CONFIG.
+	Publish        fleet.Publish
+	Replicas       map[string]fleet.Repo
+	PullEvery      time.Duration
+	RegistryConfig string
 }
 
 var defaults = map[string]string{
-	"BACKEND":        "local",
-	"STATE_DIR":      "/var/lib/snapvol",
-	"DATA_ROOT":      "/mnt/snapvol",
-	"POOL":           "",
-	"POOL_SIZE":      "20G",
-	"SOCKET":         "/run/docker/plugins/snapvol.sock",
-	"LATEST_MAX_AGE": "5m",
-	"IDLE_TTL":       "24h",
-	"SUPERSEDED_TTL": "1h",
-	"SOURCES":        "*",
-	"CLAIM":          "true",
-	"PX_ENDPOINT":    "http://127.0.0.1:9001",
-	"PX_DRIVER":      "pxd",
-	"PX_TOKEN":       "",
-	"PX_MOUNT_DIR":   "/var/lib/osd/mounts",
-	"LOG_LEVEL":      "info",
-	"LOG_FORMAT":     "text",
-	"METRICS_ADDR":   "",
-	"CLONE_SIZE":     "0",
-	"POOL_RESERVE":   "10%",
+	"BACKEND":         "local",
+	"STATE_DIR":       "/var/lib/snapvol",
+	"DATA_ROOT":       "/mnt/snapvol",
+	"POOL":            "",
+	"POOL_SIZE":       "20G",
+	"SOCKET":          "/run/docker/plugins/snapvol.sock",
+	"LATEST_MAX_AGE":  "5m",
+	"IDLE_TTL":        "24h",
+	"SUPERSEDED_TTL":  "1h",
+	"SOURCES":         "*",
+	"CLAIM":           "true",
+	"PX_ENDPOINT":     "http://127.0.0.1:9001",
+	"PX_DRIVER":       "pxd",
+	"PX_TOKEN":        "",
+	"PX_MOUNT_DIR":    "/var/lib/osd/mounts",
+	"LOG_LEVEL":       "info",
+	"LOG_FORMAT":      "text",
+	"METRICS_ADDR":    "",
+	"CLONE_SIZE":      "0",
+	"POOL_RESERVE":    "10%",
+	"PUBLISH":         "",
+	"REPLICAS":        "",
+	"PULL_EVERY":      "1m",
+	"REGISTRY_CONFIG": "",
 }
 
 // LoadSettings reads settings through getenv, naming the setting in every
@@ -137,6 +148,18 @@ func LoadSettings(getenv func(string) string) (Settings, error) {
 		return s, fmt.Errorf("PX_MOUNT_DIR=%q: must be an absolute host path", s.PXMountDir)
 	}
 	s.PXMountRootSet = getenv("PX_MOUNT_ROOT")
+	if s.Publish, err = fleet.ParsePublish(get("PUBLISH")); err != nil {
+		return s, fmt.Errorf("PUBLISH: %w", err)
+	}
+	if s.Replicas, err = fleet.ParseReplicas(get("REPLICAS")); err != nil {
+		return s, fmt.Errorf("REPLICAS: %w", err)
+	}
+	if s.PullEvery, err = parseDuration(get("PULL_EVERY")); err != nil {
+		return s, fmt.Errorf("PULL_EVERY: %w", err)
+	}
+	if s.RegistryConfig = get("REGISTRY_CONFIG"); s.RegistryConfig != "" && !strings.HasPrefix(s.RegistryConfig, "/") {
+		return s, fmt.Errorf("REGISTRY_CONFIG=%q: must be an absolute path (the directory of docker's config.json)", s.RegistryConfig)
+	}
 	return s, nil
 }
 

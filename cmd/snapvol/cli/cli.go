@@ -65,6 +65,7 @@ STATE_DIR (--state-dir, or the STATE_DIR environment variable; default /var/lib/
 	root.AddCommand(versionCommand(client, &stateDir), lsCommand(client), dfCommand(client),
 		metricsCommand(client, &stateDir), volumeCommand(client), snapshotCommand(client),
 		recoverCommand(d.Recover, &stateDir))
+	root.AddCommand(fleetCommands(client)...) // fleet.go: push, pull (issue 23)
 	return root
 }
 

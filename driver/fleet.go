@@ -1,0 +1,186 @@
+package driver
+
+// Runner fleets (DESIGN.md "Runner fleets"): what the driver does for the
+// fleet code (package fleet), which owns the registry and the streams. The
+// driver knows neither: it asks a Replicas whether a source is a replica
+// and to make sure one is pulled, and registers what was pulled as
+// SOURCE@TAG, as snapvol snapshot create --replace registers a name.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/snapvol/snapvol/driver/names"
+	"github.com/snapvol/snapvol/driver/store"
+	"github.com/snapvol/snapvol/storage"
+)
+
+// SnapPulled is the kind of a registered snapshot pulled from a registry.
+const SnapPulled = "pulled"
+
+// Replicas are this host's replica sources (REPLICAS).
+type Replicas interface {
+	// IsReplica reports whether source is taken from a registry here.
+	IsReplica(source string) bool
+	// Ensure makes sure a version of source that ref can resolve to was
+	// pulled (pulling now, within ctx, when none was); a version pulled
+	// before is enough, whether or not the registry answers now.
+	Ensure(ctx context.Context, source, ref string) error
+}
+
+// SetReplicas wires the replica sources in, before serving.
+func (d *Driver) SetReplicas(r Replicas) { d.replicas = r }
+
+func (d *Driver) isReplica(source string) bool {
+	return d.replicas != nil && d.replicas.IsReplica(source)
+}
+
+// ErrReplica: what was asked cannot be done to a replica source.
+var ErrReplica = errors.New("replica source")
+
+// refuseReplicaVolume refuses a plain volume named after a replica source:
+// its volume in the pool only anchors the pulled snapshots, and is never
+// Docker's to mount or write.
+func (d *Driver) refuseReplicaVolume(name string) error {
+	if !d.isReplica(name) {
+		return nil
+	}
+	return fmt.Errorf("%w: volume %q: %q is a replica source (REPLICAS), pulled from a registry; it cannot be mounted or written: clone it as %s@latest or %s@TAG", ErrNotAllowed, name, name, name, name)
+}
+
+// ensureReplica pulls a replica source on first use; a no-op for other
+// sources.
+func (d *Driver) ensureReplica(ctx context.Context, source, ref string) error {
+	if !d.isReplica(source) {
+		return nil
+	}
+	if ref == names.RefNow {
+		return fmt.Errorf("%w: %s@now: %q is a replica source and takes no snapshots here; use @latest or the tag pulled", ErrReplica, source, source)
+	}
+	step(ctx, "making sure replica source %q has a pulled version", source)
+	return d.replicas.Ensure(ctx, source, ref)
+}
+
+// replicaLatest is what @latest of replica source src clones: the newest
+// pulled version, never a snapshot taken here.
+func (d *Driver) replicaLatest(src storage.Object) (storage.Object, error) {
+	var best *store.Snapshot
+	for _, reg := range d.st.RegisteredSnapshots(src.Name) {
+		if reg.Kind != SnapPulled || (reg.SourceID != "" && src.Identity != "" && reg.SourceID != src.Identity) {
+			continue
+		}
+		if best == nil || reg.Time.After(best.Time) {
+			r := reg
+			best = &r
+		}
+	}
+	if best == nil {
+		return storage.Object{}, fmt.Errorf("%w: replica source %q has nothing pulled yet (snapvol pull %s)", storage.ErrNotFound, src.Name, src.Name)
+	}
+	return storage.Object{ID: best.Object, Name: best.Name, Kind: storage.KindSnapshot, Parent: best.SourceID, Created: best.Time}, nil
+}
+
+// resolveFor resolves ref of src for a clone: replica sources never take
+// a snapshot.
+func (d *Driver) resolveFor(ctx context.Context, src storage.Object, ref string) (storage.Object, error) {
+	if !d.isReplica(src.Name) {
+		return d.refs.resolve(ctx, src, ref)
+	}
+	if ref == names.RefLatest {
+		return d.replicaLatest(src)
+	}
+	return d.refs.lookup(ctx, src, ref)
+}
+
+// PublishedSnapshot is the snapshot source@ref names, for snapvol push: a
+// named one (registered, or the backend's of that name); @latest and @now
+// are refused, since a push publishes one version on purpose.
+func (d *Driver) PublishedSnapshot(ctx context.Context, source, ref string) (src, snap storage.Object, err error) {
+	if !named(ref) {
+		return src, snap, fmt.Errorf("%w: %s@%s: push a named snapshot (snapvol snapshot create %s NAME), not @%s", names.ErrInvalid, source, ref, source, ref)
+	}
+	if src, err = d.sourceObject(ctx, source); err != nil {
+		return src, snap, err
+	}
+	snap, err = d.refs.lookup(ctx, src, ref)
+	return src, snap, err
+}
+
+// SnapshotByIdentity finds the snapshot of source whose Identity is id
+// (what a registry's last layer names), for an incremental push.
+func (d *Driver) SnapshotByIdentity(ctx context.Context, source, id string) (storage.Object, bool) {
+	src, err := d.sourceObject(ctx, source)
+	if err != nil || id == "" {
+		return storage.Object{}, false
+	}
+	snaps, err := d.b.Snapshots(ctx, src)
+	if err != nil {
+		return storage.Object{}, false
+	}
+	for _, s := range snaps {
+		if s.Identity == id {
+			return s, true
+		}
+	}
+	return storage.Object{}, false
+}
+
+// ReplicaSource is the volume of replica source source, made (empty,
+// labelled as snapvol's) if missing: it anchors the pulled snapshots.
+func (d *Driver) ReplicaSource(ctx context.Context, source string) (storage.Object, error) {
+	if why := names.CheckWord(source); why != "" {
+		return storage.Object{}, fmt.Errorf("%w: replica source %q %s", names.ErrInvalid, source, why)
+	}
+	src, err := d.b.Volume(ctx, source)
+	if err == nil {
+		if k, ok := storage.KindOf(src.Labels); !ok || k != storage.KindVolume {
+			return src, fmt.Errorf("%w: replica source %q: a volume of that name is in the pool and was not made by snapvol; REPLICAS cannot use it", ErrReplica, source)
+		}
+		return src, nil
+	}
+	if !errors.Is(err, storage.ErrNotFound) {
+		return src, fmt.Errorf("replica source %q: %w", source, err)
+	}
+	return d.b.CreateVolume(ctx, source, nil)
+}
+
+// PulledVersion is the registered pulled snapshot of source@tag.
+func (d *Driver) PulledVersion(source, tag string) (store.Snapshot, bool) {
+	reg, ok := d.st.RegisteredSnapshot(source, tag)
+	return reg, ok && reg.Kind == SnapPulled
+}
+
+// RegisterPulled makes a pulled version visible: publish makes its
+// snapshot of src, and source@tag moves to it in one store write. Clones
+// of the version before keep it; it is collected once none uses it.
+func (d *Driver) RegisterPulled(ctx context.Context, src storage.Object, tag string, at time.Time, publish func(context.Context) (storage.Object, error)) error {
+	ctx, done, err := d.refs.cloning(ctx)
+	if err != nil {
+		return fmt.Errorf("registering %s@%s: %w", src.Name, tag, err)
+	}
+	defer done()
+	snap, err := publish(ctx)
+	if err != nil {
+		return fmt.Errorf("registering %s@%s: %w", src.Name, tag, err)
+	}
+	old, err := d.st.RegisterSnapshot(store.Snapshot{Source: src.Name, SourceID: src.Identity, Name: tag, Object: snap.ID, Kind: SnapPulled, Time: at.UTC()})
+	if err != nil {
+		if derr := d.b.Delete(ctx, snap.ID); derr != nil {
+			d.log.WithError(derr).WithField("snapshot", snap.ID).Warn("could not delete an unregistered snapshot; the sweep will")
+		}
+		return err
+	}
+	d.log.WithFields(logrus.Fields{"audit": "snapshot registered", "source": src.Name, "snapshot": tag, "object": snap.ID, "kind": SnapPulled}).Info("pulled version visible")
+	if old != nil {
+		go func() {
+			cctx, cancel := d.ctx()
+			defer cancel()
+			d.collectSnapshots(cctx, src.Name)
+		}()
+	}
+	return nil
+}

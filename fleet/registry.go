@@ -1,0 +1,137 @@
+package fleet
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry/remote"
+	"oras.land/oras-go/v2/registry/remote/auth"
+	"oras.land/oras-go/v2/registry/remote/credentials"
+	"oras.land/oras-go/v2/registry/remote/errcode"
+)
+
+// openRepo is repo with the credentials docker login stored for its
+// registry in configDir/config.json (REGISTRY_CONFIG; "" is docker's own:
+// $DOCKER_CONFIG or ~/.docker), credential helpers included.
+func openRepo(repo Repo, configDir string) (*remote.Repository, error) {
+	r, err := remote.NewRepository(repo.String())
+	if err != nil {
+		return nil, fmt.Errorf("%w %s: %w", ErrRegistry, repo, err)
+	}
+	r.PlainHTTP = repo.plainHTTP()
+	var store credentials.Store
+	if configDir == "" {
+		store, err = credentials.NewStoreFromDocker(credentials.StoreOptions{})
+	} else {
+		store, err = credentials.NewStore(filepath.Join(configDir, "config.json"), credentials.StoreOptions{})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w %s: reading registry credentials (REGISTRY_CONFIG %q): %w", ErrRegistry, repo, configDir, err)
+	}
+	r.Client = &auth.Client{
+		Client:     &http.Client{Transport: http.DefaultTransport},
+		Cache:      auth.NewCache(),
+		Credential: credentials.Credential(store),
+	}
+	r.Client.(*auth.Client).SetUserAgent("snapvol")
+	return r, nil
+}
+
+// explain turns a registry failure into one that names the registry and
+// repository and says what to fix.
+func explain(repo Repo, what string, err error) error {
+	var resp *errcode.ErrorResponse
+	switch {
+	case errors.As(err, &resp) && (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden):
+		return fmt.Errorf("%w %s: %s: access denied (HTTP %d): log in to %s with docker login (credentials from REGISTRY_CONFIG) and check the account may read and write %s: %w", ErrRegistry, repo, what, resp.StatusCode, repo.Registry, repo.Path, err)
+	case errors.Is(err, errdef.ErrNotFound):
+		return fmt.Errorf("%w %s: %s: not found: %w", ErrRegistry, repo, what, err)
+	}
+	return fmt.Errorf("%w %s: %s: %w", ErrRegistry, repo, what, err)
+}
+
+// artifact is one snapvol manifest.
+type artifact struct {
+	desc     ocispec.Descriptor
+	manifest ocispec.Manifest
+}
+
+// fetchArtifact reads the manifest tag names; ok is false when the tag
+// does not exist (a first push).
+func fetchArtifact(ctx context.Context, r *remote.Repository, repo Repo, tag string) (artifact, bool, error) {
+	desc, rc, err := r.FetchReference(ctx, tag)
+	if errors.Is(err, errdef.ErrNotFound) {
+		return artifact{}, false, nil
+	}
+	if err != nil {
+		return artifact{}, false, explain(repo, "reading tag "+tag, err)
+	}
+	defer rc.Close()
+	data, err := content.ReadAll(rc, desc)
+	if err != nil {
+		return artifact{}, false, explain(repo, "reading tag "+tag, err)
+	}
+	var m ocispec.Manifest
+	if err := json.Unmarshal(data, &m); err != nil || m.ArtifactType != ArtifactType {
+		return artifact{}, false, fmt.Errorf("%w %s: tag %s is not a snapvol artifact (artifactType %q, want %s): push snapshots to a repository of their own", ErrRegistry, repo, tag, m.ArtifactType, ArtifactType)
+	}
+	if err := checkChain(m.Layers); err != nil {
+		return artifact{}, false, fmt.Errorf("%w %s: tag %s: %w", ErrRegistry, repo, tag, err)
+	}
+	return artifact{desc: desc, manifest: m}, true, nil
+}
+
+// checkChain checks layers are one chain: a full stream, then each
+// incremental one applying to the snapshot the one before made.
+func checkChain(layers []ocispec.Descriptor) error {
+	if len(layers) == 0 {
+		return errors.New("the artifact has no layers")
+	}
+	for i, l := range layers {
+		if l.MediaType != LayerType {
+			return fmt.Errorf("layer %d has media type %q, want %s", i, l.MediaType, LayerType)
+		}
+		if l.Annotations[AnnotationUUID] == "" {
+			return fmt.Errorf("layer %d names no snapshot (%s)", i, AnnotationUUID)
+		}
+		want := ""
+		if i > 0 {
+			want = layers[i-1].Annotations[AnnotationUUID]
+		}
+		if got := l.Annotations[AnnotationParent]; got != want {
+			return fmt.Errorf("layer %d applies to %q, but the layer before makes %q: not one chain", i, got, want)
+		}
+	}
+	return nil
+}
+
+// verified reads rc, checking what was read is desc (size and digest) once
+// it has all been read (check).
+type verified struct {
+	rc io.ReadCloser
+	v  *content.VerifyReader
+}
+
+func newVerified(rc io.ReadCloser, desc ocispec.Descriptor) *verified {
+	return &verified{rc: rc, v: content.NewVerifyReader(rc, desc)}
+}
+
+func (v *verified) Read(p []byte) (int, error) { return v.v.Read(p) }
+
+// check drains what the reader did not read and verifies the whole.
+func (v *verified) check() error {
+	if _, err := io.Copy(io.Discard, v.v); err != nil {
+		return err
+	}
+	return v.v.Verify()
+}
+
+func (v *verified) Close() error { return v.rc.Close() }
