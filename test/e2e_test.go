@@ -593,8 +593,11 @@ func TestE2EMakeInstall(t *testing.T) {
 	dockerd.ForEachEngine(t, func(t *testing.T, eng dockerd.Engine) {
 		d := dockerd.Start(t, dockerd.Options{Engine: &eng})
 		state := filepath.Join(t.TempDir(), "state from make")
+		// make install puts the command in DESTDIR/usr/local/bin, never
+		// in the real /usr/local here.
+		dest := t.TempDir()
 		try := func(args ...string) (string, error) {
-			cmd := d.Command("make", append([]string{"-C", RepoRoot()}, args...)...)
+			cmd := d.Command("make", append([]string{"-C", RepoRoot(), "DESTDIR=" + dest}, args...)...)
 			out, err := cmd.CombinedOutput()
 			return string(out), err
 		}
@@ -616,6 +619,14 @@ func TestE2EMakeInstall(t *testing.T) {
 		out := d.MustDocker("plugin", "inspect", "--format", "{{.Name}} {{.Enabled}} {{range .Settings.Mounts}}{{.Source}}{{end}}", "snapvol")
 		if want := "snapvol:latest true " + state; strings.TrimSpace(out) != want {
 			t.Fatalf("after make install: %q, want %q", strings.TrimSpace(out), want)
+		}
+		// The command is on PATH and reaches the managed plugin: snapvol
+		// version names the running plugin's build.
+		bindir := filepath.Join(dest, "usr", "local", "bin")
+		vcmd := exec.Command("sh", "-c", "snapvol version") // found on PATH, as an operator types it
+		vcmd.Env = append(os.Environ(), "PATH="+bindir+":/usr/bin:/bin", "STATE_DIR="+state)
+		if vout, err := vcmd.CombinedOutput(); err != nil || !strings.Contains(string(vout), "Client:") || !strings.Contains(string(vout), "Server:") || !strings.Contains(string(vout), "Backend:  local") {
+			t.Fatalf("snapvol version from PATH after make install: %v\n%s", err, vout)
 		}
 		// With no volumes, a second install replaces the plugin by itself.
 		if out := make1("install", "STATE_DIR="+state); !strings.Contains(out, "disabled snapvol (it had no volumes)") {
@@ -651,8 +662,14 @@ func TestE2EMakeInstall(t *testing.T) {
 		if got := enabled(); got != "true" {
 			t.Errorf("after the refused uninstall the plugin is enabled=%s, want true", got)
 		}
+		if _, err := os.Stat(filepath.Join(bindir, "snapvol")); err != nil {
+			t.Errorf("the refused make uninstall removed the command: %v", err)
+		}
 		d.MustDocker("volume", "rm", "prod@latest", "prod")
 		make1("uninstall")
+		if _, err := os.Stat(filepath.Join(bindir, "snapvol")); !os.IsNotExist(err) {
+			t.Errorf("make uninstall left %s/snapvol: %v", bindir, err)
+		}
 		if out, err := d.Docker("plugin", "ls", "--format", "{{.Name}}"); err != nil || strings.TrimSpace(out) != "" {
 			t.Errorf("plugins after make uninstall: %q %v", out, err)
 		}

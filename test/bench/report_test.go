@@ -76,7 +76,7 @@ func sample() *Results {
 		Prod: &ProdResult{Seconds: 20, Rounds: 4, WriteBytes: 4096, Idle: Dist{N: 9, P50: 0.5, P95: 0.8, P99: 1}, Cloning: Dist{N: 9, P50: 0.6, P95: 1.5, P99: 2.5},
 			Clones: 100, CloneMount: d(5, 6), CloneCycle: d(9, 10), Quotas: "simple quotas, POOL_RESERVE 10%",
 			QuotaLatest: d(2.1, 3), NoQuotaLatest: d(2, 3), QuotaNow: d(4, 5), NoQuotaNow: d(3, 4)},
-		Admin:   &AdminResult{Source: "src-8mib", SnapshotCLI: d(6, 7), SnapshotAPI: d(2, 3), CloneLatest: d(2.5, 3), Version: d(3, 4)},
+		Admin:   &AdminResult{Source: "src-8mib", SnapshotCLI: d(6, 7), SnapshotAPI: d(2, 3), CloneLatest: d(2.5, 3), Version: d(3, 4), VersionDaemon: d(18, 20), Hello: d(1, 1.2)},
 		Docker:  &DockerResult{Skipped: "no dockerd here"},
 		GoBench: []GoBench{{Name: "Get/volumes=10000", NsOp: 2687, BytesOp: 1344, AllocsOp: 14}},
 	}
@@ -100,6 +100,7 @@ func TestTargetsAndMarkdown(t *testing.T) {
 		"clone+mount @now: space accounting on (defaults, with what the source wrote since its last snapshot) / quotas off (p50)": false,
 		"snapvol snapshot create --from (the binary) / clone+mount @latest of the same source (p50)":                              false,
 		"snapvol ls --json p50 at 10,000 volumes (the binary, over the admin socket)":                                             true,
+		"snapvol version (start + one request to the plugin) / a hello-world Go binary (p50)":                                     true,
 		"docker run with a clone / with a local volume (p50)":                                                                     false,
 		"plugin @now / bare 2 ioctls + bind mount (p50, worst size)":                                                              true,
 	} {
@@ -110,7 +111,7 @@ func TestTargetsAndMarkdown(t *testing.T) {
 	}
 	md := r.Markdown()
 	for _, want := range []string{"| 4 GiB | 23000 |", "**missed**", "not measured", "Not measured: no dockerd here", "2222x", "| Get/volumes=10000 | 2.7 µs | 1344 | 14 |", "no-op jobs", "| 11.50x |", "| 4.00x |",
-		"8 MiB 1.40x, 4 GiB 1.80x", "8 MiB 1.50x, 4 GiB 1.50x", "| 2.50x |", "p99 2.50x", "| 40.0 ms / 50.0 ms |", "| 2.40x |", "0.500 ms / 0.800 ms / 1.00 ms"} {
+		"8 MiB 1.40x, 4 GiB 1.80x", "8 MiB 1.50x, 4 GiB 1.50x", "| 2.50x |", "p99 2.50x", "| 40.0 ms / 50.0 ms |", "| 2.40x |", "0.500 ms / 0.800 ms / 1.00 ms", "| 3.00 ms / 4.00 ms | 18.0 ms / 20.0 ms | 1.00 ms / 1.20 ms |"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("Markdown lacks %q:\n%s", want, md)
 		}
