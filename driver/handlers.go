@@ -135,9 +135,7 @@ func (d *Driver) Get(req *volume.GetRequest) (*volume.GetResponse, error) {
 		return &volume.GetResponse{Volume: d.apiVolume(r)}, nil
 	}
 	if d.cfg.Claim && d.claimable(req.Name) {
-		return &volume.GetResponse{Volume: &volume.Volume{Name: req.Name, Status: map[string]interface{}{
-			"state": "not materialized", "claimed": true, "mounts": 0,
-		}}}, nil
+		return &volume.GetResponse{Volume: &volume.Volume{Name: req.Name, Status: d.claimedStatus()}}, nil
 	}
 	return nil, fmt.Errorf("%w: %q", ErrNoSuchVolume, req.Name)
 }

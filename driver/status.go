@@ -6,6 +6,7 @@ import (
 
 	"github.com/docker/go-plugins-helpers/volume"
 
+	"github.com/snapvol/snapvol/driver/names"
 	"github.com/snapvol/snapvol/driver/store"
 )
 
@@ -40,6 +41,7 @@ func (d *Driver) status(r *store.Record) map[string]interface{} {
 	if h := d.poolHealth(); h != "" {
 		s["pool"] = h
 	}
+	s["options"] = d.optionsStatus(r)
 	if !r.IsClone() {
 		s["kind"] = "volume"
 		s["objects"] = objs
@@ -50,6 +52,7 @@ func (d *Driver) status(r *store.Record) map[string]interface{} {
 	}
 	s["kind"] = "clone"
 	s["source"], s["ref"] = r.Source, r.Ref
+	s["ttl"] = d.ttlStatus(r)
 	if r.Tag != "" {
 		s["tag"] = r.Tag
 	}
@@ -69,6 +72,56 @@ func (d *Driver) status(r *store.Record) map[string]interface{} {
 		}
 	}
 	return s
+}
+
+// noOptions is what Status says of the options of a SOURCE@REF name that
+// has none: with CLAIM on, Docker never calls Create for such a name (its
+// Get answered), so -o options given to docker volume create never reach
+// snapvol, yet Docker keeps them in the volume's Options, where docker
+// volume inspect shows them beside this.
+const noOptions = "none: a SOURCE@REF name takes no -o options (Docker keeps any given under Options without passing them on); options go on a plain name: docker volume create -d snapvol -o from=SOURCE -o ref=REF -o ttl=2h NAME"
+
+// claimedStatus is the Status of a name Get claims: nothing recorded, no
+// options, the idle ttl every clone of it will have.
+func (d *Driver) claimedStatus() map[string]interface{} {
+	return map[string]interface{}{"state": "not materialized", "claimed": true, "mounts": 0,
+		"options": noOptions, "ttl": d.ttlStatus(&store.Record{})}
+}
+
+// optionsStatus is the -o options in effect on r (from and ref of a plain
+// name's clone included), or noOptions for a SOURCE@REF name given none.
+func (d *Driver) optionsStatus(r *store.Record) interface{} {
+	opts := map[string]string{}
+	for k, v := range r.Options {
+		opts[k] = v
+	}
+	if r.TTL != nil {
+		opts["ttl"] = r.TTL.String()
+	}
+	grammar := false
+	if n, err := names.Parse(r.Name); err == nil {
+		grammar = n.IsClone()
+	}
+	if r.IsClone() && !grammar && !r.Operator {
+		opts["from"], opts["ref"] = r.Source, r.Ref
+	}
+	if len(opts) == 0 && grammar {
+		return noOptions
+	}
+	return opts
+}
+
+// ttlStatus says how long r's clone may sit unmounted, and which setting
+// says so.
+func (d *Driver) ttlStatus(r *store.Record) string {
+	ttl, from := d.cfg.IdleTTL, "IDLE_TTL"
+	if r.TTL != nil {
+		ttl, from = *r.TTL, "-o ttl"
+	}
+	if ttl == 0 {
+		return "0 (never destroyed: " + from + "=0)"
+	}
+	return ttl.String() + " (" + from + ")"
 }
 
 // expires says what happens to a materialized volume's clones and when.
