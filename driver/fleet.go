@@ -106,8 +106,24 @@ func (d *Driver) PublishedSnapshot(ctx context.Context, source, ref string) (src
 	if src, err = d.sourceObject(ctx, source); err != nil {
 		return src, snap, err
 	}
-	snap, err = d.refs.lookup(ctx, src, ref)
-	return src, snap, err
+	if snap, err = d.refs.lookup(ctx, src, ref); err != nil {
+		return src, snap, err
+	}
+	// A registered name carries the object's ID only: the stream's
+	// annotations need its Identity and time as the storage has them.
+	snaps, err := d.b.Snapshots(ctx, src)
+	if err != nil {
+		return src, snap, fmt.Errorf("listing snapshots of %q: %w", source, err)
+	}
+	for _, s := range snaps {
+		if s.ID == snap.ID {
+			if s.Identity == "" {
+				return src, s, fmt.Errorf("snapshot %s@%s: the storage gives it no UUID, which a push needs", source, ref)
+			}
+			return src, s, nil
+		}
+	}
+	return src, snap, fmt.Errorf("snapshot %s@%s (%s) is not among %q's snapshots: %w", source, ref, snap.ID, source, storage.ErrNotFound)
 }
 
 // SnapshotByIdentity finds the snapshot of source whose Identity is id
@@ -176,6 +192,38 @@ func (d *Driver) RegisterPulled(ctx context.Context, src storage.Object, tag str
 	}
 	d.log.WithFields(logrus.Fields{"audit": "snapshot registered", "source": src.Name, "snapshot": tag, "object": snap.ID, "kind": SnapPulled}).Info("pulled version visible")
 	if old != nil {
+		go func() {
+			cctx, cancel := d.ctx()
+			defer cancel()
+			d.collectSnapshots(cctx, src.Name)
+		}()
+	}
+	return nil
+}
+
+// SnapPushed is the kind of the registered snapshot a registry tag's
+// newest layer was sent from: kept so the next push can send only what
+// changed since (btrfs send -p needs it on this host).
+const SnapPushed = "pushed"
+
+// KeepPushed registers snap as source@pushed.TAG, the parent of tag's next
+// incremental push, moving the name from the snapshot pushed before
+// (collected once no clone uses it).
+func (d *Driver) KeepPushed(ctx context.Context, src, snap storage.Object, tag string) error {
+	name := "pushed." + tag
+	if len(name) > 63 {
+		name = name[:63]
+	}
+	ctx, done, err := d.refs.cloning(ctx)
+	if err != nil {
+		return fmt.Errorf("keeping %s@%s: %w", src.Name, name, err)
+	}
+	defer done()
+	old, err := d.st.RegisterSnapshot(store.Snapshot{Source: src.Name, SourceID: src.Identity, Name: name, Object: snap.ID, Kind: SnapPushed, Time: snap.Created.UTC()})
+	if err != nil {
+		return err
+	}
+	if old != nil && old.Object != snap.ID {
 		go func() {
 			cctx, cancel := d.ctx()
 			defer cancel()

@@ -30,6 +30,7 @@ import (
 type Driver interface {
 	PublishedSnapshot(ctx context.Context, source, ref string) (src, snap storage.Object, err error)
 	SnapshotByIdentity(ctx context.Context, source, id string) (storage.Object, bool)
+	KeepPushed(ctx context.Context, src, snap storage.Object, tag string) error
 	ReplicaSource(ctx context.Context, source string) (storage.Object, error)
 	PulledVersion(source, tag string) (store.Snapshot, bool)
 	RegisterPulled(ctx context.Context, src storage.Object, tag string, at time.Time, publish func(context.Context) (storage.Object, error)) error
@@ -114,7 +115,7 @@ func (f *Fleet) Push(ctx context.Context, source, ref, repoRef string) (PushResu
 		return PushResult{}, errors.New("push: this backend cannot send snapshots (only the local btrfs backend can)")
 	}
 	defer f.locks.Lock("push/" + source)()
-	_, snap, err := f.cfg.Driver.PublishedSnapshot(ctx, source, ref)
+	src, snap, err := f.cfg.Driver.PublishedSnapshot(ctx, source, ref)
 	if err != nil {
 		return PushResult{}, err
 	}
@@ -134,7 +135,7 @@ func (f *Fleet) Push(ctx context.Context, source, ref, repoRef string) (PushResu
 		if last.Annotations[AnnotationUUID] == snap.Identity {
 			// The tag holds this snapshot already: nothing to send.
 			res.Digest, res.Layers = prev.desc.Digest.String(), len(prev.manifest.Layers)
-			return res, nil
+			return res, f.cfg.Driver.KeepPushed(ctx, src, snap, tag)
 		}
 		if len(prev.manifest.Layers) < MaxChain {
 			if p, ok := f.cfg.Driver.SnapshotByIdentity(ctx, source, last.Annotations[AnnotationUUID]); ok {
@@ -165,6 +166,10 @@ func (f *Fleet) Push(ctx context.Context, source, ref, repoRef string) (PushResu
 		return res, explain(repo, "moving tag "+tag, err)
 	}
 	res.Digest, res.Layers = desc.Digest.String(), len(layers)
+	if err := f.cfg.Driver.KeepPushed(ctx, src, snap, tag); err != nil {
+		// The push is whole; only the next one may have to be full.
+		f.cfg.Log.WithError(err).WithFields(logrus.Fields{"source": source, "tag": tag}).Warn("keeping the pushed snapshot for the next incremental push")
+	}
 	f.cfg.Log.WithFields(logrus.Fields{"audit": "snapshot pushed", "source": source, "ref": ref, "repository": repo.String(), "tag": tag,
 		"digest": res.Digest, "layers": res.Layers, "uploaded_bytes": res.Bytes, "full": res.Full}).Info("snapshot pushed")
 	return res, nil
