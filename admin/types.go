@@ -15,42 +15,46 @@ import (
 // in _seconds). The encoders are written out (appendJSON) rather than
 // left to encoding/json's omitempty and reflection: that keeps the keys
 // fixed, and snapvol ls --json at 10,000 volumes fast. Decoding uses
-// encoding/json: a null leaves the zero value.
+// encoding/json and the field tags: a null leaves the zero value.
 
 // Volume is one volume: a row of snapvol ls, and snapvol volume inspect.
+//
+// The tags are what decoding reads; MarshalJSON writes the same keys.
 type Volume struct {
-	Name string
+	Name string `json:"name"`
 	// Kind is "volume" (a plain volume), "clone" (a clone volume Docker
 	// users made) or "operator" (snapvol volume create).
-	Kind string
+	Kind string `json:"kind"`
 	// Access is what Docker users may do with an operator volume: "none",
 	// "docker" or "secret"; empty (null) for other kinds.
-	Access string
+	Access string `json:"access"`
 	// Source, Ref and Tag: what a clone volume clones (empty for plain
 	// volumes); Each is a +each volume (every mount its own clone).
-	Source, Ref, Tag string
-	Each             bool
+	Source string `json:"source"`
+	Ref    string `json:"ref"`
+	Tag    string `json:"tag"`
+	Each   bool   `json:"each"`
 	// Snapshot is the snapshot the newest clone was made from, at
 	// SnapshotTime; empty until a clone is made.
-	Snapshot     string
-	SnapshotTime time.Time
-	Created      time.Time
-	AgeSeconds   int64
-	Mounts       int
-	Clones       int
+	Snapshot     string    `json:"snapshot"`
+	SnapshotTime time.Time `json:"snapshot_time"`
+	Created      time.Time `json:"created"`
+	AgeSeconds   int64     `json:"age_seconds"`
+	Mounts       int       `json:"mounts"`
+	Clones       int       `json:"clones"`
 	// State is "ready", "materialized", "not materialized" or "pending
 	// OP" (an interrupted operation reconcile is finishing).
-	State string
+	State string `json:"state"`
 	// TTLSeconds is how long a clone may sit unmounted before it is
 	// destroyed (0 = never); nil for plain volumes.
-	TTLSeconds *int64
+	TTLSeconds *int64 `json:"ttl_seconds"`
 	// Expires is when an unmounted clone is destroyed; zero (null) while
 	// it is mounted, for +each volumes (their clones go at unmount),
 	// with no ttl, and where there is no clone.
-	Expires time.Time
+	Expires time.Time `json:"expires"`
 	// Bytes is what the volume's objects hold alone (for a clone: what it
 	// wrote); nil where the backend cannot tell.
-	Bytes *int64
+	Bytes *int64 `json:"bytes"`
 }
 
 // MarshalJSON writes every key; see the package comment.
@@ -95,48 +99,20 @@ func (v Volume) appendJSON(b []byte) []byte {
 	return append(b, '}')
 }
 
-// UnmarshalJSON reads what MarshalJSON writes.
-func (v *Volume) UnmarshalJSON(data []byte) error {
-	var w struct {
-		Name         string    `json:"name"`
-		Kind         string    `json:"kind"`
-		Access       string    `json:"access"`
-		Source       string    `json:"source"`
-		Ref          string    `json:"ref"`
-		Tag          string    `json:"tag"`
-		Each         bool      `json:"each"`
-		Snapshot     string    `json:"snapshot"`
-		SnapshotTime time.Time `json:"snapshot_time"`
-		Created      time.Time `json:"created"`
-		AgeSeconds   int64     `json:"age_seconds"`
-		Mounts       int       `json:"mounts"`
-		Clones       int       `json:"clones"`
-		State        string    `json:"state"`
-		TTLSeconds   *int64    `json:"ttl_seconds"`
-		Expires      time.Time `json:"expires"`
-		Bytes        *int64    `json:"bytes"`
-	}
-	if err := json.Unmarshal(data, &w); err != nil {
-		return err
-	}
-	*v = Volume(w)
-	return nil
-}
-
 // Snapshot is one snapshot of a source: a row of snapvol snapshot ls.
 type Snapshot struct {
-	Source string
-	Name   string
-	Time   time.Time
+	Source string    `json:"source"`
+	Name   string    `json:"name"`
+	Time   time.Time `json:"time"`
 	// Kind is "named" (snapvol snapshot create), "scheduled", "plugin"
 	// (taken for @latest or @now) or "external" (made outside snapvol).
-	Kind string
+	Kind string `json:"kind"`
 	// From is the clone volume it was taken of, empty (null) for the
 	// source itself.
-	From   string
-	Object string
+	From   string `json:"from"`
+	Object string `json:"object"`
 	// Clones are the volumes with a clone of it (never null).
-	Clones []string
+	Clones []string `json:"clones"`
 }
 
 // MarshalJSON writes every key; see the package comment.
@@ -157,24 +133,6 @@ func (s Snapshot) MarshalJSON() ([]byte, error) {
 	b = field(b, "clones", false)
 	b = appendStrings(b, s.Clones)
 	return append(b, '}'), nil
-}
-
-// UnmarshalJSON reads what MarshalJSON writes.
-func (s *Snapshot) UnmarshalJSON(data []byte) error {
-	var w struct {
-		Source string    `json:"source"`
-		Name   string    `json:"name"`
-		Time   time.Time `json:"time"`
-		Kind   string    `json:"kind"`
-		From   string    `json:"from"`
-		Object string    `json:"object"`
-		Clones []string  `json:"clones"`
-	}
-	if err := json.Unmarshal(data, &w); err != nil {
-		return err
-	}
-	*s = Snapshot(w)
-	return nil
 }
 
 // DiskUsage is snapvol df: sizes in bytes, -1 where the backend cannot
@@ -213,16 +171,16 @@ type Consumer struct {
 // Pinned is one line of snapvol df's pinned section: a source's total
 // (Snapshot empty, null in JSON), or one snapshot's share of it.
 type Pinned struct {
-	Source   string
-	Snapshot string
+	Source   string `json:"source"`
+	Snapshot string `json:"snapshot"`
 	// Bytes: for a source, all of its data only snapshots and clones
 	// still hold; for a snapshot, what only it and its clones hold (what
 	// removing them frees).
-	Bytes int64
+	Bytes int64 `json:"bytes"`
 	// Shared is what the snapshot holds together with other snapshots.
-	Shared int64
+	Shared int64 `json:"shared"`
 	// Clones are the volumes whose clones were made from the snapshot.
-	Clones []string
+	Clones []string `json:"clones"`
 }
 
 // MarshalJSON writes every key; see the package comment.
@@ -239,22 +197,6 @@ func (p Pinned) MarshalJSON() ([]byte, error) {
 	b = field(b, "clones", false)
 	b = appendStrings(b, p.Clones)
 	return append(b, '}'), nil
-}
-
-// UnmarshalJSON reads what MarshalJSON writes.
-func (p *Pinned) UnmarshalJSON(data []byte) error {
-	var w struct {
-		Source   string   `json:"source"`
-		Snapshot string   `json:"snapshot"`
-		Bytes    int64    `json:"bytes"`
-		Shared   int64    `json:"shared"`
-		Clones   []string `json:"clones"`
-	}
-	if err := json.Unmarshal(data, &w); err != nil {
-		return err
-	}
-	*p = Pinned(w)
-	return nil
 }
 
 // Schedule is a source's snapshot schedule.
