@@ -1,6 +1,7 @@
 package test
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -237,5 +238,58 @@ func TestFleetPushPull(t *testing.T) {
 		if err := ci.Unmount(v.name, v.id); err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// fleetHtpasswd is user fleet, password fleet-secret (bcrypt, as
+// distribution's htpasswd auth wants; made with libxcrypt's crypt).
+const fleetHtpasswd = "fleet:$2b$05$sUcu3SeQDYzVBjr0lnozKeNuM8keYqGgXiu.kqHBWzElVbIPFRNLC\n"
+
+// dockerConfig writes a docker config.json holding user:password for
+// registry into a new directory (what REGISTRY_CONFIG names).
+func dockerConfig(t *testing.T, registry, user, password string) string {
+	t.Helper()
+	dir := t.TempDir()
+	auth := base64.StdEncoding.EncodeToString([]byte(user + ":" + password))
+	data := fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, registry, auth)
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// A registry with htpasswd auth: the production host pushes with the
+// credentials docker login would have stored (REGISTRY_CONFIG), a CI host
+// with a wrong password gets an error naming the registry and the
+// repository and saying to log in, and one with the right password pulls.
+func TestFleetRegistryAuth(t *testing.T) {
+	reg, _ := startFleetRegistry(t, fleetHtpasswd)
+	repo := reg + "/data/app-production"
+	prod := StartPlugin(t, map[string]string{"PUBLISH": "app-production@masked", "REGISTRY_CONFIG": dockerConfig(t, reg, "fleet", "fleet-secret")})
+	SeedProduction(t, prod)
+	writeMarker(t, prod, "app-production", "v1")
+	adminCLI(t, prod, "snapshot", "create", "app-production", "masked")
+	if _, out, err := push(t, prod, nil, "app-production@masked", repo); err != nil {
+		t.Fatalf("push with the right credentials: %v\n%s", err, out)
+	}
+
+	bad := StartPlugin(t, map[string]string{"REPLICAS": "app-production=" + repo, "PULL_EVERY": "0", "REGISTRY_CONFIG": dockerConfig(t, reg, "fleet", "wrong")})
+	out, err := cli(t, nil, "--state-dir", bad.StateDir, "pull", "app-production@masked")
+	if err == nil || !strings.Contains(out, repo) || !strings.Contains(out, "docker login") {
+		t.Fatalf("pull with a wrong password: %v\n%s; want an error naming %s and saying to docker login", err, out, repo)
+	}
+	t.Logf("wrong password: %s", out)
+	if err := bad.Create("app-production@masked+job", nil); err == nil || !strings.Contains(err.Error(), repo) {
+		t.Fatalf("first use with a wrong password: %v; want an error naming %s", err, repo)
+	}
+
+	good := StartPlugin(t, map[string]string{"REPLICAS": "app-production=" + repo, "PULL_EVERY": "0", "REGISTRY_CONFIG": dockerConfig(t, reg, "fleet", "fleet-secret")})
+	adminCLI(t, good, "pull", "app-production@masked")
+	mp := good.MustMount("app-production@masked+job", "job")
+	if got := readMarker(t, mp); got != "v1" {
+		t.Fatalf("the CI clone sees %q; want v1", got)
+	}
+	if err := good.Unmount("app-production@masked+job", "job"); err != nil {
+		t.Fatal(err)
 	}
 }
