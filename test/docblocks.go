@@ -95,6 +95,9 @@ var docRunners = map[string]string{
 	"portworx-options": "TestE2EPortworxManagedPlugin",
 	// docs/recover.md
 	"recover-host": "TestRecoverAfterDeletingTheStore",
+	// docs/fleets.md
+	"fleet-production": "TestFleetPushPull",
+	"fleet-ci":         "TestFleetPushPull",
 }
 
 var (

@@ -131,7 +131,12 @@ func push(t *testing.T, p *Plugin, env []string, snap, repo string) (pushOut, st
 func TestFleetPushPull(t *testing.T) {
 	reg, stopRegistry := startFleetRegistry(t, "")
 	repo := reg + "/data/app-production"
-	prod := StartPlugin(t, map[string]string{"PUBLISH": "app-production@masked*"})
+	prodEnv, prodCmds := fleetDoc(t, "fleet-production", reg)
+	ciEnv, ciCmds := fleetDoc(t, "fleet-ci", reg)
+	if prodEnv["PUBLISH"] != "app-production@masked*" || len(prodCmds) != 1 || prodCmds[0][0] != "push" || ciEnv["REPLICAS"] != "app-production="+repo || len(ciCmds) != 1 || ciCmds[0][0] != "pull" {
+		t.Fatalf("docs/fleets.md's hosts changed: production %v %v, CI %v %v", prodEnv, prodCmds, ciEnv, ciCmds)
+	}
+	prod := StartPlugin(t, prodEnv)
 	SeedProduction(t, prod)
 	writeMarker(t, prod, "app-production", "v1")
 	// Data enough that a full stream is far larger than a change.
@@ -151,7 +156,7 @@ func TestFleetPushPull(t *testing.T) {
 	}
 	adminCLI(t, prod, "snapshot", "create", "app-production", "masked")
 
-	first, out, err := push(t, prod, nil, "app-production@masked", repo)
+	first, out, err := push(t, prod, nil, prodCmds[0][1], prodCmds[0][2])
 	if err != nil {
 		t.Fatalf("push: %v\n%s", err, out)
 	}
@@ -170,7 +175,7 @@ func TestFleetPushPull(t *testing.T) {
 		t.Fatalf("push of a raw ref: %v\n%s; want a refusal naming PUBLISH", err, out)
 	}
 
-	ci := StartPlugin(t, map[string]string{"REPLICAS": "app-production=" + repo, "PULL_EVERY": "0"})
+	ci := StartPlugin(t, ciEnv)
 	// The replica source itself is never a Docker volume.
 	if err := ci.Create("app-production", nil); err == nil || !strings.Contains(err.Error(), "replica source") {
 		t.Fatalf("create of the replica source's plain name: %v; want a refusal", err)
@@ -199,7 +204,7 @@ func TestFleetPushPull(t *testing.T) {
 		t.Fatalf("second push: %+v (first %+v); want one new incremental layer, smaller than the full one", second, first)
 	}
 
-	out = adminCLI(t, ci, "pull", "app-production@masked", "--json")
+	out = adminCLI(t, ci, append(ciCmds[0], "--json")...)
 	var pulled struct {
 		Tags []struct {
 			Applied int  `json:"applied"`
@@ -292,4 +297,31 @@ func TestFleetRegistryAuth(t *testing.T) {
 	if err := good.Unmount("app-production@masked+job", "job"); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// fleetDoc reads a host block of docs/fleets.md with the example registry
+// replaced by reg: the settings its snapvol serve line sets, and its other
+// snapvol commands' arguments.
+func fleetDoc(t *testing.T, name, reg string) (map[string]string, [][]string) {
+	t.Helper()
+	env := map[string]string{}
+	var cmds [][]string
+	for _, line := range docBlock(t, "host", name).Commands() {
+		f := strings.Fields(strings.ReplaceAll(line, "registry.example.com", reg))
+		for i := range f {
+			f[i] = strings.Trim(f[i], "'\"")
+		}
+		i := 0
+		for ; i < len(f) && strings.Contains(f[i], "=") && f[i] != "snapvol"; i++ {
+			k, v, _ := strings.Cut(f[i], "=")
+			env[k] = strings.Trim(v, "'\"")
+		}
+		if i >= len(f) || f[i] != "snapvol" {
+			t.Fatalf("docs/fleets.md %s: %q is not a snapvol command", name, line)
+		}
+		if i+1 < len(f) && f[i+1] != "serve" {
+			cmds = append(cmds, f[i+1:])
+		}
+	}
+	return env, cmds
 }
