@@ -13,6 +13,16 @@
 //	                                 can until the swaps have failed for 200 ms
 //	                                 on end (the directory is gone); print
 //	                                 "swaps K" for each, then "total T"
+//	attacker nest DIR N              make N subvolumes nested in each other below
+//	                                 DIR (DIR/n/n/…, a plain directory between every
+//	                                 tenth), a file at the bottom; check each level
+//	                                 is a subvolume; print "nested N levels"
+//	attacker fill PATH MIB SEED      write MIB MiB over PATH from its start without
+//	                                 truncating it (as a database rewrites a table),
+//	                                 bytes that differ with SEED, then fsync; print
+//	                                 "wrote B bytes", or "wrote B bytes, then ERRNO
+//	                                 (message)" and exit 1 when a write or the fsync
+//	                                 fails
 package main
 
 import (
@@ -37,7 +47,7 @@ func main() {
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: attacker subvol|sendfd|swap ...")
+		return errors.New("usage: attacker subvol|sendfd|swap|nest|fill ...")
 	}
 	switch cmd, a := args[0], args[1:]; {
 	case cmd == "subvol" && len(a) == 1:
@@ -50,6 +60,22 @@ func run(args []string) error {
 			return err
 		}
 		return swap(a[0], a[1], a[2], n)
+	case cmd == "nest" && len(a) == 2:
+		n, err := strconv.Atoi(a[1])
+		if err != nil {
+			return err
+		}
+		return nest(a[0], n)
+	case cmd == "fill" && len(a) == 3:
+		mib, err := strconv.Atoi(a[1])
+		if err != nil {
+			return err
+		}
+		seed, err := strconv.Atoi(a[2])
+		if err != nil {
+			return err
+		}
+		return fill(a[0], mib, seed)
 	}
 	return fmt.Errorf("unknown command or wrong arguments: %q", args)
 }
@@ -166,5 +192,80 @@ func swap(sock, a, b string, n int) error {
 		fmt.Printf("swaps %d (then: %v)\n", k, last)
 	}
 	fmt.Printf("total %d\n", total)
+	return nil
+}
+
+// nest makes n subvolume levels below dir, each inside the one before,
+// with a plain directory between every tenth (so a deletion that walks
+// only subvolume to subvolume misses some), and a file in the deepest.
+// Each level is checked to be a subvolume root (inode 256), so the caller
+// knows the nesting is real, not a tree of directories.
+func nest(dir string, n int) error {
+	p := dir
+	var levels []string
+	for i := 0; i < n; i++ {
+		if i%10 == 5 {
+			p = filepath.Join(p, "plain")
+			if err := os.Mkdir(p, 0o755); err != nil {
+				return err
+			}
+		}
+		p = filepath.Join(p, "n")
+		if err := subvol(p); err != nil {
+			return fmt.Errorf("level %d: %w", i+1, err)
+		}
+		levels = append(levels, p)
+	}
+	if err := os.WriteFile(filepath.Join(p, "deepest"), []byte("deepest\n"), 0o644); err != nil {
+		return err
+	}
+	for i, l := range levels {
+		var st unix.Stat_t
+		if err := unix.Lstat(l, &st); err != nil {
+			return err
+		}
+		if st.Ino != 256 { // BTRFS_FIRST_FREE_OBJECTID: every subvolume's root
+			return fmt.Errorf("level %d (%s) is inode %d, not a subvolume root", i+1, l, st.Ino)
+		}
+	}
+	fmt.Printf("nested %d levels\n", len(levels))
+	return nil
+}
+
+// fill writes mib MiB over path from offset 0 (created if missing, never
+// truncated) and fsyncs it, saying how far it got and which errno
+// stopped it.
+func fill(path string, mib, seed int) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	for i := range buf {
+		buf[i] = byte(i*7 + seed*13 + 1) // never all zero, different per seed
+	}
+	var n int64
+	stop := func(err error) error {
+		var errno unix.Errno
+		name := "?"
+		if errors.As(err, &errno) {
+			name = unix.ErrnoName(errno)
+		}
+		_ = f.Sync() // what was taken is on disk, for whoever counts it
+		fmt.Printf("wrote %d bytes, then %s (%v)\n", n, name, err)
+		return fmt.Errorf("%s after %d bytes: %w", path, n, err)
+	}
+	for i := 0; i < mib; i++ {
+		w, err := f.Write(buf)
+		n += int64(w)
+		if err != nil {
+			return stop(err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return stop(err)
+	}
+	fmt.Printf("wrote %d bytes\n", n)
 	return nil
 }
