@@ -75,6 +75,7 @@ var docRunners = map[string]string{
 	"testcontainers-go": "TestE2ETestcontainers",
 	// docs/settings.md
 	"settings-change": "TestE2EManagedPlugin",
+	"state-move":      "TestManagedSettingsChangesAndRefusals",
 	// docs/operator.md
 	"operator-synopsis": "TestREADMEOperatorCommandsExist",
 	"mask-script":       "TestE2EMaskingRecipe",

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -60,16 +61,20 @@ func TestManagedSettingsChangesAndRefusals(t *testing.T) {
 			t.Errorf("a clone of production after SOURCES=* reads %q", got)
 		}
 
-		// The state copied elsewhere, as docs show it.
+		// The state copied elsewhere: docs/settings.md's block, with this
+		// test's directories for /var/lib/snapvol and /srv/snapvol.
 		moved := filepath.Join(d.Dir, "state-moved")
-		d.MustDocker("plugin", "disable", "-f", "snapvol")
-		// --sparse=never: the pool file stays allocated in its new place.
-		if out, err := exec.Command("sh", "-c", "mkdir -p "+moved+" && cp -a --sparse=never "+p.StateDir+"/. "+moved+"/").CombinedOutput(); err != nil {
-			t.Fatalf("copying the state: %v\n%s", err, out)
+		for _, line := range docBlock(t, "managed", "state-move").Commands() {
+			line = strings.NewReplacer("/var/lib/snapvol", p.StateDir, "/srv/snapvol", moved).Replace(line)
+			cmd := d.Command("sh", "-c", line)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("$ %s: %v\n%s\ndockerd:\n%s", line, err, out, d.LogTail(30))
+			}
 		}
-		d.MustDocker("plugin", "set", "snapvol", "state.source="+moved)
-		if out, err := d.Docker("plugin", "enable", "snapvol"); err != nil {
-			t.Fatalf("enable on the copied state: %v\n%s\ndockerd:\n%s", err, out, d.LogTail(30))
+		if blocks, err := exec.Command("stat", "-c", "%b %B %s", filepath.Join(moved, "pool.img")).Output(); err != nil {
+			t.Error(err)
+		} else if f := strings.Fields(string(blocks)); len(f) != 3 || atoi(f[0])*atoi(f[1]) < atoi(f[2]) {
+			t.Errorf("the copied pool file is sparse: blocks, block size, size = %v", f)
 		}
 		if got := mustRun("-v", "app-production:/data", img, "cat", "/data/p"); strings.TrimSpace(got) != "prod" {
 			t.Errorf("production on the copied state reads %q", got)
@@ -116,3 +121,5 @@ func TestManagedSettingsChangesAndRefusals(t *testing.T) {
 		}
 	})
 }
+
+func atoi(s string) int64 { n, _ := strconv.ParseInt(s, 10, 64); return n }
