@@ -30,6 +30,38 @@ type Replicas interface {
 	// pulled (pulling now, within ctx, when none was); a version pulled
 	// before is enough, whether or not the registry answers now.
 	Ensure(ctx context.Context, source, ref string) error
+	// Checked is when the registry last answered a pull of source (zero:
+	// not since the start) and the last pull's error (nil once one works).
+	Checked(source string) (time.Time, error)
+}
+
+// replicaStatus tells, in a replica clone's Status, how old its data is
+// (the production snapshot's time it was made from, or else the newest
+// pulled) and whether the registry answers, so a job run while the
+// registry is down knows it got the newest local copy.
+func (d *Driver) replicaStatus(r *store.Record, s map[string]interface{}) {
+	if !r.IsClone() || !d.isReplica(r.Source) {
+		return
+	}
+	at := time.Time{}
+	if clones := r.Clones(); len(clones) > 0 {
+		at = clones[len(clones)-1].SnapshotTime
+	} else if src, err := d.b.Volume(context.Background(), r.Source); err == nil {
+		if v, err := d.replicaLatest(src); err == nil {
+			at = v.Created
+		}
+	}
+	if !at.IsZero() {
+		s["replica_age"] = d.now().Sub(at).Round(time.Second).String()
+	}
+	checked, err := d.replicas.Checked(r.Source)
+	s["registry_checked"] = ""
+	if !checked.IsZero() {
+		s["registry_checked"] = rfc3339(checked)
+	}
+	if err != nil {
+		s["registry_error"] = err.Error()
+	}
 }
 
 // SetReplicas wires the replica sources in, before serving.

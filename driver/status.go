@@ -71,6 +71,7 @@ func (d *Driver) status(r *store.Record) map[string]interface{} {
 			s["mount"] = "the storage carries on mounting it since " + rfc3339(last.Pending) + "; mount again to pick it up"
 		}
 	}
+	d.replicaStatus(r, s) // fleet.go
 	return s
 }
 

@@ -165,3 +165,11 @@ func reply(w http.ResponseWriter, v any, err error) {
 	}
 	_ = json.NewEncoder(w).Encode(v)
 }
+
+// Checked is when the registry last answered a pull of source, and the
+// last pull's error (nil once one worked).
+func (f *Fleet) Checked(source string) (time.Time, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.checked[source], f.failed[source]
+}

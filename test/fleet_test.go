@@ -239,6 +239,13 @@ func TestFleetPushPull(t *testing.T) {
 	if got := readMarker(t, down); got != "v2" {
 		t.Fatalf("a clone with the registry down sees %q; want v2 from the local copy", got)
 	}
+	v, err := ci.Get("app-production@masked+job4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Status["replica_age"] == nil || v.Status["replica_age"] == "" || !strings.Contains(fmt.Sprint(v.Status["registry_error"]), reg) {
+		t.Fatalf("Status of a clone made with the registry down: %v; want replica_age and a registry_error naming %s", v.Status, reg)
+	}
 	for _, v := range []struct{ name, id string }{{"app-production@masked+job1", "job1"}, {"app-production@masked+job2", "job2"}, {"app-production@latest+job3", "job3"}, {"app-production@masked+job4", "job4"}} {
 		if err := ci.Unmount(v.name, v.id); err != nil {
 			t.Error(err)
