@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -70,16 +71,14 @@ func attackNest70(a *attackBed, prod, content string) {
 
 	// A job's own clone, removed by docker volume rm.
 	job := prod + "@latest+job1"
+	before := a.poolEntries("clones")
 	out, err := a.run([]string{"--mount", "type=volume,src=" + job + ",dst=/data,volume-driver=snapvol"}, nest)
 	if err != nil || !strings.Contains(out, want) {
 		t.Fatalf("the nesting container on %s: %v\n%s", job, err, out)
 	}
-	clones := a.poolEntries("clones")
-	if len(clones) != 1 {
-		t.Fatalf("control: clones/ holds %q; want %s's clone alone", clones, job)
-	}
+	clone := a.newClone(before, job)
 	// Control: the pool holds the 70 levels below that clone.
-	if n := len(a.subvolumesUnder("clones/" + clones[0] + "/")); n != levels {
+	if n := len(a.subvolumesUnder("clones/" + clone + "/")); n != levels {
 		t.Fatalf("control: %d subvolumes below %s's clone; want %d", n, job, levels)
 	}
 	start := time.Now()
@@ -87,17 +86,18 @@ func attackNest70(a *attackBed, prod, content string) {
 		t.Fatalf("docker volume rm %s (a clone holding %d nested levels): %v\n%s\ndockerd log:\n%s", job, levels, err, out, a.d.LogTail(30))
 	}
 	t.Logf("docker volume rm of a clone holding %d nested levels: %v", levels, time.Since(start).Round(time.Millisecond))
-	a.wantNoClones("after docker volume rm " + job)
+	a.wantClonesOnly(before, "after docker volume rm "+job)
 	a.checkVolume(prod, content, "after docker volume rm "+job)
 
 	// A +each clone, destroyed at its container's Unmount: docker run
 	// returns after it.
 	each := prod + "@latest+each"
+	before = a.poolEntries("clones")
 	out, err = a.run([]string{"--mount", "type=volume,src=" + each + ",dst=/data,volume-driver=snapvol"}, nest)
 	if err != nil || !strings.Contains(out, want) {
 		t.Fatalf("the nesting container on %s: %v\n%s", each, err, out)
 	}
-	a.wantNoClones("after the " + each + " container ended")
+	a.wantClonesOnly(before, "after the "+each+" container ended")
 	a.checkVolume(prod, content, "after the "+each+" container ended")
 }
 
@@ -114,6 +114,7 @@ func attackNestedPastCloneSize(a *attackBed, prod, content string) {
 	const limit = 32 << 20
 	job := prod + "@latest+job2"
 	script := "/attacker subvol /data/nested && /attacker subvol /data/nested/deeper && /attacker fill /data/nested/deeper/fill 300 2"
+	before := a.poolEntries("clones")
 	out, err := a.run([]string{"--mount", "type=volume,src=" + job + ",dst=/data,volume-driver=snapvol"}, script)
 	m := regexp.MustCompile(`wrote (\d+) bytes(, then (\w+))?`).FindStringSubmatch(out)
 	if m == nil {
@@ -125,6 +126,7 @@ func attackNestedPastCloneSize(a *attackBed, prod, content string) {
 			n>>20, strings.TrimSpace(out), err, a.d.LogTail(20))
 	}
 	t.Logf("nested subvolume in a 32M clone: %s", strings.TrimSpace(out))
+	a.newClone(before, job)
 
 	// The operator sees those bytes as the clone's. Simple quotas are
 	// counted at a transaction commit: the attacker's fsync made one, and
@@ -161,7 +163,7 @@ func attackNestedPastCloneSize(a *attackBed, prod, content string) {
 	if out, err := a.d.Docker("volume", "rm", job); err != nil {
 		t.Fatalf("docker volume rm %s (a clone at its limit, with nested subvolumes): %v\n%s\ndockerd log:\n%s", job, err, out, a.d.LogTail(30))
 	}
-	a.wantNoClones("after docker volume rm " + job)
+	a.wantClonesOnly(before, "after docker volume rm "+job)
 	a.checkVolume(prod, content, "after docker volume rm "+job)
 }
 
@@ -293,14 +295,39 @@ func (a *attackBed) subvolumesUnder(prefix string) []string {
 	return found
 }
 
-// wantNoClones fails unless no clone, nor any subvolume made inside one,
-// is left in the pool.
-func (a *attackBed) wantNoClones(when string) {
+// newClone is the one clone in the pool's clones/ that was not in before:
+// volume name's, made by the container that just ran.
+func (a *attackBed) newClone(before []string, name string) string {
 	a.t.Helper()
-	if left := a.poolEntries("clones"); len(left) != 0 {
-		a.t.Fatalf("%s: clones/ holds %q; want nothing\ndockerd log:\n%s", when, left, a.d.LogTail(30))
+	var added []string
+	for _, c := range a.poolEntries("clones") {
+		if !slices.Contains(before, c) {
+			added = append(added, c)
+		}
 	}
-	if left := a.subvolumesUnder("clones/"); len(left) != 0 {
-		a.t.Fatalf("%s: subvolumes left below clones/: %q", when, left)
+	if len(added) != 1 {
+		a.t.Fatalf("control: the container on %s added %q to clones/; want its clone alone", name, added)
+	}
+	return added[0]
+}
+
+// wantClonesOnly fails unless the pool holds no clone but those in before
+// (what earlier attacks left), and no subvolume below clones/ but inside
+// them: the clones an attack made are gone with all they held.
+func (a *attackBed) wantClonesOnly(before []string, when string) {
+	a.t.Helper()
+	for _, c := range a.poolEntries("clones") {
+		if !slices.Contains(before, c) {
+			a.t.Fatalf("%s: clones/%s is still there\ndockerd log:\n%s", when, c, a.d.LogTail(30))
+		}
+	}
+next:
+	for _, p := range a.subvolumesUnder("clones/") {
+		for _, c := range before {
+			if strings.HasPrefix(p, "clones/"+c+"/") || p == "clones/"+c {
+				continue next
+			}
+		}
+		a.t.Fatalf("%s: subvolume %s is left in the pool", when, p)
 	}
 }

@@ -201,6 +201,9 @@ func swap(sock, a, b string, n int) error {
 // Each level is checked to be a subvolume root (inode 256), so the caller
 // knows the nesting is real, not a tree of directories.
 func nest(dir string, n int) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
 	p := dir
 	var levels []string
 	for i := 0; i < n; i++ {
