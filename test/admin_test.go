@@ -50,6 +50,7 @@ func TestCLINeverStartsTheDaemonByAccident(t *testing.T) {
 			{[]string{"snapshot", "--help"}, true, []string{"create", "ls", "rm", "schedule"}},
 			{[]string{"volume", "create", "--help"}, true, []string{"--from"}},
 			{[]string{"version"}, false, []string{"Client:", " Version:", "server: snapvol is not running"}},
+			{[]string{"version", "--json"}, false, []string{`"client": {`, `"server": null`}},
 			{[]string{"lss"}, false, []string{`unknown command "lss"`, "Did you mean this?", "ls"}},
 			{[]string{"sl"}, false, []string{`unknown command "sl"`, "Did you mean this?", "ls"}},
 			{[]string{"snapshot", "shedule"}, false, []string{`unknown command "shedule"`, "schedule"}},
