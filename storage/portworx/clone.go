@@ -194,3 +194,16 @@ func fields(sp *api.VolumeSpec) (map[string]json.RawMessage, error) {
 	var m map[string]json.RawMessage
 	return m, json.Unmarshal(data, &m)
 }
+
+// checkCloneSize refuses a clone size below its snapshot's: a block
+// device cannot shrink under the filesystem on it.
+func (b *Backend) checkCloneSize(ctx context.Context, snap storage.Object, size uint64) error {
+	sv, err := b.rest.inspect(ctx, snap.ID)
+	if err != nil {
+		return fmt.Errorf("clone of snapshot %q: %w", snap.Name, err)
+	}
+	if have := sv.GetSpec().GetSize(); size < have {
+		return fmt.Errorf("option size=%d is below the size of snapshot %q (%d bytes): a Portworx clone is a volume as large as its snapshot, which can grow but not shrink", size, snap.Name, have)
+	}
+	return nil
+}
