@@ -12,9 +12,9 @@ import (
 // Wrap returns b counting its failed calls (snapvol_backend_errors_total,
 // snapvol_no_space_errors_total) and noting whether it answers
 // (snapvol_backend_up). The optional interfaces b implements
-// (storage.Usager, storage.Checker) are passed through, and no others are
-// added: the driver asks for them by type assertion. With m nil, b itself
-// is returned.
+// (storage.Usager, storage.Checker, storage.Pinner) are passed through,
+// and no others are added: the driver asks for them by type assertion.
+// With m nil, b itself is returned.
 func (m *Metrics) Wrap(b storage.Backend) storage.Backend {
 	if m == nil {
 		return b
@@ -24,6 +24,9 @@ func (m *Metrics) Wrap(b storage.Backend) storage.Backend {
 	w.up.Store(true)
 	u, isU := b.(storage.Usager)
 	c, isC := b.(storage.Checker)
+	if p, isP := b.(storage.Pinner); isP {
+		return wrapPinner(w, pinCalls{w, p}, u, isU, c, isC)
+	}
 	switch {
 	case isU && isC:
 		return struct {
@@ -43,6 +46,35 @@ func (m *Metrics) Wrap(b storage.Backend) storage.Backend {
 		}{w, healthCalls{w, c}}
 	}
 	return w
+}
+
+// wrapPinner is Wrap for a backend that also measures pinned space.
+func wrapPinner(w *backend, p pinCalls, u storage.Usager, isU bool, c storage.Checker, isC bool) storage.Backend {
+	switch {
+	case isU && isC:
+		return struct {
+			*backend
+			usageCalls
+			healthCalls
+			pinCalls
+		}{w, usageCalls{w, u}, healthCalls{w, c}, p}
+	case isU:
+		return struct {
+			*backend
+			usageCalls
+			pinCalls
+		}{w, usageCalls{w, u}, p}
+	case isC:
+		return struct {
+			*backend
+			healthCalls
+			pinCalls
+		}{w, healthCalls{w, c}, p}
+	}
+	return struct {
+		*backend
+		pinCalls
+	}{w, p}
 }
 
 // backend counts the errors of every call of storage.Backend that can
@@ -190,4 +222,15 @@ type healthCalls struct {
 
 func (x healthCalls) Health(ctx context.Context) error {
 	return x.w.done("health", x.c.Health(ctx))
+}
+
+// pinCalls passes storage.Pinner through.
+type pinCalls struct {
+	w *backend
+	p storage.Pinner
+}
+
+func (x pinCalls) Pinned(ctx context.Context) (storage.PinnedUsage, error) {
+	u, err := x.p.Pinned(ctx)
+	return u, x.w.done("pinned", err)
 }
