@@ -57,11 +57,12 @@ func TestAttackNestedSubvolumesAndPinnedSpace(t *testing.T) {
 // (BTRFS_IOC_SUBVOL_CREATE needs no capability), and 65aeefa deleted a
 // clone's nested subvolumes with a walk that gave up at 64 levels ("nest
 // deeper than 64"): the clone stayed, undeletable, its space pinned, and
-// Remove and the +each Unmount failed for good. So on 65aeefa docker
-// volume rm of the +job1 volume fails, and the +each clone is left in
-// clones/ after its container ends (storage/local's
-// TestDeleteCloneWith70NestedLevels is the same depth below the plugin).
-// Now both are gone, nested subvolumes and all, production untouched.
+// Remove and the +each Unmount failed for good. Run against 65aeefa's
+// bundle, docker volume rm of the +job1 volume fails so on both engines;
+// the +each Unmount deletes with the same walk, so its clone would be left
+// in clones/ (storage/local's TestDeleteCloneWith70NestedLevels is the
+// same depth below the plugin). Now both are gone, nested subvolumes and
+// all, production untouched.
 func attackNest70(a *attackBed, prod, content string) {
 	t := a.t
 	const levels = 70
@@ -106,7 +107,8 @@ func attackNest70(a *attackBed, prod, content string) {
 // subvolume was in no quota group of the clone's: the 300 MiB went
 // through a 32M clone and snapvol ls/df did not count it (storage/local's
 // TestNestedSubvolumesHeldToCloneLimit states the same below the
-// plugin), so the write check below fails there. Now the write stops
+// plugin): run against 65aeefa's bundle, all 300 MiB went in on both
+// engines and the write check below fails. Now the write stops
 // with EDQUOT by 32M, ls and df count the bytes as the clone's, and the
 // clone at its limit is removed by docker volume rm.
 func attackNestedPastCloneSize(a *attackBed, prod, content string) {
@@ -172,10 +174,12 @@ func attackNestedPastCloneSize(a *attackBed, prod, content string) {
 // alive for idle clones stay production's, beyond any clone limit. Here a
 // database container rewrites a 150 MiB table between rounds; each round
 // a short CI container takes an @now+iK clone and leaves it idle
-// (IDLE_TTL is a day). On 65aeefa production's write got ENOSPC in round
-// 7 and every clone was made (TestAttackIdleClonesPinProduction, same
-// pool, reserve and sizes, host mode), so the production check below
-// fails there, as does the refusal count. Now the later clones are
+// (IDLE_TTL is a day). Run against 65aeefa's bundle (this subtest alone,
+// both engines) every clone was made, the jobs could not write to theirs
+// in rounds 6 and 7 (EDQUOT: the clones' group filled with production's
+// pinned data) and production's write got ENOSPC in round 7, 85 MiB into
+// the table, as TestAttackIdleClonesPinProduction found in host mode with
+// the same pool, reserve and sizes. Now the later clones are
 // refused with an error naming snapvol df before free space drops below
 // POOL_RESERVE, production's every write succeeds, and snapvol df --json
 // shows the bytes each snapshot pins for its clone. A production volume
@@ -205,11 +209,19 @@ func attackIdleClonesPin(a *attackBed) {
 		switch {
 		case err == nil:
 			made = append(made, name)
-		case strings.Contains(err.Error(), "snapvol df"):
+		case strings.Contains(err.Error(), "VolumeDriver.Mount"):
+			if !strings.Contains(err.Error(), "snapvol df") {
+				t.Fatalf("round %d: the clone failed, not naming snapvol df: %v\n%s", round, err, out)
+			}
 			refused++
 			t.Logf("round %d: refused: %v", round, err)
 		default:
-			t.Fatalf("round %d: the clone failed, not naming snapvol df: %v\n%s", round, err, out)
+			// The clone was made but the job could not use it (65aeefa:
+			// EDQUOT in round 7, its clones' group full of production's
+			// pinned data). Wrong, but what matters more is whether
+			// production's next write fails: go on to it.
+			made = append(made, name)
+			t.Errorf("round %d: the job on its clone failed: %v\n%s", round, err, out)
 		}
 		rewrite(round)
 	}
