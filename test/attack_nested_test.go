@@ -58,10 +58,10 @@ func TestAttackNestedSubvolumesAndPinnedSpace(t *testing.T) {
 // clone's nested subvolumes with a walk that gave up at 64 levels ("nest
 // deeper than 64"): the clone stayed, undeletable, its space pinned, and
 // Remove and the +each Unmount failed for good. Run against 65aeefa's
-// bundle, docker volume rm of the +job1 volume fails so on both engines;
-// the +each Unmount deletes with the same walk, so its clone would be left
-// in clones/ (storage/local's TestDeleteCloneWith70NestedLevels is the
-// same depth below the plugin). Now both are gone, nested subvolumes and
+// bundle, docker volume rm of the +job1 volume fails so on both engines,
+// and the +each clone is left in clones/ (that part run alone on 20.10);
+// storage/local's TestDeleteCloneWith70NestedLevels is the same depth
+// below the plugin. Now both are gone, nested subvolumes and
 // all, production untouched.
 func attackNest70(a *attackBed, prod, content string) {
 	t := a.t
