@@ -211,47 +211,63 @@ func (b *Backend) Pinned(ctx context.Context) (storage.PinnedUsage, error) {
 		// be told from its source's data cheaply: not measured.
 		return out, err
 	}
-	ids, err := b.subvolIDs(f)
+	w, err := b.pinFamilies(f)
 	if err != nil {
 		return out, b.noted(err)
+	}
+	if w.newest == 0 {
+		return out, nil // no snapshot or clone: nothing pinned
+	}
+	w.sources = out.Sources
+	if err := w.walkExtents(ctx, f); err != nil {
+		return out, b.noted(err)
+	}
+	out.Objects = w.objects()
+	return out, nil
+}
+
+// pinnedObj is who a subvolume is: object of the pool, and for snapshots
+// and clones the family (snapshot) that pins on its behalf.
+type pinnedObj struct {
+	id, name, source string
+	kind             storage.Kind
+}
+
+// pinnedWalk is what Pinned knows of the pool's subvolumes as it walks the
+// extent tree, and what it has counted so far.
+type pinnedWalk struct {
+	family       map[uint64]*pinnedObj // subvolume → the snapshot (or clone) that pins through it
+	ownedByClone map[uint64]bool
+	// since and newest are the oldest and newest transactions that made a
+	// snapshot or clone; newest is 0 when there is none.
+	since, newest     uint64
+	exclusive, shared map[*pinnedObj]int64
+	sources           map[string]int64
+}
+
+// pinFamilies reads who each subvolume of the pool is, and puts every
+// clone, with the subvolumes nested in it, in the family of the snapshot
+// it was made from (or its own, that snapshot gone).
+func (b *Backend) pinFamilies(f *os.File) (*pinnedWalk, error) {
+	ids, err := b.subvolIDs(f)
+	if err != nil {
+		return nil, err
 	}
 	roots, err := rootInfos(f, btrfsFirstFreeID, ^uint64(0))
 	if err != nil {
-		return out, b.noted(err)
+		return nil, err
 	}
-	// Who each subvolume is: object of the pool, and for snapshots and
-	// clones the family (snapshot) that pins on its behalf.
-	type obj struct {
-		id, name, source string
-		kind             storage.Kind
+	w := &pinnedWalk{
+		family: map[uint64]*pinnedObj{}, ownedByClone: map[uint64]bool{},
+		exclusive: map[*pinnedObj]int64{}, shared: map[*pinnedObj]int64{},
 	}
-	objOf := map[uint64]*obj{}
-	snapByUUID := map[[16]byte]*obj{}
-	var since, newest uint64 = ^uint64(0), 0
-	for id, sub := range ids {
-		o := &obj{id: id, name: path.Base(id)}
-		switch {
-		case strings.HasPrefix(id, dirVolumes+"/"):
-			o.kind, o.source = storage.KindVolume, o.name
-		case strings.HasPrefix(id, dirClones+"/"):
-			o.kind = storage.KindClone
-		default:
-			o.kind, o.source = storage.KindSnapshot, strings.Split(id, "/")[1]
-			snapByUUID[roots[sub].uuid] = o
-		}
-		objOf[sub] = o
-		if o.kind != storage.KindVolume {
-			since, newest = min(since, roots[sub].otransid), max(newest, roots[sub].otransid)
-		}
+	objOf, snapByUUID := w.classify(ids, roots)
+	if w.newest == 0 {
+		return w, nil
 	}
-	if newest == 0 {
-		return out, nil // no snapshot or clone: nothing pinned
-	}
-	family := map[uint64]*obj{} // subvolume → the snapshot (or clone) that pins through it
-	ownedByClone := map[uint64]bool{}
 	for sub, o := range objOf {
 		if o.kind != storage.KindClone {
-			family[sub] = o
+			w.family[sub] = o
 			continue
 		}
 		fam := o
@@ -263,79 +279,122 @@ func (b *Backend) Pinned(ctx context.Context) (storage.PinnedUsage, error) {
 		}
 		below, err := descendants(f, sub)
 		if err != nil {
-			return out, b.noted(err)
+			return nil, err
 		}
 		for _, s := range append([]uint64{sub}, below...) {
-			family[s], ownedByClone[s] = fam, true
+			w.family[s], w.ownedByClone[s] = fam, true
 		}
 	}
-	exclusive, shared := map[*obj]int64{}, map[*obj]int64{}
+	return w, nil
+}
+
+// classify names the object each subvolume in ids is, finds the
+// snapshots by UUID, and sets since and newest.
+func (w *pinnedWalk) classify(ids map[string]uint64, roots map[uint64]rootInfo) (objOf map[uint64]*pinnedObj, snapByUUID map[[16]byte]*pinnedObj) {
+	objOf = map[uint64]*pinnedObj{}
+	snapByUUID = map[[16]byte]*pinnedObj{}
+	w.since, w.newest = ^uint64(0), 0
+	for id, sub := range ids {
+		o := &pinnedObj{id: id, name: path.Base(id)}
+		switch {
+		case strings.HasPrefix(id, dirVolumes+"/"):
+			o.kind, o.source = storage.KindVolume, o.name
+		case strings.HasPrefix(id, dirClones+"/"):
+			o.kind = storage.KindClone
+		default:
+			o.kind, o.source = storage.KindSnapshot, strings.Split(id, "/")[1]
+			snapByUUID[roots[sub].uuid] = o
+		}
+		objOf[sub] = o
+		if o.kind != storage.KindVolume {
+			w.since, w.newest = min(w.since, roots[sub].otransid), max(w.newest, roots[sub].otransid)
+		}
+	}
+	return objOf, snapByUUID
+}
+
+// walkExtents counts every data extent written since the oldest snapshot
+// or clone was made, until ctx ends.
+func (w *pinnedWalk) walkExtents(ctx context.Context, f *os.File) error {
 	buf := make([]uint64, 64<<10)
 	var walkErr error
-	err = treeSearchSince(f.Fd(), extentTreeID, since, [3]uint64{0, keyExtentItem, 0}, [3]uint64{^uint64(0), keyExtentItem, ^uint64(0)}, func(it item) bool {
-		// struct btrfs_extent_item: refs, generation, flags; then inline
-		// refs, simple quotas' owner ref first (type, root).
-		if it.typ != keyExtentItem || len(it.data) < 24 || binary.LittleEndian.Uint64(it.data[16:])&extentFlagData == 0 {
-			return true
-		}
-		if binary.LittleEndian.Uint64(it.data[8:]) > newest {
-			return true // written after every snapshot and clone
-		}
-		if len(it.data) >= 33 && it.data[24] == keyOwnerRef && ownedByClone[binary.LittleEndian.Uint64(it.data[25:])] {
-			return true // a clone's own write, billed to it
-		}
-		if ctx.Err() != nil {
-			walkErr = ctx.Err()
-			return false
-		}
-		refs, err := extentRoots(f, it.objectID, buf)
+	err := treeSearchSince(f.Fd(), extentTreeID, w.since, [3]uint64{0, keyExtentItem, 0}, [3]uint64{^uint64(0), keyExtentItem, ^uint64(0)}, func(it item) bool {
+		more, err := w.count(ctx, f, buf, it)
 		if err != nil {
 			walkErr = err
-			return false
 		}
-		fams := map[*obj]bool{}
-		for _, r := range refs {
-			o, ok := family[r]
-			if !ok {
-				continue // a subvolume being deleted, or not the pool's
-			}
-			if o.kind == storage.KindVolume {
-				return true // live: its volume still references it
-			}
-			fams[o] = true
-		}
-		size := clampInt64(it.offset)
-		source := ""
-		for o := range fams {
-			if len(fams) == 1 {
-				exclusive[o] += size
-			} else {
-				shared[o] += size
-			}
-			if source == "" || o.source < source {
-				source = o.source
-			}
-		}
-		if source != "" {
-			out.Sources[source] += size
-		}
-		return true
+		return more
 	})
 	if err == nil {
 		err = walkErr
 	}
-	if err != nil {
-		return out, b.noted(err)
+	return err
+}
+
+// count bills one extent item to the families that pin it: exclusive
+// when one does, shared when several do, nothing when a volume still
+// references it or it is a clone's own write. It says whether the walk
+// goes on.
+func (w *pinnedWalk) count(ctx context.Context, f *os.File, buf []uint64, it item) (bool, error) {
+	// struct btrfs_extent_item: refs, generation, flags; then inline
+	// refs, simple quotas' owner ref first (type, root).
+	if it.typ != keyExtentItem || len(it.data) < 24 || binary.LittleEndian.Uint64(it.data[16:])&extentFlagData == 0 {
+		return true, nil
 	}
-	seen := map[*obj]bool{}
-	for _, m := range []map[*obj]int64{exclusive, shared} {
+	if binary.LittleEndian.Uint64(it.data[8:]) > w.newest {
+		return true, nil // written after every snapshot and clone
+	}
+	if len(it.data) >= 33 && it.data[24] == keyOwnerRef && w.ownedByClone[binary.LittleEndian.Uint64(it.data[25:])] {
+		return true, nil // a clone's own write, billed to it
+	}
+	if ctx.Err() != nil {
+		return false, ctx.Err()
+	}
+	refs, err := extentRoots(f, it.objectID, buf)
+	if err != nil {
+		return false, err
+	}
+	fams := map[*pinnedObj]bool{}
+	for _, r := range refs {
+		o, ok := w.family[r]
+		if !ok {
+			continue // a subvolume being deleted, or not the pool's
+		}
+		if o.kind == storage.KindVolume {
+			return true, nil // live: its volume still references it
+		}
+		fams[o] = true
+	}
+	size := clampInt64(it.offset)
+	source := ""
+	for o := range fams {
+		if len(fams) == 1 {
+			w.exclusive[o] += size
+		} else {
+			w.shared[o] += size
+		}
+		if source == "" || o.source < source {
+			source = o.source
+		}
+	}
+	if source != "" {
+		w.sources[source] += size
+	}
+	return true, nil
+}
+
+// objects lists every object that pins something, once.
+func (w *pinnedWalk) objects() []storage.PinnedObject {
+	var out []storage.PinnedObject
+	seen := map[*pinnedObj]bool{}
+	for _, m := range []map[*pinnedObj]int64{w.exclusive, w.shared} {
 		for o := range m {
 			if seen[o] {
 				continue
 			}
 			seen[o] = true
-			out.Objects = append(out.Objects, storage.PinnedObject{ID: o.id, Name: o.name, Kind: o.kind, Source: o.source, Exclusive: exclusive[o], Shared: shared[o]})
+			out = append(out, storage.PinnedObject{ID: o.id, Name: o.name, Kind: o.kind, Source: o.source, Exclusive: w.exclusive[o], Shared: w.shared[o]})
 		}
 	}
-	return out, nil
+	return out
 }
