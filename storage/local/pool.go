@@ -214,6 +214,16 @@ func loopMount(img, mnt string) error {
 	if err := unix.Fstat(int(back.Fd()), &st); err != nil {
 		return err
 	}
+	if bound, err := mountBoundLoop(img, mnt, st); bound {
+		return err
+	}
+	return attachLoopAndMount(img, mnt, back)
+}
+
+// mountBoundLoop mounts the loop device already bound to the image st is,
+// if there is one (bound true; err says how the mount went). A device
+// going away meanwhile is looked for again, 20 times.
+func mountBoundLoop(img, mnt string, st unix.Stat_t) (bound bool, err error) {
 	for attempt := 0; attempt < 20; attempt++ {
 		dev, ok := boundLoop(st)
 		if !ok {
@@ -224,16 +234,23 @@ func loopMount(img, mnt string) error {
 			// The filesystem's options are its superblock's, set by
 			// whoever mounted it first (perhaps an earlier version, with
 			// discard on): make them ours.
-			return fixPoolMount(mnt, true)
+			return true, fixPoolMount(mnt, true)
 		}
 		// The device may be going away (autoclear after the last unmount);
 		// look again, and attach a new one once it is gone.
 		lastErr := fmt.Errorf("mounting pool %s from %s, which is already bound to it, at %s: %w", img, dev, mnt, err)
 		if attempt == 19 {
-			return lastErr
+			return true, lastErr
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	return false, nil
+}
+
+// attachLoopAndMount binds back (the image img) to a free loop device,
+// set to autoclear, and mounts it at mnt; a device another process takes
+// first is passed over, 20 times.
+func attachLoopAndMount(img, mnt string, back *os.File) error {
 	ctl, err := os.OpenFile("/dev/loop-control", os.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("opening /dev/loop-control (a managed plugin needs the loop devices): %w", err)
@@ -268,24 +285,31 @@ func loopMount(img, mnt string) error {
 			lf.Close()
 			return fmt.Errorf("attaching %s to %s: %w", img, dev, err)
 		}
-		info := unix.LoopInfo64{Flags: unix.LO_FLAGS_AUTOCLEAR}
-		copy(info.File_name[:], img)
-		if err := unix.IoctlLoopSetStatus64(int(lf.Fd()), &info); err != nil {
-			_ = unix.IoctlSetInt(int(lf.Fd()), unix.LOOP_CLR_FD, 0)
-			lf.Close()
-			return fmt.Errorf("configuring %s: %w", dev, err)
-		}
-		err = unix.Mount(dev, mnt, "btrfs", poolFlags, poolFileOptions)
-		if err != nil {
-			_ = unix.IoctlSetInt(int(lf.Fd()), unix.LOOP_CLR_FD, 0)
-		}
-		lf.Close()
-		if err != nil {
-			return fmt.Errorf("mounting pool %s (%s) at %s: %w", img, dev, mnt, err)
-		}
-		return nil
+		return mountAttachedLoop(img, mnt, dev, lf)
 	}
 	return fmt.Errorf("no free loop device for %s: %w", img, lastErr)
+}
+
+// mountAttachedLoop sets loop device lf (dev, just bound to img) to
+// autoclear and mounts it at mnt; on failure the device is unbound again.
+// lf is closed.
+func mountAttachedLoop(img, mnt, dev string, lf *os.File) error {
+	info := unix.LoopInfo64{Flags: unix.LO_FLAGS_AUTOCLEAR}
+	copy(info.File_name[:], img)
+	if err := unix.IoctlLoopSetStatus64(int(lf.Fd()), &info); err != nil {
+		_ = unix.IoctlSetInt(int(lf.Fd()), unix.LOOP_CLR_FD, 0)
+		lf.Close()
+		return fmt.Errorf("configuring %s: %w", dev, err)
+	}
+	err := unix.Mount(dev, mnt, "btrfs", poolFlags, poolFileOptions)
+	if err != nil {
+		_ = unix.IoctlSetInt(int(lf.Fd()), unix.LOOP_CLR_FD, 0)
+	}
+	lf.Close()
+	if err != nil {
+		return fmt.Errorf("mounting pool %s (%s) at %s: %w", img, dev, mnt, err)
+	}
+	return nil
 }
 
 // boundLoop returns a loop device whose backing file is the file st
