@@ -143,57 +143,16 @@ func (b *Backend) mount(ctx context.Context, id, target string) error {
 		return fmt.Errorf("mount %s: %w", id, err)
 	}
 	name := volumeName(v)
-	serverHas := false
-	for _, p := range v.AttachPath {
-		if filepath.Clean(p) == st.host {
-			serverHas = true
-		}
-	}
-	switch {
-	case serverHas && !mountpoint.IsMountPoint(st.local):
-		// The server still counts a mount that is gone (a reboot, or a
-		// lazy unmount behind its back): clear it so it mounts again.
-		if err := b.release(ctx, v, st.host, false); err != nil {
-			return err
-		}
-		serverHas = false
-	case !serverHas && mountpoint.IsMountPoint(st.local):
-		// A mount the server forgot: ours (below snapvol-<instance>), and
-		// in the way of the new one.
-		if err := mountpoint.Unbind(st.local); err != nil {
-			return fmt.Errorf("%q (%s): a mount the OpenStorage server does not know is in the way at %s: %w", name, id, st.local, err)
-		}
+	serverHas, err := b.settleServerMount(ctx, v, st, name, id)
+	if err != nil {
+		return err
 	}
 	if err := os.MkdirAll(target, 0o755); err != nil {
 		return fmt.Errorf("creating mount point %s for %q: %w", target, name, err)
 	}
-	wasAttached := attached(v)
-	if !wasAttached {
-		req := &api.VolumeSetRequest{Action: &api.VolumeStateAction{Attach: api.VolumeActionParam_VOLUME_ACTION_PARAM_ON}}
-		if key := ownLabels(v)[storage.LabelSecretKey]; key != "" {
-			// The name of the volume's secret goes as SECRET_NAME
-			// (pkg/options OptionsSecret), as OpenStorage's own clients
-			// pass it: its Docker plugin (api/server/docker.go
-			// attachOptionsFromSpec) and CSI driver (csi/node.go) send
-			// the spec's secret_key there. SECRET_KEY is another thing,
-			// the key inside a Kubernetes secret named SECRET_NAME.
-			// api/server/volume.go volumeSet hands the options to the
-			// attach, which reads them with pkg/options
-			// NewVolumeAttachOptions.
-			req.Options = map[string]string{optSecretName: key}
-		}
-		_, err := b.rest.set(ctx, fmt.Sprintf("attaching %q (%s)", name, id), id, req)
-		if err != nil && v.GetSpec().GetEncrypted() && req.Options == nil {
-			err = fmt.Errorf("%w (the volume is encrypted: with a per-volume secret, give its name as -o secret_key=NAME when creating the volume; a cluster-wide secret needs nothing)", err)
-		}
-		switch {
-		case notSupported(err):
-			// Filesystem drivers (btrfs, vfs, nfs) have no device to attach.
-			wasAttached = true
-		case err != nil:
-			_ = mountpoint.RemoveMountPoint(target)
-			return err
-		}
+	wasAttached, err := b.attachForMount(ctx, v, name, id, target)
+	if err != nil {
+		return err
 	}
 	undo := func(cause error) error {
 		if err := b.release(ctx, v, st.host, !wasAttached); err != nil {
@@ -204,20 +163,98 @@ func (b *Backend) mount(ctx context.Context, id, target string) error {
 		return cause
 	}
 	if !serverHas {
-		// Made from this side, the directory is there for the server when
-		// both see the same one; when they do not, the check below says so.
-		if err := os.MkdirAll(st.local, 0o755); err != nil {
-			return undo(fmt.Errorf("creating the staging directory %s for %q: %w (PX_MOUNT_DIR=%s)", st.local, name, err, b.mountDir))
-		}
-		if _, err := b.rest.set(ctx, fmt.Sprintf("mounting %q (%s) at %s", name, id, st.host), id, &api.VolumeSetRequest{
-			Action: &api.VolumeStateAction{Mount: api.VolumeActionParam_VOLUME_ACTION_PARAM_ON, MountPath: st.host},
-		}); err != nil {
-			return undo(fmt.Errorf("%w (%s)", err, b.mountsHint()))
+		if err := b.serverMount(ctx, st, name, id); err != nil {
+			return undo(err)
 		}
 	}
+	if err := b.bindStaged(v, st, name, id, target); err != nil {
+		return undo(err)
+	}
+	return nil
+}
+
+// settleServerMount makes the server's record of v's mount at st agree
+// with what is mounted there, and says whether the server has it mounted.
+func (b *Backend) settleServerMount(ctx context.Context, v *api.Volume, st staging, name, id string) (serverHas bool, err error) {
+	for _, p := range v.AttachPath {
+		if filepath.Clean(p) == st.host {
+			serverHas = true
+		}
+	}
+	switch {
+	case serverHas && !mountpoint.IsMountPoint(st.local):
+		// The server still counts a mount that is gone (a reboot, or a
+		// lazy unmount behind its back): clear it so it mounts again.
+		if err := b.release(ctx, v, st.host, false); err != nil {
+			return false, err
+		}
+		serverHas = false
+	case !serverHas && mountpoint.IsMountPoint(st.local):
+		// A mount the server forgot: ours (below snapvol-<instance>), and
+		// in the way of the new one.
+		if err := mountpoint.Unbind(st.local); err != nil {
+			return false, fmt.Errorf("%q (%s): a mount the OpenStorage server does not know is in the way at %s: %w", name, id, st.local, err)
+		}
+	}
+	return serverHas, nil
+}
+
+// attachForMount attaches v unless it is attached already, and says
+// whether it was (a driver with nothing to attach counts as attached: its
+// undo has nothing to detach). On failure the mount point target goes.
+func (b *Backend) attachForMount(ctx context.Context, v *api.Volume, name, id, target string) (wasAttached bool, err error) {
+	if attached(v) {
+		return true, nil
+	}
+	req := &api.VolumeSetRequest{Action: &api.VolumeStateAction{Attach: api.VolumeActionParam_VOLUME_ACTION_PARAM_ON}}
+	if key := ownLabels(v)[storage.LabelSecretKey]; key != "" {
+		// The name of the volume's secret goes as SECRET_NAME
+		// (pkg/options OptionsSecret), as OpenStorage's own clients
+		// pass it: its Docker plugin (api/server/docker.go
+		// attachOptionsFromSpec) and CSI driver (csi/node.go) send
+		// the spec's secret_key there. SECRET_KEY is another thing,
+		// the key inside a Kubernetes secret named SECRET_NAME.
+		// api/server/volume.go volumeSet hands the options to the
+		// attach, which reads them with pkg/options
+		// NewVolumeAttachOptions.
+		req.Options = map[string]string{optSecretName: key}
+	}
+	_, err = b.rest.set(ctx, fmt.Sprintf("attaching %q (%s)", name, id), id, req)
+	if err != nil && v.GetSpec().GetEncrypted() && req.Options == nil {
+		err = fmt.Errorf("%w (the volume is encrypted: with a per-volume secret, give its name as -o secret_key=NAME when creating the volume; a cluster-wide secret needs nothing)", err)
+	}
+	switch {
+	case notSupported(err):
+		// Filesystem drivers (btrfs, vfs, nfs) have no device to attach.
+		return true, nil
+	case err != nil:
+		_ = mountpoint.RemoveMountPoint(target)
+		return false, err
+	}
+	return false, nil
+}
+
+// serverMount asks the server to mount the volume at st's host path.
+func (b *Backend) serverMount(ctx context.Context, st staging, name, id string) error {
+	// Made from this side, the directory is there for the server when
+	// both see the same one; when they do not, bindStaged says so.
+	if err := os.MkdirAll(st.local, 0o755); err != nil {
+		return fmt.Errorf("creating the staging directory %s for %q: %w (PX_MOUNT_DIR=%s)", st.local, name, err, b.mountDir)
+	}
+	if _, err := b.rest.set(ctx, fmt.Sprintf("mounting %q (%s) at %s", name, id, st.host), id, &api.VolumeSetRequest{
+		Action: &api.VolumeStateAction{Mount: api.VolumeActionParam_VOLUME_ACTION_PARAM_ON, MountPath: st.host},
+	}); err != nil {
+		return fmt.Errorf("%w (%s)", err, b.mountsHint())
+	}
+	return nil
+}
+
+// bindStaged checks the server's mount shows at st's local path and binds
+// it at target, nosuid,nodev for a clone.
+func (b *Backend) bindStaged(v *api.Volume, st staging, name, id, target string) error {
 	if !mountpoint.IsMountPoint(st.local) {
-		return undo(fmt.Errorf("Portworx (the OpenStorage server) reported %q (%s) mounted at host path %s, but snapvol does not see it at %s: %s",
-			name, id, st.host, st.local, b.mountsHint()))
+		return fmt.Errorf("Portworx (the OpenStorage server) reported %q (%s) mounted at host path %s, but snapvol does not see it at %s: %s",
+			name, id, st.host, st.local, b.mountsHint())
 	}
 	// The OpenStorage v1 mount action takes no options: a clone's mount
 	// is made nosuid,nodev here. The staging mount as snapvol sees it gets
@@ -228,11 +265,11 @@ func (b *Backend) mount(ctx context.Context, id, target string) error {
 	if isKind(v, storage.KindClone) {
 		flags = unix.MS_NOSUID | unix.MS_NODEV
 		if err := mountpoint.SetFlags(st.local, flags); err != nil {
-			return undo(fmt.Errorf("clone %q (%s) at %s: %w", name, id, st.local, err))
+			return fmt.Errorf("clone %q (%s) at %s: %w", name, id, st.local, err)
 		}
 	}
 	if err := mountpoint.BindMountFlags(st.local, target, flags); err != nil {
-		return undo(fmt.Errorf("%q (%s): binding %s at %s: %w", name, id, st.local, target, err))
+		return fmt.Errorf("%q (%s): binding %s at %s: %w", name, id, st.local, target, err)
 	}
 	return nil
 }
