@@ -107,79 +107,110 @@ func (c *stateCollector) backendMetrics() []prometheus.Metric {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.ScrapeTimeout)
 	defer cancel()
-	var out []prometheus.Metric
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		out = append(out, prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...))
+	s := &backendScrape{ctx: ctx, answered: true}
+	c.scrapeSnapshots(s)
+	if u, ok := c.cfg.Backend.(storage.Usager); ok && s.answered {
+		c.scrapeUsage(s, u)
 	}
-	errs := 0
-	answered := true
-	owned, err := c.cfg.Backend.Owned(ctx)
-	if err != nil {
-		errs++
-		if k := ErrorClass(err); k == "unavailable" || k == "timeout" {
-			answered = false
-		}
-	} else {
-		type key struct{ source, kind string }
-		snaps := map[key]int{}
-		for _, o := range owned {
-			if o.Kind == storage.KindSnapshot {
-				snaps[key{o.Labels[storage.LabelSource], storage.Taken(o)}]++
-			}
-		}
-		for k, n := range snaps {
-			gauge(c.snapshots, float64(n), k.source, k.kind)
-		}
+	if h, ok := c.cfg.Backend.(storage.Checker); ok && s.answered {
+		c.scrapeHealth(s, h)
 	}
-	if u, ok := c.cfg.Backend.(storage.Usager); ok && answered {
-		if pu, err := u.Usage(ctx); err != nil {
-			errs++
-		} else {
-			for _, kv := range []struct {
-				k string
-				v int64
-			}{{"size", pu.Size}, {"used", pu.Used}, {"free", pu.Free}, {"reserve", pu.Reserve}} {
-				if kv.v >= 0 {
-					gauge(c.pool, float64(kv.v), kv.k)
-				}
-			}
-		}
-		if ou, err := u.ObjectUsage(ctx); err != nil {
-			errs++
-		} else {
-			n, limited := 0, false
-			for _, o := range ou {
-				if o.Limit > 0 {
-					limited = true
-					if o.Bytes >= o.Limit-o.Limit/100 {
-						n++
-					}
-				}
-			}
-			if limited {
-				gauge(c.atLimit, float64(n))
-			}
-		}
-	}
-	if h, ok := c.cfg.Backend.(storage.Checker); ok && answered {
-		healthy := 1.0
-		if err := h.Health(ctx); err != nil {
-			healthy = 0
-			if k := ErrorClass(err); k == "unavailable" || k == "timeout" {
-				answered = false
-			}
-		}
-		gauge(c.backendHealthy, healthy)
-	}
-	up := answered
-	if c.up != nil && answered {
+	up := s.answered
+	if c.up != nil && s.answered {
 		up = c.up.Load()
 	}
-	gauge(c.backendUp, b2f(up))
-	gauge(c.scrapeErr, float64(errs))
-	gauge(c.scrapeTaken, time.Since(start).Seconds())
-	c.cached, c.at = out, time.Now()
-	return out
+	s.gauge(c.backendUp, b2f(up))
+	s.gauge(c.scrapeErr, float64(s.errs))
+	s.gauge(c.scrapeTaken, time.Since(start).Seconds())
+	c.cached, c.at = s.out, time.Now()
+	return s.out
+}
+
+// backendScrape is one scrape of the backend: the metrics made so far,
+// how many calls failed, and whether the backend answered at all.
+type backendScrape struct {
+	ctx      context.Context
+	out      []prometheus.Metric
+	errs     int
+	answered bool
+}
+
+func (s *backendScrape) gauge(d *prometheus.Desc, v float64, labels ...string) {
+	s.out = append(s.out, prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...))
+}
+
+// failed counts err; one that says the backend did not answer (down or
+// too slow) marks the scrape unanswered.
+func (s *backendScrape) failed(err error) {
+	s.errs++
+	if k := ErrorClass(err); k == "unavailable" || k == "timeout" {
+		s.answered = false
+	}
+}
+
+// scrapeSnapshots counts the plugin's snapshots by source and how each
+// was taken.
+func (c *stateCollector) scrapeSnapshots(s *backendScrape) {
+	owned, err := c.cfg.Backend.Owned(s.ctx)
+	if err != nil {
+		s.failed(err)
+		return
+	}
+	type key struct{ source, kind string }
+	snaps := map[key]int{}
+	for _, o := range owned {
+		if o.Kind == storage.KindSnapshot {
+			snaps[key{o.Labels[storage.LabelSource], storage.Taken(o)}]++
+		}
+	}
+	for k, n := range snaps {
+		s.gauge(c.snapshots, float64(n), k.source, k.kind)
+	}
+}
+
+// scrapeUsage reports the pool's sizes and, where clones are limited, how
+// many are at their limit (within 1%).
+func (c *stateCollector) scrapeUsage(s *backendScrape, u storage.Usager) {
+	if pu, err := u.Usage(s.ctx); err != nil {
+		s.errs++
+	} else {
+		for _, kv := range []struct {
+			k string
+			v int64
+		}{{"size", pu.Size}, {"used", pu.Used}, {"free", pu.Free}, {"reserve", pu.Reserve}} {
+			if kv.v >= 0 {
+				s.gauge(c.pool, float64(kv.v), kv.k)
+			}
+		}
+	}
+	if ou, err := u.ObjectUsage(s.ctx); err != nil {
+		s.errs++
+	} else {
+		n, limited := 0, false
+		for _, o := range ou {
+			if o.Limit > 0 {
+				limited = true
+				if o.Bytes >= o.Limit-o.Limit/100 {
+					n++
+				}
+			}
+		}
+		if limited {
+			s.gauge(c.atLimit, float64(n))
+		}
+	}
+}
+
+// scrapeHealth reports whether the backend's storage is healthy.
+func (c *stateCollector) scrapeHealth(s *backendScrape, h storage.Checker) {
+	healthy := 1.0
+	if err := h.Health(s.ctx); err != nil {
+		healthy = 0
+		if k := ErrorClass(err); k == "unavailable" || k == "timeout" {
+			s.answered = false
+		}
+	}
+	s.gauge(c.backendHealthy, healthy)
 }
 
 func b2f(b bool) float64 {
