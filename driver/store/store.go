@@ -271,57 +271,18 @@ func OpenWith(path string, o Options) (*Store, error) {
 			return nil, err
 		}
 	}
-	fi, err := os.Stat(path)
-	switch {
-	case err == nil && fi.Size() > 0:
-		if err := verify(path, o.Timeout); err != nil {
-			return nil, err
-		}
-	case err != nil && !errors.Is(err, os.ErrNotExist):
-		return nil, fmt.Errorf("state database %s: %w", path, err)
-	case sl != nil:
-		// Before bbolt makes a new file here: nothing may be written.
-		state := "missing"
-		if err == nil {
-			state = "empty (0 bytes)"
-		}
-		return nil, fmt.Errorf("%w: %s is %s, but %s says store %s at generation %d was served here; starting a new state would destroy that state's clones and snapshots. Restore snapvol.db from a backup (the same or a newer one), or run snapvol recover to rebuild the records from the pool (docs/recover.md)",
-			ErrRefused, path, state, o.Seal, sl.Store, sl.Generation)
+	if err := checkBeforeOpen(path, o, sl); err != nil {
+		return nil, err
 	}
 	s := &Store{idx: map[string]*Record{}}
 	s.sealPath = o.Seal
-	err = guard(func() error {
+	err := guard(func() error {
 		db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.Timeout})
 		if err != nil {
 			return openError(path, err)
 		}
 		s.db = db
-		return db.Update(func(tx *bolt.Tx) error {
-			meta, err := tx.CreateBucketIfNotExists(bucketMeta)
-			if err != nil {
-				return err
-			}
-			vols, err := tx.CreateBucketIfNotExists(bucketVolumes)
-			if err != nil {
-				return err
-			}
-			if err := upgrade(path, meta, vols); err != nil {
-				return err
-			}
-			if o.Seal != "" {
-				if s.fresh, err = s.checkIdentity(tx, sl, o.Seal); err != nil {
-					return err
-				}
-			}
-			return vols.ForEach(func(k, v []byte) error {
-				var r Record
-				if err := json.Unmarshal(v, &r); err != nil {
-					return fmt.Errorf("record %q in %s: %w", k, path, err)
-				}
-				s.idx[r.Name] = &r
-				return nil
-			})
-		})
+		return db.Update(func(tx *bolt.Tx) error { return s.load(tx, path, sl, o.Seal) })
 	})
 	if err != nil {
 		if s.db != nil {
@@ -340,6 +301,60 @@ func OpenWith(path string, o Options) (*Store, error) {
 		}
 	}
 	return s, nil
+}
+
+// checkBeforeOpen verifies the database at path, if it holds anything,
+// and refuses to let bbolt make a new one where the seal sl says a store
+// was served.
+func checkBeforeOpen(path string, o Options, sl *seal) error {
+	fi, err := os.Stat(path)
+	switch {
+	case err == nil && fi.Size() > 0:
+		if err := verify(path, o.Timeout); err != nil {
+			return err
+		}
+	case err != nil && !errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("state database %s: %w", path, err)
+	case sl != nil:
+		// Before bbolt makes a new file here: nothing may be written.
+		state := "missing"
+		if err == nil {
+			state = "empty (0 bytes)"
+		}
+		return fmt.Errorf("%w: %s is %s, but %s says store %s at generation %d was served here; starting a new state would destroy that state's clones and snapshots. Restore snapvol.db from a backup (the same or a newer one), or run snapvol recover to rebuild the records from the pool (docs/recover.md)",
+			ErrRefused, path, state, o.Seal, sl.Store, sl.Generation)
+	}
+	return nil
+}
+
+// load makes the buckets, upgrades the records, checks the store's
+// identity against the seal at sealPath (when there is one) and reads
+// every record into the index.
+func (s *Store) load(tx *bolt.Tx, path string, sl *seal, sealPath string) error {
+	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+	if err != nil {
+		return err
+	}
+	vols, err := tx.CreateBucketIfNotExists(bucketVolumes)
+	if err != nil {
+		return err
+	}
+	if err := upgrade(path, meta, vols); err != nil {
+		return err
+	}
+	if sealPath != "" {
+		if s.fresh, err = s.checkIdentity(tx, sl, sealPath); err != nil {
+			return err
+		}
+	}
+	return vols.ForEach(func(k, v []byte) error {
+		var r Record
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("record %q in %s: %w", k, path, err)
+		}
+		s.idx[r.Name] = &r
+		return nil
+	})
 }
 
 // Close closes the database, leaving the identity file at its last
