@@ -111,16 +111,9 @@ func (d *Driver) makeClone(ctx context.Context, r *store.Record, key, target str
 		return nil, fmt.Errorf("volume %q: %w", r.Name, err)
 	}
 	defer done()
-	step(ctx, "looking up source %q", r.Source)
-	src, err := d.b.Volume(ctx, r.Source)
-	if hint, ok := backendHint(err); ok && errors.Is(err, storage.ErrNotFound) {
-		return nil, fmt.Errorf("%w: volume %q: source %q was not found: %s", ErrNoSource, r.Name, r.Source, hint)
-	}
-	if errors.Is(err, storage.ErrNotFound) {
-		return nil, fmt.Errorf("%w: volume %q: source %q does not exist", ErrNoSource, r.Name, r.Source)
-	}
+	src, err := d.sourceOf(ctx, r)
 	if err != nil {
-		return nil, fmt.Errorf("volume %q: looking up source %q: %w", r.Name, r.Source, err)
+		return nil, err
 	}
 	step(ctx, "resolving @%s of %q (taking a snapshot if it needs one)", r.Ref, r.Source)
 	snap, err := d.resolveFor(ctx, src, r.Ref)
@@ -142,25 +135,8 @@ func (d *Driver) makeClone(ctx context.Context, r *store.Record, key, target str
 	// past this request: the clone is recorded all the same.
 	var pending error
 	if target != "" {
-		step(ctx, "mounting clone %s at %s", a.Object, a.Target)
-		err := d.b.Mount(ctx, a.Object, a.Target)
-		switch {
-		case errors.Is(err, storage.ErrInProgress) && key == "":
-			// Still attaching and mounting it (a large Portworx volume):
-			// recorded unmounted, so Docker's retry picks the mount up
-			// where it got to instead of starting over; with no retry it
-			// is reaped as any idle clone. (A +each clone is its mount
-			// ID's, which a retry does not reuse: it is undone.)
-			a.Pending = d.now()
-			r.LastUsed = a.Pending
-			pending = fmt.Errorf("volume %q: mounting clone: %w", r.Name, err)
-		case err != nil:
-			d.undoClone(ctx, r.Name, a)
-			return nil, fmt.Errorf("volume %q: mounting clone: %w", r.Name, err)
-		default:
-			a.Mounts = 1
-			hold(a, callerOf(ctx))
-			d.failpoint("materialize:mount")
+		if pending, err = d.mountNewClone(ctx, r, key, a); err != nil {
+			return nil, err
 		}
 	}
 	r.SetAttachment(key, a)
@@ -178,6 +154,50 @@ func (d *Driver) makeClone(ctx context.Context, r *store.Record, key, target str
 		return nil, pending
 	}
 	return a, nil
+}
+
+// sourceOf looks up r's source volume; a source that does not exist is
+// ErrNoSource.
+func (d *Driver) sourceOf(ctx context.Context, r *store.Record) (storage.Object, error) {
+	step(ctx, "looking up source %q", r.Source)
+	src, err := d.b.Volume(ctx, r.Source)
+	if hint, ok := backendHint(err); ok && errors.Is(err, storage.ErrNotFound) {
+		return storage.Object{}, fmt.Errorf("%w: volume %q: source %q was not found: %s", ErrNoSource, r.Name, r.Source, hint)
+	}
+	if errors.Is(err, storage.ErrNotFound) {
+		return storage.Object{}, fmt.Errorf("%w: volume %q: source %q does not exist", ErrNoSource, r.Name, r.Source)
+	}
+	if err != nil {
+		return storage.Object{}, fmt.Errorf("volume %q: looking up source %q: %w", r.Name, r.Source, err)
+	}
+	return src, nil
+}
+
+// mountNewClone mounts the clone a has just made at a.Target, holding it
+// for the caller. A mount the storage carries on with past this request
+// leaves a pending and unmounted, and is the answer (pending); any other
+// failure undoes the clone (err).
+func (d *Driver) mountNewClone(ctx context.Context, r *store.Record, key string, a *store.Attachment) (pending, err error) {
+	step(ctx, "mounting clone %s at %s", a.Object, a.Target)
+	err = d.b.Mount(ctx, a.Object, a.Target)
+	switch {
+	case errors.Is(err, storage.ErrInProgress) && key == "":
+		// Still attaching and mounting it (a large Portworx volume):
+		// recorded unmounted, so Docker's retry picks the mount up
+		// where it got to instead of starting over; with no retry it
+		// is reaped as any idle clone. (A +each clone is its mount
+		// ID's, which a retry does not reuse: it is undone.)
+		a.Pending = d.now()
+		r.LastUsed = a.Pending
+		return fmt.Errorf("volume %q: mounting clone: %w", r.Name, err), nil
+	case err != nil:
+		d.undoClone(ctx, r.Name, a)
+		return nil, fmt.Errorf("volume %q: mounting clone: %w", r.Name, err)
+	}
+	a.Mounts = 1
+	hold(a, callerOf(ctx))
+	d.failpoint("materialize:mount")
+	return nil, nil
 }
 
 // destroy unmounts and deletes the backend object of attachment key of r
