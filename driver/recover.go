@@ -54,16 +54,47 @@ func (d *Driver) Recover(ctx context.Context, held Holders) (RecoverReport, erro
 	if err != nil {
 		return rep, fmt.Errorf("listing the objects snapvol made: %w", err)
 	}
-	now := d.now()
-	snapByIdentity := map[string]storage.Object{}
+	rc := &recovery{
+		d: d, held: held, now: d.now(),
+		snapByIdentity: map[string]storage.Object{}, regOf: map[string]string{},
+		records: map[string]*store.Record{}, mounted: map[string]bool{},
+	}
 	for _, o := range owned {
 		if o.Kind == storage.KindSnapshot && o.Identity != "" {
-			snapByIdentity[o.Identity] = o
+			rc.snapByIdentity[o.Identity] = o
 		}
 	}
+	if err := rc.registerSnapshots(newestNamed(owned)); err != nil {
+		return rc.rep, err
+	}
+	for _, o := range owned {
+		switch o.Kind {
+		case storage.KindVolume:
+			rc.recoverVolume(o)
+		case storage.KindClone:
+			rc.recoverClone(o)
+		}
+	}
+	return rc.save()
+}
 
-	// Named snapshots: with --replace several snapshots carry one name;
-	// the newest holds it.
+// recovery is one Recover in progress: what the pool holds, and the
+// records rebuilt from it so far.
+type recovery struct {
+	d              *Driver
+	held           Holders
+	now            time.Time
+	rep            RecoverReport
+	snapByIdentity map[string]storage.Object
+	regOf          map[string]string // snapshot ID -> its registered name
+	records        map[string]*store.Record
+	mounted        map[string]bool // volumes with mounts counted
+}
+
+// newestNamed finds the named and scheduled snapshots among owned, by
+// SOURCE@NAME: with --replace several snapshots carry one name; the
+// newest holds it.
+func newestNamed(owned []storage.Object) map[string]storage.Object {
 	named := map[string]storage.Object{}
 	for _, o := range owned {
 		if o.Kind != storage.KindSnapshot {
@@ -86,7 +117,12 @@ func (d *Driver) Recover(ctx context.Context, held Holders) (RecoverReport, erro
 			named[k] = o
 		}
 	}
-	regOf := map[string]string{} // snapshot ID -> its registered name
+	return named
+}
+
+// registerSnapshots registers the named snapshots again, in SOURCE@NAME
+// order.
+func (rc *recovery) registerSnapshots(named map[string]storage.Object) error {
 	keys := make([]string, 0, len(named))
 	for k := range named {
 		keys = append(keys, k)
@@ -100,112 +136,131 @@ func (d *Driver) Recover(ctx context.Context, held Holders) (RecoverReport, erro
 		if storage.Taken(o) == storage.TakenScheduled {
 			kind = store.SnapScheduled
 		}
-		if _, err := d.st.RegisterSnapshot(store.Snapshot{
+		if _, err := rc.d.st.RegisterSnapshot(store.Snapshot{
 			Source: source, SourceID: o.Parent, Name: name, Object: o.ID, Kind: kind,
 			Time: o.Created.UTC(), From: o.Labels[storage.LabelFrom],
 		}); err != nil {
-			return rep, err
+			return err
 		}
-		regOf[o.ID] = name
-		rep.Snapshots = append(rep.Snapshots, k)
+		rc.regOf[o.ID] = name
+		rc.rep.Snapshots = append(rc.rep.Snapshots, k)
 	}
+	return nil
+}
 
-	records := map[string]*store.Record{}
-	mounted := map[string]bool{}
-	add := func(r *store.Record, key string, a *store.Attachment, made time.Time) {
-		if cur, ok := records[r.Name]; ok {
-			r = cur
-		} else {
-			records[r.Name] = r
-		}
-		if made.Before(r.Created) || r.Created.IsZero() {
-			r.Created = made.UTC()
-		}
-		if a.Mounts > 0 {
-			mounted[r.Name] = true
-		}
-		r.SetAttachment(key, a)
+// add puts attachment a (made at made) under key in the record of r's
+// name, r itself if there is none yet.
+func (rc *recovery) add(r *store.Record, key string, a *store.Attachment, made time.Time) {
+	if cur, ok := rc.records[r.Name]; ok {
+		r = cur
+	} else {
+		rc.records[r.Name] = r
 	}
-	for _, o := range owned {
-		switch o.Kind {
-		case storage.KindVolume:
-			n, err := names.Parse(o.Name)
-			if err != nil || n.IsClone() {
-				rep.Skipped = append(rep.Skipped, fmt.Sprintf("volume %s: %q is not a plain volume name", o.ID, o.Name))
-				continue
+	if made.Before(r.Created) || r.Created.IsZero() {
+		r.Created = made.UTC()
+	}
+	if a.Mounts > 0 {
+		rc.mounted[r.Name] = true
+	}
+	r.SetAttachment(key, a)
+}
+
+// recoverVolume rebuilds the record of plain volume o.
+func (rc *recovery) recoverVolume(o storage.Object) {
+	n, err := names.Parse(o.Name)
+	if err != nil || n.IsClone() {
+		rc.rep.Skipped = append(rc.rep.Skipped, fmt.Sprintf("volume %s: %q is not a plain volume name", o.ID, o.Name))
+		return
+	}
+	count, _ := rc.held(o)
+	a := &store.Attachment{Object: o.ID, Target: rc.d.target(o.Name, ""), Mounts: count}
+	rc.add(&store.Record{Name: o.Name, LastUsed: rc.now}, "", a, o.Created)
+}
+
+// recoverClone adds clone o to the record of the volume its labels name.
+func (rc *recovery) recoverClone(o storage.Object) {
+	vol := o.Labels[storage.LabelVolume]
+	r, plain, ok := rc.cloneRecord(o, vol)
+	if !ok {
+		return
+	}
+	count, target := rc.held(o)
+	a := &store.Attachment{Object: o.ID, Mounts: count, Made: o.Created.UTC()}
+	if s, ok := rc.snapByIdentity[o.Parent]; ok {
+		a.Snapshot, a.SnapshotName, a.SnapshotTime = s.ID, s.Name, s.Created.UTC()
+		if reg, ok := rc.regOf[s.ID]; ok {
+			a.SnapshotName = reg
+			if plain {
+				r.Ref = reg
 			}
-			count, _ := held(o)
-			a := &store.Attachment{Object: o.ID, Target: d.target(o.Name, ""), Mounts: count}
-			add(&store.Record{Name: o.Name, LastUsed: now}, "", a, o.Created)
-		case storage.KindClone:
-			vol := o.Labels[storage.LabelVolume]
-			if vol == "" {
-				rep.Skipped = append(rep.Skipped, fmt.Sprintf("clone %s: its labels do not name its volume", o.ID))
-				continue
-			}
-			r := &store.Record{Name: vol, LastUsed: now}
-			n, err := names.Parse(vol)
-			switch {
-			case err == nil && n.IsClone():
-				r.Source, r.Ref, r.Tag, r.Each = n.Source, n.Ref, n.Tag, n.Each()
-			case err == nil:
-				// A plain name made a clone with -o from= (or snapvol
-				// volume create): the source is in the labels, the ref
-				// is the registered name of its snapshot if it has one.
-				r.Source, r.Ref = o.Labels[storage.LabelSource], names.RefLatest
-			default:
-				rep.Skipped = append(rep.Skipped, fmt.Sprintf("clone %s: volume name %q: %v", o.ID, vol, err))
-				continue
-			}
-			if r.Source == "" {
-				rep.Skipped = append(rep.Skipped, fmt.Sprintf("clone %s of volume %s: its labels do not name its source", o.ID, vol))
-				continue
-			}
-			count, target := held(o)
-			a := &store.Attachment{Object: o.ID, Mounts: count, Made: o.Created.UTC()}
-			if s, ok := snapByIdentity[o.Parent]; ok {
-				a.Snapshot, a.SnapshotName, a.SnapshotTime = s.ID, s.Name, s.Created.UTC()
-				if reg, ok := regOf[s.ID]; ok {
-					a.SnapshotName = reg
-					if err == nil && !n.IsClone() {
-						r.Ref = reg
-					}
-				}
-			}
-			key := ""
-			if r.Each {
-				// The Docker mount ID it was made for is lost: its own key,
-				// and the target it is mounted at now, if any.
-				key, a.Target = "recovered-"+o.Name, target
-			} else {
-				a.Target = d.target(vol, "")
-			}
-			if cur, ok := records[vol]; ok && cur.Attachment(key) != nil {
-				// Two clones for one non-each volume (a crash between
-				// making one and recording it): the held or newer one is
-				// kept, the other is an orphan.
-				old := cur.Attachment(key)
-				if old.Mounts > a.Mounts || old.Mounts == a.Mounts && old.Made.After(a.Made) {
-					rep.Skipped = append(rep.Skipped, fmt.Sprintf("clone %s of volume %s: the volume has another clone", o.ID, vol))
-					continue
-				}
-				rep.Skipped = append(rep.Skipped, fmt.Sprintf("clone %s of volume %s: the volume has another clone", old.Object, vol))
-				rep.Clones--
-			}
-			add(r, key, a, o.Created)
-			rep.Clones++
 		}
 	}
-	for name, r := range records {
-		if err := d.st.Put(r); err != nil {
-			return rep, fmt.Errorf("volume %q: %w", name, err)
+	key := ""
+	if r.Each {
+		// The Docker mount ID it was made for is lost: its own key,
+		// and the target it is mounted at now, if any.
+		key, a.Target = "recovered-"+o.Name, target
+	} else {
+		a.Target = rc.d.target(vol, "")
+	}
+	if cur, ok := rc.records[vol]; ok && cur.Attachment(key) != nil {
+		// Two clones for one non-each volume (a crash between
+		// making one and recording it): the held or newer one is
+		// kept, the other is an orphan.
+		old := cur.Attachment(key)
+		if old.Mounts > a.Mounts || old.Mounts == a.Mounts && old.Made.After(a.Made) {
+			rc.rep.Skipped = append(rc.rep.Skipped, fmt.Sprintf("clone %s of volume %s: the volume has another clone", o.ID, vol))
+			return
 		}
-		rep.Volumes = append(rep.Volumes, name)
+		rc.rep.Skipped = append(rc.rep.Skipped, fmt.Sprintf("clone %s of volume %s: the volume has another clone", old.Object, vol))
+		rc.rep.Clones--
 	}
-	for name := range mounted {
-		rep.Mounted = append(rep.Mounted, name)
+	rc.add(r, key, a, o.Created)
+	rc.rep.Clones++
+}
+
+// cloneRecord is the record clone o's volume vol is rebuilt as: source,
+// ref and tag from the grammar name, or for a plain name (plain) the
+// source from the labels. ok is false, and o skipped, when there is none.
+func (rc *recovery) cloneRecord(o storage.Object, vol string) (r *store.Record, plain, ok bool) {
+	if vol == "" {
+		rc.rep.Skipped = append(rc.rep.Skipped, fmt.Sprintf("clone %s: its labels do not name its volume", o.ID))
+		return nil, false, false
 	}
-	sort.Strings(rep.Volumes)
-	sort.Strings(rep.Mounted)
-	return rep, nil
+	r = &store.Record{Name: vol, LastUsed: rc.now}
+	n, err := names.Parse(vol)
+	switch {
+	case err == nil && n.IsClone():
+		r.Source, r.Ref, r.Tag, r.Each = n.Source, n.Ref, n.Tag, n.Each()
+	case err == nil:
+		// A plain name made a clone with -o from= (or snapvol
+		// volume create): the source is in the labels, the ref
+		// is the registered name of its snapshot if it has one.
+		r.Source, r.Ref = o.Labels[storage.LabelSource], names.RefLatest
+		plain = true
+	default:
+		rc.rep.Skipped = append(rc.rep.Skipped, fmt.Sprintf("clone %s: volume name %q: %v", o.ID, vol, err))
+		return nil, false, false
+	}
+	if r.Source == "" {
+		rc.rep.Skipped = append(rc.rep.Skipped, fmt.Sprintf("clone %s of volume %s: its labels do not name its source", o.ID, vol))
+		return nil, false, false
+	}
+	return r, plain, true
+}
+
+// save writes the rebuilt records and completes the report.
+func (rc *recovery) save() (RecoverReport, error) {
+	for name, r := range rc.records {
+		if err := rc.d.st.Put(r); err != nil {
+			return rc.rep, fmt.Errorf("volume %q: %w", name, err)
+		}
+		rc.rep.Volumes = append(rc.rep.Volumes, name)
+	}
+	for name := range rc.mounted {
+		rc.rep.Mounted = append(rc.rep.Mounted, name)
+	}
+	sort.Strings(rc.rep.Volumes)
+	sort.Strings(rc.rep.Mounted)
+	return rc.rep, nil
 }
