@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/snapvol/snapvol/driver/store"
+	"github.com/snapvol/snapvol/internal/tick"
 )
 
 // Reap destroys clones idle longer than their ttl, and +each clones whose
@@ -85,24 +86,17 @@ func (d *Driver) ReapInterval() time.Duration {
 // Run reaps idle clones and sweeps orphans until ctx ends.
 func (d *Driver) Run(ctx context.Context) {
 	go d.runSchedules(ctx)
-	t := time.NewTicker(d.ReapInterval())
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			d.retryReconcile(ctx)
-			d.watchPool()
-			d.dropStaleMounts()
-			d.Reap()
-			sctx, cancel := d.ctx()
-			if err := d.sweep(sctx); err != nil {
-				d.log.WithError(err).Warn("sweep")
-			}
-			cancel()
+	tick.Every(ctx, d.ReapInterval(), func() {
+		d.retryReconcile(ctx)
+		d.watchPool()
+		d.dropStaleMounts()
+		d.Reap()
+		sctx, cancel := d.ctx()
+		if err := d.sweep(sctx); err != nil {
+			d.log.WithError(err).Warn("sweep")
 		}
-	}
+		cancel()
+	})
 }
 
 // pendingGrace is how long a mount left unfinished (Attachment.Pending)

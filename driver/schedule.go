@@ -8,6 +8,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/snapvol/snapvol/driver/store"
+	"github.com/snapvol/snapvol/internal/tick"
 	"github.com/snapvol/snapvol/storage"
 )
 
@@ -59,21 +60,14 @@ func (d *Driver) Schedules() []store.Schedule { return d.st.Schedules() }
 // runSchedules takes the snapshots that are due, every second, until ctx
 // ends.
 func (d *Driver) runSchedules(ctx context.Context) {
-	t := time.NewTicker(MinScheduleEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			now := d.now()
-			for _, sc := range d.st.Schedules() {
-				if now.Sub(sc.Last) >= sc.Every {
-					d.takeScheduled(sc, now)
-				}
+	tick.Every(ctx, MinScheduleEvery, func() {
+		now := d.now()
+		for _, sc := range d.st.Schedules() {
+			if now.Sub(sc.Last) >= sc.Every {
+				d.takeScheduled(sc, now)
 			}
 		}
-	}
+	})
 }
 
 // takeScheduled takes one scheduled snapshot of sc.Source, registers it as

@@ -13,6 +13,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/sirupsen/logrus"
+	"github.com/snapvol/snapvol/internal/tick"
 )
 
 // systemd's notify protocol, for snapvol run on a host by a Type=notify
@@ -59,25 +60,18 @@ func (n *notifier) watchdog(ctx context.Context, check func(context.Context) err
 	}
 	every /= 2
 	n.log.WithField("every", every.String()).Info("systemd watchdog on")
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			cctx, cancel := context.WithTimeout(ctx, every/2)
-			err := check(cctx)
-			cancel()
-			if err != nil {
-				if ctx.Err() == nil {
-					n.log.WithError(err).Warn("the VolumeDriver socket does not answer: not petting systemd's watchdog")
-				}
-				continue
+	tick.Every(ctx, every, func() {
+		cctx, cancel := context.WithTimeout(ctx, every/2)
+		err := check(cctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				n.log.WithError(err).Warn("the VolumeDriver socket does not answer: not petting systemd's watchdog")
 			}
-			n.send(daemon.SdNotifyWatchdog)
+			return
 		}
-	}
+		n.send(daemon.SdNotifyWatchdog)
+	})
 }
 
 // activate asks the VolumeDriver socket what Docker asks a plugin first,

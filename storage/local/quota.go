@@ -1,12 +1,14 @@
 package local
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"github.com/snapvol/snapvol/internal/tick"
 )
 
 // Space isolation: btrfs quota groups, through the ioctls.
@@ -83,7 +85,7 @@ type quotas struct {
 	spare  []uint64
 	log    logrus.FieldLogger
 	rounds int
-	stop   chan struct{}
+	stop   context.CancelFunc // ends the refresh loop
 	done   chan struct{}
 	closed bool
 }
@@ -205,24 +207,19 @@ func (q *quotas) startLoop() {
 	if q.stop != nil {
 		return
 	}
-	q.stop, q.done = make(chan struct{}), make(chan struct{})
-	go q.loop()
+	var ctx context.Context
+	ctx, q.stop = context.WithCancel(context.Background())
+	q.done = make(chan struct{})
+	go q.loop(ctx)
 }
 
-func (q *quotas) loop() {
+func (q *quotas) loop(ctx context.Context) {
 	defer close(q.done)
-	t := time.NewTicker(refreshEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-q.stop:
-			return
-		case <-t.C:
-			if err := q.refresh(); err != nil {
-				q.logger().WithError(err).Warn("checking the clones' quota limits")
-			}
+	tick.Every(ctx, refreshEvery, func() {
+		if err := q.refresh(); err != nil {
+			q.logger().WithError(err).Warn("checking the clones' quota limits")
 		}
-	}
+	})
 }
 
 func (q *quotas) close() {
@@ -232,7 +229,7 @@ func (q *quotas) close() {
 		return
 	}
 	q.closed = true
-	close(q.stop)
+	q.stop()
 	q.mu.Unlock()
 	<-q.done
 }
