@@ -2,9 +2,7 @@ package metrics
 
 import (
 	"context"
-	"errors"
 	"sync/atomic"
-	"syscall"
 
 	"github.com/snapvol/snapvol/storage"
 )
@@ -106,35 +104,6 @@ func (w *backend) done(call string, err error) error {
 		w.m.noSpace.WithLabelValues(call).Inc()
 	}
 	return err
-}
-
-// ErrorClass names the kind of a backend error for the error label.
-func ErrorClass(err error) string {
-	switch {
-	case err == nil:
-		return ""
-	case errors.Is(err, storage.ErrNotFound):
-		return "not_found"
-	case errors.Is(err, storage.ErrUnavailable):
-		return "unavailable"
-	case errors.Is(err, context.DeadlineExceeded):
-		return "timeout"
-	case errors.Is(err, context.Canceled):
-		return "canceled"
-	case errors.Is(err, storage.ErrNoSpace), errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
-		return "no_space"
-	case errors.Is(err, storage.ErrUnhealthy):
-		return "unhealthy"
-	case errors.Is(err, storage.ErrDenied):
-		return "denied"
-	case errors.Is(err, storage.ErrBusy):
-		return "busy"
-	case errors.Is(err, storage.ErrProtected):
-		return "protected"
-	case errors.Is(err, storage.ErrForeign):
-		return "foreign"
-	}
-	return "other"
 }
 
 func (w *backend) CheckOptions(kind storage.Kind, opts map[string]string) error {

@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	stdlog "log"
 	"net"
 	"net/http"
-	"syscall"
 	"time"
 
 	"github.com/docker/go-plugins-helpers/sdk"
@@ -16,9 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/snapvol/snapvol/driver"
-	"github.com/snapvol/snapvol/driver/names"
 	"github.com/snapvol/snapvol/metrics"
-	"github.com/snapvol/snapvol/storage"
 )
 
 // The VolumeDriver socket. go-plugins-helpers' volume.Handler serves the
@@ -93,7 +89,7 @@ func volumeHandler(d volume.Driver, m *metrics.Metrics) http.Handler {
 		start := m.RequestStarted()
 		res, err := d.List()
 		answer(w, res, err)
-		m.RequestDone("list", Outcome(err), start)
+		m.RequestDone("list", metrics.Outcome(err), start)
 	})
 	mux.HandleFunc("/VolumeDriver.Capabilities", func(w http.ResponseWriter, _ *http.Request) {
 		start := m.RequestStarted()
@@ -122,7 +118,7 @@ func route[Req any](mux *http.ServeMux, m *metrics.Metrics, op string, call func
 		}
 		res, err := call(r, req)
 		answer(w, res, err)
-		m.RequestDone(op, Outcome(err), start)
+		m.RequestDone(op, metrics.Outcome(err), start)
 	})
 }
 
@@ -132,33 +128,6 @@ func answer(w http.ResponseWriter, res any, err error) {
 		return
 	}
 	sdk.EncodeResponse(w, res, false)
-}
-
-// Outcome names how a request ended, for the outcome label.
-func Outcome(err error) string {
-	switch {
-	case err == nil:
-		return "ok"
-	case errors.Is(err, names.ErrInvalid):
-		return "invalid"
-	case errors.Is(err, driver.ErrNoSuchVolume):
-		return "not_found"
-	case errors.Is(err, driver.ErrNoSource):
-		return "no_source"
-	case errors.Is(err, driver.ErrNotAllowed):
-		return "not_allowed"
-	case errors.Is(err, driver.ErrInUse):
-		return "in_use"
-	case errors.Is(err, storage.ErrUnavailable):
-		return "unavailable"
-	case errors.Is(err, context.DeadlineExceeded):
-		return "timeout"
-	case errors.Is(err, storage.ErrNoSpace), errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
-		return "no_space"
-	case errors.Is(err, storage.ErrUnhealthy):
-		return "unhealthy"
-	}
-	return "error"
 }
 
 // volumeServer is the http.Server of the VolumeDriver socket, with the
