@@ -11,9 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -21,16 +19,12 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/snapvol/snapvol/admin"
-	"github.com/snapvol/snapvol/admin/server"
 	"github.com/snapvol/snapvol/cmd/snapvol/cli"
-	"github.com/snapvol/snapvol/driver"
 	"github.com/snapvol/snapvol/driver/store"
 	"github.com/snapvol/snapvol/metrics"
 	"github.com/snapvol/snapvol/storage"
 	"github.com/snapvol/snapvol/storage/local"
 	"github.com/snapvol/snapvol/storage/portworx"
-	"github.com/snapvol/snapvol/version"
 )
 
 func main() {
@@ -157,161 +151,6 @@ func portworxInstance(s Settings, st *store.Store) (string, error) {
 		legacy = id
 	}
 	return st.Instance(legacy)
-}
-
-func run(log *logrus.Logger) error {
-	s, err := LoadSettings(environ)
-	if err != nil {
-		// A value that does not parse is a setting to fix, not a
-		// failure a restart can get past.
-		return refusal{err}
-	}
-	if err := configureLog(log, s); err != nil {
-		return refusal{err}
-	}
-	v, commit := version.Get()
-	log.WithFields(logrus.Fields{
-		"version": v, "commit": commit, "go": runtime.Version(), "pid": os.Getpid(), "backend": s.Backend,
-		"state_dir": s.StateDir, "data_root": s.DataRoot, "socket": s.Socket, "metrics_addr": s.MetricsAddr,
-	}).Info("snapvol starting")
-	if w := metricsUnreachable(s.MetricsAddr, managed(), net.Interfaces); w != "" {
-		log.Warn(w)
-	}
-	sd := newNotifier(log)
-
-	// DATA_ROOT holds every volume's mount point: production's and the
-	// clones CI wrote into. No other host user may enter it (Docker, as
-	// root, and containers, through their own bind mounts, need not).
-	if err := os.MkdirAll(s.DataRoot, 0o700); err != nil {
-		return fmt.Errorf("DATA_ROOT %s: %w", s.DataRoot, err)
-	}
-	if err := os.Chmod(s.DataRoot, 0o700); err != nil {
-		return fmt.Errorf("DATA_ROOT %s: %w", s.DataRoot, err)
-	}
-	// Before anything in STATE_DIR is opened or made: a plugin started on
-	// the wrong state must not write to it.
-	warnings, err := checkState(s, environ)
-	if err != nil {
-		return err
-	}
-	for _, w := range warnings {
-		log.Warn(w)
-	}
-	st, err := openStore(s)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err := st.Close(); err != nil {
-			log.WithError(err).Warn("closing the state database")
-		}
-	}()
-	stateID, err := ensureStateID(s.StateDir)
-	if err != nil {
-		return fmt.Errorf("STATE_DIR %s: state ID: %w", s.StateDir, err)
-	}
-	if err := writeMarker(s, environ, stateID); err != nil {
-		return fmt.Errorf("DATA_ROOT %s: writing the state marker: %w", s.DataRoot, err)
-	}
-	b, err := openBackend(s, st, log)
-	if err != nil {
-		err = fmt.Errorf("backend %s: %w", s.Backend, err)
-		if errors.Is(err, local.ErrSetting) || errors.Is(err, portworx.ErrEndpoint) || errors.Is(err, storage.ErrDenied) {
-			return refusal{err}
-		}
-		return err
-	}
-	defer b.Close()
-	if err := checkFresh(s, st, b, log); err != nil {
-		return err
-	}
-
-	// Before the metrics wrapper, which passes only Usager and Checker on.
-	if l, ok := b.(interface{ SetLog(logrus.FieldLogger) }); ok {
-		l.SetLog(log)
-	}
-	pinner, _ := b.(storage.Pinner)
-	raw := b // fleet.go asks it for send and receive
-	m := metrics.New(metrics.Config{Records: st})
-	b = m.Wrap(b)
-	m.SetBackend(b)
-	var serving atomic.Bool
-	d := driver.New(driver.Config{
-		Backend: b, Store: st, DataRoot: s.DataRoot, LatestMaxAge: s.LatestMaxAge, IdleTTL: s.IdleTTL, SupersededTTL: s.SupersededTTL, Pinner: pinner,
-		Sources: s.Sources, Claim: s.Claim, Log: log, Failpoint: failpoint(log, &serving), Observer: m,
-		MountTimeout: mountTimeout(),
-	})
-	start := time.Now()
-	rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	if err := d.Reconcile(rctx); err != nil {
-		// Serving matters more than a clean sweep: Run retries it.
-		log.WithError(err).Warn("reconcile at start")
-	}
-	cancel()
-	log.WithField("ms", time.Since(start).Milliseconds()).Info("reconciled")
-
-	serving.Store(true)
-	// The admin socket first: it is bound with a umask, before anything
-	// else runs that makes files.
-	al, err := server.Listen(admin.SocketPath(s.StateDir))
-	if err != nil {
-		return err
-	}
-	adm := server.New(d, s.Backend)
-	adm.Handle("GET /metrics", m.Handler())
-	runFleet := startFleet(s, d, raw, adm, log)
-	go func() {
-		if err := adm.Serve(al); err != nil {
-			log.WithError(err).Error("admin socket")
-		}
-	}()
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = adm.Shutdown(sctx)
-		os.Remove(admin.SocketPath(s.StateDir))
-	}()
-	if s.MetricsAddr != "" {
-		ms, err := serveMetrics(s.MetricsAddr, m, log)
-		if err != nil {
-			return err
-		}
-		defer ms.Close()
-	}
-	l, err := listen(s.Socket)
-	if err != nil {
-		return err
-	}
-	socketBound.Store(true)
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	go d.Run(ctx)
-	go runFleet(ctx)
-	srv := volumeServer(volumeHandler(d, m), log)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(l) }()
-	// Ready once the socket answers as Docker will ask it first.
-	if err := activate(s.Socket, 10*time.Second); err != nil {
-		return fmt.Errorf("SOCKET %s does not answer Plugin.Activate: %w", s.Socket, err)
-	}
-	sd.ready(fmt.Sprintf("serving %s; %d volumes", s.Socket, st.Len()))
-	go sd.watchdog(ctx, func(wctx context.Context) error { return activateCtx(wctx, s.Socket) })
-	log.WithFields(logrus.Fields{"socket": s.Socket, "version": v, "commit": commit}).Info("snapvol ready")
-
-	select {
-	case <-ctx.Done():
-		sd.stopping()
-		log.Info("snapvol shutting down")
-		// No new requests; those in flight finish their bbolt writes.
-		sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		_ = srv.Shutdown(sctx)
-		cancel()
-		os.Remove(s.Socket)
-		d.Drain(20 * time.Second)
-		return nil
-	case err := <-served:
-		return fmt.Errorf("serving %s: %w", s.Socket, err)
-	}
 }
 
 // openStore opens STATE_DIR/snapvol.db, refusing (exit 78) a database
