@@ -13,6 +13,7 @@ import (
 
 	"github.com/snapvol/snapvol/admin"
 	"github.com/snapvol/snapvol/driver/names"
+	"github.com/snapvol/snapvol/internal/tick"
 )
 
 // Run pulls every tag already pulled of each replica source every
@@ -22,14 +23,7 @@ func (f *Fleet) Run(ctx context.Context) {
 	if f.cfg.PullEvery <= 0 || len(f.cfg.Replicas) == 0 {
 		return
 	}
-	t := time.NewTicker(f.cfg.PullEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	tick.Every(ctx, f.cfg.PullEvery, func() {
 		for source := range f.cfg.Replicas {
 			tags := []string{}
 			for tag := range f.visible(source) {
@@ -44,7 +38,7 @@ func (f *Fleet) Run(ctx context.Context) {
 				cancel()
 			}
 		}
-	}
+	})
 }
 
 // Replicas is what snapvol pull and the admin API show of the replica
