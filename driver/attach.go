@@ -33,7 +33,7 @@ func (d *Driver) attach(ctx context.Context, r *store.Record, key string) (*stor
 		step(ctx, "mounting %s at %s", a.Object, a.Target)
 		if err := d.b.Mount(ctx, a.Object, a.Target); err != nil {
 			if errors.Is(err, storage.ErrInProgress) && a.Mounts == 0 {
-				a.Pending = d.now()
+				a.InProgressSince = d.now()
 				if perr := d.st.Put(r); perr != nil {
 					return nil, perr
 				}
@@ -41,7 +41,7 @@ func (d *Driver) attach(ctx context.Context, r *store.Record, key string) (*stor
 			return nil, fmt.Errorf("volume %q: mount: %w", r.Name, err)
 		}
 	}
-	a.Pending = time.Time{}
+	a.InProgressSince = time.Time{}
 	a.Mounts++
 	hold(a, callerOf(ctx))
 	if err := d.st.Put(r); err != nil {
@@ -122,7 +122,7 @@ func (d *Driver) makeClone(ctx context.Context, r *store.Record, key, target str
 	}
 	d.failpoint("materialize:snapshot")
 	step(ctx, "cloning snapshot %q of %q", snap.Name, r.Source)
-	obj, err := d.b.Clone(ctx, snap, storage.CloneLabels(r.Name, r.Source), r.Options)
+	obj, err := d.b.Clone(ctx, snap, cloneLabels(r), r.Options) // recover.go
 	if err != nil {
 		return nil, fmt.Errorf("volume %q: cloning snapshot %q of %q: %w", r.Name, snap.Name, r.Source, err)
 	}
@@ -131,11 +131,11 @@ func (d *Driver) makeClone(ctx context.Context, r *store.Record, key, target str
 		Object: obj.ID, Target: target,
 		Snapshot: snap.ID, SnapshotName: snap.Name, SnapshotTime: snap.Created.UTC(), Made: d.now(),
 	}
-	// pending is the answer when the storage carries on mounting the clone
+	// inProgress is the answer when the storage carries on mounting the clone
 	// past this request: the clone is recorded all the same.
-	var pending error
+	var inProgress error
 	if target != "" {
-		if pending, err = d.mountNewClone(ctx, r, key, a); err != nil {
+		if inProgress, err = d.mountNewClone(ctx, r, key, a); err != nil {
 			return nil, err
 		}
 	}
@@ -150,8 +150,8 @@ func (d *Driver) makeClone(ctx context.Context, r *store.Record, key, target str
 		"audit": "clone made", "volume": r.Name, "source": r.Source, "snapshot": a.SnapshotName,
 		"snapshot_time": rfc3339(a.SnapshotTime), "clone": a.Object, "ms": time.Since(start).Milliseconds(),
 	}).Info("clone made")
-	if pending != nil {
-		return nil, pending
+	if inProgress != nil {
+		return nil, inProgress
 	}
 	return a, nil
 }
@@ -175,9 +175,9 @@ func (d *Driver) sourceOf(ctx context.Context, r *store.Record) (storage.Object,
 
 // mountNewClone mounts the clone a has just made at a.Target, holding it
 // for the caller. A mount the storage carries on with past this request
-// leaves a pending and unmounted, and is the answer (pending); any other
-// failure undoes the clone (err).
-func (d *Driver) mountNewClone(ctx context.Context, r *store.Record, key string, a *store.Attachment) (pending, err error) {
+// leaves a marked in progress (InProgressSince) and unmounted, and is the
+// answer (inProgress); any other failure undoes the clone (err).
+func (d *Driver) mountNewClone(ctx context.Context, r *store.Record, key string, a *store.Attachment) (inProgress, err error) {
 	step(ctx, "mounting clone %s at %s", a.Object, a.Target)
 	err = d.b.Mount(ctx, a.Object, a.Target)
 	switch {
@@ -187,8 +187,8 @@ func (d *Driver) mountNewClone(ctx context.Context, r *store.Record, key string,
 		// where it got to instead of starting over; with no retry it
 		// is reaped as any idle clone. (A +each clone is its mount
 		// ID's, which a retry does not reuse: it is undone.)
-		a.Pending = d.now()
-		r.LastUsed = a.Pending
+		a.InProgressSince = d.now()
+		r.LastUsed = a.InProgressSince
 		return fmt.Errorf("volume %q: mounting clone: %w", r.Name, err), nil
 	case err != nil:
 		d.undoClone(ctx, r.Name, a)

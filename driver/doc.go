@@ -22,6 +22,11 @@
 //     for +each, the Docker mount ID).
 //   - intent: what a record says the plugin is about to do to the backend,
 //     written before and cleared after; reconcile finishes or undoes it.
+//   - pending: said of an intent only: a volume whose intent is not yet
+//     cleared shows as pending in docker volume inspect and snapvol ls.
+//   - in progress: a backend call the storage carries on with past the
+//     request (storage.ErrInProgress); a mount left so is recorded in
+//     Attachment.InProgressSince, and the retry picks it up.
 //   - claim: answering Docker's Get for a grammar name not yet recorded.
 //   - reconcile: the repair at start (and retried every sweep).
 //   - sweep: destroying plugin objects no record owns, and collecting

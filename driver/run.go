@@ -99,13 +99,14 @@ func (d *Driver) Run(ctx context.Context) {
 	})
 }
 
-// pendingGrace is how long a mount left unfinished (Attachment.Pending)
-// is left for its retry before the sweep takes it for stale.
-const pendingGrace = 10 * time.Minute
+// inProgressGrace is how long a mount left unfinished
+// (Attachment.InProgressSince) is left for its retry before the sweep
+// takes it for stale.
+const inProgressGrace = 10 * time.Minute
 
 // stale says whether a is a mount no count holds.
 func (d *Driver) stale(a *store.Attachment) bool {
-	if a.Mounts != 0 || a.Target == "" || !a.Pending.IsZero() && d.now().Sub(a.Pending) < pendingGrace {
+	if a.Mounts != 0 || a.Target == "" || !a.InProgressSince.IsZero() && d.now().Sub(a.InProgressSince) < inProgressGrace {
 		return false
 	}
 	return d.b.Mounted(a.Target)

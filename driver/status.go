@@ -67,8 +67,8 @@ func (d *Driver) status(r *store.Record) map[string]interface{} {
 		s["objects"], s["mountpoints"] = objs, mps
 		s["expires"] = d.expires(r)
 		d.usageStatus(s, clones)
-		if !last.Pending.IsZero() && last.Mounts == 0 {
-			s["mount"] = "the storage carries on mounting it since " + rfc3339(last.Pending) + "; mount again to pick it up"
+		if !last.InProgressSince.IsZero() && last.Mounts == 0 {
+			s["mount"] = "the storage carries on mounting it since " + rfc3339(last.InProgressSince) + "; mount again to pick it up"
 		}
 	}
 	d.replicaStatus(r, s) // fleet.go

@@ -56,7 +56,7 @@ type recordV1 struct {
 	Clone      *Attachment            `json:"clone,omitempty"`
 	EachClones map[string]*Attachment `json:"each_clones,omitempty"`
 	LastUsed   time.Time              `json:"last_used"`
-	Pending    *struct {
+	Intent     *struct {
 		Op      string    `json:"op"`
 		MountID string    `json:"mount_id,omitempty"`
 		Since   time.Time `json:"since"`
@@ -86,7 +86,7 @@ func migrate1to2(vols *bolt.Bucket) error {
 		for id, c := range o.EachClones {
 			r.SetAttachment(id, c)
 		}
-		if p := o.Pending; p != nil && p.Op != "materialize" {
+		if p := o.Intent; p != nil && p.Op != "materialize" {
 			r.Intent = &Intent{Op: Op(p.Op), Key: p.MountID, Since: p.Since}
 		}
 		data, err := json.Marshal(&r)

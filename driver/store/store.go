@@ -66,10 +66,12 @@ type Attachment struct {
 	SnapshotName string    `json:"snapshot_name,omitempty"`
 	SnapshotTime time.Time `json:"snapshot_time,omitempty"`
 	Made         time.Time `json:"made,omitempty"`
-	// Pending is when a mount the storage carried on with past its
-	// request (storage.ErrInProgress) was left unfinished: the sweep
+	// InProgressSince is when a mount the storage carried on with past
+	// its request (storage.ErrInProgress) was left unfinished: the sweep
 	// leaves what it mounts alone for a while, so the retry finds it.
-	Pending time.Time `json:"pending,omitempty"`
+	// The stored key stays "pending", the field's old name; in the code
+	// "pending" now means an intent only.
+	InProgressSince time.Time `json:"pending,omitempty"`
 }
 
 // Record is one Docker volume.
