@@ -17,9 +17,10 @@ import (
 // rebuilt from the objects alone: a plain volume's record from its
 // volume, a clone volume's from its clones (the volume name is the
 // grammar name, which says source, ref and tag), and the named snapshots'
-// registry from snapvol.registered. What lives only in the store is lost:
-// -o options (ttl, size), the operator flag, schedules, and the Docker
-// mount IDs of +each clones.
+// registry from snapvol.registered; a clone volume's operator mark and
+// access, ref and ttl from its clones' labels (storage/clonelabels.go,
+// written by cloneLabels). What lives only in the store is lost: backend
+// -o options (size), schedules, and the Docker mount IDs of +each clones.
 
 // Holders says, for a backend object, how many mounts of it containers (or
 // other processes) hold now, and where it is mounted under DATA_ROOT in
@@ -34,6 +35,10 @@ type RecoverReport struct {
 	Clones    int      `json:"clones"`
 	Snapshots []string `json:"snapshots"` // SOURCE@NAME registered again
 	Mounted   []string `json:"mounted"`   // volumes with mounts counted
+	// Operator are the operator volumes rebuilt as such, with what Docker
+	// users may do with each (storage.OperatorNone, OperatorDocker or
+	// OperatorSecret).
+	Operator map[string]string `json:"operator,omitempty"`
 	// Skipped are objects no record could be made for, with why: the
 	// sweep of the next start destroys the clones among them.
 	Skipped []string `json:"skipped,omitempty"`
@@ -190,7 +195,7 @@ func (rc *recovery) recoverClone(o storage.Object) {
 		a.Snapshot, a.SnapshotName, a.SnapshotTime = s.ID, s.Name, s.Created.UTC()
 		if reg, ok := rc.regOf[s.ID]; ok {
 			a.SnapshotName = reg
-			if plain {
+			if plain && o.Labels[storage.LabelRef] == "" { // labelled before LabelRef
 				r.Ref = reg
 			}
 		}
@@ -246,7 +251,60 @@ func (rc *recovery) cloneRecord(o storage.Object, vol string) (r *store.Record, 
 		rc.rep.Skipped = append(rc.rep.Skipped, fmt.Sprintf("clone %s of volume %s: its labels do not name its source", o.ID, vol))
 		return nil, false, false
 	}
+	recordFromLabels(r, o.Labels, plain)
 	return r, plain, true
+}
+
+// cloneLabels are the labels of a clone made for r: CloneLabels, and what
+// recover needs to rebuild r from them (storage/clonelabels.go): above
+// all the operator mark, without which a recovered operator volume would
+// be a Docker volume (a --secret clone of raw production listed and
+// mountable by every Docker user).
+func cloneLabels(r *store.Record) map[string]string {
+	l := storage.CloneLabels(r.Name, r.Source)
+	if r.Ref != "" {
+		l[storage.LabelRef] = r.Ref
+	}
+	if r.TTL != nil {
+		l[storage.LabelTTL] = r.TTL.String()
+	}
+	if r.Operator {
+		switch r.Access {
+		case store.AccessDocker:
+			l[storage.LabelOperator] = storage.OperatorDocker
+		case store.AccessSecret:
+			l[storage.LabelOperator] = storage.OperatorSecret
+		default:
+			l[storage.LabelOperator] = storage.OperatorNone
+		}
+	}
+	return l
+}
+
+// recordFromLabels sets on r what clone labels l say beyond its name and
+// source; a label absent (a clone made before it existed) leaves r as the
+// name alone makes it. plain: r's name is plain, so only the label can
+// say its ref.
+func recordFromLabels(r *store.Record, l map[string]string, plain bool) {
+	if ref := l[storage.LabelRef]; plain && ref != "" && names.CheckWord(ref) == "" && ref != names.TagEach {
+		r.Ref = ref
+	}
+	if v, ok := l[storage.LabelTTL]; ok {
+		if ttl, err := time.ParseDuration(v); err == nil && ttl >= 0 {
+			r.TTL = &ttl
+		}
+	}
+	switch v, ok := l[storage.LabelOperator]; {
+	case !ok:
+	case v == storage.OperatorDocker:
+		r.Operator, r.Access = true, store.AccessDocker
+	case v == storage.OperatorSecret:
+		r.Operator, r.Access = true, store.AccessSecret
+	default:
+		// OperatorNone, or a value this version does not know: the
+		// operator's, and the least Docker users may do with it.
+		r.Operator, r.Access = true, store.AccessNone
+	}
 }
 
 // save writes the rebuilt records and completes the report.
@@ -256,6 +314,15 @@ func (rc *recovery) save() (RecoverReport, error) {
 			return rc.rep, fmt.Errorf("volume %q: %w", name, err)
 		}
 		rc.rep.Volumes = append(rc.rep.Volumes, name)
+	}
+	for name, r := range rc.records {
+		if !r.Operator {
+			continue
+		}
+		if rc.rep.Operator == nil {
+			rc.rep.Operator = map[string]string{}
+		}
+		rc.rep.Operator[name] = cloneLabels(r)[storage.LabelOperator]
 	}
 	for name := range rc.mounted {
 		rc.rep.Mounted = append(rc.rep.Mounted, name)

@@ -92,6 +92,10 @@ func runRecover(out io.Writer, stateDir string, force bool) error {
 	}
 	fmt.Fprintf(out, "recovered %d volumes (%d clones), %d named snapshots into %s\n", len(rep.Volumes), rep.Clones, len(rep.Snapshots), dbPath)
 	for _, v := range rep.Volumes {
+		if access, ok := rep.Operator[v]; ok {
+			fmt.Fprintf(out, "  volume %s (the operator's, access %s)\n", v, access)
+			continue
+		}
 		fmt.Fprintf(out, "  volume %s\n", v)
 	}
 	for _, sn := range rep.Snapshots {
@@ -103,7 +107,7 @@ func runRecover(out io.Writer, stateDir string, force bool) error {
 	for _, sk := range rep.Skipped {
 		fmt.Fprintf(out, "  not recovered: %s\n", sk)
 	}
-	fmt.Fprintln(out, "not in labels, so not recovered: -o options (ttl, size), operator volumes' mark, schedules (set them again with snapvol snapshot schedule)")
+	fmt.Fprintln(out, "not in labels, so not recovered: backend -o options (size), schedules (set them again with snapvol snapshot schedule); clones made before this version also lack their operator mark and ttl (see docs/recover.md)")
 	return nil
 }
 
