@@ -267,13 +267,13 @@ func (d *Driver) undoClone(ctx context.Context, volName string, a *store.Attachm
 }
 
 // release destroys one clone of r and keeps the record: the next Mount
-// makes a fresh one. keep is the intent's failure policy (nil in a
+// makes a fresh one. policy is the intent's failure policy (nil in a
 // request: a failure withdraws it, the clone is still whole and recorded).
-func (d *Driver) release(ctx context.Context, r *store.Record, key string, keep keepIntent) error {
+func (d *Driver) release(ctx context.Context, r *store.Record, key string, policy intentPolicy) error {
 	if r.Attachment(key) == nil {
 		return nil
 	}
-	return d.withIntent(r, store.OpRelease, key, keep, func() error {
+	return d.withIntent(r, store.OpRelease, key, policy, func() error {
 		if err := d.destroy(ctx, r, key); err != nil {
 			return err
 		}
@@ -284,11 +284,11 @@ func (d *Driver) release(ctx context.Context, r *store.Record, key string, keep 
 }
 
 // remove destroys every attachment of r, then its record. A crash part-way
-// is finished at the next start; a failure in a request (keep nil)
+// is finished at the next start; a failure in a request (policy nil)
 // withdraws the intent and the record keeps whatever is left, so Docker
 // and the user see a whole volume and can try again.
-func (d *Driver) remove(ctx context.Context, r *store.Record, keep keepIntent) error {
-	return d.withIntent(r, store.OpRemove, "", keep, func() error {
+func (d *Driver) remove(ctx context.Context, r *store.Record, policy intentPolicy) error {
+	return d.withIntent(r, store.OpRemove, "", policy, func() error {
 		for _, key := range r.Keys() {
 			if err := d.destroy(ctx, r, key); err != nil {
 				return err

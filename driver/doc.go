@@ -32,6 +32,9 @@
 //   - sweep: destroying plugin objects no record owns, and collecting
 //     snapshots nothing needs.
 //   - reap: destroying clones idle longer than their ttl.
+//   - collect: deleting the plugin's snapshots nothing needs (refs.go's
+//     needed): none a clone was made from, a name is registered for or a
+//     volume's ref names, and not the one @latest would reuse.
 //
 // Lock order. Every path takes the locks it needs in this order, never
 // backwards, and holds at most one of each kind:

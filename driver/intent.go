@@ -36,9 +36,9 @@ func (d *Driver) failpoint(name string) {
 	}
 }
 
-// keepIntent says which failures of an intent's work leave the intent in
-// place for reconcile (true) instead of withdrawing it.
-type keepIntent func(error) bool
+// intentPolicy says which failures of an intent's work leave the intent
+// in place for reconcile (true) instead of withdrawing it.
+type intentPolicy func(error) bool
 
 // retrying is the policy of reconcile finishing an intent: whatever fails
 // is tried again at the next sweep.
@@ -48,11 +48,11 @@ func retrying(error) bool { return true }
 // WithTransaction has the same shape): op's intent on r is made durable,
 // then work changes the backend and r; on success the outcome is recorded
 // with the intent cleared in one write (a remove deletes the record). On
-// failure, keep decides: the intent stays for reconcile to finish, or it
+// failure, policy decides: the intent stays for reconcile to finish, or it
 // is withdrawn and r saved as work left it (whole, so Docker and the user
 // can try again; a create that made nothing leaves no record). An intent
 // already on r (reconcile finishing it) is not written again.
-func (d *Driver) withIntent(r *store.Record, op store.Op, key string, keep keepIntent, work func() error) error {
+func (d *Driver) withIntent(r *store.Record, op store.Op, key string, policy intentPolicy, work func() error) error {
 	if r.Intent == nil || r.Intent.Op != op || r.Intent.Key != key {
 		r.Intent = &store.Intent{Op: op, Key: key, Since: d.now()}
 		if err := d.st.Put(r); err != nil {
@@ -61,7 +61,7 @@ func (d *Driver) withIntent(r *store.Record, op store.Op, key string, keep keepI
 	}
 	d.failpoint(string(op) + ":intent")
 	if err := work(); err != nil {
-		if keep != nil && keep(err) {
+		if policy != nil && policy(err) {
 			return err
 		}
 		d.withdraw(r)

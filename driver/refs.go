@@ -147,16 +147,17 @@ func (f *refs) take(ctx context.Context, source storage.Object) (storage.Object,
 // named reports whether ref names one snapshot (not latest or now).
 func named(ref string) bool { return ref != names.RefLatest && ref != names.RefNow }
 
-// keep says which plugin snapshots must not be collected: those a clone
-// was made from or a name is registered for, and those a volume's ref names (it needs them for every
-// clone it will make, not only while one exists).
-type keep struct {
+// needed says which plugin snapshots something needs, so they are not
+// collected: those a clone was made from or a name is registered for, and
+// those a volume's ref names (it needs them for every clone it will make,
+// not only while one exists).
+type needed struct {
 	inUse map[string]bool // snapshot IDs
 	named map[string]bool // source + "/" + snapshot name
 }
 
-func (d *Driver) keepSet() keep {
-	k := keep{inUse: map[string]bool{}, named: map[string]bool{}}
+func (d *Driver) neededSnapshots() needed {
+	k := needed{inUse: map[string]bool{}, named: map[string]bool{}}
 	for _, reg := range d.st.RegisteredSnapshots("") {
 		k.inUse[reg.Object] = true
 	}
@@ -174,7 +175,7 @@ func (d *Driver) keepSet() keep {
 // collectable returns the plugin snapshots of one source that nothing
 // needs. all is every snapshot of the live source (nil if it is gone),
 // plugin lists the plugin's own snapshots labelled with its name.
-func (f *refs) collectable(source string, all, plugin []storage.Object, k keep) []storage.Object {
+func (f *refs) collectable(source string, all, plugin []storage.Object, k needed) []storage.Object {
 	latest, hasLatest := f.reusable(all, f.now())
 	var out []storage.Object
 	for _, s := range plugin {
@@ -217,7 +218,7 @@ func (d *Driver) collectSnapshots(ctx context.Context, source string) {
 				plugin = append(plugin, s)
 			}
 		}
-		if len(d.refs.collectable(source, all, plugin, keep{inUse: map[string]bool{}, named: map[string]bool{}})) == 0 {
+		if len(d.refs.collectable(source, all, plugin, needed{inUse: map[string]bool{}, named: map[string]bool{}})) == 0 {
 			return
 		}
 	}
@@ -250,7 +251,7 @@ func (d *Driver) collectAll(ctx context.Context, owned []storage.Object) error {
 // collect deletes the plugin snapshots among owned, of sources match
 // accepts, that nothing needs; the caller holds refs.gc for writing.
 func (d *Driver) collect(ctx context.Context, owned []storage.Object, match func(string) bool) {
-	k := d.keepSet()
+	k := d.neededSnapshots()
 	bySource := map[string][]storage.Object{}
 	for _, o := range owned {
 		if o.Kind == storage.KindSnapshot && match(o.Labels[storage.LabelSource]) {
