@@ -3,6 +3,7 @@ package test
 import (
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -255,6 +256,23 @@ func TestStoreFirstStart(t *testing.T) {
 func TestRecoverAfterDeletingTheStore(t *testing.T) {
 	r := newStoreRig(t)
 	p := r.p
+	// Operator volumes (issue 21 item 4) come back as the operator's, not
+	// as Docker clone volumes: a --secret clone of raw production, one
+	// with no opt-in, one shared with --docker (of @now: a plain name
+	// does not say its ref), and a Docker clone with -o ttl=0 (never
+	// reaped, not IDLE_TTL).
+	secret := strings.TrimSpace(adminCLI(t, p, "volume", "create", "mask", "--from", "app-production@now", "--secret"))
+	adminCLI(t, p, "volume", "create", "mask-work", "--from", "app-production@now")
+	adminCLI(t, p, "volume", "create", "fixture", "--from", "app-production@now", "--docker")
+	if err := p.Create("keeper", map[string]string{"from": "app-production", "ttl": "0"}); err != nil {
+		t.Fatal(err)
+	}
+	p.MustMount("keeper", "keeper-job")
+	if err := p.Unmount("keeper", "keeper-job"); err != nil {
+		t.Fatal(err)
+	}
+	kept := []string{secret, "mask-work", "fixture", "keeper"}
+	before := inspectFields(t, p, kept...)
 	objs := r.objects(t)
 	p.Stop()
 	if err := os.Remove(r.db()); err != nil {
@@ -278,7 +296,8 @@ func TestRecoverAfterDeletingTheStore(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s: %v\n%s", line, err, out)
 			}
-			for _, w := range []string{"app-production@latest", "app-production@masked", "app-production@masked", "in use now"} {
+			for _, w := range []string{"app-production@latest", "app-production@masked", "app-production@masked", "in use now",
+				secret + " (the operator's, access secret)", "mask-work (the operator's, access none)", "fixture (the operator's, access docker)"} {
 				if !strings.Contains(out, w) {
 					t.Errorf("%s does not report %q:\n%s", line, w, out)
 				}
@@ -303,8 +322,11 @@ func TestRecoverAfterDeletingTheStore(t *testing.T) {
 	for _, v := range vols {
 		got = append(got, v.Name)
 	}
-	if want := "app-production app-production@latest app-production@masked"; strings.Join(got, " ") != want {
-		t.Fatalf("List after recover: %v, want %s", got, want)
+	if want := "app-production app-production@latest app-production@masked fixture keeper"; strings.Join(got, " ") != want {
+		t.Fatalf("List after recover: %v, want %s (operator volumes without --docker are not Docker's)", got, want)
+	}
+	if after := inspectFields(t, p, kept...); after != before {
+		t.Errorf("volume inspect after recover:\n%s\nbefore the store was lost:\n%s", after, before)
 	}
 	var snaps []struct{ Name, Kind string }
 	if err := json.Unmarshal([]byte(adminCLI(t, p, "snapshot", "ls", "app-production", "--json")), &snaps); err != nil {
@@ -343,6 +365,7 @@ func TestRecoverAfterDeletingTheStore(t *testing.T) {
 	if err := p.Unmount("app-production@masked", "next-job"); err != nil {
 		t.Fatal(err)
 	}
+	checkOperatorVolumesAfterRecover(t, p, secret)
 }
 
 // Every refusal at start exits 78; the small-filesystem one exited 1,
@@ -367,4 +390,54 @@ func TestSmallFilesystemRefusalExits78(t *testing.T) {
 	if code != 78 || !strings.Contains(log, "POOL_SIZE") || !strings.Contains(log, state) {
 		t.Fatalf("exit status %d, want 78 naming POOL_SIZE and %s:\n%s", code, state, log)
 	}
+}
+
+// inspectFields is what snapvol volume inspect says of each volume that
+// recover must restore: kind, access, source, ref, and keeper's -o ttl.
+func inspectFields(t *testing.T, p *Plugin, vols ...string) string {
+	t.Helper()
+	var rows []map[string]any
+	if err := json.Unmarshal([]byte(adminCLI(t, p, append([]string{"volume", "inspect"}, vols...)...)), &rows); err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, row := range rows {
+		for _, k := range []string{"name", "kind", "access", "source", "ref"} {
+			fmt.Fprintf(&b, "%s=%v ", k, row[k])
+		}
+		// ttl_seconds is the ttl in force, which is SUPERSEDED_TTL for
+		// a clone of an older snapshot (as of a cache a second old): only
+		// a -o ttl's own, which recover must keep, is compared.
+		if row["name"] == "keeper" {
+			fmt.Fprintf(&b, "ttl_seconds=%v ", row["ttl_seconds"])
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+// checkOperatorVolumesAfterRecover: the recovered operator volumes are
+// still the operator's: Docker cannot see, mount or remove mask-work, nor
+// remove the secret one; snapvol ls lists them; snapshot create --from
+// (which takes operator volumes only) takes mask-work.
+func checkOperatorVolumesAfterRecover(t *testing.T, p *Plugin, secret string) {
+	t.Helper()
+	if _, err := p.Get("mask-work"); err == nil {
+		t.Error("Docker's Get answers for mask-work, an operator volume made without --docker")
+	}
+	if _, err := p.Mount("mask-work", "docker-user"); err == nil || !strings.Contains(err.Error(), "belongs to the operator") {
+		t.Errorf("a Docker Mount of mask-work after recover: %v, want refused as the operator's", err)
+	}
+	for _, v := range []string{"mask-work", secret} {
+		if err := p.Remove(v); err == nil || !strings.Contains(err.Error(), "belongs to the operator") {
+			t.Errorf("a Docker Remove of %s after recover: %v, want refused as the operator's", v, err)
+		}
+	}
+	ls := adminCLI(t, p, "ls")
+	for _, v := range []string{secret, "mask-work", "fixture"} {
+		if !strings.Contains(ls, v) {
+			t.Errorf("snapvol ls after recover does not list %s:\n%s", v, ls)
+		}
+	}
+	adminCLI(t, p, "snapshot", "create", "app-production", "masked-again", "--from", "mask-work")
 }
