@@ -143,13 +143,13 @@ func parseSourceRef(s string) (source, ref string, err error) {
 	return source, ref, nil
 }
 
-// CreateOperatorVolume makes NAME, a clone of from (SOURCE[@REF]) that the
+// OperatorCreate makes NAME, a clone of from (SOURCE[@REF]) that the
 // operator made: the clone is made now (an operator masking data wants the
 // snapshot of this moment). access is what Docker users may do with it
 // (store.AccessNone, AccessDocker or AccessSecret; operator.go); with
 // AccessSecret the volume's name is NAME with random bits appended, and
 // the answer carries it.
-func (d *Driver) CreateOperatorVolume(ctx context.Context, name, from, access string) (admin.Volume, error) {
+func (d *Driver) OperatorCreate(ctx context.Context, name, from, access string) (admin.Volume, error) {
 	switch access {
 	case store.AccessNone, store.AccessDocker:
 	case store.AccessSecret:
@@ -199,11 +199,11 @@ func (d *Driver) CreateOperatorVolume(ctx context.Context, name, from, access st
 	return d.volumeInfo(r, nil, now), nil
 }
 
-// RemoveVolume removes a volume as docker volume rm does, with the same
+// OperatorRemove removes a volume as docker volume rm does, with the same
 // refusals (in use, the source of clone volumes). The operator holds no
 // mount, so every counted mount whose holder is running or cannot be seen
 // (dockerd, in a managed plugin) refuses it.
-func (d *Driver) RemoveVolume(ctx context.Context, name string) error {
+func (d *Driver) OperatorRemove(ctx context.Context, name string) error {
 	if _, ok := d.st.Get(name); !ok {
 		return fmt.Errorf("%w: %q", ErrNoSuchVolume, name)
 	}

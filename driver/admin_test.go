@@ -44,7 +44,7 @@ func TestMaskedSnapshotRecipe(t *testing.T) {
 
 	// The operator's volume is made now, under a secret name the masking
 	// container mounts whatever SOURCES says.
-	v, err := d.CreateOperatorVolume(ctx, "mask", "app-production@now", store.AccessSecret)
+	v, err := d.OperatorCreate(ctx, "mask", "app-production@now", store.AccessSecret)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func TestMaskedSnapshotRecipe(t *testing.T) {
 	if v.Kind != "operator" || v.Access != "secret" || v.State != "materialized" || v.Snapshot == "" || !strings.HasPrefix(work, "mask-") || len(work) != len("mask-")+32 {
 		t.Fatalf("operator volume: %+v", v)
 	}
-	if _, err := d.CreateOperatorVolume(ctx, work, "app-production", store.AccessNone); !errors.Is(err, ErrExists) {
+	if _, err := d.OperatorCreate(ctx, work, "app-production", store.AccessNone); !errors.Is(err, ErrExists) {
 		t.Fatalf("a second create of %s: %v", work, err)
 	}
 	if _, err := d.Mount(&volume.MountRequest{Name: work, ID: "m"}); err != nil {
@@ -69,7 +69,7 @@ func TestMaskedSnapshotRecipe(t *testing.T) {
 	if _, err := d.CreateSnapshot(ctx, "app-production", "masked", work, false); !errors.Is(err, ErrExists) || !strings.Contains(err.Error(), "--replace") {
 		t.Fatalf("creating an existing name without --replace: %v", err)
 	}
-	if err := d.RemoveVolume(ctx, work); err != nil {
+	if err := d.OperatorRemove(ctx, work); err != nil {
 		t.Fatal(err)
 	}
 
@@ -83,7 +83,7 @@ func TestMaskedSnapshotRecipe(t *testing.T) {
 	}
 
 	// A refresh moves the name; the running clone keeps the old snapshot.
-	v2, err := d.CreateOperatorVolume(ctx, "mask", "app-production@now", store.AccessSecret)
+	v2, err := d.OperatorCreate(ctx, "mask", "app-production@now", store.AccessSecret)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,13 @@
 //   - clone volume: a volume that names a source and a ref
 //     (app-production@latest, or a plain name with -o from=); its storage
 //     is made at the first Mount and destroyed at Remove or when idle.
+//   - operator volume: a clone volume the operator made (snapvol volume
+//     create, Driver.OperatorCreate; snapvol volume rm is
+//     Driver.OperatorRemove, for any volume); Record.Access says what
+//     Docker users may do with it.
+//   - backend volume: the storage object of a plain volume (a btrfs
+//     subvolume, a Portworx volume); Backend.CreateVolume and
+//     Backend.RemoveVolume make and destroy one, never a record.
 //   - source: the plain volume a clone volume copies.
 //   - ref: which snapshot of the source: latest, now, or a snapshot name.
 //   - snapshot: a read-only point-in-time copy of a source in the backend.

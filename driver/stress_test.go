@@ -196,7 +196,7 @@ func TestStressEveryPathAtOnce(t *testing.T) {
 			c, cancel := opCtx()
 			defer cancel()
 			call("volume-create "+name, func() error {
-				_, err := d.CreateOperatorVolume(c, name, "app-production@now", store.AccessDocker)
+				_, err := d.OperatorCreate(c, name, "app-production@now", store.AccessDocker)
 				return err
 			})
 			call("mount "+name, func() error { _, err := d.Mount(&volume.MountRequest{Name: name, ID: "masker"}); return err })
@@ -210,7 +210,7 @@ func TestStressEveryPathAtOnce(t *testing.T) {
 			call("volume-rm "+name, func() error {
 				c, cancel := opCtx()
 				defer cancel()
-				return d.RemoveVolume(c, name)
+				return d.OperatorRemove(c, name)
 			})
 		})
 	}

@@ -177,14 +177,14 @@ func (s *Server) createVolume(w http.ResponseWriter, r *http.Request) {
 	}
 	c, cancel := ctx(r)
 	defer cancel()
-	v, err := s.d.CreateOperatorVolume(c, req.Name, req.From, req.Access)
+	v, err := s.d.OperatorCreate(c, req.Name, req.From, req.Access)
 	reply(w, v, err)
 }
 
 func (s *Server) removeVolume(w http.ResponseWriter, r *http.Request) {
 	c, cancel := ctx(r)
 	defer cancel()
-	reply(w, nil, s.d.RemoveVolume(c, r.PathValue("name")))
+	reply(w, nil, s.d.OperatorRemove(c, r.PathValue("name")))
 }
 
 func (s *Server) df(w http.ResponseWriter, r *http.Request) {
