@@ -39,6 +39,12 @@
 //   - sweep: destroying plugin objects no record owns, and collecting
 //     snapshots nothing needs.
 //   - reap: destroying clones idle longer than their ttl.
+//   - staging: the local pool's staging/ directory, where a clone is made
+//     before it is renamed into clones/ (what a crash left there goes at
+//     the next start); nothing else.
+//   - server path: where the Portworx server is told to mount a volume
+//     (PX_MOUNT_DIR/snapvol-INSTANCE/KEY); snapvol binds it onto the mount
+//     target under DATA_ROOT.
 //   - collect: deleting the plugin's snapshots nothing needs (refs.go's
 //     needed): none a clone was made from, a name is registered for or a
 //     volume's ref names, and not the one @latest would reuse.

@@ -25,10 +25,10 @@ import (
 // with the host (rshared). DATA_ROOT, or Docker's propagated-mount
 // directory of a managed plugin, is not such a directory.
 //
-// So the server is told to mount a volume at a staging path,
+// So the server is told to mount a volume at a server path,
 // PX_MOUNT_DIR/snapvol-<instance>/<key> (MountDir), the key being the
 // target's path below DATA_ROOT and the instance keeping two snapvols on
-// one host apart; snapvol then bind-mounts the staging path, as it sees
+// one host apart; snapvol then bind-mounts the server path, as it sees
 // it (MountDirLocal), onto the target under DATA_ROOT, the path it hands
 // Docker. That bind is snapvol's own mount, so it is made nosuid,nodev
 // for clones whoever made the mount under it.
@@ -41,7 +41,7 @@ import (
 //     mount, propagates back out to the host, where Docker binds it into
 //     the container.
 //
-// Every Mount checks that the server's mount did appear at the staging
+// Every Mount checks that the server's mount did appear at the server
 // path as snapvol sees it, so a directory Portworx does not share with
 // snapvol fails loudly, naming PX_MOUNT_DIR, instead of giving a
 // container an empty directory.
@@ -69,40 +69,42 @@ func (b *Backend) mountsHint() string {
 		"docker plugin set snapvol pxmounts.source=DIR PX_MOUNT_DIR=DIR (with the plugin disabled)", b.mountDir)
 }
 
-// staging is where the server is told to mount the volume for target
-// (host) and where snapvol sees that mount (local).
-type staging struct {
+// serverPath is where the server is told to mount the volume for target
+// (host) and where snapvol sees that mount (local), before binding it
+// onto target. (Not "staging": that word is the local pool's staging/,
+// where a clone is made before it is renamed into clones/.)
+type serverPath struct {
 	rel, host, local string
 }
 
-// staging maps a target under DATA_ROOT to its staging path.
-func (b *Backend) staging(target string) (staging, error) {
+// serverPathFor maps a target under DATA_ROOT to its server path.
+func (b *Backend) serverPathFor(target string) (serverPath, error) {
 	rel, err := filepath.Rel(filepath.Clean(b.cfg.DataRoot), filepath.Clean(target))
 	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") || filepath.IsAbs(rel) {
-		return staging{}, fmt.Errorf("mount target %s is not below DATA_ROOT %s", target, b.cfg.DataRoot)
+		return serverPath{}, fmt.Errorf("mount target %s is not below DATA_ROOT %s", target, b.cfg.DataRoot)
 	}
-	return b.stagingOf(rel), nil
+	return b.serverPathOf(rel), nil
 }
 
-// stagingDir is this instance's directory in PX_MOUNT_DIR.
-func (b *Backend) stagingDir() string { return "snapvol-" + b.cfg.Instance }
+// instanceDir is this instance's directory in PX_MOUNT_DIR.
+func (b *Backend) instanceDir() string { return "snapvol-" + b.cfg.Instance }
 
-func (b *Backend) stagingOf(rel string) staging {
-	return staging{
+func (b *Backend) serverPathOf(rel string) serverPath {
+	return serverPath{
 		rel:   rel,
-		host:  filepath.Join(b.mountDir, b.stagingDir(), rel),
-		local: filepath.Join(b.mountDirLocal, b.stagingDir(), rel),
+		host:  filepath.Join(b.mountDir, b.instanceDir(), rel),
+		local: filepath.Join(b.mountDirLocal, b.instanceDir(), rel),
 	}
 }
 
-// stagingAt is the staging path whose host path is p, if p is one of
+// serverPathAt is the server path whose host path is p, if p is one of
 // this instance's.
-func (b *Backend) stagingAt(p string) (staging, bool) {
-	rel, err := filepath.Rel(filepath.Join(b.mountDir, b.stagingDir()), filepath.Clean(p))
+func (b *Backend) serverPathAt(p string) (serverPath, bool) {
+	rel, err := filepath.Rel(filepath.Join(b.mountDir, b.instanceDir()), filepath.Clean(p))
 	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") {
-		return staging{}, false
+		return serverPath{}, false
 	}
-	return b.stagingOf(rel), true
+	return b.serverPathOf(rel), true
 }
 
 var propagatedMountRe = regexp.MustCompile(`/plugins/[0-9a-f]{64}/propagated-mount$`)
@@ -120,7 +122,7 @@ func (b *Backend) legacy(p, rel string) bool {
 }
 
 // Mount has the server attach the volume to this host and mount it at its
-// staging path, checks snapvol sees that mount, and binds it onto target.
+// server path, checks snapvol sees that mount, and binds it onto target.
 // That runs as work that may outlive ctx (work.go): a large volume's
 // attach can take longer than Docker waits.
 func (b *Backend) Mount(ctx context.Context, id, target string) error {
@@ -130,7 +132,7 @@ func (b *Backend) Mount(ctx context.Context, id, target string) error {
 }
 
 func (b *Backend) mount(ctx context.Context, id, target string) error {
-	st, err := b.staging(target)
+	sp, err := b.serverPathFor(target)
 	if err != nil {
 		return err
 	}
@@ -143,7 +145,7 @@ func (b *Backend) mount(ctx context.Context, id, target string) error {
 		return fmt.Errorf("mount %s: %w", id, err)
 	}
 	name := volumeName(v)
-	serverHas, err := b.settleServerMount(ctx, v, st, name, id)
+	serverHas, err := b.settleServerMount(ctx, v, sp, name, id)
 	if err != nil {
 		return err
 	}
@@ -155,45 +157,45 @@ func (b *Backend) mount(ctx context.Context, id, target string) error {
 		return err
 	}
 	undo := func(cause error) error {
-		if err := b.release(ctx, v, st.host, !wasAttached); err != nil {
+		if err := b.release(ctx, v, sp.host, !wasAttached); err != nil {
 			cause = fmt.Errorf("%w (undoing it also failed: %v)", cause, err)
 		}
-		_ = b.removeStaging(st)
+		_ = b.removeServerPath(sp)
 		_ = mountpoint.RemoveMountPoint(target)
 		return cause
 	}
 	if !serverHas {
-		if err := b.serverMount(ctx, st, name, id); err != nil {
+		if err := b.serverMount(ctx, sp, name, id); err != nil {
 			return undo(err)
 		}
 	}
-	if err := b.bindStaged(v, st, name, id, target); err != nil {
+	if err := b.bindServerMount(v, sp, name, id, target); err != nil {
 		return undo(err)
 	}
 	return nil
 }
 
-// settleServerMount makes the server's record of v's mount at st agree
+// settleServerMount makes the server's record of v's mount at sp agree
 // with what is mounted there, and says whether the server has it mounted.
-func (b *Backend) settleServerMount(ctx context.Context, v *api.Volume, st staging, name, id string) (serverHas bool, err error) {
+func (b *Backend) settleServerMount(ctx context.Context, v *api.Volume, sp serverPath, name, id string) (serverHas bool, err error) {
 	for _, p := range v.AttachPath {
-		if filepath.Clean(p) == st.host {
+		if filepath.Clean(p) == sp.host {
 			serverHas = true
 		}
 	}
 	switch {
-	case serverHas && !mountpoint.IsMountPoint(st.local):
+	case serverHas && !mountpoint.IsMountPoint(sp.local):
 		// The server still counts a mount that is gone (a reboot, or a
 		// lazy unmount behind its back): clear it so it mounts again.
-		if err := b.release(ctx, v, st.host, false); err != nil {
+		if err := b.release(ctx, v, sp.host, false); err != nil {
 			return false, err
 		}
 		serverHas = false
-	case !serverHas && mountpoint.IsMountPoint(st.local):
+	case !serverHas && mountpoint.IsMountPoint(sp.local):
 		// A mount the server forgot: ours (below snapvol-<instance>), and
 		// in the way of the new one.
-		if err := mountpoint.Unbind(st.local); err != nil {
-			return false, fmt.Errorf("%q (%s): a mount the OpenStorage server does not know is in the way at %s: %w", name, id, st.local, err)
+		if err := mountpoint.Unbind(sp.local); err != nil {
+			return false, fmt.Errorf("%q (%s): a mount the OpenStorage server does not know is in the way at %s: %w", name, id, sp.local, err)
 		}
 	}
 	return serverHas, nil
@@ -234,56 +236,56 @@ func (b *Backend) attachForMount(ctx context.Context, v *api.Volume, name, id, t
 	return false, nil
 }
 
-// serverMount asks the server to mount the volume at st's host path.
-func (b *Backend) serverMount(ctx context.Context, st staging, name, id string) error {
+// serverMount asks the server to mount the volume at sp's host path.
+func (b *Backend) serverMount(ctx context.Context, sp serverPath, name, id string) error {
 	// Made from this side, the directory is there for the server when
-	// both see the same one; when they do not, bindStaged says so.
-	if err := os.MkdirAll(st.local, 0o755); err != nil {
-		return fmt.Errorf("creating the staging directory %s for %q: %w (PX_MOUNT_DIR=%s)", st.local, name, err, b.mountDir)
+	// both see the same one; when they do not, bindServerMount says so.
+	if err := os.MkdirAll(sp.local, 0o755); err != nil {
+		return fmt.Errorf("creating the server path %s for %q: %w (PX_MOUNT_DIR=%s)", sp.local, name, err, b.mountDir)
 	}
-	if _, err := b.rest.set(ctx, fmt.Sprintf("mounting %q (%s) at %s", name, id, st.host), id, &api.VolumeSetRequest{
-		Action: &api.VolumeStateAction{Mount: api.VolumeActionParam_VOLUME_ACTION_PARAM_ON, MountPath: st.host},
+	if _, err := b.rest.set(ctx, fmt.Sprintf("mounting %q (%s) at %s", name, id, sp.host), id, &api.VolumeSetRequest{
+		Action: &api.VolumeStateAction{Mount: api.VolumeActionParam_VOLUME_ACTION_PARAM_ON, MountPath: sp.host},
 	}); err != nil {
 		return fmt.Errorf("%w (%s)", err, b.mountsHint())
 	}
 	return nil
 }
 
-// bindStaged checks the server's mount shows at st's local path and binds
-// it at target, nosuid,nodev for a clone.
-func (b *Backend) bindStaged(v *api.Volume, st staging, name, id, target string) error {
-	if !mountpoint.IsMountPoint(st.local) {
+// bindServerMount checks the server's mount shows at sp's local path and
+// binds it at target, nosuid,nodev for a clone.
+func (b *Backend) bindServerMount(v *api.Volume, sp serverPath, name, id, target string) error {
+	if !mountpoint.IsMountPoint(sp.local) {
 		return fmt.Errorf("Portworx (the OpenStorage server) reported %q (%s) mounted at host path %s, but snapvol does not see it at %s: %s",
-			name, id, st.host, st.local, b.mountsHint())
+			name, id, sp.host, sp.local, b.mountsHint())
 	}
 	// The OpenStorage v1 mount action takes no options: a clone's mount
-	// is made nosuid,nodev here. The staging mount as snapvol sees it gets
+	// is made nosuid,nodev here. The server's mount as snapvol sees it gets
 	// the flags first, so the bind inherits them when it is made: a remount
 	// of the bind alone would not reach the copies of it that propagate
 	// out of a managed plugin to the directory Docker binds.
 	var flags uintptr
 	if isKind(v, storage.KindClone) {
 		flags = unix.MS_NOSUID | unix.MS_NODEV
-		if err := mountpoint.SetFlags(st.local, flags); err != nil {
-			return fmt.Errorf("clone %q (%s) at %s: %w", name, id, st.local, err)
+		if err := mountpoint.SetFlags(sp.local, flags); err != nil {
+			return fmt.Errorf("clone %q (%s) at %s: %w", name, id, sp.local, err)
 		}
 	}
-	if err := mountpoint.BindMountFlags(st.local, target, flags); err != nil {
-		return fmt.Errorf("%q (%s): binding %s at %s: %w", name, id, st.local, target, err)
+	if err := mountpoint.BindMountFlags(sp.local, target, flags); err != nil {
+		return fmt.Errorf("%q (%s): binding %s at %s: %w", name, id, sp.local, target, err)
 	}
 	return nil
 }
 
-// removeStaging removes the staging directory if nothing is mounted there
-// and it is empty.
-func (b *Backend) removeStaging(st staging) error {
-	if err := mountpoint.RemoveMountPoint(st.local); err != nil {
+// removeServerPath removes the server path (a directory) if nothing is
+// mounted there and it is empty.
+func (b *Backend) removeServerPath(sp serverPath) error {
+	if err := mountpoint.RemoveMountPoint(sp.local); err != nil {
 		return err
 	}
 	// Directories between snapvol-<instance> and the key, if the key has
 	// several parts.
-	top := filepath.Join(b.mountDirLocal, b.stagingDir())
-	for d := filepath.Dir(st.local); d != top && strings.HasPrefix(d, top+"/"); d = filepath.Dir(d) {
+	top := filepath.Join(b.mountDirLocal, b.instanceDir())
+	for d := filepath.Dir(sp.local); d != top && strings.HasPrefix(d, top+"/"); d = filepath.Dir(d) {
 		if err := unix.Rmdir(d); err != nil {
 			break
 		}
@@ -319,14 +321,14 @@ func notMounted(err error) bool {
 }
 
 // Unmount unbinds target, has the server unmount the volume from its
-// staging path and detach it once nothing else holds it, then removes the
-// staging directory and the mount point if they are empty. A mount an
+// server path and detach it once nothing else holds it, then removes the
+// server path and the mount point if they are empty. A mount an
 // earlier snapvol had the server make at the target's host path is
 // released too. Without an id (a stray mount) only this host's mount at
 // target goes; the server's record of its mount, if any, is cleared when
 // the object is deleted (detachAll) or mounted there again.
 func (b *Backend) Unmount(ctx context.Context, id, target string) error {
-	st, err := b.staging(target)
+	sp, err := b.serverPathFor(target)
 	if err != nil {
 		return err
 	}
@@ -344,19 +346,19 @@ func (b *Backend) Unmount(ctx context.Context, id, target string) error {
 		if err := mountpoint.Unbind(target); err != nil {
 			return err
 		}
-		_ = b.removeStaging(st)
+		_ = b.removeServerPath(sp)
 		return nil
 	case err != nil:
 		return err
 	}
 	name := volumeName(v)
-	stagingThere, others := mountpoint.IsMountPoint(st.local), 0
+	serverMounted, others := mountpoint.IsMountPoint(sp.local), 0
 	var legacy []string
 	for _, p := range v.AttachPath {
 		switch p = filepath.Clean(p); {
-		case p == st.host:
-			stagingThere = true
-		case b.legacy(p, st.rel):
+		case p == sp.host:
+			serverMounted = true
+		case b.legacy(p, sp.rel):
 			legacy = append(legacy, p)
 		default:
 			others++
@@ -372,17 +374,17 @@ func (b *Backend) Unmount(ctx context.Context, id, target string) error {
 	if err := mountpoint.Unbind(target); err != nil {
 		return fmt.Errorf("%q (%s): %w", name, id, err)
 	}
-	if stagingThere {
-		if err := b.release(ctx, v, st.host, false); err != nil {
+	if serverMounted {
+		if err := b.release(ctx, v, sp.host, false); err != nil {
 			return err
 		}
 	}
-	if mountpoint.IsMountPoint(st.local) {
+	if mountpoint.IsMountPoint(sp.local) {
 		// The server does not know this mount (it lost track of it): the
-		// staging path is ours, so it goes here; a detach with it in
+		// server path is ours, so it goes here; a detach with it in
 		// place would fail or pull the device from under it.
-		if err := mountpoint.Unbind(st.local); err != nil {
-			return fmt.Errorf("%q (%s): the OpenStorage server left %s mounted and it could not be unmounted here: %w", name, id, st.local, err)
+		if err := mountpoint.Unbind(sp.local); err != nil {
+			return fmt.Errorf("%q (%s): the OpenStorage server left %s mounted and it could not be unmounted here: %w", name, id, sp.local, err)
 		}
 	}
 	if others == 0 && attached(v) {
@@ -390,7 +392,7 @@ func (b *Backend) Unmount(ctx context.Context, id, target string) error {
 			return err
 		}
 	}
-	if err := b.removeStaging(st); err != nil {
+	if err := b.removeServerPath(sp); err != nil {
 		return fmt.Errorf("%q (%s): %w", name, id, err)
 	}
 	if err := mountpoint.RemoveMountPoint(target); err != nil {

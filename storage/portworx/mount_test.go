@@ -37,7 +37,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// mountEnv is a backend whose staging directory (PX_MOUNT_DIR) is a
+// mountEnv is a backend whose PX_MOUNT_DIR (where its server paths are) is a
 // temporary directory of the test's, below the server's MountRoot.
 func mountEnv(t *testing.T, cfg osdserver.Config) (*env, string) {
 	t.Helper()
@@ -45,13 +45,13 @@ func mountEnv(t *testing.T, cfg osdserver.Config) (*env, string) {
 	return e, e.mountDir
 }
 
-// staged is where the backend of instance 0123456789abcdef (newEnv's)
+// serverPathIn is where the backend of instance 0123456789abcdef (newEnv's)
 // has the server mount the volume for the target named rel.
-func staged(mountDir, rel string) string {
+func serverPathIn(mountDir, rel string) string {
 	return filepath.Join(mountDir, "snapvol-0123456789abcdef", rel)
 }
 
-// checkGone: nothing mounted at the target or the staging path, neither
+// checkGone: nothing mounted at the target or the server path, neither
 // directory left, and the server holds no mount and no attachment.
 func checkGone(t *testing.T, e *env, name string, paths ...string) {
 	t.Helper()
@@ -68,23 +68,23 @@ func checkGone(t *testing.T, e *env, name string, paths ...string) {
 	}
 }
 
-// TestMountStagesUnderMountDir: the server is told to mount the clone
+// TestServerMountsUnderMountDir: the server is told to mount the clone
 // under PX_MOUNT_DIR, where Portworx mounts for its own plugin, and
 // snapvol binds that onto the target under DATA_ROOT, nosuid,nodev;
 // Unmount leaves no mount and no directory.
-func TestMountStagesUnderMountDir(t *testing.T) {
+func TestServerMountsUnderMountDir(t *testing.T) {
 	e, mountDir := mountEnv(t, osdserver.Config{})
 	c := ctx(t)
 	src := e.production()
 	_, clone := e.snapClone(src, "v")
 	target := filepath.Join(e.dataRoot, "v-1234")
-	stage := staged(mountDir, "v-1234")
+	sp := serverPathIn(mountDir, "v-1234")
 	if err := e.b.Mount(c, clone.ID, target); err != nil {
 		t.Fatalf("mount: %v", err)
 	}
 	cv, _ := e.srv.ByName(clone.Name)
-	if len(cv.AttachPath) != 1 || cv.AttachPath[0] != stage {
-		t.Fatalf("the server mounted the clone at %v; want %s, under PX_MOUNT_DIR", cv.AttachPath, stage)
+	if len(cv.AttachPath) != 1 || cv.AttachPath[0] != sp {
+		t.Fatalf("the server mounted the clone at %v; want %s, under PX_MOUNT_DIR", cv.AttachPath, sp)
 	}
 	if !mountpoint.IsMountPoint(target) {
 		t.Fatalf("nothing mounted at the target %s", target)
@@ -109,11 +109,11 @@ func TestMountStagesUnderMountDir(t *testing.T) {
 	if err := e.b.Unmount(c, clone.ID, target); err != nil {
 		t.Fatalf("unmount: %v", err)
 	}
-	checkGone(t, e, clone.Name, target, stage)
+	checkGone(t, e, clone.Name, target, sp)
 	if err := e.b.Unmount(c, clone.ID, target); err != nil {
 		t.Fatalf("second unmount: %v", err)
 	}
-	// A regular volume is staged the same way, without nosuid,nodev.
+	// A regular volume is mounted the same way, without nosuid,nodev.
 	mp := filepath.Join(e.dataRoot, "prod")
 	if err := e.b.Mount(c, src.ID, mp); err != nil {
 		t.Fatal(err)
@@ -124,12 +124,12 @@ func TestMountStagesUnderMountDir(t *testing.T) {
 	if err := e.b.Unmount(c, src.ID, mp); err != nil {
 		t.Fatal(err)
 	}
-	checkGone(t, e, "app-production", mp, staged(mountDir, "prod"))
+	checkGone(t, e, "app-production", mp, serverPathIn(mountDir, "prod"))
 }
 
-// TestTwoInstancesStageApart: two snapvols on one host, same PX_MOUNT_DIR
-// and target names, never share a staging path.
-func TestTwoInstancesStageApart(t *testing.T) {
+// TestTwoInstancesMountApart: two snapvols on one host, same PX_MOUNT_DIR
+// and target names, never share a server path.
+func TestTwoInstancesMountApart(t *testing.T) {
 	e, mountDir := mountEnv(t, osdserver.Config{})
 	c := ctx(t)
 	src := e.production()
@@ -206,29 +206,29 @@ func TestMountDirNotSharedFailsLoudly(t *testing.T) {
 	clone := serverClone(t, e)
 	target := filepath.Join(e.dataRoot, "t")
 
-	// The staging directory snapvol makes is not on the server's side:
+	// The server path snapvol makes is not on the server's side:
 	// the server's refusal is passed on, with the hint.
 	err := e.b.Mount(c, clone.ID, target)
 	if err == nil || !strings.Contains(err.Error(), "not a directory") || !strings.Contains(err.Error(), "PX_MOUNT_DIR") {
-		t.Fatalf("Mount with a staging directory the server cannot see = %v; want the server's error and a hint naming PX_MOUNT_DIR", err)
+		t.Fatalf("Mount with a server path the server cannot see = %v; want the server's error and a hint naming PX_MOUNT_DIR", err)
 	}
-	checkGone(t, e, clone.Name, target, staged(localDir, "t"))
+	checkGone(t, e, clone.Name, target, serverPathIn(localDir, "t"))
 
 	// The server mounts, but snapvol does not see it.
-	hostStage := staged(hostDir, "t")
-	if err := os.MkdirAll(hostStage, 0o755); err != nil {
+	hostPath := serverPathIn(hostDir, "t")
+	if err := os.MkdirAll(hostPath, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	err = e.b.Mount(c, clone.ID, target)
-	for _, want := range []string{"reported", "mounted at host path " + hostStage, "does not see it at " + staged(localDir, "t"), "PX_MOUNT_DIR", "shared", "pxmounts.source="} {
+	for _, want := range []string{"reported", "mounted at host path " + hostPath, "does not see it at " + serverPathIn(localDir, "t"), "PX_MOUNT_DIR", "shared", "pxmounts.source="} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Fatalf("Mount with a PX_MOUNT_DIR snapvol does not see = %v; want an error saying %q", err, want)
 		}
 	}
 	t.Logf("the error: %v", err)
-	checkGone(t, e, clone.Name, target, staged(localDir, "t"))
-	if mountpoint.IsMountPoint(hostStage) {
-		t.Errorf("the server's mount at %s was not undone", hostStage)
+	checkGone(t, e, clone.Name, target, serverPathIn(localDir, "t"))
+	if mountpoint.IsMountPoint(hostPath) {
+		t.Errorf("the server's mount at %s was not undone", hostPath)
 	}
 	if err := e.b.Mount(c, clone.ID, "/etc/snapvol-x"); err == nil || !strings.Contains(err.Error(), "DATA_ROOT") {
 		t.Fatalf("Mount outside DATA_ROOT = %v", err)
@@ -283,7 +283,7 @@ func TestManagedPluginLayout(t *testing.T) {
 		t.Fatalf("mount: %v", err)
 	}
 	cv, _ := e.srv.ByName(clone.Name)
-	if want := staged(pxHost, "v-1234"); len(cv.AttachPath) != 1 || cv.AttachPath[0] != want {
+	if want := serverPathIn(pxHost, "v-1234"); len(cv.AttachPath) != 1 || cv.AttachPath[0] != want {
 		t.Fatalf("server mounted at %v; want the host path %s", cv.AttachPath, want)
 	}
 	// What Docker binds into the container (Plugin.ScopedPath).
@@ -298,7 +298,7 @@ func TestManagedPluginLayout(t *testing.T) {
 	if err := e.b.Unmount(c, clone.ID, target); err != nil {
 		t.Fatal(err)
 	}
-	checkGone(t, e, clone.Name, target, staged(pxLocal, "v-1234"), staged(pxHost, "v-1234"))
+	checkGone(t, e, clone.Name, target, serverPathIn(pxLocal, "v-1234"), serverPathIn(pxHost, "v-1234"))
 	if mountpoint.IsMountPoint(hostView) {
 		t.Errorf("%s still mounted after Unmount", hostView)
 	}
@@ -318,12 +318,12 @@ func TestMountsTheServerLostTrackOf(t *testing.T) {
 	c := ctx(t)
 	src := e.production()
 	mp := filepath.Join(e.dataRoot, "p")
-	stage := staged(mountDir, "p")
+	sp := serverPathIn(mountDir, "p")
 	if err := e.b.Mount(c, src.ID, mp); err != nil {
 		t.Fatal(err)
 	}
 	// Both mounts gone, the server still counting its own.
-	for _, p := range []string{mp, stage} {
+	for _, p := range []string{mp, sp} {
 		if err := unix.Unmount(p, 0); err != nil {
 			t.Fatal(err)
 		}
@@ -345,19 +345,19 @@ func TestMountsTheServerLostTrackOf(t *testing.T) {
 		t.Fatalf("the server has the volume mounted at %v, want once", v.AttachPath)
 	}
 	// The server forgets: its record of the mount is cleared, the mount stays.
-	if err := unix.Mount(stage, stage, "", unix.MS_BIND, ""); err != nil {
+	if err := unix.Mount(sp, sp, "", unix.MS_BIND, ""); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.srv.Unmount(src.ID, stage); err != nil {
+	if err := e.srv.Unmount(src.ID, sp); err != nil {
 		t.Fatal(err)
 	}
-	if !mountpoint.IsMountPoint(stage) {
+	if !mountpoint.IsMountPoint(sp) {
 		t.Fatal("setup: nothing mounted")
 	}
 	if err := e.b.Unmount(c, src.ID, mp); err != nil {
 		t.Fatalf("unmount of a mount the server forgot: %v", err)
 	}
-	checkGone(t, e, "app-production", mp, stage)
+	checkGone(t, e, "app-production", mp, sp)
 }
 
 // TestUnmountReleasesAnEarlierVersionsMount: a clone an earlier snapvol
@@ -391,7 +391,7 @@ func TestUnmountReleasesAnEarlierVersionsMount(t *testing.T) {
 	if err := e.b.Unmount(c, clone.ID, target); err != nil {
 		t.Fatalf("unmount of an earlier version's mount: %v", err)
 	}
-	checkGone(t, e, clone.Name, target, staged(mountDir, "old"))
+	checkGone(t, e, clone.Name, target, serverPathIn(mountDir, "old"))
 
 	// Delete after a crash: the server still has the earlier mount.
 	propagated := filepath.Join(shared, "plugins", strings.Repeat("cd", 32), "propagated-mount", "old")

@@ -53,7 +53,7 @@ var volumeKeys = map[string]bool{
 //     snapvol.
 //   - The v1 mount action carries a path only, no mount options: a clone
 //     cannot be asked to be mounted nosuid,nodev. The server mounts it at
-//     a staging path under PX_MOUNT_DIR and snapvol binds that onto the
+//     a server path under PX_MOUNT_DIR and snapvol binds that onto the
 //     path Docker is given, nosuid,nodev, whether snapvol runs on the
 //     host or as a managed plugin (see mount.go).
 var cloneKeys = map[string]bool{

@@ -370,9 +370,9 @@ func (b *Backend) detachAll(ctx context.Context, v *api.Volume) error {
 		}); err != nil {
 			return err
 		}
-		// A staging directory of this instance's goes with its mount.
-		if st, ok := b.stagingAt(p); ok {
-			_ = b.removeStaging(st)
+		// A server path of this instance's goes with its mount.
+		if sp, ok := b.serverPathAt(p); ok {
+			_ = b.removeServerPath(sp)
 		}
 	}
 	if attached(v) {

@@ -496,10 +496,10 @@ func TestMountNotVisibleFailsLoudly(t *testing.T) {
 	clone := serverClone(t, e)
 	target := filepath.Join(e.dataRoot, "t")
 	err := e.b.Mount(c, clone.ID, target)
-	for _, want := range []string{"reported", "mounted at host path " + staged(notShared, "t"), "does not see it", "PX_MOUNT_DIR"} {
+	for _, want := range []string{"reported", "mounted at host path " + serverPathIn(notShared, "t"), "does not see it", "PX_MOUNT_DIR"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Fatalf("Mount under a PX_MOUNT_DIR the server does not share = %v; want an error saying %q", err, want)
 		}
 	}
-	checkGone(t, e, clone.Name, target, staged(notShared, "t"))
+	checkGone(t, e, clone.Name, target, serverPathIn(notShared, "t"))
 }
