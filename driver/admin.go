@@ -333,7 +333,7 @@ func (d *Driver) CreateSnapshot(ctx context.Context, source, name, from string, 
 	if err != nil {
 		return admin.Snapshot{}, fmt.Errorf("snapshot %s@%s: %w", source, name, err)
 	}
-	reg := store.Snapshot{Source: source, SourceID: src.Identity, Name: name, Object: snap.ID, Kind: store.SnapNamed, Time: snap.Created.UTC(), From: from}
+	reg := store.Snapshot{Source: source, SourceID: src.Identity, Name: name, Object: snap.ID, Kind: storage.TakenNamed, Time: snap.Created.UTC(), From: from}
 	if reg.Time.IsZero() {
 		reg.Time = d.now()
 	}

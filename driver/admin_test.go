@@ -188,9 +188,9 @@ func TestScheduleKeepsNewestAndLatestReusesThem(t *testing.T) {
 	var scheduled, named int
 	for _, reg := range st.RegisteredSnapshots("app-production") {
 		switch reg.Kind {
-		case store.SnapScheduled:
+		case storage.TakenScheduled:
 			scheduled++
-		case store.SnapNamed:
+		case storage.TakenNamed:
 			named++
 		}
 	}

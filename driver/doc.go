@@ -21,6 +21,9 @@
 //   - source: the plain volume a clone volume copies.
 //   - ref: which snapshot of the source: latest, now, or a snapshot name.
 //   - snapshot: a read-only point-in-time copy of a source in the backend.
+//   - taken: why the plugin took a snapshot: plugin (for @latest or @now),
+//     named (snapvol snapshot create) or scheduled (storage.Taken*); the
+//     snapvol.taken label and a registered snapshot's Kind use these words.
 //   - clone: the writable backend object made from a snapshot for a clone
 //     volume (one per volume, or one per container mount with +each).
 //   - attachment: one backend object Docker mounts, with its mount target

@@ -137,9 +137,9 @@ func (rc *recovery) registerSnapshots(named map[string]storage.Object) error {
 		o := named[k]
 		source := o.Labels[storage.LabelSource]
 		name := k[len(source)+1:]
-		kind := store.SnapNamed
+		kind := storage.TakenNamed
 		if storage.Taken(o) == storage.TakenScheduled {
-			kind = store.SnapScheduled
+			kind = storage.TakenScheduled
 		}
 		if _, err := rc.d.st.RegisterSnapshot(store.Snapshot{
 			Source: source, SourceID: o.Parent, Name: name, Object: o.ID, Kind: kind,

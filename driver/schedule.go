@@ -106,7 +106,7 @@ func (d *Driver) takeScheduled(sc store.Schedule, now time.Time) {
 		if t.IsZero() {
 			t = now
 		}
-		_, err = d.st.RegisterSnapshot(store.Snapshot{Source: sc.Source, SourceID: src.Identity, Name: name, Object: snap.ID, Kind: store.SnapScheduled, Time: t})
+		_, err = d.st.RegisterSnapshot(store.Snapshot{Source: sc.Source, SourceID: src.Identity, Name: name, Object: snap.ID, Kind: storage.TakenScheduled, Time: t})
 		return err
 	}()
 	if err != nil {
@@ -116,7 +116,7 @@ func (d *Driver) takeScheduled(sc store.Schedule, now time.Time) {
 	log.WithFields(logrus.Fields{"audit": "snapshot registered", "snapshot": name}).Info("scheduled snapshot taken")
 	var scheduled []store.Snapshot
 	for _, reg := range d.st.RegisteredSnapshots(sc.Source) {
-		if reg.Kind == store.SnapScheduled {
+		if reg.Kind == storage.TakenScheduled {
 			scheduled = append(scheduled, reg)
 		}
 	}

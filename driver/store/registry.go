@@ -9,12 +9,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// Kinds of registered snapshots.
-const (
-	SnapNamed     = "named"     // snapvol snapshot create
-	SnapScheduled = "scheduled" // taken by a schedule
-)
-
 // Snapshot registers a snapshot under a name of its source, so SOURCE@NAME
 // clones it. The name lives here, not in the backend, so that --replace
 // moves it in one transaction whatever the backend, and a snapshot of a
@@ -23,11 +17,14 @@ type Snapshot struct {
 	Source string `json:"source"`
 	// SourceID is the source's Identity: a name registered for a removed
 	// source never resolves for a new volume of the same name.
-	SourceID string    `json:"source_id,omitempty"`
-	Name     string    `json:"name"`
-	Object   string    `json:"object"`
-	Kind     string    `json:"kind"`
-	Time     time.Time `json:"time"`
+	SourceID string `json:"source_id,omitempty"`
+	Name     string `json:"name"`
+	Object   string `json:"object"`
+	// Kind is why it was taken, in the words of the snapshot's
+	// snapvol.taken label: storage.TakenNamed (snapvol snapshot create)
+	// or storage.TakenScheduled (a schedule).
+	Kind string    `json:"kind"`
+	Time time.Time `json:"time"`
 	// From is the clone volume it was taken of, "" for the source itself.
 	From string `json:"from,omitempty"`
 }
