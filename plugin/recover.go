@@ -90,6 +90,13 @@ func runRecover(out io.Writer, stateDir string, force bool) error {
 	if err := st.Seal(); err != nil {
 		return err
 	}
+	printRecovered(out, rep, dbPath)
+	return nil
+}
+
+// printRecovered tells the operator what recover rebuilt into dbPath, and
+// what it could not.
+func printRecovered(out io.Writer, rep driver.RecoverReport, dbPath string) {
 	fmt.Fprintf(out, "recovered %d volumes (%d clones), %d named snapshots into %s\n", len(rep.Volumes), rep.Clones, len(rep.Snapshots), dbPath)
 	for _, v := range rep.Volumes {
 		if access, ok := rep.Operator[v]; ok {
@@ -108,7 +115,6 @@ func runRecover(out io.Writer, stateDir string, force bool) error {
 		fmt.Fprintf(out, "  not recovered: %s\n", sk)
 	}
 	fmt.Fprintln(out, "not in labels, so not recovered: backend -o options (size), schedules (set them again with snapvol snapshot schedule); clones made before this version also lack their operator mark and ttl (see docs/recover.md)")
-	return nil
 }
 
 // mountInfo is one line of /proc/PID/mountinfo: device, root of the mount
