@@ -112,7 +112,7 @@ func newestNamed(owned []storage.Object) map[string]storage.Object {
 			name = o.Labels[storage.LabelRegistered]
 		case storage.TakenScheduled:
 			// A schedule names its snapshots after the time taken.
-			name = "scheduled-" + o.Created.UTC().Format("20060102-150405")
+			name = store.ScheduledName(o.Created)
 		}
 		if source == "" || name == "" {
 			continue

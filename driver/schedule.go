@@ -88,7 +88,7 @@ func (d *Driver) takeScheduled(sc store.Schedule, now time.Time) {
 		log.WithError(err).Warn("scheduled snapshot")
 		return
 	}
-	name := "scheduled-" + now.Format("20060102-150405")
+	name := store.ScheduledName(now)
 	if _, taken := d.st.RegisteredSnapshot(sc.Source, name); taken {
 		name += fmt.Sprintf("-%03d", now.Nanosecond()/1e6)
 	}

@@ -29,6 +29,12 @@ type Snapshot struct {
 	From string `json:"from,omitempty"`
 }
 
+// ScheduledName is the name a schedule registers the snapshot it takes at
+// t under (a @REF word); snapvol recover rebuilds it from the snapshot's
+// time, so both call this. A second one in the same second gets the
+// milliseconds appended where it is taken.
+func ScheduledName(t time.Time) string { return "scheduled-" + t.UTC().Format("20060102-150405") }
+
 // Schedule makes the plugin snapshot Source every Every, keeping the
 // newest Keep scheduled snapshots.
 type Schedule struct {

@@ -80,7 +80,7 @@ func (b *Backend) Clone(ctx context.Context, snap storage.Object, labels map[str
 	if err != nil {
 		return storage.Object{}, err
 	}
-	name := "c-" + randHex(12)
+	name := "c-" + storage.RandomHex(12)
 	c, err := b.make(dirClones+"/"+name, name, storage.KindClone, labels, func(dst string) error {
 		return b.staged(src, dst, inh)
 	})

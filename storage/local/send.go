@@ -209,7 +209,7 @@ func (b *Backend) PublishReplica(_ context.Context, src storage.Object, uuid str
 	if err != nil {
 		return storage.Object{}, err
 	}
-	name := "pulled-" + strings.ReplaceAll(uuid, "-", "")[:16] + "-" + randHex(2)
+	name := "pulled-" + strings.ReplaceAll(uuid, "-", "")[:16] + "-" + storage.RandomHex(2)
 	id := dirSnapshots + "/" + v.Name + "/" + name
 	if err := os.MkdirAll(filepath.Join(b.root, dirSnapshots, v.Name), 0o700); err != nil {
 		return storage.Object{}, b.noted(err)

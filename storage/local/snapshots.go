@@ -5,8 +5,6 @@ package local
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -94,12 +92,6 @@ func (b *Backend) SnapshotByName(_ context.Context, source storage.Object, name 
 	return o, err
 }
 
-func randHex(n int) string {
-	buf := make([]byte, n)
-	_, _ = rand.Read(buf)
-	return hex.EncodeToString(buf)
-}
-
 func (b *Backend) Snapshot(_ context.Context, source storage.Object, labels map[string]string) (storage.Object, error) {
 	v, err := b.volumeOf(source)
 	if err != nil {
@@ -146,7 +138,7 @@ func (b *Backend) snapshotInto(v storage.Object, src string, labels map[string]s
 		return storage.Object{}, err
 	}
 	// A valid snapshot word, so users can also name it as @REF.
-	name := "snapvol-" + time.Now().UTC().Format("20060102-150405.000000") + "-" + randHex(2)
+	name := "snapvol-" + time.Now().UTC().Format("20060102-150405.000000") + "-" + storage.RandomHex(2)
 	id := dirSnapshots + "/" + v.Name + "/" + name
 	if err := os.MkdirAll(filepath.Join(b.root, dirSnapshots, v.Name), 0o700); err != nil {
 		return storage.Object{}, b.noted(err)

@@ -18,7 +18,7 @@ import (
 // cloneName is unique in the cluster and says which instance made the
 // clone, so one left without its labels (a crash between the clone and
 // its labelling) is still found as this instance's (see Owned).
-func (b *Backend) cloneName() string { return b.clonePrefix() + randHex(8) }
+func (b *Backend) cloneName() string { return b.clonePrefix() + storage.RandomHex(8) }
 
 func (b *Backend) clonePrefix() string { return "snapvol-clone-" + b.cfg.Instance + "-" }
 

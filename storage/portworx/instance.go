@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+
+	"github.com/snapvol/snapvol/storage"
 )
 
 var instanceRe = regexp.MustCompile(`^[0-9a-f]{16,64}$`)
@@ -31,7 +33,7 @@ func InstanceID(stateDir string) (string, error) {
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return "", err
 	}
-	id := randHex(8)
+	id := storage.RandomHex(8)
 	tmp := p + ".tmp"
 	if err := os.WriteFile(tmp, []byte(id+"\n"), 0o600); err != nil {
 		return "", err

@@ -5,8 +5,6 @@ package portworx
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -114,16 +112,10 @@ func (b *Backend) SnapshotByName(ctx context.Context, source storage.Object, nam
 	return storage.Object{}, fmt.Errorf("snapshot %q of volume %q: %w on the OpenStorage server", name, source.Name, storage.ErrNotFound)
 }
 
-func randHex(n int) string {
-	buf := make([]byte, n)
-	_, _ = rand.Read(buf)
-	return hex.EncodeToString(buf)
-}
-
 // snapName is a valid snapvol word, so users can name the snapshot as
 // @REF, and unique in the cluster, where names must be.
 func snapName() string {
-	return "snapvol-" + time.Now().UTC().Format("20060102-150405") + "-" + randHex(4)
+	return "snapvol-" + time.Now().UTC().Format("20060102-150405") + "-" + storage.RandomHex(4)
 }
 
 func (b *Backend) Snapshot(ctx context.Context, source storage.Object, labels map[string]string) (storage.Object, error) {
