@@ -373,14 +373,26 @@ func TestRecoverAfterDeletingTheStore(t *testing.T) {
 func TestSmallFilesystemRefusalExits78(t *testing.T) {
 	RequireRoot(t)
 	dir := t.TempDir()
-	state := filepath.Join(dir, "state")
-	if err := os.MkdirAll(state, 0o700); err != nil {
+	// The tmpfs's mount point is not under t.TempDir: in the whole suite
+	// a process of another test made a mount namespace while it was
+	// mounted (seen twice, not found), and that namespace's copy keeps the
+	// directory busy after this test unmounts its own, which fails
+	// TempDir's removal. The tmpfs itself is unmounted here either way;
+	// an empty directory that stays busy is named with its holders.
+	state, err := os.MkdirTemp("", "snapvol-smallfs-")
+	if err != nil {
 		t.Fatal(err)
 	}
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", state).CombinedOutput(); err != nil {
+		os.Remove(state)
 		t.Fatalf("mounting a small tmpfs: %v\n%s", err, out)
 	}
-	t.Cleanup(func() { UnmountUnder(state) })
+	t.Cleanup(func() {
+		UnmountUnder(state)
+		if err := os.Remove(state); err != nil {
+			t.Logf("the emptied mount point %s stays (%v); mount namespaces still holding a copy: %v", state, err, namespacesHolding(state))
+		}
+	})
 	p := &Plugin{
 		t: t, Dir: dir, StateDir: state, DataRoot: filepath.Join(dir, "data"),
 		Socket: filepath.Join(dir, "snapvol.sock"), log: &lockedBuffer{},
@@ -440,4 +452,28 @@ func checkOperatorVolumesAfterRecover(t *testing.T, p *Plugin, secret string) {
 		}
 	}
 	adminCLI(t, p, "snapshot", "create", "app-production", "masked-again", "--from", "mask-work")
+}
+
+// namespacesHolding lists the pids whose mount namespace has something
+// mounted at path.
+func namespacesHolding(path string) []string {
+	var pids []string
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		data, err := os.ReadFile("/proc/" + e.Name() + "/mountinfo")
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(data), "\n") {
+			if f := strings.Fields(l); len(f) > 4 && f[4] == path {
+				comm, _ := os.ReadFile("/proc/" + e.Name() + "/comm")
+				pids = append(pids, e.Name()+" ("+strings.TrimSpace(string(comm))+")")
+				break
+			}
+		}
+	}
+	return pids
 }
