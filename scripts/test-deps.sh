@@ -8,7 +8,8 @@
 #
 # 1. Debian's packages (apt-get, as root): docker.io (dockerd 20.10,
 #    containerd 1.6, runc 1.1), docker-compose 1.29, btrfs-progs,
-#    busybox-static, postgresql-15, and libseccomp-dev for runc.
+#    busybox-static, postgresql-15, libseccomp-dev for runc, and rsync (the
+#    baseline make bench's fleet section measures against).
 # 2. The current Docker Engine, built from the Go module proxy into a cache
 #    outside the repository (SNAPVOL_CI_CACHE, default /var/cache/snapvol-ci):
 #    dockerd from github.com/moby/moby/v2 and runc >= 1.3 (Docker 29 starts
@@ -65,6 +66,7 @@ packages=(
 	postgresql-15    # the live-database clone test's image, made with docker import
 	apparmor         # dockerd loads its docker-default profile where the kernel has AppArmor
 	libseccomp-dev   # runc's seccomp support (cgo)
+	rsync            # make bench's fleet section: the rsync baseline of an incremental push+pull
 	gcc libc6-dev pkg-config
 	make git ca-certificates kmod util-linux mount
 )
