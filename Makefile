@@ -25,8 +25,11 @@ export SNAPVOL_ROOT_TESTS := 1
 # install (e.g. PLUGIN_SETTINGS="POOL_SIZE=50G LOG_LEVEL=debug").
 PLUGIN_BUNDLE := build/plugin
 # The bundle's privileges: config.json is the local backend's (no network;
-# loop devices for the pool file), config.portworx.json Portworx's (host
-# network for the OpenStorage endpoint; no devices). docs/operating.md, Installing.
+# loop devices for the pool file), config.fleet.json the same with the host
+# network, for runner fleets (snapvol push to a registry, replica sources
+# pulled from one: make install PLUGIN_CONFIG=config.fleet.json, docs/fleets.md),
+# config.portworx.json Portworx's (host network for the OpenStorage
+# endpoint; no devices). docs/operating.md, Installing.
 PLUGIN_CONFIG ?= config.json
 PLUGIN_NAME ?= snapvol
 STATE_DIR ?= /var/lib/snapvol
@@ -90,8 +93,8 @@ CHAOS_ROUNDS ?= 10000
 chaos: build
 	SNAPVOL_CHAOS_ROUNDS=$(CHAOS_ROUNDS) $(GO) test -count=1 -timeout 120m -v -run 'TestChaos|TestCrash' ./test
 
-# config.json + rootfs/ (static binary, mkfs.btrfs and its libraries from
-# this host): no registry, no network.
+# PLUGIN_CONFIG + rootfs/ (static binary, mkfs.btrfs and btrfs with their
+# libraries, CA certificates, from this host): no registry, no network.
 plugin: build
 	scripts/plugin-rootfs.sh $(DAEMON) $(PLUGIN_CONFIG) rootfs $(PLUGIN_BUNDLE)
 	@echo "plugin bundle: $(PLUGIN_BUNDLE) ($$(du -sh $(PLUGIN_BUNDLE) | cut -f1))"
