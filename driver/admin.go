@@ -207,7 +207,9 @@ func (d *Driver) OperatorRemove(ctx context.Context, name string) error {
 	if _, ok := d.st.Get(name); !ok {
 		return fmt.Errorf("%w: %q", ErrNoSuchVolume, name)
 	}
-	return d.removeVolume(withCaller(ctx, CallerOperator), name)
+	ctx, cancel := d.enterOperator(ctx, "volume rm", name)
+	defer cancel()
+	return d.removeVolume(ctx, name)
 }
 
 // sourceObject looks a source up for an admin command.

@@ -1,13 +1,10 @@
 package driver
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
-
-	"github.com/docker/go-plugins-helpers/volume"
 
 	"github.com/snapvol/snapvol/driver/store"
 )
@@ -41,17 +38,6 @@ const CallerUnknown Caller = ""
 // its requests. (In a managed plugin dockerd's mounts are CallerUnknown's;
 // were the operator CallerUnknown too, they would look like its own.)
 const CallerOperator Caller = "operator"
-
-type callerKey struct{}
-
-func withCaller(ctx context.Context, c Caller) context.Context {
-	return context.WithValue(ctx, callerKey{}, c)
-}
-
-func callerOf(ctx context.Context) Caller {
-	c, _ := ctx.Value(callerKey{}).(Caller)
-	return c
-}
 
 // ProcessCaller is the Caller of process pid (0: not visible).
 func ProcessCaller(pid int) Caller {
@@ -175,19 +161,4 @@ func describeCaller(c Caller) string {
 		return "process " + pid + " (" + strings.TrimSpace(string(comm)) + ")"
 	}
 	return "process " + pid
-}
-
-// MountAs is Mount sent by caller c (the socket's peer).
-func (d *Driver) MountAs(c Caller, req *volume.MountRequest) (*volume.MountResponse, error) {
-	return d.mountFor(c, req)
-}
-
-// UnmountAs is Unmount sent by caller c.
-func (d *Driver) UnmountAs(c Caller, req *volume.UnmountRequest) error {
-	return d.unmountFor(c, req)
-}
-
-// RemoveAs is Remove sent by caller c.
-func (d *Driver) RemoveAs(c Caller, req *volume.RemoveRequest) error {
-	return d.removeFor(c, req)
 }

@@ -85,7 +85,8 @@ type Driver struct {
 	unreconciledMu sync.Mutex
 	unreconciled   map[string]bool
 
-	replicas Replicas // fleet.go; nil: no replica sources
+	replicas Replicas  // fleet.go; nil: no replica sources
+	pushes   pushState // fleet.go: scheduled pushes
 }
 
 type claimEntry struct {
@@ -122,31 +123,6 @@ func (d *Driver) now() time.Time { return d.cfg.Now().UTC() }
 
 func (d *Driver) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d.cfg.OpTimeout)
-}
-
-// budget is how long request op may take.
-func (d *Driver) budget(op string) time.Duration {
-	if (op == "create" || op == "mount") && d.cfg.MountTimeout > 0 {
-		return d.cfg.MountTimeout
-	}
-	return d.cfg.OpTimeout
-}
-
-// op tracks one Docker request: the returned func logs one line with the
-// volume, duration and outcome through the request's logger, and lets
-// Drain wait for it.
-func (d *Driver) op(log *logrus.Entry, op, name string, err *error) func() {
-	d.inflight.Add(1)
-	start := time.Now()
-	return func() {
-		defer d.inflight.Done()
-		e := log.WithFields(logrus.Fields{"op": op, "volume": name, "ms": time.Since(start).Milliseconds()})
-		if *err != nil {
-			e.WithError(*err).Warn(op + " failed")
-			return
-		}
-		e.Info(op)
-	}
 }
 
 // Drain waits up to timeout for requests in flight to finish.

@@ -72,9 +72,11 @@ func (d *Driver) newRecord(ctx context.Context, raw string, opts map[string]stri
 // Create makes the record of a volume. A plain name makes an empty regular
 // volume now; a clone is made at the first Mount, so it is as fresh as the
 // container that uses it.
-func (d *Driver) Create(req *volume.CreateRequest) (err error) {
-	ctx, end := d.begin("create", req.Name, &err)
-	defer end()
+func (d *Driver) Create(req *volume.CreateRequest) error {
+	return d.As(CallerUnknown).Create(req)
+}
+
+func (d *Driver) create(ctx context.Context, req *volume.CreateRequest) error {
 	r, err := d.newRecord(ctx, req.Name, req.Options)
 	if err != nil {
 		return err
@@ -213,13 +215,11 @@ func (d *Driver) Capabilities() *volume.CapabilitiesResponse {
 // as a set: Docker reuses IDs (docker cp) and may pair extra Mount/Unmount
 // calls (docker create).
 func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) {
-	return d.mountFor(CallerUnknown, req)
+	return d.As(CallerUnknown).Mount(req)
 }
 
-func (d *Driver) mountFor(c Caller, req *volume.MountRequest) (resp *volume.MountResponse, err error) {
-	ctx, end := d.begin("mount", req.Name, &err)
-	defer end()
-	ctx, unlock, err := d.lockVolume(withCaller(ctx, c), req.Name)
+func (d *Driver) mount(ctx context.Context, req *volume.MountRequest) (*volume.MountResponse, error) {
+	ctx, unlock, err := d.lockVolume(ctx, req.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -262,13 +262,10 @@ func (d *Driver) mountFor(c Caller, req *volume.MountRequest) (resp *volume.Moun
 // Unmount ends one mount. Counts never go below zero; data is never
 // deleted here except a +each clone at its mount ID's last Unmount.
 func (d *Driver) Unmount(req *volume.UnmountRequest) error {
-	return d.unmountFor(CallerUnknown, req)
+	return d.As(CallerUnknown).Unmount(req)
 }
 
-func (d *Driver) unmountFor(c Caller, req *volume.UnmountRequest) (err error) {
-	ctx, end := d.begin("unmount", req.Name, &err)
-	defer end()
-	ctx = withCaller(ctx, c)
+func (d *Driver) unmount(ctx context.Context, req *volume.UnmountRequest) error {
 	// Set when a +each clone went: its snapshot may be collectable. Run
 	// after the volume's lock is released (defers run last in, first out),
 	// as Remove does, so every other container of the same +each name does
@@ -298,15 +295,11 @@ func (d *Driver) unmountFor(c Caller, req *volume.UnmountRequest) (err error) {
 // Remove destroys a volume. A clone volume loses its clones and record;
 // a plain volume is deleted only when no clone volume comes from it.
 func (d *Driver) Remove(req *volume.RemoveRequest) error {
-	return d.removeFor(CallerUnknown, req)
+	return d.As(CallerUnknown).Remove(req)
 }
 
-func (d *Driver) removeFor(c Caller, req *volume.RemoveRequest) (err error) {
-	ctx, end := d.begin("remove", req.Name, &err)
-	defer end()
-	return d.removeVolume(withCaller(ctx, c), req.Name)
-}
-
+// removeVolume removes volume name for the caller of ctx's request: Docker
+// (Remove) or the operator (snapvol volume rm).
 func (d *Driver) removeVolume(ctx context.Context, name string) error {
 	lctx, unlock, err := d.lockVolume(ctx, name)
 	if err != nil {

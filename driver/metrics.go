@@ -1,17 +1,12 @@
 package driver
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"time"
-
-	"github.com/sirupsen/logrus"
 )
 
 // What the driver tells an operator beyond its answers: events for
-// metrics (Config.Observer, which package metrics implements) and a
-// request id on every log line of one request.
+// metrics (Config.Observer, which package metrics implements). (The
+// request id on every log line of one request is request.go's.)
 
 // Observer is told what the driver does. Its methods must be cheap and
 // must not block: they run inside requests.
@@ -52,25 +47,4 @@ func (d *Driver) obs() Observer {
 		return noObserver{}
 	}
 	return d.cfg.Observer
-}
-
-type requestLogKey struct{}
-
-// withRequest gives the request of ctx its id and logger: every line the
-// request logs carries req=ID, op and volume, so one request's lines can
-// be picked out of a busy log.
-func (d *Driver) withRequest(ctx context.Context, op, name string) (context.Context, *logrus.Entry) {
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	e := d.log.WithFields(logrus.Fields{"req": hex.EncodeToString(b[:]), "op": op, "volume": name})
-	return context.WithValue(ctx, requestLogKey{}, e), e
-}
-
-// logOf is the logger of the request of ctx, or the driver's for work that
-// is not a request's (reconcile, the reaper, schedules).
-func (d *Driver) logOf(ctx context.Context) *logrus.Entry {
-	if e, ok := ctx.Value(requestLogKey{}).(*logrus.Entry); ok {
-		return e
-	}
-	return logrus.NewEntry(d.log)
 }

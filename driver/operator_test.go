@@ -38,7 +38,7 @@ func TestOperatorRemoveRefusedWhileAnyoneHoldsAMount(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, name := range []string{"plainx", "mask-work", "app-production"} {
-				if _, err := d.MountAs(tc.docker, &volume.MountRequest{Name: name, ID: "ctr-" + name}); err != nil {
+				if _, err := d.As(tc.docker).Mount(&volume.MountRequest{Name: name, ID: "ctr-" + name}); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -61,7 +61,7 @@ func TestOperatorRemoveRefusedWhileAnyoneHoldsAMount(t *testing.T) {
 			}
 			// The container stops: now it goes.
 			for _, name := range []string{"mask-work", "plainx", "app-production"} {
-				if err := d.UnmountAs(tc.docker, &volume.UnmountRequest{Name: name, ID: "ctr-" + name}); err != nil {
+				if err := d.As(tc.docker).Unmount(&volume.UnmountRequest{Name: name, ID: "ctr-" + name}); err != nil {
 					t.Fatal(err)
 				}
 				if err := d.OperatorRemove(ctx, name); err != nil {
@@ -99,7 +99,7 @@ func TestOperatorRemoveHoldersUnknownAndGone(t *testing.T) {
 	if err := d.Create(&volume.CreateRequest{Name: "gone"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.MountAs("999:1", &volume.MountRequest{Name: "gone", ID: "1"}); err != nil {
+	if _, err := d.As("999:1").Mount(&volume.MountRequest{Name: "gone", ID: "1"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.OperatorRemove(ctx, "gone"); err != nil {

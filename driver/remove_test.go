@@ -30,13 +30,13 @@ func TestRemoveWithCountedMountsFollowsOneRule(t *testing.T) {
 	}
 	mount := func(c Caller, name, id string) {
 		t.Helper()
-		if _, err := d.MountAs(c, &volume.MountRequest{Name: name, ID: id}); err != nil {
+		if _, err := d.As(c).Mount(&volume.MountRequest{Name: name, ID: id}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for _, name := range []string{"app-production@latest+other", "plain"} {
 		mount("100:1", name, "ctr")
-		err := d.RemoveAs("200:1", &volume.RemoveRequest{Name: name})
+		err := d.As("200:1").Remove(&volume.RemoveRequest{Name: name})
 		if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "process 100") {
 			t.Fatalf("Remove of %s under another running process's mount: %v", name, err)
 		}
@@ -44,14 +44,14 @@ func TestRemoveWithCountedMountsFollowsOneRule(t *testing.T) {
 			t.Fatalf("%s removed under a running process", name)
 		}
 		// The same process's own stale count goes with the volume.
-		if err := d.RemoveAs("100:1", &volume.RemoveRequest{Name: name}); err != nil {
+		if err := d.As("100:1").Remove(&volume.RemoveRequest{Name: name}); err != nil {
 			t.Fatalf("Remove of %s by the process that holds its count: %v", name, err)
 		}
 	}
 	// A process that is gone (dockerd restarted) holds nothing.
 	mount("300:1", "app-production@latest+each", "dead-ctr-1")
 	mount("300:1", "app-production@latest+each", "dead-ctr-2")
-	if err := d.RemoveAs("200:1", &volume.RemoveRequest{Name: "app-production@latest+each"}); err != nil {
+	if err := d.As("200:1").Remove(&volume.RemoveRequest{Name: "app-production@latest+each"}); err != nil {
 		t.Fatalf("Remove of mounts a gone process held: %v", err)
 	}
 	// A managed plugin sees no pids: Docker, its only client, is both.
@@ -65,7 +65,7 @@ func TestRemoveWithCountedMountsFollowsOneRule(t *testing.T) {
 	// An Unmount by a dockerd restarted under a new pid takes its old
 	// self's count.
 	mount("300:1", "app-production", "prod-ctr")
-	if err := d.UnmountAs("200:1", &volume.UnmountRequest{Name: "app-production", ID: "prod-ctr"}); err != nil {
+	if err := d.As("200:1").Unmount(&volume.UnmountRequest{Name: "app-production", ID: "prod-ctr"}); err != nil {
 		t.Fatal(err)
 	}
 	if r, _ := st.Get("app-production"); r.TotalMounts() != 0 || len(r.Attachment("").Holders) != 0 {

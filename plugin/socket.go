@@ -61,28 +61,20 @@ func volumeHandler(d volume.Driver, m *metrics.Metrics) http.Handler {
 	})
 	// Mount, Unmount and Remove say who sent them (the socket's peer), so
 	// a Remove never takes a volume from under another process's mount
-	// (driver/caller.go).
-	as, _ := d.(callerDriver)
+	// (driver/caller.go): the driver as that caller sends to it.
+	from := func(*http.Request) volume.Driver { return d }
+	if as, ok := d.(callerDriver); ok {
+		from = func(hr *http.Request) volume.Driver { return as.As(peer(hr)) }
+	}
 	route(mux, m, "create", func(_ *http.Request, r *volume.CreateRequest) (any, error) { return struct{}{}, d.Create(r) })
 	route(mux, m, "remove", func(hr *http.Request, r *volume.RemoveRequest) (any, error) {
-		if as != nil {
-			return struct{}{}, as.RemoveAs(peer(hr), r)
-		}
-		return struct{}{}, d.Remove(r)
+		return struct{}{}, from(hr).Remove(r)
 	})
-	route(mux, m, "mount", func(hr *http.Request, r *volume.MountRequest) (any, error) {
-		if as != nil {
-			return as.MountAs(peer(hr), r)
-		}
-		return d.Mount(r)
-	})
+	route(mux, m, "mount", func(hr *http.Request, r *volume.MountRequest) (any, error) { return from(hr).Mount(r) })
 	route(mux, m, "path", func(_ *http.Request, r *volume.PathRequest) (any, error) { return d.Path(r) })
 	route(mux, m, "get", func(_ *http.Request, r *volume.GetRequest) (any, error) { return d.Get(r) })
 	route(mux, m, "unmount", func(hr *http.Request, r *volume.UnmountRequest) (any, error) {
-		if as != nil {
-			return struct{}{}, as.UnmountAs(peer(hr), r)
-		}
-		return struct{}{}, d.Unmount(r)
+		return struct{}{}, from(hr).Unmount(r)
 	})
 	// List and Capabilities take no request body (the helper reads none).
 	mux.HandleFunc("/VolumeDriver.List", func(w http.ResponseWriter, _ *http.Request) {
@@ -148,9 +140,7 @@ func volumeServer(h http.Handler, log *logrus.Logger) *http.Server {
 
 // callerDriver is a driver that takes who sent a request.
 type callerDriver interface {
-	MountAs(driver.Caller, *volume.MountRequest) (*volume.MountResponse, error)
-	UnmountAs(driver.Caller, *volume.UnmountRequest) error
-	RemoveAs(driver.Caller, *volume.RemoveRequest) error
+	As(driver.Caller) volume.Driver
 }
 
 type connKey struct{}
