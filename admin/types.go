@@ -209,6 +209,14 @@ type Schedule struct {
 	// Last is when the last scheduled snapshot was taken (zero: none
 	// yet).
 	Last time.Time
+	// Push is where each scheduled snapshot is pushed (REGISTRY/REPO:TAG;
+	// empty: not pushed). Pushed is when a scheduled push last worked,
+	// PushTried when one last started, PushError the last one's error
+	// (empty once one works; the next snapshot is pushed again).
+	Push      string
+	Pushed    time.Time
+	PushTried time.Time
+	PushError string
 }
 
 // MarshalJSON writes every key; see the package comment.
@@ -222,6 +230,14 @@ func (s Schedule) MarshalJSON() ([]byte, error) {
 	b = strconv.AppendInt(b, int64(s.Keep), 10)
 	b = field(b, "last", false)
 	b = appendTime(b, s.Last)
+	b = field(b, "push", false)
+	b = appendStringOrNull(b, s.Push)
+	b = field(b, "pushed", false)
+	b = appendTime(b, s.Pushed)
+	b = field(b, "push_tried", false)
+	b = appendTime(b, s.PushTried)
+	b = field(b, "push_error", false)
+	b = appendStringOrNull(b, s.PushError)
 	return append(b, '}'), nil
 }
 
@@ -232,11 +248,16 @@ func (s *Schedule) UnmarshalJSON(data []byte) error {
 		Every  int64     `json:"every_seconds"`
 		Keep   int       `json:"keep"`
 		Last   time.Time `json:"last"`
+		Push   string    `json:"push"`
+		Pushed time.Time `json:"pushed"`
+		Tried  time.Time `json:"push_tried"`
+		Error  string    `json:"push_error"`
 	}
 	if err := json.Unmarshal(data, &w); err != nil {
 		return err
 	}
-	*s = Schedule{Source: w.Source, Every: time.Duration(w.Every) * time.Second, Keep: w.Keep, Last: w.Last}
+	*s = Schedule{Source: w.Source, Every: time.Duration(w.Every) * time.Second, Keep: w.Keep, Last: w.Last,
+		Push: w.Push, Pushed: w.Pushed, PushTried: w.Tried, PushError: w.Error}
 	return nil
 }
 
@@ -359,4 +380,7 @@ type ScheduleRequest struct {
 	// Every is a Go duration (1h, 30m, 1s).
 	Every string `json:"every"`
 	Keep  int    `json:"keep"`
+	// Push is REGISTRY/REPO[:TAG] each scheduled snapshot is pushed to
+	// (PUT /v1/schedules/{source}/push only; TAG defaults to scheduled).
+	Push string `json:"push,omitempty"`
 }

@@ -10,6 +10,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -263,4 +265,144 @@ func (d *Driver) KeepPushed(ctx context.Context, src, snap storage.Object, tag s
 		}()
 	}
 	return nil
+}
+
+// Scheduled pushes (snapvol snapshot schedule SOURCE --push REPO[:TAG]):
+// each snapshot a schedule takes is pushed right after, in its own
+// goroutine, so a slow or unreachable registry never holds up the
+// schedule loop or any request. A push that fails is logged, kept in the
+// schedule (push_error) and not retried by itself: the next scheduled
+// snapshot is pushed at the next tick, and it holds everything the
+// failed one did.
+
+// ScheduledPushTag is the tag a scheduled push moves when --push names
+// none: a fixed tag, so every push extends one chain (the default of
+// snapvol push, the ref, would be a new scheduled-TIME tag each time).
+const ScheduledPushTag = "scheduled"
+
+// scheduledPushBudget bounds one scheduled push: streams of a large
+// source take minutes.
+const scheduledPushBudget = time.Hour
+
+// Pusher is what the driver asks of the fleet for scheduled pushes.
+type Pusher interface {
+	// CheckPush says, without the network, whether source@ref may be
+	// pushed to repo (PUBLISH, the repository's form, a backend that can
+	// send), with an error naming what refuses it.
+	CheckPush(source, ref, repo string) error
+	// Push publishes source@ref to repo, as snapvol push does.
+	Push(ctx context.Context, source, ref, repo string) error
+}
+
+// pushState: the fleet's pusher and the sources with a scheduled push
+// running (one at a time per source: a tick while one still runs does
+// not start another).
+type pushState struct {
+	mu      sync.Mutex
+	pusher  Pusher
+	ctx     context.Context // the schedule loop's (runSchedules)
+	running map[string]bool
+	// storeMu orders the read-modify-writes of schedules
+	// (updateSchedule, setSchedule).
+	storeMu sync.Mutex
+}
+
+// SetPusher wires the fleet's pushes in, before serving.
+func (d *Driver) SetPusher(p Pusher) {
+	d.pushes.mu.Lock()
+	defer d.pushes.mu.Unlock()
+	d.pushes.pusher = p
+}
+
+func (d *Driver) pusher() Pusher {
+	d.pushes.mu.Lock()
+	defer d.pushes.mu.Unlock()
+	return d.pushes.pusher
+}
+
+// withPushTag is repo with its tag made explicit (ScheduledPushTag when it
+// names none). The tag is after the last '/' (a registry's :port is not).
+func withPushTag(repo string) string {
+	if strings.Contains(repo[strings.LastIndex(repo, "/")+1:], ":") {
+		return repo
+	}
+	return repo + ":" + ScheduledPushTag
+}
+
+// checkScheduledPush refuses, when the schedule is set, a push PUBLISH
+// would refuse at every tick: the scheduled snapshots' names are
+// scheduled-YYYYMMDD-HHMMSS, so PUBLISH must allow SOURCE@scheduled-*.
+func (d *Driver) checkScheduledPush(source, repo string) (string, error) {
+	p := d.pusher()
+	if p == nil {
+		return "", fmt.Errorf("schedule of %q: --push %s: this snapvol has no registry pushes", source, repo)
+	}
+	repo = withPushTag(repo)
+	if err := p.CheckPush(source, store.ScheduledName(d.now()), repo); err != nil {
+		return "", fmt.Errorf("schedule of %q: --push %s: its snapshots are named scheduled-YYYYMMDD-HHMMSS, so PUBLISH must allow %s@scheduled-*: %w", source, repo, source, err)
+	}
+	return repo, nil
+}
+
+// pushScheduled starts the push of source@ref, the snapshot sc just took,
+// unless one of source is still running; it returns at once.
+func (d *Driver) pushScheduled(sc store.Schedule, ref string) {
+	log := d.log.WithFields(logrus.Fields{"source": sc.Source, "snapshot": ref, "push": sc.Push})
+	p := d.pusher()
+	if p == nil {
+		log.Warn("scheduled push: this snapvol has no registry pushes")
+		return
+	}
+	d.pushes.mu.Lock()
+	if d.pushes.running == nil {
+		d.pushes.running = map[string]bool{}
+	}
+	busy := d.pushes.running[sc.Source]
+	d.pushes.running[sc.Source] = true
+	ctx := d.pushes.ctx
+	d.pushes.mu.Unlock()
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if busy {
+		log.Warn("scheduled push: the one before is still running; this snapshot is not pushed, the next one will be")
+		return
+	}
+	go func() {
+		defer func() {
+			d.pushes.mu.Lock()
+			delete(d.pushes.running, sc.Source)
+			d.pushes.mu.Unlock()
+		}()
+		pctx, cancel := context.WithTimeout(ctx, scheduledPushBudget)
+		defer cancel()
+		started := d.now()
+		err := p.Push(pctx, sc.Source, ref, sc.Push)
+		d.recordPush(sc.Source, sc.Push, started, err)
+		if err != nil {
+			reg, repo, _ := strings.Cut(sc.Push, "/")
+			log.WithError(err).WithFields(logrus.Fields{"registry": reg, "repository": repo}).Warn("scheduled push failed; the next scheduled snapshot is pushed at the next tick")
+			return
+		}
+		log.Info("scheduled push done")
+	}()
+}
+
+// recordPush keeps the outcome of a scheduled push in source's schedule,
+// unless the schedule was changed to push elsewhere (or turned off) since.
+func (d *Driver) recordPush(source, repo string, started time.Time, err error) {
+	perr := d.updateSchedule(source, func(sc *store.Schedule) {
+		if sc.Push != repo {
+			return
+		}
+		sc.PushTried, sc.PushError = started, ""
+		if err != nil {
+			sc.PushError = err.Error()
+		} else {
+			sc.Pushed = d.now()
+		}
+	})
+	if perr != nil {
+		d.log.WithError(perr).WithField("source", source).Warn("recording a scheduled push")
+	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/snapvol/snapvol/driver/names"
 	"github.com/snapvol/snapvol/driver/store"
 	"github.com/snapvol/snapvol/internal/tick"
 	"github.com/snapvol/snapvol/storage"
@@ -20,8 +21,23 @@ import (
 // MinScheduleEvery is the shortest schedule (tests use it).
 const MinScheduleEvery = time.Second
 
-// SetSchedule turns on (or changes) the schedule of source.
+// SetSchedule turns on (or changes) the schedule of source; its snapshots
+// are not pushed (SetPushedSchedule).
 func (d *Driver) SetSchedule(ctx context.Context, source string, every time.Duration, keep int) (store.Schedule, error) {
+	return d.setSchedule(ctx, source, every, keep, "")
+}
+
+// SetPushedSchedule is SetSchedule whose snapshots are each pushed to
+// push (REGISTRY/REPO[:TAG], TAG defaulting to ScheduledPushTag) once
+// taken; refused now, naming PUBLISH, when PUBLISH would refuse them.
+func (d *Driver) SetPushedSchedule(ctx context.Context, source string, every time.Duration, keep int, push string) (store.Schedule, error) {
+	if push == "" {
+		return store.Schedule{}, fmt.Errorf("%w: schedule of %q: --push needs REGISTRY/REPO[:TAG]", names.ErrInvalid, source)
+	}
+	return d.setSchedule(ctx, source, every, keep, push)
+}
+
+func (d *Driver) setSchedule(ctx context.Context, source string, every time.Duration, keep int, push string) (store.Schedule, error) {
 	if every < MinScheduleEvery {
 		return store.Schedule{}, fmt.Errorf("schedule of %q: --every %s is shorter than %s", source, every, MinScheduleEvery)
 	}
@@ -31,16 +47,29 @@ func (d *Driver) SetSchedule(ctx context.Context, source string, every time.Dura
 	if _, err := d.sourceObject(ctx, source); err != nil {
 		return store.Schedule{}, err
 	}
-	sc := store.Schedule{Source: source, Every: every, Keep: keep}
+	if push != "" {
+		var err error
+		if push, err = d.checkScheduledPush(source, push); err != nil {
+			return store.Schedule{}, err
+		}
+	}
+	sc := store.Schedule{Source: source, Every: every, Keep: keep, Push: push}
+	d.pushes.storeMu.Lock()
 	for _, old := range d.st.Schedules() {
 		if old.Source == source {
 			sc.Last = old.Last
+			if old.Push == push {
+				// The same destination: its last outcome still holds.
+				sc.Pushed, sc.PushTried, sc.PushError = old.Pushed, old.PushTried, old.PushError
+			}
 		}
 	}
-	if err := d.st.PutSchedule(sc); err != nil {
+	err := d.st.PutSchedule(sc)
+	d.pushes.storeMu.Unlock()
+	if err != nil {
 		return store.Schedule{}, err
 	}
-	d.log.WithFields(logrus.Fields{"source": source, "every": every.String(), "keep": keep}).Info("snapshot schedule set")
+	d.log.WithFields(logrus.Fields{"source": source, "every": every.String(), "keep": keep, "push": push}).Info("snapshot schedule set")
 	return sc, nil
 }
 
@@ -54,12 +83,30 @@ func (d *Driver) ClearSchedule(source string) error {
 	return nil
 }
 
+// updateSchedule changes source's schedule as it is in the store now
+// (nothing when it has none): the schedule loop and a push ending both
+// write it, and neither may undo what the other wrote.
+func (d *Driver) updateSchedule(source string, change func(*store.Schedule)) error {
+	d.pushes.storeMu.Lock()
+	defer d.pushes.storeMu.Unlock()
+	for _, sc := range d.st.Schedules() {
+		if sc.Source == source {
+			change(&sc)
+			return d.st.PutSchedule(sc)
+		}
+	}
+	return nil
+}
+
 // Schedules lists the schedules.
 func (d *Driver) Schedules() []store.Schedule { return d.st.Schedules() }
 
 // runSchedules takes the snapshots that are due, every second, until ctx
 // ends.
 func (d *Driver) runSchedules(ctx context.Context) {
+	d.pushes.mu.Lock()
+	d.pushes.ctx = ctx // scheduled pushes stop with the loop
+	d.pushes.mu.Unlock()
 	tick.Every(ctx, MinScheduleEvery, func() {
 		now := d.now()
 		for _, sc := range d.st.Schedules() {
@@ -71,7 +118,8 @@ func (d *Driver) runSchedules(ctx context.Context) {
 }
 
 // takeScheduled takes one scheduled snapshot of sc.Source, registers it as
-// scheduled-TIME and expires the oldest beyond sc.Keep.
+// scheduled-TIME, starts its push (sc.Push) and expires the oldest beyond
+// sc.Keep.
 func (d *Driver) takeScheduled(sc store.Schedule, now time.Time) {
 	ctx, cancel := d.ctx()
 	defer cancel()
@@ -79,7 +127,7 @@ func (d *Driver) takeScheduled(sc store.Schedule, now time.Time) {
 	// The time is recorded before the attempt, so a source that cannot be
 	// snapshotted is retried at its pace, not every second.
 	sc.Last = now
-	if err := d.st.PutSchedule(sc); err != nil {
+	if err := d.updateSchedule(sc.Source, func(cur *store.Schedule) { cur.Last = now }); err != nil {
 		log.WithError(err).Warn("scheduled snapshot")
 		return
 	}
@@ -114,6 +162,9 @@ func (d *Driver) takeScheduled(sc store.Schedule, now time.Time) {
 		return
 	}
 	log.WithFields(logrus.Fields{"audit": "snapshot registered", "snapshot": name}).Info("scheduled snapshot taken")
+	if sc.Push != "" {
+		d.pushScheduled(sc, name)
+	}
 	var scheduled []store.Snapshot
 	for _, reg := range d.st.RegisteredSnapshots(sc.Source) {
 		if reg.Kind == storage.TakenScheduled {

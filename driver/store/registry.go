@@ -42,6 +42,14 @@ type Schedule struct {
 	Every  time.Duration `json:"every"`
 	Keep   int           `json:"keep"`
 	Last   time.Time     `json:"last,omitempty"`
+	// Push is where each scheduled snapshot is pushed (REGISTRY/REPO:TAG,
+	// "" for none; driver/fleet.go); Pushed is when a scheduled push last
+	// worked, PushTried when one was last started, PushError its error
+	// ("" once one works).
+	Push      string    `json:"push,omitempty"`
+	Pushed    time.Time `json:"pushed,omitempty"`
+	PushTried time.Time `json:"push_tried,omitempty"`
+	PushError string    `json:"push_error,omitempty"`
 }
 
 var (
