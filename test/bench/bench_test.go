@@ -126,7 +126,7 @@ func loadConfig(t *testing.T) config {
 		}
 	}
 	sort.Ints(c.volumes)
-	for _, s := range envList("BENCH_SECTIONS", "gobench,metrics,clone,copy,jobs,admin,api,prod,docker") {
+	for _, s := range envList("BENCH_SECTIONS", "gobench,metrics,clone,copy,jobs,admin,api,prod,docker,fleet") {
 		c.sections[s] = true
 	}
 	return c
@@ -234,6 +234,9 @@ func TestBench(t *testing.T) {
 	}
 	if cfg.sections["docker"] {
 		dockerRun(t, cfg, res)
+	}
+	if cfg.sections["fleet"] {
+		fleetBench(t, res)
 	}
 }
 

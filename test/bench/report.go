@@ -240,6 +240,7 @@ type Results struct {
 	Prod      *ProdResult   `json:"prod,omitempty"`
 	Admin     *AdminResult  `json:"admin,omitempty"`
 	Docker    *DockerResult `json:"docker,omitempty"`
+	Fleet     *FleetResult  `json:"fleet,omitempty"`
 	GoBench   []GoBench     `json:"go_bench"`
 }
 
@@ -421,6 +422,9 @@ func (r *Results) Targets() []Target {
 			context("  snapvold version (the daemon binary, every command built in: the command before issue 24) / hello-world", fmt.Sprintf("%.2fx", ratio(a.VersionDaemon.P50, a.Hello.P50)))
 			context("  snapvol version, snapvold version, hello-world (p50)", fmt.Sprintf("%.2f ms, %.2f ms, %.2f ms", a.Version.P50, a.VersionDaemon.P50, a.Hello.P50))
 		}
+	}
+	if r.Fleet != nil {
+		ts = append(ts, r.Fleet.targets()...)
 	}
 	return ts
 }
@@ -612,6 +616,10 @@ func (r *Results) otherTables(w func(string, ...any)) {
 		w("| ref | quotas on | quotas off | on / off |\n|---|---|---|---|\n")
 		w("| @latest | %s | %s | %.2fx |\n", dist(p.QuotaLatest), dist(p.NoQuotaLatest), ratio(p.QuotaLatest.P50, p.NoQuotaLatest.P50))
 		w("| @now | %s | %s | %.2fx |\n", dist(p.QuotaNow), dist(p.NoQuotaNow), ratio(p.QuotaNow.P50, p.NoQuotaNow.P50))
+	}
+
+	if r.Fleet != nil {
+		r.Fleet.table(w)
 	}
 
 	if len(r.GoBench) > 0 {
