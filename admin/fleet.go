@@ -2,6 +2,9 @@ package admin
 
 import (
 	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -47,23 +50,108 @@ type PulledTag struct {
 	New     bool      `json:"new"`
 }
 
-// Replica is one replica source: what each tag shows here and how old it
-// is, when the registry last answered and the last pull's error.
+// Replica is one replica source (snapvol replica ls, and the replica
+// sections of snapvol ls and df): what each tag shows here and how old it
+// is, when a pull last worked and the last pull's error. Every key is
+// written on every row (see the package comment in types.go).
 type Replica struct {
-	Source     string       `json:"source"`
+	Source string `json:"source"`
+	// Repository is REGISTRY/REPO (REPLICAS); Registry its registry.
 	Repository string       `json:"repository"`
+	Registry   string       `json:"registry"`
 	Tags       []ReplicaTag `json:"tags"`
-	Checked    *time.Time   `json:"checked"`
-	Error      string       `json:"error"`
+	// Checked is when a pull of the source last worked (nil: not since
+	// the plugin started).
+	Checked *time.Time `json:"pulled"`
+	// Error is the last pull's error; empty once one works.
+	Error string `json:"error"`
+	// Newest is the production-side time of the newest version pulled
+	// here, NewestAgeSeconds how old it is: what clones get while the
+	// registry cannot be reached. Zero (null) with nothing pulled.
+	Newest           time.Time `json:"newest"`
+	NewestAgeSeconds *int64    `json:"newest_age_seconds"`
 }
 
 // ReplicaTag is the version of one tag pulled here.
 type ReplicaTag struct {
-	Tag        string    `json:"tag"`
-	UUID       string    `json:"uuid"`
-	Snapshot   string    `json:"snapshot"`
+	Tag string `json:"tag"`
+	// UUID is the version's snapshot UUID on the production host;
+	// Snapshot the registered snapshot's object here.
+	UUID     string `json:"uuid"`
+	Snapshot string `json:"snapshot"`
+	// Time is when the production host took the snapshot; AgeSeconds
+	// how long ago that was.
 	Time       time.Time `json:"time"`
 	AgeSeconds int64     `json:"age_seconds"`
+}
+
+// derived fills Registry from Repository and Newest from Tags where the
+// fleet left them out.
+func (r Replica) derived() Replica {
+	if r.Registry == "" {
+		r.Registry, _, _ = strings.Cut(r.Repository, "/")
+	}
+	if r.Newest.IsZero() {
+		for _, t := range r.Tags {
+			if t.Time.After(r.Newest) {
+				age := t.AgeSeconds
+				r.Newest, r.NewestAgeSeconds = t.Time, &age
+			}
+		}
+	}
+	return r
+}
+
+// MarshalJSON writes every key, null where empty.
+func (r Replica) MarshalJSON() ([]byte, error) {
+	r = r.derived()
+	b := append([]byte(nil), '{')
+	b = field(b, "source", true)
+	b = appendString(b, r.Source)
+	b = field(b, "repository", false)
+	b = appendStringOrNull(b, r.Repository)
+	b = field(b, "registry", false)
+	b = appendStringOrNull(b, r.Registry)
+	b = field(b, "tags", false)
+	b = append(b, '[')
+	for i, t := range r.Tags {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = t.appendJSON(b)
+	}
+	b = append(b, ']')
+	b = field(b, "pulled", false)
+	if r.Checked == nil {
+		b = append(b, "null"...)
+	} else {
+		b = appendTime(b, *r.Checked)
+	}
+	b = field(b, "error", false)
+	b = appendStringOrNull(b, r.Error)
+	b = field(b, "newest", false)
+	b = appendTime(b, r.Newest)
+	b = field(b, "newest_age_seconds", false)
+	b = appendIntOrNull(b, r.NewestAgeSeconds)
+	return append(b, '}'), nil
+}
+
+// MarshalJSON writes every key, null where empty.
+func (t ReplicaTag) MarshalJSON() ([]byte, error) { return t.appendJSON(nil), nil }
+
+func (t ReplicaTag) appendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = field(b, "tag", true)
+	b = appendString(b, t.Tag)
+	b = field(b, "uuid", false)
+	b = appendStringOrNull(b, t.UUID)
+	b = field(b, "snapshot", false)
+	b = appendStringOrNull(b, t.Snapshot)
+	b = field(b, "time", false)
+	b = appendTime(b, t.Time)
+	b = field(b, "age_seconds", false)
+	b = strconv.AppendInt(b, t.AgeSeconds, 10)
+	return append(b, '}')
 }
 
 // long is c for a push or pull: streams take longer than the minute
@@ -88,4 +176,22 @@ func (c *Client) Pull(source string) (PullResult, error) {
 func (c *Client) Replicas() ([]Replica, error) {
 	var r []Replica
 	return r, c.long().do("GET", "/v1/fleet/replicas", nil, &r)
+}
+
+// SetPushedSchedule snapshots source every every, keeping keep, and
+// pushes each snapshot to push (REGISTRY/REPO[:TAG]).
+func (c *Client) SetPushedSchedule(source string, every time.Duration, keep int, push string) (Schedule, error) {
+	var v Schedule
+	return v, c.do("PUT", "/v1/schedules/"+url.PathEscape(source)+"/push", ScheduleRequest{Every: every.String(), Keep: keep, Push: push}, &v)
+}
+
+// UsageWithReplicas is snapvol df: the pool's usage and, from the fleet's
+// route, the replica sources.
+func (c *Client) UsageWithReplicas() (DiskUsage, error) {
+	u, err := c.Usage()
+	if err != nil {
+		return u, err
+	}
+	u.Replicas, err = c.Replicas()
+	return u, err
 }

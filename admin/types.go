@@ -146,6 +146,9 @@ type DiskUsage struct {
 	// Pinned is what snapshots and clones keep alive of their sources'
 	// data, per source and snapshot; empty where unmeasured.
 	Pinned []Pinned `json:"pinned"`
+	// Replicas are the replica sources (REPLICAS) and their versions
+	// here; the command fills them from the fleet's route (fleet.go).
+	Replicas []Replica `json:"replicas"`
 }
 
 // MarshalJSON writes empty lists as [], never null.
@@ -157,6 +160,9 @@ func (u DiskUsage) MarshalJSON() ([]byte, error) {
 	}
 	if p.Pinned == nil {
 		p.Pinned = []Pinned{}
+	}
+	if p.Replicas == nil {
+		p.Replicas = []Replica{}
 	}
 	return json.Marshal(p)
 }
