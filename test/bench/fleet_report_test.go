@@ -34,9 +34,9 @@ func TestFleetTargets(t *testing.T) {
 		met   bool
 	}{
 		" incremental push+pull (1% of blocks rewritten, 1000 files added) / full push+pull (p50)": {"0.010x", true},
-		" incremental push+pull / rsync -a --no-whole-file of the same two trees (p50)":           {"0.048x", true},
-		" bytes uploaded for the incremental / bytes the change wrote (worst round)":              {"1.467x", false},
-		" clone+mount on a replica source / on a local source (p50)":                              {"1.03x", true},
+		" incremental push+pull / rsync -a --no-whole-file of the same two trees (p50)":            {"0.048x", true},
+		" bytes uploaded for the incremental / bytes the change wrote (worst round)":               {"1.467x", false},
+		" clone+mount on a replica source / on a local source (p50)":                               {"1.03x", true},
 	}
 	for what, w := range want {
 		tg, ok := got[what]
