@@ -1,0 +1,261 @@
+// Package leakcheck finds what root tests left behind: mounts (in any
+// mount namespace on the host) and loop devices below the temporary
+// directories the tests made. A killed daemon leaves its pool and clones
+// mounted, a process holding a mount namespace keeps copies of them, and a
+// loop device whose file was deleted stays attached while anything still
+// mounts it; none of that fails a test by itself, so it piled up unseen
+// across runs.
+//
+// Only directories registered here are looked at (Dir, TempDir, Track):
+// other test processes on the same host make their own directories at the
+// same time, and what they hold is not this process's leak.
+package leakcheck
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+var (
+	mu   sync.Mutex
+	dirs = map[string]string{} // directory -> the test that made it
+)
+
+// Track registers dir, made by the test named owner, for Leaks.
+func Track(dir, owner string) {
+	mu.Lock()
+	defer mu.Unlock()
+	dirs[filepath.Clean(dir)] = owner
+}
+
+// Dir makes a fresh directory in the system temp dir, as os.MkdirTemp("",
+// pattern) does, and registers it as t's.
+func Dir(t testing.TB, pattern string) (string, error) {
+	dir, err := os.MkdirTemp("", pattern)
+	if err == nil {
+		Track(dir, t.Name())
+	}
+	return dir, err
+}
+
+// TempDir is t.TempDir, registered: for a test that mounts below it.
+func TempDir(t testing.TB) string {
+	dir := t.TempDir()
+	Track(dir, t.Name())
+	return dir
+}
+
+// Leak is one thing left behind: a mount or a loop device.
+type Leak struct {
+	Owner string // the test that made the directory
+	What  string // "mount" or "loop"
+	Path  string // the mount point, or the loop device's backing file
+	Where string // the mount namespace and the pids in it, or the device
+	Dev   string // the loop device (/dev/loopN), for a loop
+}
+
+func (l Leak) String() string {
+	return fmt.Sprintf("%s: %s %s (%s)", l.Owner, l.What, l.Path, l.Where)
+}
+
+// Leaks lists what is mounted, in any mount namespace, or attached to a
+// loop device below a registered directory.
+func Leaks() []Leak {
+	mu.Lock()
+	owners := make(map[string]string, len(dirs))
+	for d, o := range dirs {
+		owners[d] = o
+	}
+	mu.Unlock()
+	ownerOf := func(p string) (string, bool) {
+		for d, o := range owners {
+			if p == d || strings.HasPrefix(p, d+"/") {
+				return o, true
+			}
+		}
+		return "", false
+	}
+	var out []Leak
+	for _, l := range loops() {
+		if o, ok := ownerOf(l.file); ok {
+			out = append(out, Leak{Owner: o, What: "loop", Path: l.file + l.deleted, Where: l.dev, Dev: l.dev})
+		}
+	}
+	for ns, m := range namespaces() {
+		for _, p := range m.paths {
+			if o, ok := ownerOf(p); ok {
+				out = append(out, Leak{Owner: o, What: "mount", Path: p, Where: fmt.Sprintf("%s, pids %s", ns, strings.Join(m.pids, " "))})
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
+	return out
+}
+
+type loop struct{ dev, file, deleted string }
+
+// loops lists the attached loop devices and their backing files.
+func loops() []loop {
+	var out []loop
+	files, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		file := strings.TrimSpace(string(b))
+		l := loop{dev: "/dev/" + filepath.Base(filepath.Dir(filepath.Dir(f))), file: file}
+		if s, ok := strings.CutSuffix(file, " (deleted)"); ok {
+			l.file, l.deleted = s, " (deleted)"
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+type nsMounts struct {
+	pids  []string
+	paths []string
+}
+
+// namespaces reads the mount points of every mount namespace a process
+// is in, once per namespace.
+func namespaces() map[string]*nsMounts {
+	out := map[string]*nsMounts{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		ns, err := os.Readlink("/proc/" + e.Name() + "/ns/mnt")
+		if err != nil {
+			continue
+		}
+		if m, ok := out[ns]; ok {
+			if len(m.pids) < 5 {
+				m.pids = append(m.pids, e.Name()+"("+comm(e.Name())+")")
+			}
+			continue
+		}
+		paths, err := MountPoints("/proc/" + e.Name() + "/mountinfo")
+		if err != nil {
+			continue
+		}
+		out[ns] = &nsMounts{pids: []string{e.Name() + "(" + comm(e.Name()) + ")"}, paths: paths}
+	}
+	return out
+}
+
+func comm(pid string) string {
+	b, _ := os.ReadFile("/proc/" + pid + "/comm")
+	return strings.TrimSpace(string(b))
+}
+
+// MountPoints lists the mount points in a mountinfo file, in its order
+// (parents before their children), unescaped.
+func MountPoints(mountinfo string) ([]string, error) {
+	f, err := os.Open(mountinfo)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if fs := strings.Fields(sc.Text()); len(fs) > 4 {
+			out = append(out, unescape(fs[4]))
+		}
+	}
+	return out, sc.Err()
+}
+
+// unescape undoes mountinfo's octal escapes (\040 for a space).
+func unescape(p string) string {
+	if !strings.Contains(p, `\`) {
+		return p
+	}
+	var b strings.Builder
+	for i := 0; i < len(p); i++ {
+		if p[i] == '\\' && i+3 < len(p) {
+			if n, err := strconv.ParseUint(p[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(p[i])
+	}
+	return b.String()
+}
+
+// UnmountUnder lazily detaches every mount at or below dir in this
+// process's mount namespace, deepest first. MNT_DETACH, because a killed
+// daemon's clones may still be open somewhere: they go when the last user
+// does, and the path is free at once.
+func UnmountUnder(dir string) {
+	paths, err := MountPoints("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	dir = filepath.Clean(dir)
+	for i := len(paths) - 1; i >= 0; i-- {
+		if p := paths[i]; p == dir || strings.HasPrefix(p, dir+"/") {
+			_ = unix.Unmount(p, unix.MNT_DETACH)
+		}
+	}
+}
+
+// Clear undoes the leaks it can, after Leaks named them: mounts in this
+// process's namespace are detached, and loop devices left without a user
+// are detached (a device still mounted in another namespace goes by
+// itself once that namespace is gone: the pool's loop devices are set up
+// to clear automatically).
+func Clear(leaks []Leak) {
+	self, _ := os.Readlink("/proc/self/ns/mnt")
+	for _, l := range leaks {
+		if l.What == "mount" && strings.HasPrefix(l.Where, self+",") {
+			_ = unix.Unmount(l.Path, unix.MNT_DETACH)
+		}
+	}
+	for _, l := range leaks {
+		if l.What == "loop" {
+			if f, err := os.OpenFile(l.Dev, os.O_RDONLY, 0); err == nil {
+				_ = unix.IoctlSetInt(int(f.Fd()), unix.LOOP_CLR_FD, 0)
+				f.Close()
+			}
+		}
+	}
+}
+
+// Main runs the tests, then fails the run (exit status 1) naming every
+// mount and loop device left below a registered directory, and clears
+// what it can so the next run starts clean.
+func Main(m *testing.M) int {
+	code := m.Run()
+	leaks := Leaks()
+	if len(leaks) == 0 {
+		return code
+	}
+	fmt.Fprintf(os.Stderr, "FAIL: the tests left %d mounts and loop devices behind:\n", len(leaks))
+	for _, l := range leaks {
+		fmt.Fprintf(os.Stderr, "  %s\n", l)
+	}
+	Clear(leaks)
+	if rest := Leaks(); len(rest) > 0 {
+		fmt.Fprintf(os.Stderr, "still there after clearing (held by the processes named):\n")
+		for _, l := range rest {
+			fmt.Fprintf(os.Stderr, "  %s\n", l)
+		}
+	}
+	return 1
+}
