@@ -89,26 +89,45 @@ func scheduleLine(sc admin.Schedule, ok bool, source string) string {
 	if !sc.Last.IsZero() {
 		last = "last " + sc.Last.Format(time.RFC3339)
 	}
-	return fmt.Sprintf("%s: a snapshot every %s, the newest %d kept (%s)", source, sc.Every, sc.Keep, last)
+	line := fmt.Sprintf("%s: a snapshot every %s, the newest %d kept (%s)", source, sc.Every, sc.Keep, last)
+	if sc.Push == "" {
+		return line
+	}
+	line += "; each pushed to " + sc.Push
+	switch {
+	case sc.PushError != "":
+		line += fmt.Sprintf("\nthe push at %s FAILED (retried with the next snapshot): %s", sc.PushTried.Format(time.RFC3339), sc.PushError)
+	case !sc.Pushed.IsZero():
+		line += " (last pushed " + sc.Pushed.Format(time.RFC3339) + ")"
+	default:
+		line += " (none pushed yet)"
+	}
+	return line
 }
 
 func scheduleCommand(client func() *admin.Client) *cobra.Command {
 	var every time.Duration
 	var keep int
 	var off, asJSON bool
+	var push string
 	cmd := &cobra.Command{
-		Use:   "schedule SOURCE [--every DURATION --keep N | --off]",
+		Use:   "schedule SOURCE [--every DURATION --keep N [--push REGISTRY/REPO[:TAG]] | --off]",
 		Short: "Show SOURCE's schedule, or snapshot it on one, keeping the newest N scheduled snapshots",
 		Long: `With no flags, shows SOURCE's schedule. --every and --keep set it: a snapshot of SOURCE
 every DURATION, the newest N scheduled ones kept (named snapshots are never expired by it).
---off turns it off; its snapshots stay.`,
+--push also pushes each scheduled snapshot to the registry once taken, as snapvol push does
+(TAG defaults to "scheduled"); PUBLISH must allow SOURCE@scheduled-* (their names), or the
+schedule is refused. A failed push is logged and shown here, and the next snapshot is
+pushed at the next tick. --off turns it off; its snapshots stay.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			source, out := args[0], c.OutOrStdout()
 			set := c.Flags().Changed("every") || c.Flags().Changed("keep")
 			switch {
-			case off && set:
-				return errors.New("--off turns the schedule off; it takes no --every or --keep")
+			case off && (set || push != ""):
+				return errors.New("--off turns the schedule off; it takes no --every, --keep or --push")
+			case push != "" && !set:
+				return errors.New("--push goes with --every DURATION and --keep N: it pushes the snapshots a schedule takes")
 			case off:
 				if err := client().ClearSchedule(source); err != nil {
 					return err
@@ -118,7 +137,13 @@ every DURATION, the newest N scheduled ones kept (named snapshots are never expi
 			case set && (every == 0 || keep == 0):
 				return errors.New("give --every DURATION and --keep N together, or --off")
 			case set:
-				sc, err := client().SetSchedule(source, every, keep)
+				set := client().SetSchedule
+				if push != "" {
+					set = func(source string, every time.Duration, keep int) (admin.Schedule, error) {
+						return client().SetPushedSchedule(source, every, keep, push)
+					}
+				}
+				sc, err := set(source, every, keep)
 				if err != nil {
 					return err
 				}
@@ -134,6 +159,7 @@ every DURATION, the newest N scheduled ones kept (named snapshots are never expi
 	cmd.Flags().DurationVar(&every, "every", 0, "how often (a Go duration: 1h, 30m, 1s)")
 	cmd.Flags().IntVar(&keep, "keep", 0, "how many scheduled snapshots to keep")
 	cmd.Flags().BoolVar(&off, "off", false, "turn the schedule off (its snapshots stay)")
+	cmd.Flags().StringVar(&push, "push", "", "push each scheduled snapshot to REGISTRY/REPO[:TAG] (TAG default: scheduled; PUBLISH must allow SOURCE@scheduled-*)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the schedule as a JSON object (null: none)")
 	return cmd
 }

@@ -23,7 +23,11 @@ clone), MOUNTS, STATE (ready, cloned, no clone, pending), EXPIRES and SIZE (what
 holds alone). EXPIRES says when an idle clone is destroyed: "in 3h" (unmounted), "idle 24h"
 (mounted: that long after its last unmount), "unmount" (+each: every clone at its
 container's unmount), "never". --json prints every field of every volume (snapvol volume
-inspect NAME: one volume).`,
+inspect NAME: one volume).
+
+On a CI host a REPLICAS section follows: each replica source's tags pulled, how old the
+production snapshot is, when a pull last worked and whether the registry answers (every
+field: snapvol replica ls). A schedule whose last push failed is shown last.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if asJSON {
@@ -39,7 +43,24 @@ inspect NAME: one volume).`,
 			if err != nil {
 				return err
 			}
-			return printVolumes(c, vols, time.Now())
+			now := time.Now()
+			if err := printVolumes(c, vols, now); err != nil {
+				return err
+			}
+			// A CI host's replica sources, and production's failing
+			// scheduled pushes: what an operator looks for first.
+			reps, err := client().Replicas()
+			if err != nil {
+				return fmt.Errorf("listing replica sources: %w", err)
+			}
+			if err := printReplicas(c.OutOrStdout(), reps, now); err != nil {
+				return err
+			}
+			scs, err := client().Schedules()
+			if err != nil {
+				return fmt.Errorf("listing schedules: %w", err)
+			}
+			return printPushFailures(c.OutOrStdout(), scs, now)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array: every field of every volume")
@@ -139,9 +160,9 @@ func inspectCommand(client func() *admin.Client) *cobra.Command {
 func dfCommand(client func() *admin.Client) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use: "df", Short: "Show the pool: size, used, free, reserve, largest consumers", Args: cobra.NoArgs,
+		Use: "df", Short: "Show the pool: size, used, free, reserve, largest consumers, replica sources", Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			u, err := client().Usage()
+			u, err := client().UsageWithReplicas()
 			if err != nil {
 				return err
 			}
@@ -173,7 +194,7 @@ func printUsage(c *cobra.Command, u admin.DiskUsage) error {
 		}
 	}
 	if len(u.Pinned) == 0 {
-		return nil
+		return printReplicas(out, u.Replicas, time.Now())
 	}
 	// Old data of a source that only snapshots and clones still hold:
 	// billed to the source, freed by removing them.
@@ -187,7 +208,10 @@ func printUsage(c *cobra.Command, u admin.DiskUsage) error {
 		}
 		row(tw, p.Source, snap, human(p.Bytes), human(p.Shared), strings.Join(p.Clones, ","))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return printReplicas(out, u.Replicas, time.Now())
 }
 
 func printJSON(w interface{ Write([]byte) (int, error) }, v any) error {
