@@ -16,16 +16,30 @@ import (
 	"github.com/snapvol/snapvol/storage"
 )
 
-// The operator's side of the driver: what the admin socket (snapvol ls,
-// df, volume, snapshot) asks for. SOURCES does not apply here; these are
-// the operator's decisions.
+// Operator is the operator's API of a driver: what the admin socket
+// (snapvol ls, df, volume, snapshot, schedule) asks for, beside the
+// VolumeDriver API the Driver serves Docker. SOURCES does not apply here;
+// these are the operator's decisions. Each call is one request
+// (request.go) of CallerOperator, bounded by operatorBudget within the
+// ctx it is given (the admin connection's). Its wire types are package
+// admin's.
+type Operator struct{ d *Driver }
+
+// Operator is the operator's API of d.
+func (d *Driver) Operator() *Operator { return &Operator{d: d} }
 
 // ErrExists is returned when an admin command would make something that
 // exists already.
 var ErrExists = errors.New("already exists")
 
 // Volumes lists every volume, by name.
-func (d *Driver) Volumes(ctx context.Context) []admin.Volume {
+func (o *Operator) Volumes(ctx context.Context) []admin.Volume {
+	ctx, cancel := o.d.enterOperator(ctx, "ls", "")
+	defer cancel()
+	return o.d.volumes(ctx)
+}
+
+func (d *Driver) volumes(ctx context.Context) []admin.Volume {
 	usage := d.objectUsage(ctx)
 	now := d.now()
 	out := make([]admin.Volume, 0, d.st.Len())
@@ -36,7 +50,10 @@ func (d *Driver) Volumes(ctx context.Context) []admin.Volume {
 // Volume is one volume as snapvol volume inspect shows it: a Docker
 // user's or the operator's (even a --secret one, whose name the operator
 // has).
-func (d *Driver) Volume(ctx context.Context, name string) (admin.Volume, error) {
+func (o *Operator) Volume(ctx context.Context, name string) (admin.Volume, error) {
+	d := o.d
+	ctx, cancel := d.enterOperator(ctx, "volume inspect", name)
+	defer cancel()
 	r, ok := d.st.Get(name)
 	if !ok {
 		return admin.Volume{}, fmt.Errorf("%w: %q", ErrNoSuchVolume, name)
@@ -102,7 +119,10 @@ func (d *Driver) objectUsage(ctx context.Context) map[string]storage.ObjectUsage
 }
 
 // Usage reports how full the backend is and its ten largest consumers.
-func (d *Driver) Usage(ctx context.Context) (admin.DiskUsage, error) {
+func (o *Operator) Usage(ctx context.Context) (admin.DiskUsage, error) {
+	d := o.d
+	ctx, cancel := d.enterOperator(ctx, "df", "")
+	defer cancel()
 	du := admin.DiskUsage{Size: -1, Used: -1, Free: -1, Consumers: []admin.Consumer{}}
 	u, ok := d.b.(storage.Usager)
 	if !ok {
@@ -113,7 +133,7 @@ func (d *Driver) Usage(ctx context.Context) (admin.DiskUsage, error) {
 		return du, fmt.Errorf("pool usage: %w", err)
 	}
 	du.Size, du.Used, du.Free, du.Reserve = pu.Size, pu.Used, pu.Free, pu.Reserve
-	for _, v := range d.Volumes(ctx) {
+	for _, v := range d.volumes(ctx) {
 		if v.Bytes != nil {
 			du.Consumers = append(du.Consumers, admin.Consumer{Name: v.Name, Kind: v.Kind, Bytes: *v.Bytes})
 		}
@@ -143,13 +163,16 @@ func parseSourceRef(s string) (source, ref string, err error) {
 	return source, ref, nil
 }
 
-// OperatorCreate makes NAME, a clone of from (SOURCE[@REF]) that the
+// Create makes NAME, a clone of from (SOURCE[@REF]) that the
 // operator made: the clone is made now (an operator masking data wants the
 // snapshot of this moment). access is what Docker users may do with it
 // (store.AccessNone, AccessDocker or AccessSecret; operator.go); with
 // AccessSecret the volume's name is NAME with random bits appended, and
 // the answer carries it.
-func (d *Driver) OperatorCreate(ctx context.Context, name, from, access string) (admin.Volume, error) {
+func (o *Operator) Create(ctx context.Context, name, from, access string) (admin.Volume, error) {
+	d := o.d
+	ctx, cancel := d.enterOperator(ctx, "volume create", name)
+	defer cancel()
 	switch access {
 	case store.AccessNone, store.AccessDocker:
 	case store.AccessSecret:
@@ -199,17 +222,17 @@ func (d *Driver) OperatorCreate(ctx context.Context, name, from, access string) 
 	return d.volumeInfo(r, nil, now), nil
 }
 
-// OperatorRemove removes a volume as docker volume rm does, with the same
+// Remove removes a volume as docker volume rm does, with the same
 // refusals (in use, the source of clone volumes). The operator holds no
 // mount, so every counted mount whose holder is running or cannot be seen
 // (dockerd, in a managed plugin) refuses it.
-func (d *Driver) OperatorRemove(ctx context.Context, name string) error {
-	if _, ok := d.st.Get(name); !ok {
+func (o *Operator) Remove(ctx context.Context, name string) error {
+	if _, ok := o.d.st.Get(name); !ok {
 		return fmt.Errorf("%w: %q", ErrNoSuchVolume, name)
 	}
-	ctx, cancel := d.enterOperator(ctx, "volume rm", name)
+	ctx, cancel := o.d.enterOperator(ctx, "volume rm", name)
 	defer cancel()
-	return d.removeVolume(ctx, name)
+	return o.d.removeVolume(ctx, name)
 }
 
 // sourceObject looks a source up for an admin command.
@@ -247,7 +270,10 @@ func (d *Driver) cloneUsers() map[string][]string {
 
 // SnapshotsOf lists the snapshots of source: the names registered for it
 // and every other snapshot the backend has of it, oldest first.
-func (d *Driver) SnapshotsOf(ctx context.Context, source string) ([]admin.Snapshot, error) {
+func (o *Operator) SnapshotsOf(ctx context.Context, source string) ([]admin.Snapshot, error) {
+	d := o.d
+	ctx, cancel := d.enterOperator(ctx, "snapshot ls", source)
+	defer cancel()
 	src, err := d.sourceObject(ctx, source)
 	if err != nil {
 		return nil, err
@@ -293,7 +319,10 @@ func orEmpty(s []string) []string {
 // With replace an existing name moves to the new snapshot in one write;
 // clones of the old one keep their data and the old one is collected once
 // nothing uses it.
-func (d *Driver) CreateSnapshot(ctx context.Context, source, name, from string, replace bool) (admin.Snapshot, error) {
+func (o *Operator) CreateSnapshot(ctx context.Context, source, name, from string, replace bool) (admin.Snapshot, error) {
+	d := o.d
+	ctx, cancel := d.enterOperator(ctx, "snapshot create", source)
+	defer cancel()
 	if why := names.CheckWord(name); why != "" || name == names.RefLatest || name == names.RefNow || name == names.TagEach {
 		if why == "" {
 			why = "is reserved"
@@ -386,7 +415,10 @@ func (d *Driver) snapshotOfClone(ctx context.Context, src storage.Object, from, 
 
 // RemoveSnapshot deletes snapshot source@name, refused while clones use it
 // (naming them) and for snapshots snapvol did not take.
-func (d *Driver) RemoveSnapshot(ctx context.Context, source, name string) error {
+func (o *Operator) RemoveSnapshot(ctx context.Context, source, name string) error {
+	d := o.d
+	ctx, cancel := d.enterOperator(ctx, "snapshot rm", source)
+	defer cancel()
 	src, err := d.sourceObject(ctx, source)
 	if err != nil {
 		return err
@@ -419,6 +451,26 @@ func (d *Driver) RemoveSnapshot(ctx context.Context, source, name string) error 
 	}
 	d.log.WithFields(logrus.Fields{"audit": "snapshot deleted", "source": source, "snapshot": name, "object": obj.ID}).Info("snapshot deleted")
 	return nil
+}
+
+// SetSchedule turns on (or changes) the schedule of source (schedule.go).
+func (o *Operator) SetSchedule(ctx context.Context, source string, every time.Duration, keep int) (admin.Schedule, error) {
+	ctx, cancel := o.d.enterOperator(ctx, "schedule", source)
+	defer cancel()
+	sc, err := o.d.SetSchedule(ctx, source, every, keep)
+	return admin.Schedule(sc), err
+}
+
+// ClearSchedule turns the schedule of source off.
+func (o *Operator) ClearSchedule(source string) error { return o.d.ClearSchedule(source) }
+
+// Schedules lists the schedules.
+func (o *Operator) Schedules() []admin.Schedule {
+	out := []admin.Schedule{}
+	for _, sc := range o.d.Schedules() {
+		out = append(out, admin.Schedule(sc))
+	}
+	return out
 }
 
 // forgetSource drops the registered snapshot names and the schedule of a

@@ -44,7 +44,7 @@ func TestMaskedSnapshotRecipe(t *testing.T) {
 
 	// The operator's volume is made now, under a secret name the masking
 	// container mounts whatever SOURCES says.
-	v, err := d.OperatorCreate(ctx, "mask", "app-production@now", store.AccessSecret)
+	v, err := d.Operator().Create(ctx, "mask", "app-production@now", store.AccessSecret)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func TestMaskedSnapshotRecipe(t *testing.T) {
 	if v.Kind != "operator" || v.Access != "secret" || v.State != "materialized" || v.Snapshot == "" || !strings.HasPrefix(work, "mask-") || len(work) != len("mask-")+32 {
 		t.Fatalf("operator volume: %+v", v)
 	}
-	if _, err := d.OperatorCreate(ctx, work, "app-production", store.AccessNone); !errors.Is(err, ErrExists) {
+	if _, err := d.Operator().Create(ctx, work, "app-production", store.AccessNone); !errors.Is(err, ErrExists) {
 		t.Fatalf("a second create of %s: %v", work, err)
 	}
 	if _, err := d.Mount(&volume.MountRequest{Name: work, ID: "m"}); err != nil {
@@ -62,14 +62,14 @@ func TestMaskedSnapshotRecipe(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	masked, err := d.CreateSnapshot(ctx, "app-production", "masked", work, false)
+	masked, err := d.Operator().CreateSnapshot(ctx, "app-production", "masked", work, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.CreateSnapshot(ctx, "app-production", "masked", work, false); !errors.Is(err, ErrExists) || !strings.Contains(err.Error(), "--replace") {
+	if _, err := d.Operator().CreateSnapshot(ctx, "app-production", "masked", work, false); !errors.Is(err, ErrExists) || !strings.Contains(err.Error(), "--replace") {
 		t.Fatalf("creating an existing name without --replace: %v", err)
 	}
-	if err := d.OperatorRemove(ctx, work); err != nil {
+	if err := d.Operator().Remove(ctx, work); err != nil {
 		t.Fatal(err)
 	}
 
@@ -83,7 +83,7 @@ func TestMaskedSnapshotRecipe(t *testing.T) {
 	}
 
 	// A refresh moves the name; the running clone keeps the old snapshot.
-	v2, err := d.OperatorCreate(ctx, "mask", "app-production@now", store.AccessSecret)
+	v2, err := d.Operator().Create(ctx, "mask", "app-production@now", store.AccessSecret)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,14 +91,14 @@ func TestMaskedSnapshotRecipe(t *testing.T) {
 		t.Fatal("two secret volumes got one name")
 	}
 	work = v2.Name
-	masked2, err := d.CreateSnapshot(ctx, "app-production", "masked", work, true)
+	masked2, err := d.Operator().CreateSnapshot(ctx, "app-production", "masked", work, true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if masked2.Object == masked.Object {
 		t.Fatal("--replace did not make a new snapshot")
 	}
-	snaps, err := d.SnapshotsOf(ctx, "app-production")
+	snaps, err := d.Operator().SnapshotsOf(ctx, "app-production")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,10 +112,10 @@ func TestMaskedSnapshotRecipe(t *testing.T) {
 	if s, ok := kinds[masked.Object]; !ok || len(s.Clones) != 1 || s.Clones[0] != "app-production@masked+ci" {
 		t.Errorf("the old masked snapshot, still used by CI's clone: %+v (%v)", s, ok)
 	}
-	if err := d.RemoveSnapshot(ctx, "app-production", "masked"); err != nil {
+	if err := d.Operator().RemoveSnapshot(ctx, "app-production", "masked"); err != nil {
 		t.Fatalf("removing the new masked snapshot, which no clone uses: %v", err)
 	}
-	if _, err := d.CreateSnapshot(ctx, "app-production", "masked", work, false); err != nil {
+	if _, err := d.Operator().CreateSnapshot(ctx, "app-production", "masked", work, false); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.Remove(&volume.RemoveRequest{Name: "app-production@masked+ci"}); err != nil {
@@ -137,13 +137,13 @@ func TestMaskedSnapshotRecipe(t *testing.T) {
 func TestRemoveSnapshotRefusals(t *testing.T) {
 	d, b, _ := newTestDriver(t)
 	ctx := context.Background()
-	if _, err := d.CreateSnapshot(ctx, "app-production", "nightly", "", false); err != nil {
+	if _, err := d.Operator().CreateSnapshot(ctx, "app-production", "nightly", "", false); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := d.Mount(&volume.MountRequest{Name: "app-production@nightly+a", ID: "1"}); err != nil {
 		t.Fatal(err)
 	}
-	err := d.RemoveSnapshot(ctx, "app-production", "nightly")
+	err := d.Operator().RemoveSnapshot(ctx, "app-production", "nightly")
 	if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "app-production@nightly+a") {
 		t.Fatalf("removing a snapshot a clone uses: %v", err)
 	}
@@ -151,11 +151,11 @@ func TestRemoveSnapshotRefusals(t *testing.T) {
 	if _, err := b.ForeignSnapshot(ctx, src, "by-hand"); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.RemoveSnapshot(ctx, "app-production", "by-hand"); !errors.Is(err, storage.ErrProtected) {
+	if err := d.Operator().RemoveSnapshot(ctx, "app-production", "by-hand"); !errors.Is(err, storage.ErrProtected) {
 		t.Fatalf("removing a snapshot made by hand: %v", err)
 	}
 	for _, bad := range []string{"latest", "now", "each", "a/b", ""} {
-		if _, err := d.CreateSnapshot(ctx, "app-production", bad, "", false); err == nil {
+		if _, err := d.Operator().CreateSnapshot(ctx, "app-production", bad, "", false); err == nil {
 			t.Errorf("snapshot named %q accepted", bad)
 		}
 	}
@@ -167,7 +167,7 @@ func TestRemoveSnapshotRefusals(t *testing.T) {
 func TestScheduleKeepsNewestAndLatestReusesThem(t *testing.T) {
 	d, b, st := newTestDriver(t)
 	ctx := context.Background()
-	if _, err := d.CreateSnapshot(ctx, "app-production", "keepme", "", false); err != nil {
+	if _, err := d.Operator().CreateSnapshot(ctx, "app-production", "keepme", "", false); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := d.SetSchedule(ctx, "app-production", time.Second, 2); err != nil {
@@ -235,7 +235,7 @@ func TestNarrowedSourcesApplyToExistingVolumes(t *testing.T) {
 func TestRemovedSourceForgetsItsNames(t *testing.T) {
 	d, _, st := newTestDriver(t)
 	ctx := context.Background()
-	if _, err := d.CreateSnapshot(ctx, "app-production", "nightly", "", false); err != nil {
+	if _, err := d.Operator().CreateSnapshot(ctx, "app-production", "nightly", "", false); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := d.SetSchedule(ctx, "app-production", time.Hour, 1); err != nil {

@@ -12,9 +12,8 @@
 //     (app-production@latest, or a plain name with -o from=); its storage
 //     is made at the first Mount and destroyed at Remove or when idle.
 //   - operator volume: a clone volume the operator made (snapvol volume
-//     create, Driver.OperatorCreate; snapvol volume rm is
-//     Driver.OperatorRemove, for any volume); Record.Access says what
-//     Docker users may do with it.
+//     create, Operator.Create; snapvol volume rm is Operator.Remove, for
+//     any volume); Record.Access says what Docker users may do with it.
 //   - backend volume: the storage object of a plain volume (a btrfs
 //     subvolume, a Portworx volume); Backend.CreateVolume and
 //     Backend.RemoveVolume make and destroy one, never a record.
@@ -37,6 +36,15 @@
 //   - in progress: a backend call the storage carries on with past the
 //     request (storage.ErrInProgress); a mount left so is recorded in
 //     Attachment.InProgressSince, and the retry picks it up.
+//   - request: one Docker VolumeDriver call or operator command, from
+//     where it enters (request.go: a Driver handler, or As(Caller)'s for
+//     the socket's peer; an Operator method) to its answer. Made once
+//     there, it carries the budget (its context's deadline), the caller,
+//     the logger with its req id, and the step it is at; the code below
+//     reads them from its context.
+//   - operator API: Operator, what the admin socket asks for (snapvol
+//     ls, df, volume, snapshot, schedule), apart from the VolumeDriver
+//     API the Driver serves Docker; its wire types are package admin's.
 //   - claim: answering Docker's Get for a grammar name not yet recorded.
 //   - reconcile: the repair at start (and retried every sweep).
 //   - sweep: destroying plugin objects no record owns, and collecting

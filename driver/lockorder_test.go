@@ -84,7 +84,7 @@ func waitParkedOrGone(t *testing.T, fn string, done <-chan struct{}) {
 func TestMountSnapshotFromAndSnapshotRmNeverDeadlock(t *testing.T) {
 	d, b, _ := newTestDriver(t)
 	ctx := context.Background()
-	if _, err := d.CreateSnapshot(ctx, "app-production", "old", "", false); err != nil {
+	if _, err := d.Operator().CreateSnapshot(ctx, "app-production", "old", "", false); err != nil {
 		t.Fatal(err)
 	}
 	const vol = "app-production@now+mask"
@@ -117,15 +117,15 @@ func TestMountSnapshotFromAndSnapshotRmNeverDeadlock(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		defer close(snapDone)
-		_, snapErr = d.CreateSnapshot(ctx, "app-production", "masked", vol, false)
+		_, snapErr = d.Operator().CreateSnapshot(ctx, "app-production", "masked", vol, false)
 	}()
-	waitParkedOrGone(t, "driver.(*Driver).CreateSnapshot", snapDone)
+	waitParkedOrGone(t, "driver.(*Operator).CreateSnapshot", snapDone)
 	go func() {
 		defer wg.Done()
 		defer close(rmDone)
-		rmErr = d.RemoveSnapshot(ctx, "app-production", "old")
+		rmErr = d.Operator().RemoveSnapshot(ctx, "app-production", "old")
 	}()
-	waitParkedOrGone(t, "driver.(*Driver).RemoveSnapshot", rmDone)
+	waitParkedOrGone(t, "driver.(*Operator).RemoveSnapshot", rmDone)
 	close(release) // the Mount goes on to make its clone
 
 	all := make(chan struct{})
@@ -212,7 +212,7 @@ func TestLockWaitsEndWithTheBudget(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	if err := d.RemoveSnapshot(ctx, "app-production", "nope"); !errors.Is(err, ErrLockTimeout) {
+	if err := d.Operator().RemoveSnapshot(ctx, "app-production", "nope"); !errors.Is(err, ErrLockTimeout) {
 		t.Fatalf("snapshot rm behind a collection: %v", err)
 	}
 	done()

@@ -30,7 +30,7 @@ func TestOperatorVolumeIsNotDockers(t *testing.T) {
 	d, b, st := newTestDriver(t)
 	d.cfg.Sources = policy(t, "app-production@masked*")
 	ctx := context.Background()
-	if _, err := d.OperatorCreate(ctx, "mask-work", "app-production@now", store.AccessNone); err != nil {
+	if _, err := d.Operator().Create(ctx, "mask-work", "app-production@now", store.AccessNone); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := d.Get(&volume.GetRequest{Name: "mask-work"}); !errors.Is(err, ErrNoSuchVolume) {
@@ -68,10 +68,10 @@ func TestOperatorVolumeIsNotDockers(t *testing.T) {
 		t.Fatalf("the operator's volume after Docker's attempts: %+v %v, %d clones", r, ok, b.Count(storage.KindClone))
 	}
 	// The operator's own commands still work.
-	if _, err := d.CreateSnapshot(ctx, "app-production", "masked", "mask-work", false); err != nil {
+	if _, err := d.Operator().CreateSnapshot(ctx, "app-production", "masked", "mask-work", false); err != nil {
 		t.Fatalf("snapshot create --from the operator's volume: %v", err)
 	}
-	if err := d.OperatorRemove(ctx, "mask-work"); err != nil {
+	if err := d.Operator().Remove(ctx, "mask-work"); err != nil {
 		t.Fatalf("snapvol volume rm: %v", err)
 	}
 }
@@ -90,17 +90,17 @@ func TestOperatorCreateOfADockerNameIsRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	_, err := d.OperatorCreate(ctx, "mask-work", "app-production@now", store.AccessNone)
+	_, err := d.Operator().Create(ctx, "mask-work", "app-production@now", store.AccessNone)
 	if !errors.Is(err, ErrExists) || !strings.Contains(err.Error(), "Docker users made it") || !strings.Contains(err.Error(), "--secret") {
 		t.Fatalf("operator create of a name a Docker user made: %v", err)
 	}
-	if _, err := d.OperatorCreate(ctx, "app-production@latest+mask", "app-production@now", store.AccessNone); !errors.Is(err, names.ErrInvalid) {
+	if _, err := d.Operator().Create(ctx, "app-production@latest+mask", "app-production@now", store.AccessNone); !errors.Is(err, names.ErrInvalid) {
 		t.Fatalf("operator create of a grammar name: %v", err)
 	}
 	// A secret name is new every time: nothing can have taken it.
 	seen := map[string]bool{}
 	for i := 0; i < 3; i++ {
-		v, err := d.OperatorCreate(ctx, "mask-work", "app-production@now", store.AccessSecret)
+		v, err := d.Operator().Create(ctx, "mask-work", "app-production@now", store.AccessSecret)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -124,7 +124,7 @@ func TestSnapshotFromTakesOnlyOperatorVolumes(t *testing.T) {
 		if _, err := d.Mount(&volume.MountRequest{Name: name, ID: "ci"}); err != nil {
 			t.Fatal(err)
 		}
-		_, err := d.CreateSnapshot(ctx, "app-production", "masked", name, true)
+		_, err := d.Operator().CreateSnapshot(ctx, "app-production", "masked", name, true)
 		if !errors.Is(err, names.ErrInvalid) || !strings.Contains(err.Error(), "not an operator volume") {
 			t.Fatalf("snapshot create --from %s (a Docker user's): %v", name, err)
 		}
@@ -142,7 +142,7 @@ func TestReapedOperatorVolumeIsNotRemade(t *testing.T) {
 			d, b, st := newTestDriver(t)
 			d.cfg.IdleTTL = time.Minute
 			ctx := context.Background()
-			v, err := d.OperatorCreate(ctx, "mask-work", "app-production@now", access)
+			v, err := d.Operator().Create(ctx, "mask-work", "app-production@now", access)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -160,7 +160,7 @@ func TestReapedOperatorVolumeIsNotRemade(t *testing.T) {
 			if b.Count(storage.KindClone) != 0 || b.Count(storage.KindSnapshot) != snaps {
 				t.Fatalf("the refused Mount made a clone or a snapshot: %d clones, %d snapshots (was %d)", b.Count(storage.KindClone), b.Count(storage.KindSnapshot), snaps)
 			}
-			if _, err := d.CreateSnapshot(ctx, "app-production", "masked", v.Name, false); !errors.Is(err, ErrNoSuchVolume) || !strings.Contains(err.Error(), "recreate") {
+			if _, err := d.Operator().CreateSnapshot(ctx, "app-production", "masked", v.Name, false); !errors.Is(err, ErrNoSuchVolume) || !strings.Contains(err.Error(), "recreate") {
 				t.Fatalf("snapshot create --from a reaped operator volume: %v", err)
 			}
 		})
@@ -174,11 +174,11 @@ func TestReapedOperatorVolumeIsNotRemade(t *testing.T) {
 func TestOperatorVolumeOptIns(t *testing.T) {
 	d, _, st := newTestDriver(t)
 	ctx := context.Background()
-	shared, err := d.OperatorCreate(ctx, "fixture", "app-production@now", store.AccessDocker)
+	shared, err := d.Operator().Create(ctx, "fixture", "app-production@now", store.AccessDocker)
 	if err != nil {
 		t.Fatal(err)
 	}
-	secret, err := d.OperatorCreate(ctx, "mask", "app-production@now", store.AccessSecret)
+	secret, err := d.Operator().Create(ctx, "mask", "app-production@now", store.AccessSecret)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +226,7 @@ func TestOperatorVolumeOptIns(t *testing.T) {
 	if _, ok := st.Get("fixture"); ok {
 		t.Fatal("fixture is still recorded")
 	}
-	if _, err := d.OperatorCreate(ctx, "x", "app-production@now", "everyone"); !errors.Is(err, names.ErrInvalid) {
+	if _, err := d.Operator().Create(ctx, "x", "app-production@now", "everyone"); !errors.Is(err, names.ErrInvalid) {
 		t.Fatalf("an unknown access: %v", err)
 	}
 }

@@ -34,7 +34,7 @@ func TestOperatorRemoveRefusedWhileAnyoneHoldsAMount(t *testing.T) {
 			if err := d.Create(&volume.CreateRequest{Name: "plainx"}); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := d.OperatorCreate(ctx, "mask-work", "app-production@now", store.AccessDocker); err != nil {
+			if _, err := d.Operator().Create(ctx, "mask-work", "app-production@now", store.AccessDocker); err != nil {
 				t.Fatal(err)
 			}
 			for _, name := range []string{"plainx", "mask-work", "app-production"} {
@@ -43,7 +43,7 @@ func TestOperatorRemoveRefusedWhileAnyoneHoldsAMount(t *testing.T) {
 				}
 			}
 			for _, name := range []string{"plainx", "mask-work", "app-production"} {
-				err := d.OperatorRemove(ctx, name)
+				err := d.Operator().Remove(ctx, name)
 				if !errors.Is(err, ErrInUse) {
 					t.Fatalf("snapvol volume rm %s under a running container: %v, want ErrInUse", name, err)
 				}
@@ -64,7 +64,7 @@ func TestOperatorRemoveRefusedWhileAnyoneHoldsAMount(t *testing.T) {
 				if err := d.As(tc.docker).Unmount(&volume.UnmountRequest{Name: name, ID: "ctr-" + name}); err != nil {
 					t.Fatal(err)
 				}
-				if err := d.OperatorRemove(ctx, name); err != nil {
+				if err := d.Operator().Remove(ctx, name); err != nil {
 					t.Fatalf("snapvol volume rm %s after its container stopped: %v", name, err)
 				}
 				if _, ok := st.Get(name); ok {
@@ -93,7 +93,7 @@ func TestOperatorRemoveHoldersUnknownAndGone(t *testing.T) {
 	if err := st.Put(r); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.OperatorRemove(ctx, "old"); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "cannot see") {
+	if err := d.Operator().Remove(ctx, "old"); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "cannot see") {
 		t.Fatalf("operator remove of a count without a holder: %v", err)
 	}
 	if err := d.Create(&volume.CreateRequest{Name: "gone"}); err != nil {
@@ -102,7 +102,7 @@ func TestOperatorRemoveHoldersUnknownAndGone(t *testing.T) {
 	if _, err := d.As("999:1").Mount(&volume.MountRequest{Name: "gone", ID: "1"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.OperatorRemove(ctx, "gone"); err != nil {
+	if err := d.Operator().Remove(ctx, "gone"); err != nil {
 		t.Fatalf("operator remove of a count whose holder is gone: %v", err)
 	}
 }

@@ -107,7 +107,7 @@ func TestStressEveryPathAtOnce(t *testing.T) {
 		}
 	})
 	ctx := context.Background()
-	if _, err := d.CreateSnapshot(ctx, "app-production", "masked", "", false); err != nil {
+	if _, err := d.Operator().CreateSnapshot(ctx, "app-production", "masked", "", false); err != nil {
 		t.Fatal(err)
 	}
 
@@ -196,21 +196,21 @@ func TestStressEveryPathAtOnce(t *testing.T) {
 			c, cancel := opCtx()
 			defer cancel()
 			call("volume-create "+name, func() error {
-				_, err := d.OperatorCreate(c, name, "app-production@now", store.AccessDocker)
+				_, err := d.Operator().Create(c, name, "app-production@now", store.AccessDocker)
 				return err
 			})
 			call("mount "+name, func() error { _, err := d.Mount(&volume.MountRequest{Name: name, ID: "masker"}); return err })
 			call("snapshot-create-from "+name, func() error {
 				c, cancel := opCtx()
 				defer cancel()
-				_, err := d.CreateSnapshot(c, "app-production", "masked", name, true)
+				_, err := d.Operator().CreateSnapshot(c, "app-production", "masked", name, true)
 				return err
 			})
 			call("unmount "+name, func() error { return d.Unmount(&volume.UnmountRequest{Name: name, ID: "masker"}) })
 			call("volume-rm "+name, func() error {
 				c, cancel := opCtx()
 				defer cancel()
-				return d.OperatorRemove(c, name)
+				return d.Operator().Remove(c, name)
 			})
 		})
 	}
@@ -224,7 +224,7 @@ func TestStressEveryPathAtOnce(t *testing.T) {
 		call("snapshot-create-from-docker "+name, func() error {
 			c, cancel := opCtx()
 			defer cancel()
-			_, err := d.CreateSnapshot(c, "app-production", "ci-masked", name, true)
+			_, err := d.Operator().CreateSnapshot(c, "app-production", "ci-masked", name, true)
 			return err
 		})
 	})
@@ -234,13 +234,13 @@ func TestStressEveryPathAtOnce(t *testing.T) {
 		call("snapshot-create "+name, func() error {
 			c, cancel := opCtx()
 			defer cancel()
-			_, err := d.CreateSnapshot(c, "app-production", name, "", false)
+			_, err := d.Operator().CreateSnapshot(c, "app-production", name, "", false)
 			return err
 		})
 		call("snapshot-rm "+name, func() error {
 			c, cancel := opCtx()
 			defer cancel()
-			return d.RemoveSnapshot(c, "app-production", name)
+			return d.Operator().RemoveSnapshot(c, "app-production", name)
 		})
 	})
 	// Schedule ticks, and the background passes Run makes.

@@ -30,9 +30,9 @@ import (
 // bytes.
 const maxBody = 64 << 10
 
-// Server serves the admin API of one driver.
+// Server serves the admin API of one driver: its Operator.
 type Server struct {
-	d    *driver.Driver
+	op   *driver.Operator
 	http *http.Server
 	// Extra handlers (e.g. /metrics) by pattern.
 	extra map[string]http.Handler
@@ -43,7 +43,7 @@ type Server struct {
 
 // New returns the admin API of d, which serves backend (local, portworx).
 func New(d *driver.Driver, backend string) *Server {
-	return &Server{d: d, extra: map[string]http.Handler{}, backend: backend, started: time.Now()}
+	return &Server{op: d.Operator(), extra: map[string]http.Handler{}, backend: backend, started: time.Now()}
 }
 
 // Handle adds a handler at pattern (before Serve).
@@ -157,7 +157,7 @@ func (s *Server) version(w http.ResponseWriter, _ *http.Request) {
 func (s *Server) volumes(w http.ResponseWriter, r *http.Request) {
 	c, cancel := ctx(r)
 	defer cancel()
-	vols := s.d.Volumes(c)
+	vols := s.op.Volumes(c)
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(admin.AppendVolumes(make([]byte, 0, 400*len(vols)+8), vols))
 }
@@ -165,7 +165,7 @@ func (s *Server) volumes(w http.ResponseWriter, r *http.Request) {
 func (s *Server) volume(w http.ResponseWriter, r *http.Request) {
 	c, cancel := ctx(r)
 	defer cancel()
-	v, err := s.d.Volume(c, r.PathValue("name"))
+	v, err := s.op.Volume(c, r.PathValue("name"))
 	reply(w, v, err)
 }
 
@@ -177,27 +177,27 @@ func (s *Server) createVolume(w http.ResponseWriter, r *http.Request) {
 	}
 	c, cancel := ctx(r)
 	defer cancel()
-	v, err := s.d.OperatorCreate(c, req.Name, req.From, req.Access)
+	v, err := s.op.Create(c, req.Name, req.From, req.Access)
 	reply(w, v, err)
 }
 
 func (s *Server) removeVolume(w http.ResponseWriter, r *http.Request) {
 	c, cancel := ctx(r)
 	defer cancel()
-	reply(w, nil, s.d.OperatorRemove(c, r.PathValue("name")))
+	reply(w, nil, s.op.Remove(c, r.PathValue("name")))
 }
 
 func (s *Server) df(w http.ResponseWriter, r *http.Request) {
 	c, cancel := ctx(r)
 	defer cancel()
-	u, err := s.d.Usage(c)
+	u, err := s.op.Usage(c)
 	reply(w, u, err)
 }
 
 func (s *Server) snapshots(w http.ResponseWriter, r *http.Request) {
 	c, cancel := ctx(r)
 	defer cancel()
-	v, err := s.d.SnapshotsOf(c, r.PathValue("source"))
+	v, err := s.op.SnapshotsOf(c, r.PathValue("source"))
 	reply(w, v, err)
 }
 
@@ -209,22 +209,18 @@ func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request) {
 	}
 	c, cancel := ctx(r)
 	defer cancel()
-	v, err := s.d.CreateSnapshot(c, r.PathValue("source"), req.Name, req.From, req.Replace)
+	v, err := s.op.CreateSnapshot(c, r.PathValue("source"), req.Name, req.From, req.Replace)
 	reply(w, v, err)
 }
 
 func (s *Server) removeSnapshot(w http.ResponseWriter, r *http.Request) {
 	c, cancel := ctx(r)
 	defer cancel()
-	reply(w, nil, s.d.RemoveSnapshot(c, r.PathValue("source"), r.PathValue("name")))
+	reply(w, nil, s.op.RemoveSnapshot(c, r.PathValue("source"), r.PathValue("name")))
 }
 
 func (s *Server) schedules(w http.ResponseWriter, _ *http.Request) {
-	out := []admin.Schedule{}
-	for _, sc := range s.d.Schedules() {
-		out = append(out, admin.Schedule(sc))
-	}
-	reply(w, out, nil)
+	reply(w, s.op.Schedules(), nil)
 }
 
 func (s *Server) setSchedule(w http.ResponseWriter, r *http.Request) {
@@ -240,10 +236,10 @@ func (s *Server) setSchedule(w http.ResponseWriter, r *http.Request) {
 	}
 	c, cancel := ctx(r)
 	defer cancel()
-	sc, err := s.d.SetSchedule(c, r.PathValue("source"), every, req.Keep)
-	reply(w, admin.Schedule(sc), err)
+	sc, err := s.op.SetSchedule(c, r.PathValue("source"), every, req.Keep)
+	reply(w, sc, err)
 }
 
 func (s *Server) clearSchedule(w http.ResponseWriter, r *http.Request) {
-	reply(w, nil, s.d.ClearSchedule(r.PathValue("source")))
+	reply(w, nil, s.op.ClearSchedule(r.PathValue("source")))
 }
