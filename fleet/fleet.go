@@ -4,12 +4,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sort"
 	"sync"
 	"time"
@@ -37,14 +35,20 @@ type Driver interface {
 }
 
 // Streams is what the fleet asks of the storage (*local.Backend): btrfs
-// send and receive, and the received versions.
+// send and receive, the received versions, and the snapshots made of them.
 type Streams interface {
 	SendSnapshot(ctx context.Context, id, parentID string, w io.Writer) error
 	HasReplica(source, uuid string) bool
+	// ReceiveReplica receives into UUID.part; CommitReplica renames it to
+	// UUID once the caller verified the stream.
 	ReceiveReplica(ctx context.Context, source, uuid string, r io.Reader) error
+	CommitReplica(source, uuid string) error
 	DropReplicaParts(source string)
 	PublishReplica(ctx context.Context, src storage.Object, uuid string, labels map[string]string) (storage.Object, error)
+	// PruneReplicas renames the versions not in keep to .part, which
+	// DropReplicaParts deletes.
 	PruneReplicas(source string, keep map[string]bool) error
+	Snapshots(ctx context.Context, source storage.Object) ([]storage.Object, error)
 }
 
 // Config wires a Fleet.
@@ -58,12 +62,17 @@ type Config struct {
 	// RegistryConfig is REGISTRY_CONFIG: the directory of docker's
 	// config.json ("" = docker's own).
 	RegistryConfig string
-	// StateDir is STATE_DIR: the fleet keeps its own small state there.
+	// StateDir is STATE_DIR. The fleet keeps no state of its own there:
+	// which version each tag shows is the store's registrations (and the
+	// labels of the snapshots they name), so the two cannot disagree.
 	StateDir string
 	// TempDir holds a stream while it is hashed before upload (the
 	// registry needs a layer's digest before it takes it).
 	TempDir string
 	Log     *logrus.Logger
+	// Failpoint, when set, is called at every step of Failpoints (crash
+	// tests kill the plugin there).
+	Failpoint func(name string)
 }
 
 // Fleet pushes and pulls.
@@ -152,6 +161,9 @@ func (f *Fleet) Push(ctx context.Context, source, ref, repoRef string) (PushResu
 		res.Uploaded, res.Bytes = append(res.Uploaded, layer.Digest.String()), size
 	}
 	layers = append(layers, layer)
+	if uploaded {
+		f.failpoint("push:uploaded")
+	}
 	desc, err := oras.PackManifest(ctx, r, oras.PackManifestVersion1_1, ArtifactType, oras.PackManifestOptions{
 		Layers: layers,
 		ManifestAnnotations: map[string]string{
@@ -162,14 +174,17 @@ func (f *Fleet) Push(ctx context.Context, source, ref, repoRef string) (PushResu
 	if err != nil {
 		return res, explain(repo, "pushing the manifest", err)
 	}
+	f.failpoint("push:manifest")
 	if err := r.Tag(ctx, desc, tag); err != nil {
 		return res, explain(repo, "moving tag "+tag, err)
 	}
+	f.failpoint("push:tagged")
 	res.Digest, res.Layers = desc.Digest.String(), len(layers)
 	if err := f.cfg.Driver.KeepPushed(ctx, src, snap, tag); err != nil {
 		// The push is whole; only the next one may have to be full.
 		f.cfg.Log.WithError(err).WithFields(logrus.Fields{"source": source, "tag": tag}).Warn("keeping the pushed snapshot for the next incremental push")
 	}
+	f.failpoint("push:kept")
 	f.cfg.Log.WithFields(logrus.Fields{"audit": "snapshot pushed", "source": source, "ref": ref, "repository": repo.String(), "tag": tag,
 		"digest": res.Digest, "layers": res.Layers, "uploaded_bytes": res.Bytes, "full": res.Full}).Info("snapshot pushed")
 	return res, nil
@@ -195,13 +210,15 @@ func (f *Fleet) pushLayer(ctx context.Context, r interface {
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
 	h := sha256.New()
-	if err := f.cfg.Streams.SendSnapshot(ctx, snap.ID, parent.ID, io.MultiWriter(tmp, h)); err != nil {
+	w := &onFirstWrite{w: io.MultiWriter(tmp, h), f: func() { f.failpoint("push:streaming") }}
+	if err := f.cfg.Streams.SendSnapshot(ctx, snap.ID, parent.ID, w); err != nil {
 		return ocispec.Descriptor{}, 0, false, fmt.Errorf("push %s@%s: %w", source, ref, err)
 	}
 	size, err := tmp.Seek(0, io.SeekCurrent)
 	if err != nil {
 		return ocispec.Descriptor{}, 0, false, err
 	}
+	f.failpoint("push:streamed")
 	desc := ocispec.Descriptor{
 		MediaType: LayerType, Size: size,
 		Digest: digest.NewDigestFromEncoded(digest.SHA256, hex.EncodeToString(h.Sum(nil))),
@@ -255,12 +272,7 @@ func (f *Fleet) pulledAny(source, tag string) bool {
 		_, ok := f.cfg.Driver.PulledVersion(source, tag)
 		return ok
 	}
-	for t := range f.visible(source) {
-		if _, ok := f.cfg.Driver.PulledVersion(source, t); ok {
-			return true
-		}
-	}
-	return false
+	return len(f.visibleOf(context.Background(), source)) > 0
 }
 
 // PullResult says what a pull did, a line per tag.
@@ -335,14 +347,9 @@ func (f *Fleet) pull(ctx context.Context, source string, repo Repo, tag string, 
 		}
 		res.Tags = append(res.Tags, pt)
 	}
-	// What no tag's newest version is will never be a parent again.
-	keep := map[string]bool{}
-	for _, u := range f.visible(source) {
-		keep[u] = true
-	}
-	if err := f.cfg.Streams.PruneReplicas(source, keep); err != nil {
-		f.cfg.Log.WithError(err).WithField("source", source).Warn("deleting received versions no tag needs")
-	}
+	f.retireUnshown(ctx, src)
+	f.failpoint("pull:pruned")
+	f.cfg.Streams.DropReplicaParts(source)
 	return nil
 }
 
@@ -357,11 +364,16 @@ func (f *Fleet) pullTag(ctx context.Context, r *remote.Repository, repo Repo, sr
 	if !ok {
 		return PulledTag{}, fmt.Errorf("%w %s: tag %s does not exist: push it from the production host (snapvol push %s@%s %s:%s)", ErrRegistry, repo, tag, source, tag, repo, tag)
 	}
+	f.failpoint("pull:manifest")
 	layers := a.manifest.Layers
 	tip := layers[len(layers)-1]
 	pt := PulledTag{Tag: tag, Digest: a.desc.Digest.String(), UUID: tip.Annotations[AnnotationUUID]}
 	pt.Time, _ = time.Parse(time.RFC3339Nano, tip.Annotations[AnnotationTime])
-	if _, ok := f.cfg.Driver.PulledVersion(source, tag); ok && f.visible(source)[tag] == pt.UUID {
+	vis, err := f.visible(ctx, src)
+	if err != nil {
+		return pt, err
+	}
+	if vis[tag] == pt.UUID {
 		return pt, nil // this version is the one visible already
 	}
 	// Apply from the newest layer this host has received, or from the
@@ -374,22 +386,8 @@ func (f *Fleet) pullTag(ctx context.Context, r *remote.Repository, repo Repo, sr
 		}
 	}
 	for _, l := range layers[start:] {
-		u := l.Annotations[AnnotationUUID]
-		rc, err := r.Fetch(ctx, l)
-		if err != nil {
-			return pt, explain(repo, "fetching layer "+l.Digest.String(), err)
-		}
-		v := newVerified(rc, l)
-		err = f.cfg.Streams.ReceiveReplica(ctx, source, u, v)
-		if err == nil {
-			if verr := v.check(); verr != nil {
-				err = fmt.Errorf("layer %s does not match its digest: %w", l.Digest, verr)
-				_ = f.cfg.Streams.PruneReplicas(source, f.keepAllBut(source, u))
-			}
-		}
-		v.Close()
-		if err != nil {
-			return pt, fmt.Errorf("%w %s: tag %s: applying layer %s (snapshot %s): %w", ErrRegistry, repo, tag, l.Digest, u, err)
+		if err := f.applyLayer(ctx, r, repo, source, tag, l); err != nil {
+			return pt, err
 		}
 		pt.Applied++
 		pt.Bytes += l.Size
@@ -397,63 +395,125 @@ func (f *Fleet) pullTag(ctx context.Context, r *remote.Repository, repo Repo, sr
 	err = f.cfg.Driver.RegisterPulled(ctx, src, tag, pt.Time, func(ctx context.Context) (storage.Object, error) {
 		labels := storage.NamedSnapshotLabels(source, tag, "")
 		labels[labelReceived] = pt.UUID
-		return f.cfg.Streams.PublishReplica(ctx, src, pt.UUID, labels)
+		labels[labelReceivedTime] = pt.Time.UTC().Format(time.RFC3339Nano)
+		snap, err := f.cfg.Streams.PublishReplica(ctx, src, pt.UUID, labels)
+		if err == nil {
+			f.failpoint("pull:published")
+		}
+		return snap, err
 	})
 	if err != nil {
 		return pt, err
 	}
-	if err := f.track(source, tag, pt.UUID); err != nil {
-		f.cfg.Log.WithError(err).WithField("source", source).Warn("remembering the tags pulled")
-	}
+	f.failpoint("pull:registered")
 	pt.New = true
 	f.cfg.Log.WithFields(logrus.Fields{"audit": "replica pulled", "source": source, "tag": tag, "repository": repo.String(),
 		"digest": pt.Digest, "uuid": pt.UUID, "applied": pt.Applied, "bytes": pt.Bytes}).Info("replica pulled")
 	return pt, nil
 }
 
-// labelReceived is the sender's UUID of a pulled version's snapshot.
-const labelReceived = "snapvol.received-uuid"
-
-func (f *Fleet) keepAllBut(source, uuid string) map[string]bool {
-	keep := map[string]bool{}
-	for _, u := range f.visible(source) {
-		keep[u] = u != uuid
+// applyLayer fetches layer l, receives it into UUID.part, verifies it
+// against its digest and only then commits it (renames it to UUID).
+func (f *Fleet) applyLayer(ctx context.Context, r *remote.Repository, repo Repo, source, tag string, l ocispec.Descriptor) error {
+	u := l.Annotations[AnnotationUUID]
+	fail := func(err error) error {
+		f.cfg.Streams.DropReplicaParts(source)
+		return fmt.Errorf("%w %s: tag %s: applying layer %s (snapshot %s): %w", ErrRegistry, repo, tag, l.Digest, u, err)
 	}
-	return keep
-}
-
-// StateDir (Config.TempDir's parent is not assumed): the tags pulled of
-// each source and the sender UUID each shows, in STATE_DIR/fleet/SOURCE.json.
-// The driver's registry says what is visible; this says which received
-// version that is, so a pull knows what it may prune and what is new.
-func (f *Fleet) stateFile(source string) string {
-	return filepath.Join(f.cfg.StateDir, "fleet", source+".json")
-}
-
-// visible is tag -> sender UUID of the versions of source pulled here.
-func (f *Fleet) visible(source string) map[string]string {
-	out := map[string]string{}
-	data, err := os.ReadFile(f.stateFile(source))
-	if err == nil {
-		_ = json.Unmarshal(data, &out)
-	}
-	return out
-}
-
-func (f *Fleet) track(source, tag, uuid string) error {
-	v := f.visible(source)
-	v[tag] = uuid
-	data, err := json.Marshal(v)
+	rc, err := r.Fetch(ctx, l)
 	if err != nil {
-		return err
+		return explain(repo, "fetching layer "+l.Digest.String(), err)
 	}
-	p := f.stateFile(source)
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-		return err
+	defer rc.Close()
+	f.failpoint("pull:fetched")
+	v := newVerified(rc, l)
+	err = f.cfg.Streams.ReceiveReplica(ctx, source, u, &onFirstRead{r: v, f: func() { f.failpoint("pull:receiving") }})
+	if err != nil {
+		return fail(err)
 	}
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
+	f.failpoint("pull:received")
+	if err := v.check(); err != nil {
+		return fail(fmt.Errorf("the layer does not match its digest (cut short, or changed in the registry): %w", err))
 	}
-	return os.Rename(tmp, p)
+	f.failpoint("pull:verified")
+	if err := f.cfg.Streams.CommitReplica(source, u); err != nil {
+		return fail(err)
+	}
+	f.failpoint("pull:committed")
+	return nil
+}
+
+// Labels of the snapshot a pulled version is made visible as.
+const (
+	// labelReceived is the sender's UUID of the version.
+	labelReceived = "snapvol.received-uuid"
+	// labelReceivedTime is the time of the snapshot on the production
+	// host (the layer's io.snapvol.time): what SOURCE@TAG's age is.
+	labelReceivedTime = "snapvol.received-time"
+)
+
+// visible is tag -> sender UUID of the versions of src pulled here: the
+// store's registrations (SOURCE@TAG of kind pulled) and the labels of the
+// snapshots they name, so it cannot disagree with what clones get.
+func (f *Fleet) visible(ctx context.Context, src storage.Object) (map[string]string, error) {
+	snaps, err := f.cfg.Streams.Snapshots(ctx, src)
+	if err != nil {
+		return nil, fmt.Errorf("listing the pulled versions of %q: %w", src.Name, err)
+	}
+	out := map[string]string{}
+	for _, s := range snaps {
+		tag, u := s.Labels[storage.LabelRegistered], s.Labels[labelReceived]
+		if tag == "" || u == "" {
+			continue
+		}
+		if reg, ok := f.cfg.Driver.PulledVersion(src.Name, tag); ok && reg.Object == s.ID {
+			out[tag] = u
+		}
+	}
+	return out, nil
+}
+
+// visibleOf is visible for source by name ("" error-free: empty).
+func (f *Fleet) visibleOf(ctx context.Context, source string) map[string]string {
+	src, err := f.cfg.Driver.ReplicaSource(ctx, source)
+	if err != nil {
+		return map[string]string{}
+	}
+	vis, err := f.visible(ctx, src)
+	if err != nil {
+		return map[string]string{}
+	}
+	return vis
+}
+
+// onFirstWrite calls f before the first write to w.
+type onFirstWrite struct {
+	w    io.Writer
+	f    func()
+	done bool
+}
+
+func (o *onFirstWrite) Write(p []byte) (int, error) {
+	n, err := o.w.Write(p)
+	if !o.done && n > 0 {
+		o.done = true
+		o.f()
+	}
+	return n, err
+}
+
+// onFirstRead calls f after the first read from r that returned data.
+type onFirstRead struct {
+	r    io.Reader
+	f    func()
+	done bool
+}
+
+func (o *onFirstRead) Read(p []byte) (int, error) {
+	n, err := o.r.Read(p)
+	if !o.done && n > 0 {
+		o.done = true
+		o.f()
+	}
+	return n, err
 }

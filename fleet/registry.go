@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"path/filepath"
+	"syscall"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/content"
@@ -54,8 +56,17 @@ func explain(repo Repo, what string, err error) error {
 		return fmt.Errorf("%w %s: %s: access denied (HTTP %d): log in to %s with docker login (credentials from REGISTRY_CONFIG) and check the account may read and write %s: %w", ErrRegistry, repo, what, resp.StatusCode, repo.Registry, repo.Path, err)
 	case errors.Is(err, errdef.ErrNotFound):
 		return fmt.Errorf("%w %s: %s: not found: %w", ErrRegistry, repo, what, err)
+	case unreachable(err):
+		return fmt.Errorf("%w %s: %s: the registry %s cannot be reached or broke the connection (is it running, and can this host reach it?); nothing was changed that the next attempt does not repair: %w", ErrRegistry, repo, what, repo.Registry, err)
 	}
 	return fmt.Errorf("%w %s: %s: %w", ErrRegistry, repo, what, err)
+}
+
+// unreachable reports whether err is the registry not answering or
+// dropping the connection (refused, reset, cut short), not an answer.
+func unreachable(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED)
 }
 
 // artifact is one snapvol manifest.

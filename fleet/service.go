@@ -26,7 +26,7 @@ func (f *Fleet) Run(ctx context.Context) {
 	tick.Every(ctx, f.cfg.PullEvery, func() {
 		for source := range f.cfg.Replicas {
 			tags := []string{}
-			for tag := range f.visible(source) {
+			for tag := range f.visibleOf(ctx, source) {
 				tags = append(tags, tag)
 			}
 			sort.Strings(tags)
@@ -63,7 +63,7 @@ func (f *Fleet) Replicas() []admin.Replica {
 			rp.Error = err.Error()
 		}
 		f.mu.Unlock()
-		vis := f.visible(source)
+		vis := f.visibleOf(context.Background(), source)
 		for tag, uuid := range vis {
 			reg, ok := f.cfg.Driver.PulledVersion(source, tag)
 			if !ok {

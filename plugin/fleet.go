@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -30,7 +31,13 @@ func startFleet(s Settings, d *driver.Driver, b storage.Backend, adm *server.Ser
 	f := fleet.New(fleet.Config{
 		Driver: d, Streams: streams, Publish: s.Publish, Replicas: s.Replicas, PullEvery: s.PullEvery,
 		RegistryConfig: s.RegistryConfig, StateDir: s.StateDir, TempDir: filepath.Join(s.StateDir, "fleet", "tmp"), Log: log,
+		Failpoint: failpoint(log, fleetServing),
 	})
+	// What a push or pull the last run did not finish left, repaired
+	// before the routes serve (fleet/crash.go).
+	rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	f.Reconcile(rctx)
+	rcancel()
 	for p, h := range f.Handlers() {
 		adm.Handle(p, h)
 	}
@@ -53,6 +60,10 @@ func startFleet(s Settings, d *driver.Driver, b storage.Backend, adm *server.Ser
 	}
 	return f.Run
 }
+
+// fleetServing arms the fleet's failpoints: startFleet runs once the
+// plugin serves, so they are never reached during reconcile at start.
+var fleetServing = func() *atomic.Bool { var b atomic.Bool; b.Store(true); return &b }()
 
 // schedulePusher is the fleet as the driver's scheduled pushes see it.
 type schedulePusher struct {

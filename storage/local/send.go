@@ -9,11 +9,14 @@ package local
 // take them away. A version becomes visible as an ordinary read-only
 // snapshot of them (PublishReplica), which the driver registers.
 //
-// A receive goes into replicas/SOURCE/UUID.part/ and is renamed to
-// replicas/SOURCE/UUID/ only once btrfs receive finished and the received
-// subvolume says it is that snapshot (its received UUID), so a killed
-// pull leaves a .part directory the next one deletes, never a half-applied
-// version that looks whole.
+// A receive goes into replicas/SOURCE/UUID.part/ (ReceiveReplica) and is
+// renamed to replicas/SOURCE/UUID/ (CommitReplica) only once btrfs receive
+// finished, the received subvolume says it is that snapshot (its received
+// UUID) and the caller checked the stream's digest, so a killed pull
+// leaves a .part directory the next start deletes, never a half-applied or
+// unverified version that looks whole. Versions are deleted the same way
+// in reverse: renamed to .part first (PruneReplicas), then deleted
+// (DropReplicaParts).
 
 import (
 	"bytes"
@@ -101,9 +104,11 @@ func (b *Backend) HasReplica(source, uuid string) bool {
 }
 
 // ReceiveReplica applies stream r (btrfs send, whose snapshot is uuid on
-// the sender) for source. An incremental stream needs its parent received
-// before. It checks what it received is the snapshot uuid, read-only,
-// before the version counts as received; anything else is deleted again.
+// the sender) for source into replicas/SOURCE/UUID.part. An incremental
+// stream needs its parent received (committed) before. It checks what it
+// received is the snapshot uuid, read-only; anything else is deleted
+// again. The version counts as received only once CommitReplica renamed
+// it, after the caller verified the stream (its digest).
 func (b *Backend) ReceiveReplica(ctx context.Context, source, uuid string, r io.Reader) error {
 	dir, err := b.replicaDir(source)
 	if err != nil {
@@ -117,7 +122,8 @@ func (b *Backend) ReceiveReplica(ctx context.Context, source, uuid string, r io.
 	}
 	final := filepath.Join(dir, uuid)
 	if replicaSubvol(final) != "" {
-		return nil
+		_, err := io.Copy(io.Discard, r) // the caller verifies what it read
+		return err
 	}
 	part := final + ".part"
 	b.dropPart(part)
@@ -145,11 +151,56 @@ func (b *Backend) ReceiveReplica(ctx context.Context, source, uuid string, r io.
 		b.dropPart(part)
 		return fmt.Errorf("receive for %q: %w", source, err)
 	}
+	return nil
+}
+
+// CommitReplica makes the version ReceiveReplica left in UUID.part count
+// as received (HasReplica), in one rename.
+func (b *Backend) CommitReplica(source, uuid string) error {
+	dir, err := b.replicaDir(source)
+	if err != nil {
+		return err
+	}
+	if err := checkUUID(uuid); err != nil {
+		return err
+	}
+	final := filepath.Join(dir, uuid)
+	part := final + ".part"
+	if replicaSubvol(final) != "" {
+		b.dropPart(part)
+		return nil
+	}
+	if replicaSubvol(part) == "" {
+		return fmt.Errorf("version %s of %q: nothing received to commit: %w", uuid, source, storage.ErrNotFound)
+	}
 	if err := os.Rename(part, final); err != nil {
 		b.dropPart(part)
 		return b.noted(err)
 	}
 	return nil
+}
+
+// ReplicaVersions are the sender UUIDs of the versions received whole for
+// source (what HasReplica is true of).
+func (b *Backend) ReplicaVersions(source string) ([]string, error) {
+	dir, err := b.replicaDir(source)
+	if err != nil {
+		return nil, err
+	}
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		if checkUUID(e.Name()) == nil && replicaSubvol(filepath.Join(dir, e.Name())) != "" {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
 }
 
 // dropPart deletes what an unfinished receive left.
@@ -219,8 +270,11 @@ func (b *Backend) PublishReplica(_ context.Context, src storage.Object, uuid str
 	})
 }
 
-// PruneReplicas deletes the received versions of source not in keep
-// (versions that are no tag's newest are no parent any stream needs).
+// PruneReplicas moves the received versions of source not in keep out of
+// the way (versions that are no tag's newest are no parent any stream
+// needs): each is renamed to UUID.part, so it no longer counts as
+// received, and DropReplicaParts deletes it. A crash in between leaves a
+// .part the next start deletes, never a version that looks received.
 func (b *Backend) PruneReplicas(source string, keep map[string]bool) error {
 	dir, err := b.replicaDir(source)
 	if err != nil {
@@ -239,14 +293,10 @@ func (b *Backend) PruneReplicas(source string, keep map[string]bool) error {
 			continue
 		}
 		vdir := filepath.Join(dir, e.Name())
-		// Out of the way first, so a crash in between leaves a .part the
-		// next pull drops, not a version that looks received.
-		part := vdir + ".part"
-		if err := os.Rename(vdir, part); err != nil {
+		b.dropPart(vdir + ".part") // a retired one of the same version left over
+		if err := os.Rename(vdir, vdir+".part"); err != nil {
 			errs = append(errs, err)
-			continue
 		}
-		b.dropPart(part)
 	}
 	return errors.Join(errs...)
 }
