@@ -61,33 +61,8 @@ func TestE2EMaskingRecipe(t *testing.T) {
 		}
 	})
 
-	// Production: a live database with personal data, one row of it the
-	// strange UTF-8 a user typed last night.
-	d.MustDocker("volume", "create", "-d", "snapvol", "app-production")
-	containers = append(containers, "pg-prod")
-	prod, err := RunPostgres(d, "pg-prod", []string{"-v", "app-production:" + PGData})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := prod.WaitReady(60 * time.Second); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.Docker("exec", "pg-prod", "psql", "-d", "postgres", "-c", "CREATE DATABASE app"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := prod.SQL(`CREATE TABLE users (id int PRIMARY KEY, name text, email text);
-INSERT INTO users VALUES (1, 'Ada Lovelace', 'ada@example.com'), (2, 'Zoë 🎈 O''Brien', 'zoe@example.com'), (3, 'Grace Hopper', 'grace@example.com');
-CHECKPOINT;`); err != nil {
-		t.Fatal(err)
-	}
-	rows := func(s *PGServer) string {
-		t.Helper()
-		out, err := s.SQL("SELECT id, name, email FROM users ORDER BY id")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out
-	}
+	prod := startUsersProduction(t, d)
+	rows := func(s *PGServer) string { t.Helper(); return pgUsers(t, s) }
 	prodBefore := rows(prod)
 
 	sh("the refresh script", script)
@@ -112,12 +87,7 @@ CHECKPOINT;`); err != nil {
 	}
 	ci := startCI("ci-db")
 	masked := rows(ci)
-	if strings.Contains(masked, "@example.com") || strings.Contains(masked, "Lovelace") || strings.Contains(masked, "Zoë") {
-		t.Fatalf("CI sees unmasked rows:\n%s", masked)
-	}
-	if !strings.Contains(masked, "2|user 2|user2@example.invalid") {
-		t.Fatalf("CI's rows are not the masked ones:\n%s", masked)
-	}
+	checkMaskedUsers(t, "CI", masked)
 	// CI writes to its clone; nobody else sees it.
 	if _, err := ci.SQL("INSERT INTO users VALUES (100, 'ci', 'ci@example.invalid')"); err != nil {
 		t.Fatal(err)
@@ -151,5 +121,53 @@ CHECKPOINT;`); err != nil {
 	snaps := sh("snapshot ls", "snapvol snapshot ls app-production")
 	if !strings.Contains(snaps, "masked") {
 		t.Fatalf("snapshot ls has no masked snapshot:\n%s", snaps)
+	}
+}
+
+// startUsersProduction is production as the masking recipe finds it: volume
+// app-production of d's snapvol, PostgreSQL 15 on it (container pg-prod,
+// removed at cleanup) with database app and its users, personal data, one
+// row of it the strange UTF-8 a user typed last night.
+func startUsersProduction(t *testing.T, d *dockerd.Daemon) *PGServer {
+	t.Helper()
+	d.MustDocker("volume", "create", "-d", "snapvol", "app-production")
+	t.Cleanup(func() { _, _ = d.Docker("rm", "-f", "pg-prod") })
+	prod, err := RunPostgres(d, "pg-prod", []string{"-v", "app-production:" + PGData})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := prod.WaitReady(60 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Docker("exec", "pg-prod", "psql", "-d", "postgres", "-c", "CREATE DATABASE app"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := prod.SQL(`CREATE TABLE users (id int PRIMARY KEY, name text, email text);
+INSERT INTO users VALUES (1, 'Ada Lovelace', 'ada@example.com'), (2, 'Zoë 🎈 O''Brien', 'zoe@example.com'), (3, 'Grace Hopper', 'grace@example.com');
+CHECKPOINT;`); err != nil {
+		t.Fatal(err)
+	}
+	return prod
+}
+
+// pgUsers is the users table of s, a row a line (id|name|email).
+func pgUsers(t *testing.T, s *PGServer) string {
+	t.Helper()
+	out, err := s.SQL("SELECT id, name, email FROM users ORDER BY id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// checkMaskedUsers fails unless rows (pgUsers) are the masking script's
+// output: no name or address of production's.
+func checkMaskedUsers(t *testing.T, who, rows string) {
+	t.Helper()
+	if strings.Contains(rows, "@example.com") || strings.Contains(rows, "Lovelace") || strings.Contains(rows, "Zoë") {
+		t.Fatalf("%s sees unmasked rows:\n%s", who, rows)
+	}
+	if !strings.Contains(rows, "2|user 2|user2@example.invalid") {
+		t.Fatalf("%s's rows are not the masked ones:\n%s", who, rows)
 	}
 }
