@@ -106,6 +106,11 @@ func checkChain(layers []ocispec.Descriptor) error {
 	if len(layers) == 0 {
 		return errors.New("the artifact has no layers")
 	}
+	if len(layers) > MaxChain {
+		// A push rebases before this; more is a registry making every
+		// CI host run as many receives.
+		return fmt.Errorf("the artifact has %d layers, more than the %d a push makes", len(layers), MaxChain)
+	}
 	for i, l := range layers {
 		if l.MediaType != LayerType {
 			return fmt.Errorf("layer %d has media type %q, want %s", i, l.MediaType, LayerType)

@@ -130,12 +130,27 @@ func (b *Backend) ReceiveReplica(ctx context.Context, source, uuid string, r io.
 	if err := os.Mkdir(part, 0o700); err != nil {
 		return b.noted(err)
 	}
-	cmd := exec.CommandContext(ctx, btrfsProgram, "receive", "-e", part)
-	cmd.Stdin = r
+	// The stream is a registry's: checked ahead of btrfs receive
+	// (streamcheck.go), which runs chrooted into the .part directory (-C)
+	// so no path in it ("..", a symlink it made) reaches outside.
+	if other := b.uuidElsewhere(source, uuid); other != "" {
+		b.dropPart(part)
+		return fmt.Errorf("receive for %q: snapshot %s was received for replica source %q already; two sources cannot share a snapshot (btrfs receive finds parents by UUID across the pool)", source, uuid, other)
+	}
+	check, err := newStreamCheck(r, uuid, dir)
+	if err != nil {
+		b.dropPart(part)
+		return err
+	}
+	cmd := exec.CommandContext(ctx, btrfsProgram, "receive", "-e", "-C", part)
+	cmd.Stdin = check
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
+	if err := cmd.Run(); err != nil || check.Err() != nil {
 		b.dropPart(part)
+		if cerr := check.Err(); cerr != nil {
+			return fmt.Errorf("btrfs receive of %s for %q: %w", uuid, source, cerr)
+		}
 		return fmt.Errorf("btrfs receive of %s for %q: %w: %s", uuid, source, wrapErr(err), strings.TrimSpace(out.String()))
 	}
 	sub := replicaSubvol(part)

@@ -1,0 +1,385 @@
+package test
+
+// Attacks on runner fleets (DESIGN.md "Runner fleets", docs/fleets.md)
+// from whoever can push to a registry a CI host pulls from (a push right
+// on one repository, or the registry itself compromised): the artifacts
+// and btrfs send streams below are written by hand, byte for byte, the
+// way an attacker would, and pushed with oras-go straight to the loopback
+// registry. The CI host is a host-mode snapvol: the registry is what the
+// attacker controls, and the receive runs in the daemon whatever the mode.
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2"
+	"oras.land/oras-go/v2/registry/remote"
+
+	"github.com/snapvol/snapvol/fleet"
+)
+
+// Send stream commands and attributes (linux fs/btrfs/send.h, protocol 1).
+const (
+	sendSubvol   = 1
+	sendSnapshot = 2
+	sendMkfile   = 3
+	sendMkdir    = 4
+	sendSymlink  = 8
+	sendRename   = 9
+	sendWrite    = 15
+	sendClone    = 16
+	sendEnd      = 21
+
+	attrUUID          = 1
+	attrCtransid      = 2
+	attrIno           = 3
+	attrPath          = 15
+	attrPathTo        = 16
+	attrPathLink      = 17
+	attrFileOffset    = 18
+	attrData          = 19
+	attrCloneUUID     = 20
+	attrCloneCtransid = 21
+	attrClonePath     = 22
+	attrCloneOffset   = 23
+	attrCloneLen      = 24
+)
+
+// sendStream writes a btrfs send stream (version 1) by hand.
+type sendStream struct{ b bytes.Buffer }
+
+func newSendStream() *sendStream {
+	s := &sendStream{}
+	s.b.WriteString("btrfs-stream\x00")
+	_ = binary.Write(&s.b, binary.LittleEndian, uint32(1))
+	return s
+}
+
+type tlv struct {
+	typ uint16
+	val []byte
+}
+
+func tStr(typ uint16, v string) tlv { return tlv{typ, []byte(v)} }
+func tU64(typ uint16, v uint64) tlv {
+	b := make([]byte, 8)
+	binary.LittleEndian.PutUint64(b, v)
+	return tlv{typ, b}
+}
+func tUUID(typ uint16, u [16]byte) tlv { return tlv{typ, u[:]} }
+
+// cmd appends one command; its crc32c is the kernel's (seed 0, no final
+// inversion) over the header with the crc zeroed and the attributes.
+func (s *sendStream) cmd(c uint16, attrs ...tlv) *sendStream {
+	var body bytes.Buffer
+	for _, a := range attrs {
+		_ = binary.Write(&body, binary.LittleEndian, a.typ)
+		_ = binary.Write(&body, binary.LittleEndian, uint16(len(a.val)))
+		body.Write(a.val)
+	}
+	hdr := make([]byte, 10)
+	binary.LittleEndian.PutUint32(hdr[0:], uint32(body.Len()))
+	binary.LittleEndian.PutUint16(hdr[4:], c)
+	crc := ^crc32.Update(^uint32(0), crc32.MakeTable(crc32.Castagnoli), append(append([]byte{}, hdr...), body.Bytes()...))
+	binary.LittleEndian.PutUint32(hdr[6:], crc)
+	s.b.Write(hdr)
+	s.b.Write(body.Bytes())
+	return s
+}
+
+func (s *sendStream) subvol(path string, u [16]byte, ctransid uint64) *sendStream {
+	return s.cmd(sendSubvol, tStr(attrPath, path), tUUID(attrUUID, u), tU64(attrCtransid, ctransid))
+}
+
+func (s *sendStream) snapshot(path string, u [16]byte, ctransid uint64, parent [16]byte, parentCtransid uint64) *sendStream {
+	return s.cmd(sendSnapshot, tStr(attrPath, path), tUUID(attrUUID, u), tU64(attrCtransid, ctransid),
+		tUUID(attrCloneUUID, parent), tU64(attrCloneCtransid, parentCtransid))
+}
+
+func (s *sendStream) mkfile(path string, ino uint64) *sendStream {
+	return s.cmd(sendMkfile, tStr(attrPath, path), tU64(attrIno, ino))
+}
+
+func (s *sendStream) mkdir(path string, ino uint64) *sendStream {
+	return s.cmd(sendMkdir, tStr(attrPath, path), tU64(attrIno, ino))
+}
+
+func (s *sendStream) symlink(path, target string, ino uint64) *sendStream {
+	return s.cmd(sendSymlink, tStr(attrPath, path), tU64(attrIno, ino), tStr(attrPathLink, target))
+}
+
+func (s *sendStream) rename(from, to string) *sendStream {
+	return s.cmd(sendRename, tStr(attrPath, from), tStr(attrPathTo, to))
+}
+
+func (s *sendStream) write(path string, off uint64, data []byte) *sendStream {
+	return s.cmd(sendWrite, tStr(attrPath, path), tU64(attrFileOffset, off), tlv{attrData, data})
+}
+
+func (s *sendStream) clone(path string, off, n uint64, from [16]byte, fromCtransid uint64, fromPath string, fromOff uint64) *sendStream {
+	return s.cmd(sendClone, tStr(attrPath, path), tU64(attrFileOffset, off), tU64(attrCloneLen, n),
+		tUUID(attrCloneUUID, from), tU64(attrCloneCtransid, fromCtransid), tStr(attrClonePath, fromPath), tU64(attrCloneOffset, fromOff))
+}
+
+func (s *sendStream) end() []byte {
+	s.cmd(sendEnd)
+	return s.b.Bytes()
+}
+
+func newUUID(t *testing.T) [16]byte {
+	var u [16]byte
+	if _, err := rand.Read(u[:]); err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+func uuidText(u [16]byte) string {
+	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
+}
+
+// hostileLayer is one layer as the attacker publishes it: the stream and
+// the annotations it claims (parent "" for a full stream).
+type hostileLayer struct {
+	stream       []byte
+	uuid, parent string
+	mediaType    string // "" = snapvol's
+	size         int64  // 0 = the stream's length
+	digest       digest.Digest
+}
+
+// publishHostile pushes layers as tag of repo (REGISTRY/PATH) the way an
+// account with push rights can: blobs, a manifest, the tag.
+func publishHostile(t *testing.T, repo, tag string, layers []hostileLayer) {
+	t.Helper()
+	ctx := context.Background()
+	r, err := remote.NewRepository(repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.PlainHTTP = true
+	var descs []ocispec.Descriptor
+	for _, l := range layers {
+		mt := l.mediaType
+		if mt == "" {
+			mt = fleet.LayerType
+		}
+		d := ocispec.Descriptor{MediaType: mt, Digest: digest.FromBytes(l.stream), Size: int64(len(l.stream)),
+			Annotations: map[string]string{fleet.AnnotationUUID: l.uuid, fleet.AnnotationParent: l.parent,
+				fleet.AnnotationTime: time.Now().UTC().Format(time.RFC3339Nano), fleet.AnnotationSource: "app-production", fleet.AnnotationRef: tag}}
+		if err := r.Push(ctx, d, bytes.NewReader(l.stream)); err != nil && !strings.Contains(err.Error(), "already exists") {
+			t.Fatalf("pushing a hostile layer: %v", err)
+		}
+		if l.size != 0 {
+			d.Size = l.size
+		}
+		if l.digest != "" {
+			d.Digest = l.digest
+		}
+		descs = append(descs, d)
+	}
+	desc, err := oras.PackManifest(ctx, r, oras.PackManifestVersion1_1, fleet.ArtifactType, oras.PackManifestOptions{Layers: descs})
+	if err != nil {
+		t.Fatalf("pushing a hostile manifest: %v", err)
+	}
+	if err := r.Tag(ctx, desc, tag); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// outsideDir is a directory of the test's own outside the CI host's pool:
+// what a stream must never reach.
+func outsideDir(t *testing.T) string {
+	dir := t.TempDir()
+	if dir == "" || !filepath.IsAbs(dir) {
+		t.Fatalf("temp dir %q", dir)
+	}
+	return dir
+}
+
+func upward(n int) string { return strings.Repeat("../", n) }
+
+// A stream's paths must stay inside the subvolume it makes: btrfs receive
+// joins them to the destination as they come, "..", an absolute path or
+// a symlink the stream made itself included; a CI host receiving with
+// root rights would write wherever a registry holder likes (a cron file, a
+// unit, /root/.ssh). Each stream here tries to write into a directory of
+// the test outside the CI host's pool; the pull must fail or confine it,
+// and nothing may appear there.
+func TestAttackFleetStreamPathsStayInside(t *testing.T) {
+	reg, _ := startFleetRegistry(t, "")
+	repo := reg + "/data/evil"
+	ci := StartPlugin(t, map[string]string{"REPLICAS": "evil=" + repo, "PULL_EVERY": "0"})
+	out := outsideDir(t)
+	rel := strings.TrimPrefix(out, "/")
+	cases := []struct {
+		name   string
+		stream func(u [16]byte) []byte
+	}{
+		{"dotdot", func(u [16]byte) []byte {
+			return newSendStream().subvol("v", u, 7).mkfile(upward(40)+rel+"/dotdot", 257).write(upward(40)+rel+"/dotdot", 0, []byte("pwned")).end()
+		}},
+		{"absolute", func(u [16]byte) []byte {
+			return newSendStream().subvol("v", u, 7).mkfile(out+"/absolute", 257).write(out+"/absolute", 0, []byte("pwned")).end()
+		}},
+		{"rename-out", func(u [16]byte) []byte {
+			return newSendStream().subvol("v", u, 7).mkfile("f", 257).write("f", 0, []byte("pwned")).rename("f", upward(40)+rel+"/rename-out").end()
+		}},
+		{"symlink", func(u [16]byte) []byte {
+			return newSendStream().subvol("v", u, 7).symlink("s", out, 257).mkfile("s/symlink", 258).write("s/symlink", 0, []byte("pwned")).end()
+		}},
+		{"subvol-path", func(u [16]byte) []byte {
+			return newSendStream().subvol(upward(40)+rel+"/subvol-path", u, 7).end()
+		}},
+	}
+	for _, c := range cases {
+		u := newUUID(t)
+		publishHostile(t, repo, c.name, []hostileLayer{{stream: c.stream(u), uuid: uuidText(u)}})
+		res, err := cli(t, nil, "--state-dir", ci.StateDir, "pull", "evil@"+c.name)
+		t.Logf("%s: pull: %v %s", c.name, err, strings.TrimSpace(res))
+	}
+	ents, err := os.ReadDir(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		t.Errorf("a pulled stream wrote %s outside the CI host's pool", filepath.Join(out, e.Name()))
+	}
+}
+
+// pullOut runs snapvol pull on the CI host and returns its output and
+// error, logging both.
+func pullOut(t *testing.T, ci *Plugin, what string) (string, error) {
+	t.Helper()
+	out, err := cli(t, nil, "--state-dir", ci.StateDir, "pull", what)
+	t.Logf("pull %s: %v %s", what, err, strings.TrimSpace(out))
+	return out, err
+}
+
+// A clone command names its source subvolume by UUID and a path inside
+// it, and btrfs receive opens that path from the pool's root whether or
+// not it confines the rest of the stream (-C): "..", in the clone path,
+// walks out of the attacker's own earlier version into any subvolume of
+// the CI host's pool at a known path, here a CI job's plain volume
+// (GitLab's cache volumes have predictable names), whose bytes then land
+// in the attacker's replica and in every clone of it. No UUID of anyone
+// else is needed: the source is the attacker's own previous layer.
+func TestAttackFleetCloneStaysInTheChain(t *testing.T) {
+	reg, _ := startFleetRegistry(t, "")
+	repo := reg + "/data/evil"
+	ci := StartPlugin(t, map[string]string{"REPLICAS": "evil=" + repo, "PULL_EVERY": "0"})
+	// Another job's data in the same pool.
+	if err := ci.Create("ci-cache", nil); err != nil {
+		t.Fatal(err)
+	}
+	mp := ci.MustMount("ci-cache", "other-job")
+	if mp == "" {
+		t.Fatal("empty mount point")
+	}
+	secret := bytes.Repeat([]byte("other-job-secret"), 256) // 4 KiB: a whole block
+	if err := os.WriteFile(filepath.Join(mp, "token"), secret, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := ci.Unmount("ci-cache", "other-job"); err != nil {
+		t.Fatal(err)
+	}
+
+	u0, u1 := newUUID(t), newUUID(t)
+	full := newSendStream().subvol("v", u0, 7).mkfile("f", 257).write("f", 0, []byte("harmless")).end()
+	// replicas/evil/U0/v is the clone source: four levels up is the
+	// pool's root.
+	steal := newSendStream().snapshot("v", u1, 8, u0, 7).mkfile("loot", 258).
+		clone("loot", 0, uint64(len(secret)), u0, 7, "../../../../volumes/ci-cache/token", 0).end()
+	publishHostile(t, repo, "loot", []hostileLayer{{stream: full, uuid: uuidText(u0)}, {stream: steal, uuid: uuidText(u1), parent: uuidText(u0)}})
+	if _, err := pullOut(t, ci, "evil@loot"); err != nil {
+		return // refused: held
+	}
+	if err := ci.Create("evil@loot+attacker", nil); err != nil {
+		t.Fatal(err)
+	}
+	got := ci.MustMount("evil@loot+attacker", "attacker")
+	if got == "" {
+		t.Fatal("empty mount point")
+	}
+	defer ci.Unmount("evil@loot+attacker", "attacker")
+	if b, err := os.ReadFile(filepath.Join(got, "loot")); err == nil && bytes.Equal(b, secret) {
+		t.Errorf("a pulled stream cloned another job's volume (volumes/ci-cache/token) into the attacker's replica")
+	} else {
+		t.Logf("loot: %v %q", err, b)
+	}
+}
+
+// A chain is at most fleet.MaxChain layers (a push rebases on a full
+// stream before), so a pull need never apply more: a manifest of hundreds
+// of layers is a registry holder making every CI host run hundreds of
+// receives and keep hundreds of subvolumes. The pull must refuse it
+// before applying any.
+func TestAttackFleetChainLength(t *testing.T) {
+	reg, _ := startFleetRegistry(t, "")
+	repo := reg + "/data/evil"
+	ci := StartPlugin(t, map[string]string{"REPLICAS": "evil=" + repo, "PULL_EVERY": "0"})
+	n := 4 * fleet.MaxChain
+	var layers []hostileLayer
+	prev := [16]byte{}
+	for i := 0; i < n; i++ {
+		u := newUUID(t)
+		s := newSendStream()
+		if i == 0 {
+			s.subvol("v", u, uint64(7+i))
+		} else {
+			s.snapshot("v", u, uint64(7+i), prev, uint64(6+i))
+		}
+		l := hostileLayer{stream: s.mkfile(fmt.Sprintf("f%d", i), uint64(257+i)).end(), uuid: uuidText(u)}
+		if i > 0 {
+			l.parent = uuidText(prev)
+		}
+		layers = append(layers, l)
+		prev = u
+	}
+	publishHostile(t, repo, "long", layers)
+	start := time.Now()
+	out, err := pullOut(t, ci, "evil@long")
+	t.Logf("a %d-layer pull took %v", n, time.Since(start).Round(time.Millisecond))
+	if err == nil || !strings.Contains(out, "layers") {
+		t.Errorf("a manifest of %d layers (a push makes at most %d) was pulled: %v\n%s", n, fleet.MaxChain, err, out)
+	}
+}
+
+// What the manifest says must be what is applied: a layer of another
+// media type, a layer whose bytes do not match its digest, a chain whose
+// parents do not follow, and a stream that makes another snapshot than
+// its layer names are each refused, and nothing of them becomes visible.
+func TestAttackFleetManifestLies(t *testing.T) {
+	reg, _ := startFleetRegistry(t, "")
+	repo := reg + "/data/evil"
+	ci := StartPlugin(t, map[string]string{"REPLICAS": "evil=" + repo, "PULL_EVERY": "0"})
+	u0, u1, other := newUUID(t), newUUID(t), newUUID(t)
+	full := newSendStream().subvol("v", u0, 7).mkfile("f", 257).write("f", 0, []byte("v0")).end()
+	inc := newSendStream().snapshot("v", u1, 8, u0, 7).write("f", 0, []byte("v1")).end()
+	cases := map[string][]hostileLayer{
+		"mediatype":  {{stream: full, uuid: uuidText(u0), mediaType: "application/vnd.oci.image.layer.v1.tar"}},
+		"loop":       {{stream: full, uuid: uuidText(u0)}, {stream: inc, uuid: uuidText(u1), parent: uuidText(u1)}},
+		"fullparent": {{stream: full, uuid: uuidText(u0), parent: uuidText(other)}},
+		"uuidlies":   {{stream: full, uuid: uuidText(other)}},
+	}
+	for tag, layers := range cases {
+		publishHostile(t, repo, tag, layers)
+		if out, err := pullOut(t, ci, "evil@"+tag); err == nil {
+			t.Errorf("a manifest whose %s lies was pulled:\n%s", tag, out)
+		}
+		if err := ci.Create("evil@"+tag+"+job", nil); err == nil {
+			t.Errorf("evil@%s: a clone of a refused pull was made", tag)
+		}
+	}
+}
