@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/snapvol/snapvol/driver"
+	"github.com/snapvol/snapvol/internal/route"
 	"github.com/snapvol/snapvol/metrics"
 )
 
@@ -66,55 +67,39 @@ func volumeHandler(d volume.Driver, m *metrics.Metrics) http.Handler {
 	if as, ok := d.(callerDriver); ok {
 		from = func(hr *http.Request) volume.Driver { return as.As(peer(hr)) }
 	}
-	route(mux, m, "create", func(_ *http.Request, r *volume.CreateRequest) (any, error) { return struct{}{}, d.Create(r) })
-	route(mux, m, "remove", func(hr *http.Request, r *volume.RemoveRequest) (any, error) {
+	s := route.Socket{Mux: mux, Wire: helperWire{}, Meter: m}
+	route.Handle(s, "/VolumeDriver.Create", "create", func(_ *http.Request, r *volume.CreateRequest) (any, error) {
+		return struct{}{}, d.Create(r)
+	})
+	route.Handle(s, "/VolumeDriver.Remove", "remove", func(hr *http.Request, r *volume.RemoveRequest) (any, error) {
 		return struct{}{}, from(hr).Remove(r)
 	})
-	route(mux, m, "mount", func(hr *http.Request, r *volume.MountRequest) (any, error) { return from(hr).Mount(r) })
-	route(mux, m, "path", func(_ *http.Request, r *volume.PathRequest) (any, error) { return d.Path(r) })
-	route(mux, m, "get", func(_ *http.Request, r *volume.GetRequest) (any, error) { return d.Get(r) })
-	route(mux, m, "unmount", func(hr *http.Request, r *volume.UnmountRequest) (any, error) {
+	route.Handle(s, "/VolumeDriver.Mount", "mount", func(hr *http.Request, r *volume.MountRequest) (any, error) {
+		return from(hr).Mount(r)
+	})
+	route.Handle(s, "/VolumeDriver.Path", "path", func(_ *http.Request, r *volume.PathRequest) (any, error) { return d.Path(r) })
+	route.Handle(s, "/VolumeDriver.Get", "get", func(_ *http.Request, r *volume.GetRequest) (any, error) { return d.Get(r) })
+	route.Handle(s, "/VolumeDriver.Unmount", "unmount", func(hr *http.Request, r *volume.UnmountRequest) (any, error) {
 		return struct{}{}, from(hr).Unmount(r)
 	})
 	// List and Capabilities take no request body (the helper reads none).
-	mux.HandleFunc("/VolumeDriver.List", func(w http.ResponseWriter, _ *http.Request) {
-		start := m.RequestStarted()
-		res, err := d.List()
-		answer(w, res, err)
-		m.RequestDone("list", metrics.Outcome(err), start)
-	})
-	mux.HandleFunc("/VolumeDriver.Capabilities", func(w http.ResponseWriter, _ *http.Request) {
-		start := m.RequestStarted()
-		sdk.EncodeResponse(w, d.Capabilities(), false)
-		m.RequestDone("capabilities", "ok", start)
+	route.Handle(s, "/VolumeDriver.List", "list", func(*http.Request, *route.None) (any, error) { return d.List() })
+	route.Handle(s, "/VolumeDriver.Capabilities", "capabilities", func(*http.Request, *route.None) (any, error) {
+		return d.Capabilities(), nil
 	})
 	return mux
 }
 
-// paths are the helper's routes by op.
-var paths = map[string]string{
-	"create": "/VolumeDriver.Create", "remove": "/VolumeDriver.Remove", "mount": "/VolumeDriver.Mount",
-	"path": "/VolumeDriver.Path", "get": "/VolumeDriver.Get", "unmount": "/VolumeDriver.Unmount",
+// helperWire encodes as go-plugins-helpers does: a body that is not JSON,
+// or too large, is a 400 with the decoder's message (sdk.DecodeRequest);
+// an error is {"Err": "..."} with a 500.
+type helperWire struct{}
+
+func (helperWire) Decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	return sdk.DecodeRequest(w, r, v) == nil
 }
 
-// route serves one request type: decode it as the helper does (a body that
-// is not JSON, or too large, is a 400 with the decoder's message), call the
-// driver, encode the answer.
-func route[Req any](mux *http.ServeMux, m *metrics.Metrics, op string, call func(*http.Request, *Req) (any, error)) {
-	mux.HandleFunc(paths[op], func(w http.ResponseWriter, r *http.Request) {
-		start := m.RequestStarted()
-		req := new(Req)
-		if err := sdk.DecodeRequest(w, r, req); err != nil {
-			m.RequestDone(op, "bad_request", start)
-			return
-		}
-		res, err := call(r, req)
-		answer(w, res, err)
-		m.RequestDone(op, metrics.Outcome(err), start)
-	})
-}
-
-func answer(w http.ResponseWriter, res any, err error) {
+func (helperWire) Encode(w http.ResponseWriter, res any, err error) {
 	if err != nil {
 		sdk.EncodeResponse(w, volume.NewErrorResponse(err.Error()), true)
 		return

@@ -22,7 +22,8 @@ import (
 	"github.com/snapvol/snapvol/admin"
 	"github.com/snapvol/snapvol/driver"
 	"github.com/snapvol/snapvol/driver/names"
-	"github.com/snapvol/snapvol/storage"
+	"github.com/snapvol/snapvol/internal/route"
+	"github.com/snapvol/snapvol/metrics"
 	"github.com/snapvol/snapvol/version"
 )
 
@@ -71,18 +72,7 @@ func Listen(path string) (net.Listener, error) {
 // Serve answers on l until Shutdown.
 func (s *Server) Serve(l net.Listener) error {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/version", s.version)
-	mux.HandleFunc("GET /v1/volumes", s.volumes)
-	mux.HandleFunc("GET /v1/volumes/{name}", s.volume)
-	mux.HandleFunc("POST /v1/volumes", s.createVolume)
-	mux.HandleFunc("DELETE /v1/volumes/{name}", s.removeVolume)
-	mux.HandleFunc("GET /v1/df", s.df)
-	mux.HandleFunc("GET /v1/snapshots/{source}", s.snapshots)
-	mux.HandleFunc("POST /v1/snapshots/{source}", s.createSnapshot)
-	mux.HandleFunc("DELETE /v1/snapshots/{source}/{name}", s.removeSnapshot)
-	mux.HandleFunc("GET /v1/schedules", s.schedules)
-	mux.HandleFunc("PUT /v1/schedules/{source}", s.setSchedule)
-	mux.HandleFunc("DELETE /v1/schedules/{source}", s.clearSchedule)
+	s.routes(route.Socket{Mux: mux, Wire: wire{}})
 	for p, h := range s.extra {
 		mux.Handle(p, h)
 	}
@@ -97,6 +87,49 @@ func (s *Server) Serve(l net.Listener) error {
 	return err
 }
 
+// routes are the operator's API, one route a call of the Operator, which
+// makes each a request of the operator (driver/request.go).
+func (s *Server) routes(sk route.Socket) {
+	type none = route.None
+	route.Handle(sk, "GET /v1/version", "version", func(*http.Request, *none) (any, error) { return s.version(), nil })
+	// snapvol ls: the array is written in one piece, one volume a line,
+	// which the command copies through for --json (admin.AppendVolumes).
+	route.Handle(sk, "GET /v1/volumes", "ls", func(r *http.Request, _ *none) (any, error) {
+		vols := s.op.Volumes(r.Context())
+		return admin.AppendVolumes(make([]byte, 0, 400*len(vols)+8), vols), nil
+	})
+	route.Handle(sk, "GET /v1/volumes/{name}", "volume inspect", func(r *http.Request, _ *none) (any, error) {
+		return s.op.Volume(r.Context(), r.PathValue("name"))
+	})
+	route.Handle(sk, "POST /v1/volumes", "volume create", func(r *http.Request, req *admin.CreateVolumeRequest) (any, error) {
+		return s.op.Create(r.Context(), req.Name, req.From, req.Access)
+	})
+	route.Handle(sk, "DELETE /v1/volumes/{name}", "volume rm", func(r *http.Request, _ *none) (any, error) {
+		return nil, s.op.Remove(r.Context(), r.PathValue("name"))
+	})
+	route.Handle(sk, "GET /v1/df", "df", func(r *http.Request, _ *none) (any, error) { return s.op.Usage(r.Context()) })
+	route.Handle(sk, "GET /v1/snapshots/{source}", "snapshot ls", func(r *http.Request, _ *none) (any, error) {
+		return s.op.SnapshotsOf(r.Context(), r.PathValue("source"))
+	})
+	route.Handle(sk, "POST /v1/snapshots/{source}", "snapshot create", func(r *http.Request, req *admin.CreateSnapshotRequest) (any, error) {
+		return s.op.CreateSnapshot(r.Context(), r.PathValue("source"), req.Name, req.From, req.Replace)
+	})
+	route.Handle(sk, "DELETE /v1/snapshots/{source}/{name}", "snapshot rm", func(r *http.Request, _ *none) (any, error) {
+		return nil, s.op.RemoveSnapshot(r.Context(), r.PathValue("source"), r.PathValue("name"))
+	})
+	route.Handle(sk, "GET /v1/schedules", "schedules", func(*http.Request, *none) (any, error) { return s.op.Schedules(), nil })
+	route.Handle(sk, "PUT /v1/schedules/{source}", "schedule", func(r *http.Request, req *admin.ScheduleRequest) (any, error) {
+		every, err := time.ParseDuration(req.Every)
+		if err != nil {
+			return nil, fmt.Errorf("%w: every %q is not a duration like 1h or 30m", errBadRequest, req.Every)
+		}
+		return s.op.SetSchedule(r.Context(), r.PathValue("source"), every, req.Keep)
+	})
+	route.Handle(sk, "DELETE /v1/schedules/{source}", "schedule off", func(r *http.Request, _ *none) (any, error) {
+		return nil, s.op.ClearSchedule(r.PathValue("source"))
+	})
+}
+
 // Shutdown stops serving, letting requests in flight finish until ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
 	if s.http == nil {
@@ -105,141 +138,72 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return s.http.Shutdown(ctx)
 }
 
-func reply(w http.ResponseWriter, v any, err error) {
+// wire is the admin socket's encoding (package admin): a JSON body; an
+// answer as JSON (nil: 204), or as it is when it is JSON already ([]byte);
+// an error as admin.Error with the status its kind gives.
+type wire struct{}
+
+func (wire) Decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	if err := json.NewDecoder(r.Body).Decode(v); err != nil {
+		wire{}.Encode(w, nil, fmt.Errorf("%w: %v", errBadRequest, err))
+		return false
+	}
+	return true
+}
+
+func (wire) Encode(w http.ResponseWriter, v any, err error) {
 	w.Header().Set("Content-Type", "application/json")
 	if err != nil {
 		w.WriteHeader(status(err))
 		_ = json.NewEncoder(w).Encode(admin.Error{Error: err.Error()})
 		return
 	}
-	if v == nil {
+	switch v := v.(type) {
+	case nil:
 		w.WriteHeader(http.StatusNoContent)
-		return
+	case []byte:
+		_, _ = w.Write(v)
+	default:
+		_ = json.NewEncoder(w).Encode(v)
 	}
-	_ = json.NewEncoder(w).Encode(v)
 }
 
+// status is the HTTP status of err, read from the one error table
+// (metrics/classes.go): its class as a request's outcome, else as a
+// backend error's; an operator's create of what exists is a conflict.
 func status(err error) int {
-	switch {
-	case errors.Is(err, driver.ErrNoSuchVolume), errors.Is(err, driver.ErrNoSource), errors.Is(err, storage.ErrNotFound):
-		return http.StatusNotFound
-	case errors.Is(err, driver.ErrInUse), errors.Is(err, driver.ErrExists), errors.Is(err, storage.ErrProtected):
-		return http.StatusConflict
-	case errors.Is(err, names.ErrInvalid), errors.Is(err, errBadRequest):
+	switch metrics.Outcome(err) {
+	case "invalid":
 		return http.StatusBadRequest
-	case errors.Is(err, storage.ErrUnavailable):
+	case "not_found", "no_source":
+		return http.StatusNotFound
+	case "in_use":
+		return http.StatusConflict
+	case "unavailable":
 		return http.StatusServiceUnavailable
+	}
+	switch metrics.ErrorClass(err) {
+	case "not_found":
+		return http.StatusNotFound
+	case "protected":
+		return http.StatusConflict
+	}
+	if errors.Is(err, driver.ErrExists) {
+		return http.StatusConflict
 	}
 	return http.StatusInternalServerError
 }
 
-var errBadRequest = errors.New("bad request")
+// errBadRequest is a body or value the API cannot read: invalid, as a bad
+// name is (400).
+var errBadRequest error = badRequest{}
 
-func decode(r *http.Request, v any) error {
-	if err := json.NewDecoder(r.Body).Decode(v); err != nil {
-		return fmt.Errorf("%w: %v", errBadRequest, err)
-	}
-	return nil
-}
+type badRequest struct{}
 
-// ctx bounds an admin request: within Docker's budget like a request.
-func ctx(r *http.Request) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(r.Context(), 25*time.Second)
-}
+func (badRequest) Error() string        { return "bad request" }
+func (badRequest) Is(target error) bool { return target == names.ErrInvalid }
 
-func (s *Server) version(w http.ResponseWriter, _ *http.Request) {
+func (s *Server) version() admin.VersionInfo {
 	v, c := version.Get()
-	reply(w, admin.VersionInfo{Version: v, Commit: c, Go: runtime.Version(), Backend: s.backend, Started: s.started.UTC()}, nil)
-}
-
-// volumes is snapvol ls: the array is written in one piece, one volume a
-// line, which the command copies through for --json (admin.AppendVolumes).
-func (s *Server) volumes(w http.ResponseWriter, r *http.Request) {
-	c, cancel := ctx(r)
-	defer cancel()
-	vols := s.op.Volumes(c)
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(admin.AppendVolumes(make([]byte, 0, 400*len(vols)+8), vols))
-}
-
-func (s *Server) volume(w http.ResponseWriter, r *http.Request) {
-	c, cancel := ctx(r)
-	defer cancel()
-	v, err := s.op.Volume(c, r.PathValue("name"))
-	reply(w, v, err)
-}
-
-func (s *Server) createVolume(w http.ResponseWriter, r *http.Request) {
-	var req admin.CreateVolumeRequest
-	if err := decode(r, &req); err != nil {
-		reply(w, nil, err)
-		return
-	}
-	c, cancel := ctx(r)
-	defer cancel()
-	v, err := s.op.Create(c, req.Name, req.From, req.Access)
-	reply(w, v, err)
-}
-
-func (s *Server) removeVolume(w http.ResponseWriter, r *http.Request) {
-	c, cancel := ctx(r)
-	defer cancel()
-	reply(w, nil, s.op.Remove(c, r.PathValue("name")))
-}
-
-func (s *Server) df(w http.ResponseWriter, r *http.Request) {
-	c, cancel := ctx(r)
-	defer cancel()
-	u, err := s.op.Usage(c)
-	reply(w, u, err)
-}
-
-func (s *Server) snapshots(w http.ResponseWriter, r *http.Request) {
-	c, cancel := ctx(r)
-	defer cancel()
-	v, err := s.op.SnapshotsOf(c, r.PathValue("source"))
-	reply(w, v, err)
-}
-
-func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request) {
-	var req admin.CreateSnapshotRequest
-	if err := decode(r, &req); err != nil {
-		reply(w, nil, err)
-		return
-	}
-	c, cancel := ctx(r)
-	defer cancel()
-	v, err := s.op.CreateSnapshot(c, r.PathValue("source"), req.Name, req.From, req.Replace)
-	reply(w, v, err)
-}
-
-func (s *Server) removeSnapshot(w http.ResponseWriter, r *http.Request) {
-	c, cancel := ctx(r)
-	defer cancel()
-	reply(w, nil, s.op.RemoveSnapshot(c, r.PathValue("source"), r.PathValue("name")))
-}
-
-func (s *Server) schedules(w http.ResponseWriter, _ *http.Request) {
-	reply(w, s.op.Schedules(), nil)
-}
-
-func (s *Server) setSchedule(w http.ResponseWriter, r *http.Request) {
-	var req admin.ScheduleRequest
-	if err := decode(r, &req); err != nil {
-		reply(w, nil, err)
-		return
-	}
-	every, err := time.ParseDuration(req.Every)
-	if err != nil {
-		reply(w, nil, fmt.Errorf("%w: every %q is not a duration like 1h or 30m", errBadRequest, req.Every))
-		return
-	}
-	c, cancel := ctx(r)
-	defer cancel()
-	sc, err := s.op.SetSchedule(c, r.PathValue("source"), every, req.Keep)
-	reply(w, sc, err)
-}
-
-func (s *Server) clearSchedule(w http.ResponseWriter, r *http.Request) {
-	reply(w, nil, s.op.ClearSchedule(r.PathValue("source")))
+	return admin.VersionInfo{Version: v, Commit: c, Go: runtime.Version(), Backend: s.backend, Started: s.started.UTC()}
 }
