@@ -381,7 +381,8 @@ func (d *Driver) pushScheduled(sc store.Schedule, ref string) {
 		d.recordPush(sc.Source, sc.Push, started, err)
 		if err != nil {
 			reg, repo, _ := strings.Cut(sc.Push, "/")
-			log.WithError(err).WithFields(logrus.Fields{"registry": reg, "repository": repo}).Warn("scheduled push failed; the next scheduled snapshot is pushed at the next tick")
+			repo, tag, _ := strings.Cut(repo, ":")
+			log.WithError(err).WithFields(logrus.Fields{"registry": reg, "repository": repo, "tag": tag}).Warn("scheduled push failed; the next scheduled snapshot is pushed at the next tick")
 			return
 		}
 		log.Info("scheduled push done")
