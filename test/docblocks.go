@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -97,9 +98,22 @@ var docRunners = map[string]string{
 	// docs/recover.md
 	"recover-host": "TestRecoverAfterDeletingTheStore",
 	// docs/fleets.md
-	"fleet-production": "TestFleetPushPull",
-	"fleet-ci":         "TestFleetPushPull",
-	"fleet-schedule":   "TestFleetSchedulePush",
+	"fleet-production":         "TestFleetPushPull",
+	"fleet-ci":                 "TestFleetPushPull",
+	"fleet-schedule":           "TestFleetSchedulePush",
+	"fleet-install-production": "TestFleetManaged",
+	"fleet-install-ci":         "TestFleetManaged",
+	"fleet-refresh":            "TestFleetManaged",
+	"fleet-ci-job":             "TestFleetManaged",
+	"fleet-gitlab":             "TestFleetManaged",
+	// README.md, runner fleets
+	"readme-fleet": "TestFleetManaged",
+}
+
+// docAlsoRunners names, for a block more than one test runs, the tests
+// besides its docRunners entry.
+var docAlsoRunners = map[string][]string{
+	"mask-script": {"TestFleetManaged"},
 }
 
 var (
@@ -249,7 +263,7 @@ func allDocBlocks(t testing.TB) []DocBlock {
 // registered in docRunners to the test calling it.
 func docBlock(t testing.TB, mode, name string) DocBlock {
 	t.Helper()
-	if top := strings.SplitN(t.Name(), "/", 2)[0]; docRunners[name] != top {
+	if top := strings.SplitN(t.Name(), "/", 2)[0]; docRunners[name] != top && !slices.Contains(docAlsoRunners[name], top) {
 		t.Fatalf("block %q is registered to %q in docRunners, not to %s", name, docRunners[name], top)
 	}
 	for _, b := range allDocBlocks(t) {
