@@ -1,8 +1,10 @@
 package storage
 
-// Why the plugin took a snapshot, for snapvol snapshot ls and for the
-// @latest rule (which reuses snapshots of the source itself, not of a
-// masked clone of it).
+// Why the plugin took a snapshot ("taken" in the glossary, docs/design.md),
+// for snapvol snapshot ls and for the @latest rule (which reuses snapshots
+// of the source itself, not of a masked clone of it). labels.go holds the
+// schema every object's labels follow; this file, the labels of a
+// snapshot's reason.
 const (
 	// LabelTaken says why: TakenPlugin (for @latest or @now), TakenNamed
 	// (snapvol snapshot create) or TakenScheduled. Absent on snapshots
