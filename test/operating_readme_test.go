@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/docker/go-plugins-helpers/volume"
+
+	"github.com/snapvol/snapvol/test/leakcheck"
 )
 
 // freePort is a loopback host:port nothing listens on.
@@ -43,7 +45,7 @@ type hostService struct {
 }
 
 func newHostService(t *testing.T, bin, envFile string) *hostService {
-	dir, err := os.MkdirTemp("", "snapvol-svc-")
+	dir, err := leakcheck.Dir(t, "snapvol-svc-")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,7 +307,7 @@ func hostBinaryBlock(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("make build: %v\n%s", err, out)
 	}
-	dir, err := os.MkdirTemp("", "snapvol-bin-")
+	dir, err := leakcheck.Dir(t, "snapvol-bin-")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,10 +331,14 @@ func hostBinaryBlock(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	var waitErr error
+	exited := make(chan struct{})
+	go func() { waitErr = cmd.Wait(); close(exited) }()
 	defer func() {
+		// Gone before the unmount: a daemon killed while still starting
+		// could otherwise mount its pool after it.
 		_ = cmd.Process.Kill()
+		<-exited
 		UnmountUnder(data)
 		UnmountUnder(state)
 		os.RemoveAll(dir)
@@ -352,9 +358,9 @@ func hostBinaryBlock(t *testing.T) {
 	}
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("%s: SIGTERM: %v\n%s", line, err, log.String())
+	case <-exited:
+		if waitErr != nil {
+			t.Errorf("%s: SIGTERM: %v\n%s", line, waitErr, log.String())
 		}
 	case <-time.After(30 * time.Second):
 		t.Errorf("%s did not stop within 30s of SIGTERM", line)

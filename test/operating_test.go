@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/snapvol/snapvol/test/leakcheck"
 )
 
 // Operating snapvol: what README, Operating, promises, through the real
@@ -41,7 +43,7 @@ func startRaw(t *testing.T, bin string, env map[string]string, extraEnv ...strin
 	t.Helper()
 	RequireRoot(t)
 	RequireTool(t, "mkfs.btrfs", "btrfs-progs")
-	dir, err := os.MkdirTemp("", "snapvol-op-")
+	dir, err := leakcheck.Dir(t, "snapvol-op-")
 	if err != nil {
 		t.Fatal(err)
 	}

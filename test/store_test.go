@@ -1,18 +1,21 @@
 package test
 
 import (
+	"bufio"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/snapvol/snapvol/mountpoint"
+	"github.com/snapvol/snapvol/test/leakcheck"
 )
 
 // The store is never silently new (issue 21, item 3): with production
@@ -41,26 +44,62 @@ func newStoreRig(t *testing.T) *storeRig {
 	return &storeRig{p: p, ciPath: ci}
 }
 
-// holdInNamespace starts a process in a new mount namespace, which copies
-// every mount, target included, and keeps it until the test ends.
+// holdInNamespace starts a process in a new mount namespace that keeps a
+// copy of target, and nothing else from the tests, until the test ends,
+// as a container holds its bind mount. A new namespace copies every mount
+// on the host, other tests' pools, clones and tmpfs included (tests run
+// in parallel, and other test processes beside this one): the holder
+// detaches those at once, or it keeps their loop devices attached (on
+// deleted pool files) and their mount points busy for as long as it
+// lives. It reads its stdin, so it dies with this process too, never
+// lingering with its copies after a killed test run.
 func holdInNamespace(t *testing.T, target string) {
 	t.Helper()
 	RequireTool(t, "unshare", "util-linux")
-	cmd := exec.Command("unshare", "--mount", "sleep", "600")
+	// Deepest first; target and the mounts on the way to it stay, and so
+	// do the system's. Detaching a mount another test is unmounting at
+	// the same time may fail: that one is gone anyway.
+	script := `tac /proc/self/mountinfo | while read -r _ _ _ _ m _; do
+	case "$m" in
+	/|/proc|/proc/*|/sys|/sys/*|/dev|/dev/*|"$1"|"$1"/*) ;;
+	*) case "$1" in "$m"/*) ;; *) umount -l "$m" 2>/dev/null || true ;; esac ;;
+	esac
+done
+echo ready
+exec cat`
+	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "holder", target)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		self, _ := os.Readlink("/proc/self/ns/mnt")
-		ns, _ := os.Readlink("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/ns/mnt")
-		if ns != "" && ns != self {
-			return
+	t.Cleanup(func() { stdin.Close(); _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	ready := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(stdout).ReadString('\n')
+		ready <- line
+	}()
+	select {
+	case line := <-ready:
+		if line != "ready\n" {
+			t.Fatalf("the namespace holder did not start: %q", line)
 		}
-		time.Sleep(10 * time.Millisecond)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the namespace holder did not start within 10s")
 	}
-	t.Fatal("the holder never got its own mount namespace")
+	held, err := leakcheck.MountPoints("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(held, target) {
+		t.Fatalf("the namespace holder has no copy of %s: %v", target, held)
+	}
 }
 
 // objects lists the pool's clones and snapshots.
@@ -379,7 +418,7 @@ func TestSmallFilesystemRefusalExits78(t *testing.T) {
 	// directory busy after this test unmounts its own, which fails
 	// TempDir's removal. The tmpfs itself is unmounted here either way;
 	// an empty directory that stays busy is named with its holders.
-	state, err := os.MkdirTemp("", "snapvol-smallfs-")
+	state, err := leakcheck.Dir(t, "snapvol-smallfs-")
 	if err != nil {
 		t.Fatal(err)
 	}

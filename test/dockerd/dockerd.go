@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/snapvol/snapvol/internal/roottest"
+	"github.com/snapvol/snapvol/test/leakcheck"
 	"golang.org/x/sys/unix"
 )
 
@@ -101,6 +102,9 @@ func Start(t testing.TB, opts Options) *Daemon {
 	if n := len(execRoot) + len("/plugins/") + 64 + len("/snapvol.sock"); n > 107 {
 		t.Fatalf("exec root %s makes plugin socket paths %d bytes long, over the 107 a unix socket allows", execRoot, n)
 	}
+	// The run's leak check looks below both (test/leakcheck).
+	leakcheck.Track(dir, t.Name())
+	leakcheck.Track(execRoot, t.Name())
 	d := &Daemon{
 		t: t, opts: opts, Engine: eng, Dir: dir, ExecRoot: execRoot,
 		Socket:  filepath.Join(dir, "docker.sock"),

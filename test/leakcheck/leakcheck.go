@@ -90,10 +90,15 @@ func Leaks() []Leak {
 			out = append(out, Leak{Owner: o, What: "loop", Path: l.file + l.deleted, Where: l.dev, Dev: l.dev})
 		}
 	}
+	self, _ := os.Readlink("/proc/self/ns/mnt")
 	for ns, m := range namespaces() {
+		where := fmt.Sprintf("%s, held by pids %s", ns, strings.Join(m.pids, " "))
+		if ns == self {
+			where = ns + ", this process's mount namespace"
+		}
 		for _, p := range m.paths {
 			if o, ok := ownerOf(p); ok {
-				out = append(out, Leak{Owner: o, What: "mount", Path: p, Where: fmt.Sprintf("%s, pids %s", ns, strings.Join(m.pids, " "))})
+				out = append(out, Leak{Owner: o, What: "mount", Path: p, Where: where})
 			}
 		}
 	}
@@ -139,6 +144,9 @@ func namespaces() map[string]*nsMounts {
 		ns, err := os.Readlink("/proc/" + e.Name() + "/ns/mnt")
 		if err != nil {
 			continue
+		}
+		if cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline"); len(cmdline) == 0 {
+			continue // a kernel thread, in the initial namespace
 		}
 		if m, ok := out[ns]; ok {
 			if len(m.pids) < 5 {
@@ -223,7 +231,7 @@ func UnmountUnder(dir string) {
 func Clear(leaks []Leak) {
 	self, _ := os.Readlink("/proc/self/ns/mnt")
 	for _, l := range leaks {
-		if l.What == "mount" && strings.HasPrefix(l.Where, self+",") {
+		if l.What == "mount" && strings.HasPrefix(l.Where, self+", this process's") {
 			_ = unix.Unmount(l.Path, unix.MNT_DETACH)
 		}
 	}

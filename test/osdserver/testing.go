@@ -7,6 +7,7 @@ import (
 	"github.com/snapvol/snapvol/mountpoint"
 
 	"github.com/snapvol/snapvol/internal/roottest"
+	"github.com/snapvol/snapvol/test/leakcheck"
 )
 
 // MountDir makes a fresh directory below MountRoot, where the server's
@@ -34,7 +35,7 @@ func (s *Server) MountDir(t testing.TB) string {
 func ForTest(t testing.TB, cfg Config) *Server {
 	t.Helper()
 	roottest.Require(t, "the test OpenStorage server: a loop-mounted btrfs pool and bind mounts", roottest.Btrfs)
-	dir, err := os.MkdirTemp("", "osdserver-")
+	dir, err := leakcheck.Dir(t, "osdserver-")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,10 +49,13 @@ func ForTest(t testing.TB, cfg Config) *Server {
 	}
 	t.Cleanup(func() {
 		if err := s.Close(); err != nil {
-			// Something may still be mounted below dir: leave it be.
-			t.Errorf("closing the test OpenStorage server: %v (left %s in place)", err, dir)
-			return
+			t.Errorf("closing the test OpenStorage server: %v", err)
 		}
+		// Whatever Close could not unmount is detached lazily before the
+		// removal, which then never walks into a mounted pool; left
+		// mounted, the pool's loop device stayed attached to a deleted
+		// file for good.
+		leakcheck.UnmountUnder(dir)
 		os.RemoveAll(dir)
 	})
 	return s
