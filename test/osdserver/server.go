@@ -71,9 +71,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/golang/protobuf/ptypes/timestamp"
 	"github.com/libopenstorage/openstorage/api"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/snapvol/snapvol/mountpoint"
 	"github.com/snapvol/snapvol/storage"
@@ -487,9 +487,9 @@ func copyExtra(m map[string]json.RawMessage) map[string]json.RawMessage {
 	return out
 }
 
-func now() *timestamp.Timestamp {
+func now() *timestamppb.Timestamp {
 	t := time.Now()
-	return &timestamp.Timestamp{Seconds: t.Unix(), Nanos: int32(t.Nanosecond())}
+	return &timestamppb.Timestamp{Seconds: t.Unix(), Nanos: int32(t.Nanosecond())}
 }
 
 var errNotFound = errors.New("not found")
