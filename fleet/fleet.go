@@ -427,7 +427,14 @@ func (f *Fleet) applyLayer(ctx context.Context, r *remote.Repository, repo Repo,
 	defer rc.Close()
 	f.failpoint("pull:fetched")
 	v := newVerified(rc, l)
-	err = f.cfg.Streams.ReceiveReplica(ctx, source, u, &onFirstRead{r: v, f: func() { f.failpoint("pull:receiving") }})
+	rd := &onFirstRead{r: v, f: func() { f.failpoint("pull:receiving") }}
+	err = f.cfg.Streams.ReceiveReplica(ctx, source, u, rd)
+	if err != nil && rd.err != nil && !errors.Is(rd.err, io.EOF) {
+		// The download broke (btrfs receive only saw a short stream):
+		// that is the registry's failure, and what to fix.
+		f.cfg.Streams.DropReplicaParts(source)
+		return explain(repo, fmt.Sprintf("tag %s: fetching layer %s", tag, l.Digest), rd.err)
+	}
 	if err != nil {
 		return fail(err)
 	}
@@ -502,11 +509,13 @@ func (o *onFirstWrite) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// onFirstRead calls f after the first read from r that returned data.
+// onFirstRead calls f after the first read from r that returned data,
+// and keeps the first error a read returned.
 type onFirstRead struct {
 	r    io.Reader
 	f    func()
 	done bool
+	err  error
 }
 
 func (o *onFirstRead) Read(p []byte) (int, error) {
@@ -514,6 +523,9 @@ func (o *onFirstRead) Read(p []byte) (int, error) {
 	if !o.done && n > 0 {
 		o.done = true
 		o.f()
+	}
+	if err != nil && o.err == nil {
+		o.err = err
 	}
 	return n, err
 }
