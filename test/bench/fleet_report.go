@@ -56,6 +56,12 @@ type FleetResult struct {
 	LagVisible  Dist   `json:"lag_visible"` // from the push's end to the version visible on the CI host
 	LagClone    Dist   `json:"lag_clone"`   // Get + Mount of the clone that shows it
 	Pipe        Dist   `json:"pipe"`
+	// The bare steps of a push and a pull of the same change, each alone:
+	// btrfs send -p into a file while hashing it, uploading that file to
+	// the registry, fetching it back into btrfs receive.
+	StepSend    Dist `json:"step_send_hash"`
+	StepUpload  Dist `json:"step_upload"`
+	StepReceive Dist `json:"step_fetch_receive"`
 
 	// Get + Mount over the CI host's socket of a clone of the replica
 	// source's pulled version and of a named snapshot of a local source
@@ -147,6 +153,11 @@ func (f *FleetResult) table(w func(string, ...any)) {
 		w("\nLag, %d rounds with PULL_EVERY=%s on the CI host: the change, then the bare pipe `btrfs send -q -p PARENT NEW | btrfs receive -e DIR` from the production pool to the CI pool (PARENT the version the CI host has, NEW a read-only snapshot of the changed source), then, timed from the start of `snapvol snapshot create fleet-src masked --replace` on the production host, `snapvol push`, waiting for the CI host's PULL_EVERY loop to make the version visible (`/v1/fleet/replicas`, polled every 10 ms), and Get + Mount of a new clone there that shows the change.\n\n", f.LagRounds, f.PullEvery)
 		w("| lag (p50 / p95) | snapshot create | push | push end → visible on the CI host | clone+mount | bare send -p \\| receive | lag − pipe (p50) |\n|---|---|---|---|---|---|---|\n")
 		w("| %s | %s | %s | %s | %s | %s | %+.2f s |\n", dist(f.Lag), dist(f.LagSnapshot), dist(f.LagPush), dist(f.LagVisible), dist(f.LagClone), dist(f.Pipe), (f.Lag.P50-f.Pipe.P50)/1000)
+		if f.StepSend.N > 0 {
+			w("\nWhere the time goes: the bare steps a push and a pull are made of, each alone on the same change (before the lag is timed, after the pipe): `btrfs send -p` into a file while hashing it (sha256), as a push does before it can name the layer; uploading that file to the registry (HEAD, POST, PUT, with oras-go); fetching it back piped into `btrfs receive`, checking its digest, as a pull does. The pipe overlaps send and receive; a push and a pull through a registry cannot (the layer's digest comes first), and the CI host's PULL_EVERY loop looks every %s.\n\n", f.PullEvery)
+			w("| send -p into a file + sha256 | upload | fetch \\| receive | sum | bare pipe | push | push end → visible |\n|---|---|---|---|---|---|---|\n")
+			w("| %s | %s | %s | %s | %s | %s | %s |\n", dist(f.StepSend), dist(f.StepUpload), dist(f.StepReceive), ms(f.StepSend.P50+f.StepUpload.P50+f.StepReceive.P50), dist(f.Pipe), dist(f.LagPush), dist(f.LagVisible))
+		}
 	}
 	if f.CloneReplica.N > 0 {
 		w("\nClone+mount on the CI host, %d reps each, alternating, the pool settled before each: Get + Mount of `fleet-src@masked+N` (the replica source's pulled version) and of `local-src@masked+N` (a named snapshot of a plain volume there holding the same tree, the rsync destination above).\n\n", f.CloneReps)

@@ -4,9 +4,13 @@ package bench
 
 import (
 	"bytes"
+	"context"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -16,6 +20,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/registry/remote"
 
 	"github.com/snapvol/snapvol/admin"
 	"github.com/snapvol/snapvol/test"
@@ -71,6 +79,7 @@ type fleet struct {
 	cfg      fleetConfig
 	prod, ci *test.Plugin
 	repo     string
+	reg      string
 	src      string // the production source's mount point (held mounted)
 	res      *FleetResult
 }
@@ -89,7 +98,7 @@ func fleetBench(t *testing.T, res *Results) {
 	res.Fleet = r
 	defer func() { r.LoadEnd = loadAvg() }()
 	reg := test.StartRegistry(t)
-	f := &fleet{t: t, cfg: cfg, res: r, repo: reg + "/bench/" + fleetSource}
+	f := &fleet{t: t, cfg: cfg, res: r, reg: reg, repo: reg + "/bench/" + fleetSource}
 	// Production: the source, its snapshots (sharing its blocks) and a
 	// clone for rsync to read. The CI host: the received versions, the
 	// rsync destination and the file rsync rebuilds beside it.
@@ -417,13 +426,14 @@ func (f *fleet) maskedPath() string {
 // pipe is the bare way to move the change: a read-only snapshot of the
 // changed source, then btrfs send -p of it against the version the CI host
 // has, piped into btrfs receive on the CI pool (timed); all undone again.
-func (f *fleet) pipe(round int) time.Duration {
+func (f *fleet) pipe(round int) (time.Duration, fleetSteps) {
 	t := f.t
 	x := filepath.Join(f.prod.Pool(), "bench", fmt.Sprintf("x%d", round))
 	if err := snapshotIoctl(filepath.Join(f.prod.Pool(), "volumes", fleetSource), x, true); err != nil {
 		t.Fatal(err)
 	}
 	parent := f.maskedPath()
+	steps := f.steps(round, parent, x)
 	dst := filepath.Join(f.ci.Pool(), "bench", fmt.Sprintf("pipe%d", round))
 	if err := os.Mkdir(dst, 0o755); err != nil {
 		t.Fatal(err)
@@ -465,7 +475,94 @@ func (f *fleet) pipe(round int) time.Duration {
 		t.Fatal(err)
 	}
 	f.settle()
-	return el
+	return el, steps
+}
+
+// fleetSteps are the bare parts a push and a pull are made of, each timed
+// alone on the same change: where the lag's time goes.
+type fleetSteps struct {
+	send    time.Duration // btrfs send -p into a file, hashed as it is written
+	upload  time.Duration // that file to the registry (HEAD, then POST + PUT)
+	receive time.Duration // the blob fetched from the registry piped into btrfs receive
+	bytes   int64
+}
+
+// steps times what push and pull do, bare: btrfs send -p PARENT X into a
+// file under the production host's STATE_DIR while hashing it (sha256),
+// uploading it to the registry (a scratch repository), and fetching it
+// back into btrfs receive on the CI pool, checking its digest; all
+// undone again.
+func (f *fleet) steps(round int, parent, x string) fleetSteps {
+	t := f.t
+	var st fleetSteps
+	tmp, err := os.CreateTemp(f.prod.StateDir, "steps-*.stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	f.settle()
+	h := sha256.New()
+	send := exec.Command("btrfs", "send", "-q", "-p", parent, x)
+	var serr bytes.Buffer
+	send.Stdout, send.Stderr = io.MultiWriter(tmp, h), &serr
+	start := time.Now()
+	if err := send.Run(); err != nil {
+		t.Fatalf("btrfs send -p %s %s: %v\n%s", parent, x, err, serr.Bytes())
+	}
+	st.send = time.Since(start)
+	if st.bytes, err = tmp.Seek(0, io.SeekCurrent); err != nil {
+		t.Fatal(err)
+	}
+	desc := ocispec.Descriptor{MediaType: "application/vnd.snapvol.btrfs-send.v1", Size: st.bytes,
+		Digest: digest.NewDigestFromEncoded(digest.SHA256, hex.EncodeToString(h.Sum(nil)))}
+	repo, err := remote.NewRepository(f.reg + "/bench/steps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo.PlainHTTP = true
+	ctx := context.Background()
+	start = time.Now()
+	if ok, err := repo.Exists(ctx, desc); err != nil || ok {
+		t.Fatalf("the registry has blob %s already (%v) or cannot say: %v", desc.Digest, ok, err)
+	}
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.Push(ctx, desc, tmp); err != nil {
+		t.Fatal(err)
+	}
+	st.upload = time.Since(start)
+	dst := filepath.Join(f.ci.Pool(), "bench", fmt.Sprintf("steps%d", round))
+	if err := os.Mkdir(dst, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f.settle()
+	start = time.Now()
+	rc, err := repo.Fetch(ctx, desc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Reset()
+	recv := exec.Command("btrfs", "receive", "-e", dst)
+	var rerr bytes.Buffer
+	recv.Stdin, recv.Stdout, recv.Stderr = io.TeeReader(rc, h), &rerr, &rerr
+	err = recv.Run()
+	rc.Close()
+	st.receive = time.Since(start)
+	if err != nil {
+		t.Fatalf("btrfs receive of the fetched blob: %v\n%s", err, rerr.Bytes())
+	}
+	if got := digest.NewDigestFromEncoded(digest.SHA256, hex.EncodeToString(h.Sum(nil))); got != desc.Digest {
+		t.Fatalf("fetched %s, want %s", got, desc.Digest)
+	}
+	if err := subvolDelete(filepath.Join(dst, filepath.Base(x))); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(dst); err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
 
 // lag restarts the CI host with PULL_EVERY=1s and, for each round, makes
@@ -491,11 +588,14 @@ func (f *fleet) lag() {
 		}
 		return ""
 	}
-	var lags, snaps, pushes, vis, clones, pipes []time.Duration
+	var lags, snaps, pushes, vis, clones, pipes, sends, uploads, receives []time.Duration
 	for k := 1; k <= f.cfg.lagRounds; k++ {
 		round := f.cfg.rounds + k
 		f.change(round)
-		pipes = append(pipes, f.pipe(round))
+		pipe, st := f.pipe(round)
+		pipes, sends, uploads, receives = append(pipes, pipe), append(sends, st.send), append(uploads, st.upload), append(receives, st.receive)
+		t.Logf("fleet lag round %d, bare steps: send -p into a file + sha256 %s (%s), upload %s, fetch | receive %s", k,
+			st.send.Round(time.Millisecond), mib(st.bytes), st.upload.Round(time.Millisecond), st.receive.Round(time.Millisecond))
 		before := visible()
 		start := time.Now()
 		snapEl, _ := f.snapvol(f.prod, "snapshot", "create", fleetSource, fleetTag, "--replace")
@@ -521,4 +621,5 @@ func (f *fleet) lag() {
 	}
 	r.LagRounds = f.cfg.lagRounds
 	r.Lag, r.LagSnapshot, r.LagPush, r.LagVisible, r.LagClone, r.Pipe = NewDist(lags), NewDist(snaps), NewDist(pushes), NewDist(vis), NewDist(clones), NewDist(pipes)
+	r.StepSend, r.StepUpload, r.StepReceive = NewDist(sends), NewDist(uploads), NewDist(receives)
 }
