@@ -18,8 +18,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -298,26 +300,126 @@ func TestAttackFleetCloneStaysInTheChain(t *testing.T) {
 	u0, u1 := newUUID(t), newUUID(t)
 	full := newSendStream().subvol("v", u0, 7).mkfile("f", 257).write("f", 0, []byte("harmless")).end()
 	// replicas/evil/U0/v is the clone source: four levels up is the
-	// pool's root.
+	// pool's root; the stream has no UUID but its own.
 	steal := newSendStream().snapshot("v", u1, 8, u0, 7).mkfile("loot", 258).
 		clone("loot", 0, uint64(len(secret)), u0, 7, "../../../../volumes/ci-cache/token", 0).end()
-	publishHostile(t, repo, "loot", []hostileLayer{{stream: full, uuid: uuidText(u0)}, {stream: steal, uuid: uuidText(u1), parent: uuidText(u0)}})
-	if _, err := pullOut(t, ci, "evil@loot"); err != nil {
+	publishHostile(t, repo, "dotdot", []hostileLayer{{stream: full, uuid: uuidText(u0)}, {stream: steal, uuid: uuidText(u1), parent: uuidText(u0)}})
+	checkNoLoot(t, ci, "dotdot", secret)
+
+	// The same through a symlink the attacker's earlier version holds:
+	// no "..", in the stream, only in the link's target.
+	u2, u3 := newUUID(t), newUUID(t)
+	full = newSendStream().subvol("v", u2, 7).symlink("s", "../../../../volumes/ci-cache", 257).end()
+	steal = newSendStream().snapshot("v", u3, 8, u2, 7).mkfile("loot", 258).
+		clone("loot", 0, uint64(len(secret)), u2, 7, "s/token", 0).end()
+	publishHostile(t, repo, "symlink", []hostileLayer{{stream: full, uuid: uuidText(u2)}, {stream: steal, uuid: uuidText(u3), parent: uuidText(u2)}})
+	checkNoLoot(t, ci, "symlink", secret)
+}
+
+// checkNoLoot pulls evil@tag and fails if its file loot holds secret.
+func checkNoLoot(t *testing.T, ci *Plugin, tag string, secret []byte) {
+	t.Helper()
+	if _, err := pullOut(t, ci, "evil@"+tag); err != nil {
 		return // refused: held
 	}
-	if err := ci.Create("evil@loot+attacker", nil); err != nil {
+	name := "evil@" + tag + "+attacker"
+	if err := ci.Create(name, nil); err != nil {
 		t.Fatal(err)
 	}
-	got := ci.MustMount("evil@loot+attacker", "attacker")
+	got := ci.MustMount(name, "attacker")
 	if got == "" {
 		t.Fatal("empty mount point")
 	}
-	defer ci.Unmount("evil@loot+attacker", "attacker")
+	defer ci.Unmount(name, "attacker")
 	if b, err := os.ReadFile(filepath.Join(got, "loot")); err == nil && bytes.Equal(b, secret) {
-		t.Errorf("a pulled stream cloned another job's volume (volumes/ci-cache/token) into the attacker's replica")
+		t.Errorf("%s: a pulled stream cloned another job's volume (volumes/ci-cache/token) into the attacker's replica", tag)
 	} else {
-		t.Logf("loot: %v %q", err, b)
+		t.Logf("%s: loot: %v %q", tag, err, b)
 	}
+}
+
+// btrfs receive finds an incremental stream's parent (and what it clones
+// from) by received UUID anywhere in the pool, taking the subvolume that
+// got that UUID first. Whoever sets a replica's UUID on a subvolume of
+// theirs before the CI host receives the replica chooses what the
+// source's next incremental layer is applied to, and every CI job of
+// that source then runs on their data: a registry holder who can push to
+// one replica source's repository and read another's (pull rights are
+// usually wide), or any CI job on the host, on its own volume, with
+// BTRFS_IOC_SET_RECEIVED_SUBVOL (it only needs to own the volume's root
+// directory, which a container's root does; done here from the test, as
+// the container would through its mount). Such a layer must be refused.
+func TestAttackFleetParentIsTheSourcesOwn(t *testing.T) {
+	for _, by := range []string{"another-source", "ci-volume"} {
+		t.Run(by, func(t *testing.T) {
+			reg, _ := startFleetRegistry(t, "")
+			ci := StartPlugin(t, map[string]string{"REPLICAS": "app-production=" + reg + "/data/app-production,evil=" + reg + "/data/evil", "PULL_EVERY": "0"})
+			v0, v1 := newUUID(t), newUUID(t)
+			genuine := newSendStream().subvol("v", v0, 7).mkfile("marker.txt", 257).write("marker.txt", 0, []byte("genuine")).end()
+			publishHostile(t, reg+"/data/app-production", "masked", []hostileLayer{{stream: genuine, uuid: uuidText(v0)}})
+			// The attacker reads v0's UUID and ctransid from the
+			// victim's manifest and stream.
+			switch by {
+			case "another-source":
+				poison := newSendStream().subvol("v", v0, 7).mkfile("marker.txt", 257).write("marker.txt", 0, []byte("poison!")).end()
+				publishHostile(t, reg+"/data/evil", "x", []hostileLayer{{stream: poison, uuid: uuidText(v0)}})
+				pullOut(t, ci, "evil@x")
+			case "ci-volume":
+				if err := ci.Create("job-volume", nil); err != nil {
+					t.Fatal(err)
+				}
+				mp := ci.MustMount("job-volume", "job")
+				if mp == "" {
+					t.Fatal("empty mount point")
+				}
+				defer ci.Unmount("job-volume", "job")
+				if err := os.WriteFile(filepath.Join(mp, "marker.txt"), []byte("poison!"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				if err := setReceivedUUID(mp, v0, 7); err != nil {
+					t.Fatalf("BTRFS_IOC_SET_RECEIVED_SUBVOL on a job's own volume: %v", err)
+				}
+			}
+			if _, err := pullOut(t, ci, "app-production@masked"); err != nil {
+				return // refused: the operator sees two subvolumes claiming one snapshot
+			}
+			inc := newSendStream().snapshot("v", v1, 8, v0, 7).mkfile("v1.txt", 258).end()
+			publishHostile(t, reg+"/data/app-production", "masked", []hostileLayer{{stream: genuine, uuid: uuidText(v0)}, {stream: inc, uuid: uuidText(v1), parent: uuidText(v0)}})
+			if _, err := pullOut(t, ci, "app-production@masked"); err != nil {
+				return
+			}
+			mp := ci.MustMount("app-production@masked+job", "job2")
+			if mp == "" {
+				t.Fatal("empty mount point")
+			}
+			defer ci.Unmount("app-production@masked+job", "job2")
+			if got := readMarker(t, mp); got != "genuine" {
+				t.Errorf("app-production@masked on the CI host holds %q: its incremental layer was applied to the attacker's subvolume", got)
+			}
+		})
+	}
+}
+
+// setReceivedUUID is BTRFS_IOC_SET_RECEIVED_SUBVOL on the subvolume whose
+// root is dir: what btrfs receive does when it finishes a subvolume, and
+// what the owner of any writable subvolume's root may do.
+func setReceivedUUID(dir string, u [16]byte, stransid uint64) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	// struct btrfs_ioctl_received_subvol_args: uuid, stransid, rtransid,
+	// stime, rtime (u64 sec, u32 nsec, padded to 16), flags, reserved[16].
+	var args [200]byte
+	copy(args[:16], u[:])
+	binary.LittleEndian.PutUint64(args[16:], stransid)
+	const iocSetReceivedSubvol = 0xc0c89425 // _IOWR(0x94, 37, 200 bytes)
+	_, _, errno := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), iocSetReceivedSubvol, uintptr(unsafe.Pointer(&args[0])))
+	if errno != 0 {
+		return errno
+	}
+	return nil
 }
 
 // A chain is at most fleet.MaxChain layers (a push rebases on a full

@@ -202,6 +202,7 @@ func (c *streamCheck) check(cmd uint16, attrs map[uint16][]byte) error {
 			if c.parentDir == "" {
 				return fmt.Errorf("the stream applies to snapshot %x, which this source has not received", from)
 			}
+			return c.parentIsOurs()
 		}
 		return nil
 	}
@@ -278,4 +279,64 @@ func (b *Backend) uuidElsewhere(source, uuid string) string {
 		}
 	}
 	return ""
+}
+
+// The UUID tree (BTRFS_UUID_TREE_OBJECTID) maps a received UUID to the
+// subvolumes carrying it (BTRFS_UUID_KEY_RECEIVED_SUBVOL), in the order
+// they got it; btrfs receive takes the first.
+const (
+	uuidTreeID      = 9
+	keyUUIDReceived = 252
+)
+
+// firstReceived is the subvolume btrfs receive finds for received UUID u.
+func firstReceived(fd uintptr, u [16]byte) (uint64, bool, error) {
+	k := [3]uint64{binary.LittleEndian.Uint64(u[:8]), keyUUIDReceived, binary.LittleEndian.Uint64(u[8:])}
+	var id uint64
+	found := false
+	err := treeSearch(fd, uuidTreeID, k, k, func(it item) bool {
+		if len(it.data) >= 8 {
+			id, found = binary.LittleEndian.Uint64(it.data), true
+		}
+		return false
+	})
+	return id, found, err
+}
+
+// parentIsOurs checks that the subvolume btrfs receive will apply the
+// stream to (and clone from), found by received UUID anywhere in the
+// pool, is this source's copy of the parent: whoever set that UUID on a
+// subvolume before (another source's registry, a CI container on its own
+// clone, with BTRFS_IOC_SET_RECEIVED_SUBVOL) would choose the data.
+func (c *streamCheck) parentIsOurs() error {
+	f, err := openDir(c.parentDir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	want, _, err := inoLookup(f, 0, btrfsFirstFreeID)
+	if err != nil {
+		return err
+	}
+	got, ok, err := firstReceived(f.Fd(), c.parent)
+	if err != nil || (ok && got == want) {
+		return err
+	}
+	// A version made visible (PublishReplica: a read-only snapshot in
+	// snapshots/SOURCE, next to replicas/SOURCE) keeps the received UUID,
+	// and comes first if the replica was received again after it.
+	pulled := filepath.Join(filepath.Dir(filepath.Dir(c.replicas)), dirSnapshots, filepath.Base(c.replicas))
+	ents, _ := os.ReadDir(pulled)
+	for _, e := range ents {
+		p := filepath.Join(pulled, e.Name())
+		if !strings.HasPrefix(e.Name(), "pulled-") || !isSubvolume(p) {
+			continue
+		}
+		if id, err := subvolID(p); err == nil && id == got {
+			if u, ro, err := receivedUUID(p); err == nil && ro && u == uuidOf(c.parent[:]) {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("the stream applies to snapshot %s, and btrfs receive would take subvolume %d for it, not this source's copy (%d): another subvolume in the pool claims that received UUID", uuidOf(c.parent[:]), got, want)
 }
