@@ -453,21 +453,33 @@ func (o *Operator) RemoveSnapshot(ctx context.Context, source, name string) erro
 	return nil
 }
 
-// SetSchedule turns on (or changes) the schedule of source (schedule.go).
+// SetSchedule turns on (or changes) the schedule of source (schedule.go);
+// its snapshots are not pushed (SetPushedSchedule).
 func (o *Operator) SetSchedule(ctx context.Context, source string, every time.Duration, keep int) (admin.Schedule, error) {
 	ctx, cancel := o.d.enterOperator(ctx, "schedule", source)
 	defer cancel()
-	sc, err := o.d.SetSchedule(ctx, source, every, keep)
+	sc, err := o.d.setSchedule(ctx, source, every, keep, "")
 	return admin.Schedule(sc), err
 }
 
-// ClearSchedule turns the schedule of source off.
-func (o *Operator) ClearSchedule(source string) error { return o.d.ClearSchedule(source) }
+// SetPushedSchedule is SetSchedule whose snapshots are each pushed to push
+// (REGISTRY/REPO[:TAG]) once taken; refused now, naming PUBLISH, when
+// PUBLISH would refuse them.
+func (o *Operator) SetPushedSchedule(ctx context.Context, source string, every time.Duration, keep int, push string) (admin.Schedule, error) {
+	ctx, cancel := o.d.enterOperator(ctx, "schedule", source)
+	defer cancel()
+	sc, err := o.d.setPushedSchedule(ctx, source, every, keep, push)
+	return admin.Schedule(sc), err
+}
+
+// ClearSchedule turns the schedule of source off; its scheduled snapshots
+// stay until removed.
+func (o *Operator) ClearSchedule(source string) error { return o.d.clearSchedule(source) }
 
 // Schedules lists the schedules.
 func (o *Operator) Schedules() []admin.Schedule {
 	out := []admin.Schedule{}
-	for _, sc := range o.d.Schedules() {
+	for _, sc := range o.d.st.Schedules() {
 		out = append(out, admin.Schedule(sc))
 	}
 	return out

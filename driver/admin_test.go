@@ -170,13 +170,13 @@ func TestScheduleKeepsNewestAndLatestReusesThem(t *testing.T) {
 	if _, err := d.Operator().CreateSnapshot(ctx, "app-production", "keepme", "", false); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.SetSchedule(ctx, "app-production", time.Second, 2); err != nil {
+	if _, err := d.Operator().SetSchedule(ctx, "app-production", time.Second, 2); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.SetSchedule(ctx, "app-production", time.Millisecond, 2); err == nil {
+	if _, err := d.Operator().SetSchedule(ctx, "app-production", time.Millisecond, 2); err == nil {
 		t.Fatal("a schedule shorter than 1s accepted")
 	}
-	if _, err := d.SetSchedule(ctx, "nope", time.Second, 2); !errors.Is(err, ErrNoSource) {
+	if _, err := d.Operator().SetSchedule(ctx, "nope", time.Second, 2); !errors.Is(err, ErrNoSource) {
 		t.Fatalf("a schedule of a missing source: %v", err)
 	}
 	base := time.Now()
@@ -207,7 +207,7 @@ func TestScheduleKeepsNewestAndLatestReusesThem(t *testing.T) {
 	if n := b.Count(storage.KindSnapshot); n != before {
 		t.Fatal("@latest took a snapshot of its own though a scheduled one is seconds old")
 	}
-	if err := d.ClearSchedule("app-production"); err != nil {
+	if err := d.Operator().ClearSchedule("app-production"); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(st.Schedules()); n != 0 {
@@ -238,7 +238,7 @@ func TestRemovedSourceForgetsItsNames(t *testing.T) {
 	if _, err := d.Operator().CreateSnapshot(ctx, "app-production", "nightly", "", false); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.SetSchedule(ctx, "app-production", time.Hour, 1); err != nil {
+	if _, err := d.Operator().SetSchedule(ctx, "app-production", time.Hour, 1); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.Remove(&volume.RemoveRequest{Name: "app-production"}); err != nil {

@@ -21,22 +21,21 @@ import (
 // MinScheduleEvery is the shortest schedule (tests use it).
 const MinScheduleEvery = time.Second
 
-// SetSchedule turns on (or changes) the schedule of source; its snapshots
-// are not pushed (SetPushedSchedule).
-func (d *Driver) SetSchedule(ctx context.Context, source string, every time.Duration, keep int) (store.Schedule, error) {
-	return d.setSchedule(ctx, source, every, keep, "")
-}
+// The operator sets schedules (Operator.SetSchedule, SetPushedSchedule,
+// ClearSchedule, Schedules in admin.go).
 
-// SetPushedSchedule is SetSchedule whose snapshots are each pushed to
+// setPushedSchedule is setSchedule whose snapshots are each pushed to
 // push (REGISTRY/REPO[:TAG], TAG defaulting to ScheduledPushTag) once
 // taken; refused now, naming PUBLISH, when PUBLISH would refuse them.
-func (d *Driver) SetPushedSchedule(ctx context.Context, source string, every time.Duration, keep int, push string) (store.Schedule, error) {
+func (d *Driver) setPushedSchedule(ctx context.Context, source string, every time.Duration, keep int, push string) (store.Schedule, error) {
 	if push == "" {
 		return store.Schedule{}, fmt.Errorf("%w: schedule of %q: --push needs REGISTRY/REPO[:TAG]", names.ErrInvalid, source)
 	}
 	return d.setSchedule(ctx, source, every, keep, push)
 }
 
+// setSchedule turns on (or changes) the schedule of source; its snapshots
+// are pushed to push, unless it is empty.
 func (d *Driver) setSchedule(ctx context.Context, source string, every time.Duration, keep int, push string) (store.Schedule, error) {
 	if every < MinScheduleEvery {
 		return store.Schedule{}, fmt.Errorf("schedule of %q: --every %s is shorter than %s", source, every, MinScheduleEvery)
@@ -73,9 +72,9 @@ func (d *Driver) setSchedule(ctx context.Context, source string, every time.Dura
 	return sc, nil
 }
 
-// ClearSchedule turns the schedule of source off; its scheduled snapshots
+// clearSchedule turns the schedule of source off; its scheduled snapshots
 // stay until removed.
-func (d *Driver) ClearSchedule(source string) error {
+func (d *Driver) clearSchedule(source string) error {
 	if err := d.st.DeleteSchedule(source); err != nil {
 		return err
 	}
@@ -97,9 +96,6 @@ func (d *Driver) updateSchedule(source string, change func(*store.Schedule)) err
 	}
 	return nil
 }
-
-// Schedules lists the schedules.
-func (d *Driver) Schedules() []store.Schedule { return d.st.Schedules() }
 
 // runSchedules takes the snapshots that are due, every second, until ctx
 // ends.

@@ -16,7 +16,6 @@ import (
 	"github.com/snapvol/snapvol/admin/server"
 	"github.com/snapvol/snapvol/driver"
 	"github.com/snapvol/snapvol/driver/names"
-	"github.com/snapvol/snapvol/driver/store"
 	"github.com/snapvol/snapvol/fleet"
 	"github.com/snapvol/snapvol/storage"
 )
@@ -102,13 +101,13 @@ func pushedScheduleHandler(d *driver.Driver) http.HandlerFunc {
 				err = fmt.Errorf("every %q is not a duration like 1h or 30m", req.Every)
 			}
 		}
-		var sc store.Schedule
+		var sc admin.Schedule
 		if err != nil {
 			err = fmt.Errorf("%w: %v", names.ErrInvalid, err)
 		} else {
 			ctx, cancel := context.WithTimeout(r.Context(), 25*time.Second)
 			defer cancel()
-			sc, err = d.SetPushedSchedule(ctx, r.PathValue("source"), every, req.Keep, req.Push)
+			sc, err = d.Operator().SetPushedSchedule(ctx, r.PathValue("source"), every, req.Keep, req.Push)
 		}
 		w.Header().Set("Content-Type", "application/json")
 		if err != nil {
@@ -125,6 +124,6 @@ func pushedScheduleHandler(d *driver.Driver) http.HandlerFunc {
 			_ = json.NewEncoder(w).Encode(admin.Error{Error: err.Error()})
 			return
 		}
-		_ = json.NewEncoder(w).Encode(admin.Schedule(sc))
+		_ = json.NewEncoder(w).Encode(sc)
 	}
 }
