@@ -137,8 +137,7 @@ func (b *Backend) snapshotInto(v storage.Object, src string, labels map[string]s
 	if err := b.admitSnapshot(fmt.Sprintf("volume %q", v.Name), src); err != nil { // space.go
 		return storage.Object{}, err
 	}
-	// A valid snapshot word, so users can also name it as @REF.
-	name := "snapvol-" + time.Now().UTC().Format("20060102-150405.000000") + "-" + storage.RandomHex(2)
+	name := storage.SnapshotName(time.Now())
 	id := dirSnapshots + "/" + v.Name + "/" + name
 	if err := os.MkdirAll(filepath.Join(b.root, dirSnapshots, v.Name), 0o700); err != nil {
 		return storage.Object{}, b.noted(err)

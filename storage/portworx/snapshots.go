@@ -112,14 +112,8 @@ func (b *Backend) SnapshotByName(ctx context.Context, source storage.Object, nam
 	return storage.Object{}, fmt.Errorf("snapshot %q of volume %q: %w on the OpenStorage server", name, source.Name, storage.ErrNotFound)
 }
 
-// snapName is a valid snapvol word, so users can name the snapshot as
-// @REF, and unique in the cluster, where names must be.
-func snapName() string {
-	return "snapvol-" + time.Now().UTC().Format("20060102-150405") + "-" + storage.RandomHex(4)
-}
-
 func (b *Backend) Snapshot(ctx context.Context, source storage.Object, labels map[string]string) (storage.Object, error) {
-	name := snapName()
+	name := storage.SnapshotName(time.Now())
 	loc := &api.VolumeLocator{Name: name, VolumeLabels: b.labels(storage.WithSourceID(labels, identity(source)), name)}
 	what := fmt.Sprintf("taking a snapshot of %q", source.Name)
 	id, err := b.rest.snapshot(ctx, what, &api.SnapCreateRequest{Id: source.ID, Readonly: true, Locator: loc})
@@ -180,7 +174,7 @@ func (b *Backend) SnapshotOf(ctx context.Context, clone, source storage.Object, 
 	if source.Identity != "" && sv.Id != source.Identity {
 		return storage.Object{}, fmt.Errorf("snapshot of clone %q: volume %q is not %s: %w", clone.Name, source.Name, source.Identity, storage.ErrNotFound)
 	}
-	name := snapName()
+	name := storage.SnapshotName(time.Now())
 	loc := &api.VolumeLocator{Name: name, VolumeLabels: b.labels(storage.WithSourceID(labels, sv.Id), name)}
 	what := fmt.Sprintf("taking a snapshot of clone %q for %q", clone.Name, source.Name)
 	id, err := b.rest.snapshot(ctx, what, &api.SnapCreateRequest{Id: cv.Id, Readonly: true, Locator: loc})
