@@ -37,7 +37,24 @@ func TestFleetManaged(t *testing.T) {
 	RequirePostgres(t)
 	doc := fleetManagedDoc(t)
 	bundle := dockerd.BundleWith(t, Binary(t), "config.fleet.json")
-	dockerd.ForEachEngine(t, func(t *testing.T, eng dockerd.Engine) { fleetManaged(t, eng, bundle, doc) })
+	pg := &pgImageCache{tar: filepath.Join(t.TempDir(), "postgres.tar")}
+	dockerd.ForEachEngine(t, func(t *testing.T, eng dockerd.Engine) { fleetManaged(t, eng, bundle, doc, pg) })
+}
+
+// pgImageCache makes the PostgreSQL image once (scripts/postgres-image.sh
+// copies and tars a few thousand files: most of this test's time on a
+// loaded machine) and loads the saved image into every other engine.
+type pgImageCache struct{ tar string }
+
+func (c *pgImageCache) load(t *testing.T, d *dockerd.Daemon) {
+	t.Helper()
+	if _, err := os.Stat(c.tar); err != nil {
+		ImportPostgres(t, d, PGImage)
+		d.MustDocker("save", "-o", c.tar, PGImage)
+	} else {
+		d.MustDocker("load", "-q", "-i", c.tar)
+	}
+	d.MustDocker("tag", PGImage, "postgres:15") // the name the docs use
 }
 
 // fleetDocs are the blocks TestFleetManaged runs.
@@ -123,12 +140,18 @@ func (h *fleetHost) sh(what, script string) string {
 	return out
 }
 
-func fleetManaged(t *testing.T, eng dockerd.Engine, bundle string, doc fleetDocs) {
-	start := time.Now()
+func fleetManaged(t *testing.T, eng dockerd.Engine, bundle string, doc fleetDocs, pgImage *pgImageCache) {
+	start, last := time.Now(), time.Now()
+	// step logs how long each part took: the run time is watched (make test).
+	step := func(what string) {
+		t.Logf("%s in %v", what, time.Since(last).Round(100*time.Millisecond))
+		last = time.Now()
+	}
 	reg, _ := startFleetRegistry(t, fleetManagedHtpasswd)
 	repo := reg + "/data/app-production"
 	prod := newFleetHost(t, "production", eng, reg, doc.mask)
 	ci := newFleetHost(t, "CI", eng, reg, doc.mask)
+	step("a registry and two dockerds")
 
 	// What make push does once the bundle is built (docs/fleets.md's skipped
 	// block): the fleet bundle in the registry the hosts install from.
@@ -139,6 +162,7 @@ func fleetManaged(t *testing.T, eng dockerd.Engine, bundle string, doc fleetDocs
 	prod.d.MustDocker("plugin", "create", plugin, bundle)
 	prod.d.MustDocker("plugin", "push", plugin)
 	prod.d.MustDocker("plugin", "rm", plugin)
+	step("the fleet bundle published")
 
 	prod.sh("installing the fleet bundle", doc.installProd)
 	ci.sh("installing the fleet bundle", doc.installCI)
@@ -147,11 +171,11 @@ func fleetManaged(t *testing.T, eng dockerd.Engine, bundle string, doc fleetDocs
 			t.Fatalf("%s host: the installed plugin is %q; want the fleet bundle (network host), enabled", h.name, got)
 		}
 	}
+	step("installed on both hosts")
 	for _, h := range []*fleetHost{prod, ci} {
-		ImportPostgres(t, h.d, PGImage)
-		h.d.MustDocker("tag", PGImage, "postgres:15") // the name the docs use
+		pgImage.load(t, h.d)
 	}
-	t.Logf("two hosts with the fleet bundle and PostgreSQL in %v", time.Since(start).Round(time.Second))
+	step("PostgreSQL imported on both hosts")
 
 	// Production: the live database, masked, pushed (the README's line).
 	pg := startUsersProduction(t, prod.d)
@@ -160,6 +184,7 @@ func fleetManaged(t *testing.T, eng dockerd.Engine, bundle string, doc fleetDocs
 	if out := prod.sh("the README's push", doc.readmePush); !strings.Contains(out, repo+":masked") || !strings.Contains(out, "1 layers") || !strings.Contains(out, "full)") {
 		t.Fatalf("the first push says %q; want %s:masked, one full layer", out, repo)
 	}
+	step("production started, masked and pushed")
 
 	// Raw production never leaves: refused naming PUBLISH, and the
 	// registry has the masked tag alone.
@@ -195,6 +220,7 @@ func fleetManaged(t *testing.T, eng dockerd.Engine, bundle string, doc fleetDocs
 	if err := os.WriteFile(cfg, good, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	step("raw and a wrong password refused")
 
 	// The first CI job (the README's line): its first use pulls.
 	job1 := ci.postgres("ci-db", doc.readmeCI)
@@ -204,6 +230,7 @@ func fleetManaged(t *testing.T, eng dockerd.Engine, bundle string, doc fleetDocs
 		t.Fatal(err)
 	}
 	pulled := ci.maskedObject()
+	step("the first CI job (pulled on first use)")
 
 	// Production changes; the nightly refresh masks and pushes it: one
 	// incremental layer on the chain.
@@ -213,6 +240,7 @@ func fleetManaged(t *testing.T, eng dockerd.Engine, bundle string, doc fleetDocs
 	if out := prod.sh("the refresh", doc.refresh); !strings.Contains(out, "2 layers, 1 uploaded") || !strings.Contains(out, "incremental)") {
 		t.Fatalf("the refresh's push says %q; want one incremental layer uploaded, two on the chain", out)
 	}
+	step("production changed, masked and pushed")
 
 	// PULL_EVERY=1s on the CI host: the new version is pulled by itself.
 	deadline := time.Now().Add(60 * time.Second)
@@ -222,6 +250,7 @@ func fleetManaged(t *testing.T, eng dockerd.Engine, bundle string, doc fleetDocs
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	step("pulled by the CI host (PULL_EVERY)")
 	// New jobs see the change: docs/fleets.md's docker run, and a service
 	// as the GitLab runner starts it (config.toml's volume as a bind, no
 	// volume driver).
@@ -243,6 +272,7 @@ func fleetManaged(t *testing.T, eng dockerd.Engine, bundle string, doc fleetDocs
 	if got, want := pgUsers(t, pg), prodBefore+"4|Late Comer|late@example.com\n"; got != want {
 		t.Fatalf("production changed:\n%s\nwant:\n%s", got, want)
 	}
+	step("two new CI jobs")
 	t.Logf("%s: the fleet end to end in %v", eng.Name, time.Since(start).Round(time.Second))
 }
 
