@@ -172,11 +172,20 @@ func (c *Client) Pull(source string) (PullResult, error) {
 	return r, c.long().do("POST", "/v1/fleet/pull", PullRequest{Source: source}, &r)
 }
 
-// Replicas lists the replica sources.
+// Replicas lists the replica sources. A plugin from before runner fleets
+// has no such route (its mux answers a bare 404, never the JSON error the
+// route's own failures carry): it has none, and snapvol ls and df still
+// work against it while the command is upgraded first.
 func (c *Client) Replicas() ([]Replica, error) {
 	var r []Replica
-	return r, c.long().do("GET", "/v1/fleet/replicas", nil, &r)
+	err := c.long().do("GET", "/v1/fleet/replicas", nil, &r)
+	if err != nil && strings.HasSuffix(err.Error(), "/v1/fleet/replicas: "+notFound) {
+		return []Replica{}, nil
+	}
+	return r, err
 }
+
+var notFound = strconv.Itoa(http.StatusNotFound) + " " + http.StatusText(http.StatusNotFound)
 
 // SetPushedSchedule snapshots source every every, keeping keep, and
 // pushes each snapshot to push (REGISTRY/REPO[:TAG]).

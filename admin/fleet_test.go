@@ -2,8 +2,12 @@ package admin
 
 import (
 	"encoding/json"
+	"net"
+	"net/http"
+	"path/filepath"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -126,5 +130,37 @@ func TestScheduleJSONKeys(t *testing.T) {
 func TestDiskUsageReplicasKey(t *testing.T) {
 	if got := mustJSON(t, DiskUsage{}); !strings.Contains(got, `"replicas":[]`) {
 		t.Errorf("df --json with no replica sources: %s", got)
+	}
+}
+
+// Against a plugin with no fleet routes (before runner fleets) Replicas
+// is empty, not an error; a route's own failure stays an error.
+func TestReplicasOfAPluginWithoutFleet(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, SocketName)
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var failing atomic.Bool
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/fleet/replicas", func(w http.ResponseWriter, _ *http.Request) {
+		if !failing.Load() {
+			http.NotFound(w, nil)
+			return
+		}
+		w.WriteHeader(http.StatusInternalServerError)
+		_ = json.NewEncoder(w).Encode(Error{Error: "reading the fleet state: broken"})
+	})
+	srv := &http.Server{Handler: mux}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { srv.Close() })
+	c := NewClient(sock)
+	if reps, err := c.Replicas(); err != nil || reps == nil || len(reps) != 0 {
+		t.Fatalf("no fleet route: %v %v; want none and no error", reps, err)
+	}
+	failing.Store(true)
+	if _, err := c.Replicas(); err == nil || !strings.Contains(err.Error(), "broken") {
+		t.Fatalf("a failing fleet route: %v; want its error", err)
 	}
 }
