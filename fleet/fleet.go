@@ -147,7 +147,10 @@ func (f *Fleet) Push(ctx context.Context, source, ref, repoRef string) (PushResu
 			return res, f.cfg.Driver.KeepPushed(ctx, src, snap, tag)
 		}
 		if len(prev.manifest.Layers) < MaxChain {
-			if p, ok := f.cfg.Driver.SnapshotByIdentity(ctx, source, last.Annotations[AnnotationUUID]); ok {
+			// Only against the snapshot this host pushed to the tag: the
+			// manifest is the registry's word, and any snapshot of the
+			// source it names (one PUBLISH keeps in) would be diffed out.
+			if p, ok := f.cfg.Driver.SnapshotByIdentity(ctx, source, last.Annotations[AnnotationUUID]); ok && f.pushedTo(ctx, source, tag, p) {
 				parent, layers = p, append(layers, prev.manifest.Layers...)
 			}
 		}
@@ -188,6 +191,18 @@ func (f *Fleet) Push(ctx context.Context, source, ref, repoRef string) (PushResu
 	f.cfg.Log.WithFields(logrus.Fields{"audit": "snapshot pushed", "source": source, "ref": ref, "repository": repo.String(), "tag": tag,
 		"digest": res.Digest, "layers": res.Layers, "uploaded_bytes": res.Bytes, "full": res.Full}).Info("snapshot pushed")
 	return res, nil
+}
+
+// pushedTo reports whether p is the snapshot this host kept as
+// source@pushed.TAG when it last pushed tag (Driver.KeepPushed, which
+// cuts the name at 63 characters).
+func (f *Fleet) pushedTo(ctx context.Context, source, tag string, p storage.Object) bool {
+	name := "pushed." + tag
+	if len(name) > 63 {
+		name = name[:63]
+	}
+	_, kept, err := f.cfg.Driver.PublishedSnapshot(ctx, source, name)
+	return err == nil && kept.ID == p.ID
 }
 
 // pushLayer sends snap (against parent, if any) into a temporary file

@@ -15,8 +15,11 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -482,6 +485,102 @@ func TestAttackFleetManifestLies(t *testing.T) {
 		}
 		if err := ci.Create("evil@"+tag+"+job", nil); err == nil {
 			t.Errorf("evil@%s: a clone of a refused pull was made", tag)
+		}
+	}
+}
+
+// poolSnapshots lists the snapshot subvolumes of source in p's pool.
+func poolSnapshots(t *testing.T, p *Plugin, source string) map[string]bool {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(p.Pool(), "snapshots", source))
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, e := range ents {
+		out[e.Name()] = true
+	}
+	return out
+}
+
+// A push reads the tag's manifest back from the registry and sends an
+// incremental stream against the local snapshot its last layer names.
+// A registry holder who learnt the UUID of a snapshot PUBLISH keeps in
+// (an unmasked one: here read from the pool, as a leak would give it)
+// rewrites the tag to name it, and the operator's next push sends the
+// difference between raw and masked: what masking removed, by name.
+// The parent of an incremental push must be the snapshot this host
+// pushed to that tag (SOURCE@pushed.TAG), nothing the registry chooses.
+func TestAttackFleetPushParentIsWhatWasPushed(t *testing.T) {
+	reg, _ := startFleetRegistry(t, "")
+	repo := reg + "/data/app-production"
+	prod := StartPlugin(t, map[string]string{"PUBLISH": "app-production@masked*"})
+	SeedProduction(t, prod)
+	const pii = "pii-alice-smith-ssn.csv"
+	mp := prod.MustMount("app-production", "raw")
+	if mp == "" {
+		t.Fatal("empty mount point")
+	}
+	if err := os.WriteFile(filepath.Join(mp, pii), []byte("alice,078-05-1120\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := prod.Unmount("app-production", "raw"); err != nil {
+		t.Fatal(err)
+	}
+	before := poolSnapshots(t, prod, "app-production")
+	adminCLI(t, prod, "snapshot", "create", "app-production", "raw")
+	rawUUID := ""
+	for name := range poolSnapshots(t, prod, "app-production") {
+		if !before[name] {
+			out, err := exec.Command("btrfs", "subvolume", "show", filepath.Join(prod.Pool(), "snapshots", "app-production", name)).CombinedOutput()
+			if m := regexp.MustCompile(`(?m)^\s*UUID:\s*([0-9a-f-]{36})`).FindSubmatch(out); err == nil && m != nil {
+				rawUUID = string(m[1])
+			}
+		}
+	}
+	if rawUUID == "" {
+		t.Fatal("no UUID for the raw snapshot")
+	}
+	// Masking removes the file; the masked snapshot is pushed.
+	mp = prod.MustMount("app-production", "mask")
+	if mp == "" {
+		t.Fatal("empty mount point")
+	}
+	if err := os.Remove(filepath.Join(mp, pii)); err != nil {
+		t.Fatal(err)
+	}
+	if err := prod.Unmount("app-production", "mask"); err != nil {
+		t.Fatal(err)
+	}
+	adminCLI(t, prod, "snapshot", "create", "app-production", "masked")
+	if _, out, err := push(t, prod, nil, "app-production@masked", repo); err != nil {
+		t.Fatalf("push: %v\n%s", err, out)
+	}
+	// The registry holder names the raw snapshot as the tag's newest.
+	publishHostile(t, repo, "masked", []hostileLayer{{stream: newSendStream().subvol("v", newUUID(t), 7).end(), uuid: rawUUID}})
+	writeMarker(t, prod, "app-production", "v2")
+	adminCLI(t, prod, "snapshot", "create", "app-production", "masked", "--replace")
+	res, out, err := push(t, prod, nil, "app-production@masked", repo)
+	if err != nil {
+		t.Fatalf("second push: %v\n%s", err, out)
+	}
+	r, err := remote.NewRepository(repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.PlainHTTP = true
+	for _, d := range res.Uploaded {
+		rc, err := r.Blobs().Fetch(context.Background(), ocispec.Descriptor{Digest: digest.Digest(d), Size: res.Bytes})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(b, []byte(pii)) {
+			t.Errorf("the push sent a stream against the raw snapshot the registry named: %q, removed by masking, left the host (%+v)", pii, res)
 		}
 	}
 }
