@@ -93,6 +93,11 @@ func (r Repo) plainHTTP() bool {
 // ParseRepo parses REGISTRY/REPO[:TAG]; tag is "" when none is given.
 func ParseRepo(s string) (Repo, string, error) {
 	reg, rest, ok := strings.Cut(s, "/")
+	if strings.Contains(reg, "@") {
+		// Never echoed: it would reach the log, and a replica clone's
+		// Status (registry_error) that any Docker user can inspect.
+		return Repo{}, "", fmt.Errorf("%w: %s: USER:PASSWORD@ in a registry name; credentials belong in REGISTRY_CONFIG's config.json (docker login)", names.ErrInvalid, redactUserinfo(s))
+	}
 	if !ok || reg == "" || rest == "" || !strings.ContainsAny(reg, ".:") && reg != "localhost" {
 		return Repo{}, "", fmt.Errorf("%w: %q: want REGISTRY/REPO[:TAG] with the registry's host first (registry.example.com/data/app-production:masked)", names.ErrInvalid, s)
 	}
@@ -128,7 +133,7 @@ func ParseReplicas(v string) (map[string]Repo, error) {
 		}
 		r, tag, err := ParseRepo(repo)
 		if err != nil {
-			return nil, fmt.Errorf("%q: %w", e, err)
+			return nil, fmt.Errorf("%q: %w", redactUserinfo(e), err)
 		}
 		if tag != "" {
 			return nil, fmt.Errorf("%q: name the repository without a tag (the tag is the ref: %s@TAG)", e, src)
@@ -139,4 +144,21 @@ func ParseReplicas(v string) (map[string]Repo, error) {
 		out[src] = r
 	}
 	return out, nil
+}
+
+// redactUserinfo hides what comes before "@" in the registry part of s
+// (REGISTRY/REPO or SOURCE=REGISTRY/REPO).
+func redactUserinfo(s string) string {
+	pre, rest := "", s
+	if i := strings.Index(s, "="); i >= 0 {
+		pre, rest = s[:i+1], s[i+1:]
+	}
+	reg, path, slash := strings.Cut(rest, "/")
+	if i := strings.LastIndex(reg, "@"); i >= 0 {
+		reg = "***@" + reg[i+1:]
+	}
+	if slash {
+		return pre + reg + "/" + path
+	}
+	return pre + reg
 }

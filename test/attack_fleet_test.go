@@ -584,3 +584,20 @@ func TestAttackFleetPushParentIsWhatWasPushed(t *testing.T) {
 		}
 	}
 }
+
+// An operator who writes a registry's credentials into REPLICAS or a push's
+// repository (USER:PASSWORD@registry/repo, as a URL would take them) must
+// be refused without the password being repeated: the repository is
+// logged at start and named in every pull error, and a replica clone's
+// Status (registry_error) shows the last one to any Docker user who
+// inspects the volume.
+func TestAttackFleetCredentialsInTheRepository(t *testing.T) {
+	for _, s := range []string{"ci:s3cret@registry.example.com/data/app-production", "ci:s3cret@127.0.0.1:5000/data/app-production:masked"} {
+		if _, _, err := fleet.ParseRepo(s); err == nil || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("ParseRepo(%q): %v; want a refusal that does not repeat the password", s, err)
+		}
+	}
+	if _, err := fleet.ParseReplicas("app-production=ci:s3cret@registry.example.com/data/app-production"); err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("REPLICAS with credentials: %v; want a refusal that does not repeat the password", err)
+	}
+}
