@@ -16,13 +16,15 @@ import (
 	"github.com/snapvol/snapvol/storage"
 )
 
-// Operator is the operator's API of a driver: what the admin socket
-// (snapvol ls, df, volume, snapshot, schedule) asks for, beside the
-// VolumeDriver API the Driver serves Docker. SOURCES does not apply here;
-// these are the operator's decisions. Each call is one request
-// (request.go) of CallerOperator, bounded by operatorBudget within the
-// ctx it is given (the admin connection's). Its wire types are package
-// admin's.
+// Operator is the operator's API of a driver, beside the VolumeDriver API
+// the Driver serves Docker: what the admin socket asks for (snapvol ls,
+// df, volume, snapshot, schedule), each call one request (request.go) of
+// CallerOperator, bounded by operatorBudget within the ctx it is given
+// (the admin connection's); what the fleet service asks for (fleet.go:
+// snapvol push and pull, and the pulls they and replica mounts need) and
+// snapvol recover (recover.go), within the ctx their caller made. SOURCES
+// does not apply here; these are the operator's decisions. Its wire types
+// are package admin's.
 type Operator struct{ d *Driver }
 
 // Operator is the operator's API of d.

@@ -133,7 +133,8 @@ func (d *Driver) resolveFor(ctx context.Context, src storage.Object, ref string)
 // PublishedSnapshot is the snapshot source@ref names, for snapvol push: a
 // named one (registered, or the backend's of that name); @latest and @now
 // are refused, since a push publishes one version on purpose.
-func (d *Driver) PublishedSnapshot(ctx context.Context, source, ref string) (src, snap storage.Object, err error) {
+func (o *Operator) PublishedSnapshot(ctx context.Context, source, ref string) (src, snap storage.Object, err error) {
+	d := o.d
 	if !named(ref) {
 		return src, snap, fmt.Errorf("%w: %s@%s: push a named snapshot (snapvol snapshot create %s NAME), not @%s", names.ErrInvalid, source, ref, source, ref)
 	}
@@ -162,7 +163,8 @@ func (d *Driver) PublishedSnapshot(ctx context.Context, source, ref string) (src
 
 // SnapshotByIdentity finds the snapshot of source whose Identity is id
 // (what a registry's last layer names), for an incremental push.
-func (d *Driver) SnapshotByIdentity(ctx context.Context, source, id string) (storage.Object, bool) {
+func (o *Operator) SnapshotByIdentity(ctx context.Context, source, id string) (storage.Object, bool) {
+	d := o.d
 	src, err := d.sourceObject(ctx, source)
 	if err != nil || id == "" {
 		return storage.Object{}, false
@@ -181,7 +183,8 @@ func (d *Driver) SnapshotByIdentity(ctx context.Context, source, id string) (sto
 
 // ReplicaSource is the volume of replica source source, made (empty,
 // labelled as snapvol's) if missing: it anchors the pulled snapshots.
-func (d *Driver) ReplicaSource(ctx context.Context, source string) (storage.Object, error) {
+func (o *Operator) ReplicaSource(ctx context.Context, source string) (storage.Object, error) {
+	d := o.d
 	if why := names.CheckWord(source); why != "" {
 		return storage.Object{}, fmt.Errorf("%w: replica source %q %s", names.ErrInvalid, source, why)
 	}
@@ -199,7 +202,8 @@ func (d *Driver) ReplicaSource(ctx context.Context, source string) (storage.Obje
 }
 
 // PulledVersion is the registered pulled snapshot of source@tag.
-func (d *Driver) PulledVersion(source, tag string) (store.Snapshot, bool) {
+func (o *Operator) PulledVersion(source, tag string) (store.Snapshot, bool) {
+	d := o.d
 	reg, ok := d.st.RegisteredSnapshot(source, tag)
 	return reg, ok && reg.Kind == SnapPulled
 }
@@ -207,7 +211,8 @@ func (d *Driver) PulledVersion(source, tag string) (store.Snapshot, bool) {
 // RegisterPulled makes a pulled version visible: publish makes its
 // snapshot of src, and source@tag moves to it in one store write. Clones
 // of the version before keep it; it is collected once none uses it.
-func (d *Driver) RegisterPulled(ctx context.Context, src storage.Object, tag string, at time.Time, publish func(context.Context) (storage.Object, error)) error {
+func (o *Operator) RegisterPulled(ctx context.Context, src storage.Object, tag string, at time.Time, publish func(context.Context) (storage.Object, error)) error {
+	d := o.d
 	ctx, done, err := d.refs.cloning(ctx)
 	if err != nil {
 		return fmt.Errorf("registering %s@%s: %w", src.Name, tag, err)
@@ -243,7 +248,8 @@ const SnapPushed = "pushed"
 // KeepPushed registers snap as source@pushed.TAG, the parent of tag's next
 // incremental push, moving the name from the snapshot pushed before
 // (collected once no clone uses it).
-func (d *Driver) KeepPushed(ctx context.Context, src, snap storage.Object, tag string) error {
+func (o *Operator) KeepPushed(ctx context.Context, src, snap storage.Object, tag string) error {
+	d := o.d
 	name := "pushed." + tag
 	if len(name) > 63 {
 		name = name[:63]

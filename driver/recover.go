@@ -47,7 +47,8 @@ type RecoverReport struct {
 // Recover rebuilds the records of an empty store from the objects the
 // backend lists as the plugin's. Run it with the plugin stopped, on a
 // Fresh store (it refuses one holding records), before Seal.
-func (d *Driver) Recover(ctx context.Context, held Holders) (RecoverReport, error) {
+func (o *Operator) Recover(ctx context.Context, held Holders) (RecoverReport, error) {
+	d := o.d
 	var rep RecoverReport
 	if d.st.Len() > 0 || len(d.st.RegisteredSnapshots("")) > 0 {
 		return rep, fmt.Errorf("the store %s holds records already; recover rebuilds an empty one", d.st.Path())

@@ -24,7 +24,7 @@ import (
 	"github.com/snapvol/snapvol/storage"
 )
 
-// Driver is what the fleet asks of the driver (*driver.Driver).
+// Driver is what the fleet asks of the driver (*driver.Operator).
 type Driver interface {
 	PublishedSnapshot(ctx context.Context, source, ref string) (src, snap storage.Object, err error)
 	SnapshotByIdentity(ctx context.Context, source, id string) (storage.Object, bool)

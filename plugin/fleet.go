@@ -28,7 +28,7 @@ import (
 func startFleet(s Settings, d *driver.Driver, b storage.Backend, adm *server.Server, log *logrus.Logger) (run func(context.Context)) {
 	streams, _ := b.(fleet.Streams) // the local backend; nil for portworx
 	f := fleet.New(fleet.Config{
-		Driver: d, Streams: streams, Publish: s.Publish, Replicas: s.Replicas, PullEvery: s.PullEvery,
+		Driver: d.Operator(), Streams: streams, Publish: s.Publish, Replicas: s.Replicas, PullEvery: s.PullEvery,
 		RegistryConfig: s.RegistryConfig, StateDir: s.StateDir, TempDir: filepath.Join(s.StateDir, "fleet", "tmp"), Log: log,
 		Failpoint: failpoint(log, fleetServing),
 	})
@@ -51,7 +51,7 @@ func startFleet(s Settings, d *driver.Driver, b storage.Backend, adm *server.Ser
 	for source, repo := range s.Replicas {
 		// The volume that anchors a replica's pulled snapshots, made now
 		// (no network) so its names resolve before the first pull.
-		if _, err := d.ReplicaSource(ctx, source); err != nil {
+		if _, err := d.Operator().ReplicaSource(ctx, source); err != nil {
 			log.WithError(err).WithField("source", source).Error("replica source cannot be used")
 			continue
 		}

@@ -83,7 +83,7 @@ func runRecover(out io.Writer, stateDir string, force bool) error {
 	d := driver.New(driver.Config{Backend: b, Store: st, DataRoot: s.DataRoot, Log: log})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	rep, err := d.Recover(ctx, mountHolders(root, s.DataRoot))
+	rep, err := d.Operator().Recover(ctx, mountHolders(root, s.DataRoot))
 	if err != nil {
 		return err
 	}
