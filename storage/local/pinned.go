@@ -49,61 +49,6 @@ const (
 	logicalIgnoreOffs = 1          // BTRFS_LOGICAL_INO_ARGS_IGNORE_OFFSET
 )
 
-// treeSearchSince is treeSearch through the tree blocks written in
-// transaction since or later only (the search's min_transid): items of
-// older blocks, which cannot have changed since, are skipped unread.
-func treeSearchSince(fd uintptr, tree, since uint64, min, max [3]uint64, fn func(it item) bool) error {
-	buf := make([]byte, searchKeySize+8+searchBufSize)
-	k := (*searchKey)(unsafe.Pointer(&buf[0]))
-	k.treeID = tree
-	k.minObjectID, k.minType, k.minOffset = min[0], uint32(min[1]), min[2]
-	k.maxObjectID, k.maxType, k.maxOffset = max[0], uint32(max[1]), max[2]
-	k.minTransID, k.maxTransID = since, ^uint64(0)
-	for {
-		k.nrItems = ^uint32(0)
-		binary.LittleEndian.PutUint64(buf[searchKeySize:], searchBufSize)
-		err := ioctl(fd, iocTreeSearchV2, unsafe.Pointer(&buf[0]))
-		runtime.KeepAlive(buf)
-		if err != nil {
-			return fmt.Errorf("btrfs tree search (tree %d): %w", tree, err)
-		}
-		if k.nrItems == 0 {
-			return nil
-		}
-		p := buf[searchKeySize+8:]
-		var last item
-		for i := uint32(0); i < k.nrItems; i++ {
-			if len(p) < searchHeaderSize {
-				return fmt.Errorf("btrfs tree search (tree %d): short answer", tree)
-			}
-			it := item{objectID: binary.LittleEndian.Uint64(p[8:]), offset: binary.LittleEndian.Uint64(p[16:]), typ: binary.LittleEndian.Uint32(p[24:])}
-			l := binary.LittleEndian.Uint32(p[28:])
-			if uint64(len(p)) < searchHeaderSize+uint64(l) {
-				return fmt.Errorf("btrfs tree search (tree %d): short item", tree)
-			}
-			it.data = p[searchHeaderSize : searchHeaderSize+l]
-			p = p[searchHeaderSize+l:]
-			if !fn(it) {
-				return nil
-			}
-			last = it
-		}
-		switch {
-		case last.offset < ^uint64(0):
-			k.minObjectID, k.minType, k.minOffset = last.objectID, last.typ, last.offset+1
-		case last.typ < 255:
-			k.minObjectID, k.minType, k.minOffset = last.objectID, last.typ+1, 0
-		case last.objectID < ^uint64(0):
-			k.minObjectID, k.minType, k.minOffset = last.objectID+1, 0, 0
-		default:
-			return nil
-		}
-		if k.minObjectID > k.maxObjectID || (k.minObjectID == k.maxObjectID && (k.minType > k.maxType || (k.minType == k.maxType && k.minOffset > k.maxOffset))) {
-			return nil
-		}
-	}
-}
-
 // rootInfo is what a subvolume's root item says about snapshots.
 type rootInfo struct {
 	lastSnapshot uint64 // the transaction of the last snapshot taken of it

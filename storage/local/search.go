@@ -59,12 +59,20 @@ type item struct {
 // offset) minimum and maximum, in key order, until fn returns false. The
 // items' data is only valid during fn. fd is any file on the filesystem.
 func treeSearch(fd uintptr, tree uint64, min, max [3]uint64, fn func(it item) bool) error {
+	return treeSearchSince(fd, tree, 0, min, max, fn)
+}
+
+// treeSearchSince is treeSearch through the tree blocks written in
+// transaction since or later only (the search's min_transid; 0: every
+// block): items of older blocks, which cannot have changed since, are
+// skipped unread (pinned.go).
+func treeSearchSince(fd uintptr, tree, since uint64, min, max [3]uint64, fn func(it item) bool) error {
 	buf := make([]byte, searchKeySize+8+searchBufSize)
 	k := (*searchKey)(unsafe.Pointer(&buf[0]))
 	k.treeID = tree
 	k.minObjectID, k.minType, k.minOffset = min[0], uint32(min[1]), min[2]
 	k.maxObjectID, k.maxType, k.maxOffset = max[0], uint32(max[1]), max[2]
-	k.maxTransID = ^uint64(0)
+	k.minTransID, k.maxTransID = since, ^uint64(0)
 	for {
 		k.nrItems = ^uint32(0)
 		binary.LittleEndian.PutUint64(buf[searchKeySize:], searchBufSize)
