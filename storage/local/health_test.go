@@ -83,11 +83,7 @@ func needRoot(t *testing.T) {
 // A pool remounted read-only is reported unhealthy, naming the pool and
 // the reason; back read-write it is healthy again.
 func TestHealthReadOnlyPool(t *testing.T) {
-	root := testPool(t)
-	b, err := OpenDir(root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	root, b := testBackend(t)
 	ctx := context.Background()
 	if err := b.Health(ctx); err != nil {
 		t.Fatalf("Health of a fresh pool: %v", err)
@@ -95,7 +91,7 @@ func TestHealthReadOnlyPool(t *testing.T) {
 	if err := unix.Mount("", root, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
 		t.Fatal(err)
 	}
-	err = b.Health(ctx)
+	err := b.Health(ctx)
 	if !errors.Is(err, storage.ErrUnhealthy) || !strings.Contains(err.Error(), root) || !strings.Contains(err.Error(), "mounted read-only") {
 		t.Fatalf("Health of a read-only pool = %v; want ErrUnhealthy naming %s and the read-only mount", err, root)
 	}

@@ -30,11 +30,7 @@ func showField(t *testing.T, path, field string) string {
 // Identities are the UUIDs btrfs-progs shows, and a snapshot's Parent is
 // its source's UUID: what `btrfs subvolume show` calls UUID and Parent UUID.
 func TestIdentityIsTheSubvolumeUUID(t *testing.T) {
-	root := testPool(t)
-	b, err := OpenDir(root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	root, b := testBackend(t)
 	ctx := context.Background()
 	src, err := b.CreateVolume(ctx, "app", nil)
 	if err != nil {
@@ -66,11 +62,7 @@ func TestIdentityIsTheSubvolumeUUID(t *testing.T) {
 // made before volumes were labelled is a source, never snapvol's to adopt
 // or delete.
 func TestObjectsOfEarlierVersions(t *testing.T) {
-	root := testPool(t)
-	b, err := OpenDir(root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	root, b := testBackend(t)
 	ctx := context.Background()
 	// What earlier versions' CreateVolume left: a bare subvolume.
 	if err := subvolCreate(filepath.Join(root, dirVolumes, "app")); err != nil {

@@ -3,6 +3,7 @@ package local
 import (
 	"bytes"
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -124,26 +125,25 @@ func contains(s []uint64, v uint64) bool {
 	return false
 }
 
-// Limits lifted by hand (btrfs qgroup limit none …) are read back from
-// the kernel, logged naming the group, and set again: the reserve group's
-// and a clone's.
-func TestLimitsChangedByHandAreRestored(t *testing.T) {
+// quotaClone opens a backend on a fresh 512M pool with 24M clones and a
+// reserve of reservePercent, and makes a clone of a new volume "prod". It
+// returns the backend, the pool's root directory (for the qgroup calls),
+// the clone and the clone's own quota group; both close at the end of the
+// test.
+func quotaClone(t *testing.T, reservePercent float64) (*Backend, *os.File, storage.Object, uint64) {
+	t.Helper()
 	root := testPoolSize(t, 512<<20)
-	b, err := Open(Config{Pool: root, CloneSize: 24 << 20, Reserve: Reserve{Percent: 20}})
+	b, err := Open(Config{Pool: root, CloneSize: 24 << 20, Reserve: Reserve{Percent: reservePercent}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
-	var logs bytes.Buffer
-	l := logrus.New()
-	l.SetOutput(&logs)
-	b.SetLog(l)
 	_, _, clone := cloneOf(t, b, "prod")
 	f, err := openDir(root)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	t.Cleanup(func() { f.Close() })
 	id, err := subvolID(filepath.Join(root, clone.ID))
 	if err != nil {
 		t.Fatal(err)
@@ -156,6 +156,18 @@ func TestLimitsChangedByHandAreRestored(t *testing.T) {
 	if own == 0 {
 		t.Fatalf("the clone is in no group of its own: %v", parents[id])
 	}
+	return b, f, clone, own
+}
+
+// Limits lifted by hand (btrfs qgroup limit none …) are read back from
+// the kernel, logged naming the group, and set again: the reserve group's
+// and a clone's.
+func TestLimitsChangedByHandAreRestored(t *testing.T) {
+	b, f, clone, own := quotaClone(t, 20)
+	var logs bytes.Buffer
+	l := logrus.New()
+	l.SetOutput(&logs)
+	b.SetLog(l)
 	// By hand, as the operator freed a stuck clone.
 	for _, g := range []uint64{own, reserveGroupID} {
 		if err := qgroupSetLimit(f, g, 0); err != nil {
@@ -237,27 +249,7 @@ func TestOldSharedGroupMigrated(t *testing.T) {
 // A deleted clone's group goes once the kernel has dropped the clone; the
 // spare groups made ahead stay.
 func TestDeletedCloneGroupsAreSwept(t *testing.T) {
-	root := testPoolSize(t, 512<<20)
-	b, err := Open(Config{Pool: root, CloneSize: 24 << 20, Reserve: Reserve{Percent: 10}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	_, _, clone := cloneOf(t, b, "prod")
-	f, err := openDir(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	id, err := subvolID(filepath.Join(root, clone.ID))
-	if err != nil {
-		t.Fatal(err)
-	}
-	parents, _, err := qgroupRelations(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	own := ownGroup(parents[id])
+	b, f, clone, own := quotaClone(t, 10)
 	if err := b.Delete(context.Background(), clone.ID); err != nil {
 		t.Fatal(err)
 	}

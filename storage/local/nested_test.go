@@ -74,11 +74,7 @@ func wantPool(t *testing.T, root string, want ...string) {
 // deleted with the clone, and so are they inside a volume snapvol made.
 // (Before, "nest deeper than 64" left the clone undeletable for good.)
 func TestDeleteCloneWith70NestedLevels(t *testing.T) {
-	root := testPool(t)
-	b, err := OpenDir(root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	root, b := testBackend(t)
 	ctx := context.Background()
 	src, snap, clone := cloneOf(t, b, "app")
 	nest := func(top string) {
@@ -125,11 +121,7 @@ func TestDeleteCloneWith70NestedLevels(t *testing.T) {
 // deleted, its clone-side flag cleared through a descriptor opened below
 // the clone's root without following links.
 func TestDeleteCloneWithReadonlyNestedParent(t *testing.T) {
-	root := testPool(t)
-	b, err := OpenDir(root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	root, b := testBackend(t)
 	ctx := context.Background()
 	src, snap, clone := cloneOf(t, b, "app")
 	c := filepath.Join(root, clone.ID)
@@ -174,11 +166,7 @@ func setReadonly(t *testing.T, p string) {
 // the plugin destroy volumes/production; by ID it cannot. Many rounds,
 // production checked after each.
 func TestDeleteRacingSymlinkSwapSparesProduction(t *testing.T) {
-	root := testPool(t)
-	b, err := OpenDir(root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	root, b := testBackend(t)
 	ctx := context.Background()
 	prod, err := b.CreateVolume(ctx, "production", nil)
 	if err != nil {
@@ -257,11 +245,7 @@ func TestDeleteRacingSymlinkSwapSparesProduction(t *testing.T) {
 // The check right before each destroy: a subvolume ID that is not below
 // the subvolume being deleted is never destroyed, whatever listed it.
 func TestDestroyBelowRefusesWhatIsOutside(t *testing.T) {
-	root := testPool(t)
-	b, err := OpenDir(root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	root, b := testBackend(t)
 	src, snap, clone := cloneOf(t, b, "app")
 	f, err := openSubvol(filepath.Join(root, clone.ID))
 	if err != nil {

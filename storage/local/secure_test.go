@@ -54,11 +54,7 @@ func openTo(t *testing.T, target string) {
 // volume's mount has the flags too: it inherits them from the pool's
 // mount, as every bind of it does.
 func TestCloneMountsAreNosuidNodev(t *testing.T) {
-	root := testPool(t)
-	b, err := OpenDir(root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, b := testBackend(t)
 	src, _, clone := cloneOf(t, b, "app")
 	ctx := context.Background()
 	base := t.TempDir()
@@ -187,11 +183,7 @@ func TestPoolIsClosed(t *testing.T) {
 // capability), nested and read-only too: Delete destroys them with the
 // clone, bottom-up, and RemoveVolume likewise for a volume.
 func TestDeleteCloneWithNestedSubvolumes(t *testing.T) {
-	root := testPool(t)
-	b, err := OpenDir(root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	root, b := testBackend(t)
 	ctx := context.Background()
 	src, snap, clone := cloneOf(t, b, "app")
 	target := filepath.Join(t.TempDir(), "clone")
@@ -250,11 +242,7 @@ func TestDeleteCloneWithNestedSubvolumes(t *testing.T) {
 // silently incomplete clone: Snapshot refuses, naming the nested path;
 // so does SnapshotOf for a clone holding one.
 func TestSnapshotRefusesNestedSubvolumes(t *testing.T) {
-	root := testPool(t)
-	b, err := OpenDir(root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	root, b := testBackend(t)
 	ctx := context.Background()
 	src, _, clone := cloneOf(t, b, "app")
 	if err := os.MkdirAll(filepath.Join(root, src.ID, "data"), 0o755); err != nil {
@@ -263,7 +251,7 @@ func TestSnapshotRefusesNestedSubvolumes(t *testing.T) {
 	if err := subvolCreate(filepath.Join(root, src.ID, "data", "tablespace")); err != nil {
 		t.Fatal(err)
 	}
-	_, err = b.Snapshot(ctx, src, storage.SnapshotLabels("app"))
+	_, err := b.Snapshot(ctx, src, storage.SnapshotLabels("app"))
 	if err == nil || !strings.Contains(err.Error(), "data/tablespace") {
 		t.Fatalf("Snapshot of a volume holding data/tablespace = %v; want a refusal naming it", err)
 	}

@@ -41,6 +41,17 @@ func testPool(t testing.TB) string {
 	return testPoolSize(t, 256<<20)
 }
 
+// testBackend is a Backend on a fresh testPool, and the pool.
+func testBackend(t testing.TB) (string, *Backend) {
+	t.Helper()
+	root := testPool(t)
+	b, err := OpenDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root, b
+}
+
 // testPoolSize is testPool of size bytes.
 func testPoolSize(t testing.TB, size int64) string {
 	t.Helper()
@@ -56,11 +67,7 @@ func testPoolSize(t testing.TB, size int64) string {
 // staging/; a clone a crash left in staging/ is deleted at the next Open,
 // with its label.
 func TestClonesAreStagedAndCrashLeftoversDropped(t *testing.T) {
-	root := testPool(t)
-	b, err := OpenDir(root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	root, b := testBackend(t)
 	ctx := context.Background()
 	src, err := b.CreateVolume(ctx, "app", nil)
 	if err != nil {
