@@ -1,13 +1,11 @@
 package test
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -37,13 +35,13 @@ func TestE2ESwarm(t *testing.T) {
 	dockerd.ForEachEngine(t, func(t *testing.T, eng dockerd.Engine) {
 		d := dockerd.Start(t, dockerd.Options{Engine: &eng})
 		p := d.InstallPlugin(dockerd.Bundle(t, Binary(t)), "snapvol", "POOL_SIZE=1G")
-		clientsProduction(t, d)
+		WriteProduction(t, d, e2eProd)
 		pool, err := p.Pool()
 		if err != nil {
 			t.Fatal(err)
 		}
 		prodSum := TreeSum(t, filepath.Join(pool, "volumes", e2eProd))
-		before := poolClones(t, pool)
+		before := PoolClones(t, pool)
 
 		// A one-node swarm on loopback, on a free port (2377 may be taken
 		// by another test's swarm). The engine runs with --bridge=none
@@ -87,7 +85,7 @@ func TestE2ESwarm(t *testing.T) {
 		if len(seen) != 2 {
 			t.Errorf("both tasks read the same /data/task %v: they share a clone", seen)
 		}
-		made := newEntries(before, poolClones(t, pool))
+		made := NewEntries(before, PoolClones(t, pool))
 		if len(made) != 2 {
 			t.Errorf("two tasks made clones %v, want two: one each", made)
 		}
@@ -103,7 +101,7 @@ func TestE2ESwarm(t *testing.T) {
 		deadline := time.Now().Add(60 * time.Second)
 		for {
 			left := strings.Fields(d.MustDocker("ps", "-aq", "--filter", "label=com.docker.swarm.service.name=ci"))
-			clones := newEntries(before, poolClones(t, pool))
+			clones := NewEntries(before, PoolClones(t, pool))
 			if len(left) == 0 && len(clones) == 0 {
 				break
 			}
@@ -189,62 +187,4 @@ func clientsDocker(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return filepath.Join(dir, "docker")
-}
-
-// clientsProduction makes app-production holding the guestbook, written
-// through a container as an application would.
-func clientsProduction(t *testing.T, d *dockerd.Daemon) {
-	t.Helper()
-	d.MustDocker("volume", "create", "-d", "snapvol", e2eProd)
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	names := make([]string, 0, len(Guestbook))
-	for n := range Guestbook {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	dirs := map[string]bool{}
-	for _, n := range names {
-		if dir := filepath.Dir(n); dir != "." && !dirs[dir] {
-			dirs[dir] = true
-			_ = tw.WriteHeader(&tar.Header{Name: dir + "/", Typeflag: tar.TypeDir, Mode: 0o755})
-		}
-		_ = tw.WriteHeader(&tar.Header{Name: n, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(Guestbook[n]))})
-		_, _ = tw.Write([]byte(Guestbook[n]))
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.DockerInput(buf.Bytes(), "run", "--rm", "-i", "--network", "none", "-v", e2eProd+":/data", dockerd.Image, "tar", "-x", "-C", "/data"); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// poolClones lists the clone subvolumes in a plugin's pool.
-func poolClones(t *testing.T, pool string) []string {
-	t.Helper()
-	ents, err := os.ReadDir(filepath.Join(pool, "clones"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range ents {
-		out = append(out, e.Name())
-	}
-	return out
-}
-
-// newEntries are the names in after that are not in before.
-func newEntries(before, after []string) []string {
-	had := map[string]bool{}
-	for _, c := range before {
-		had[c] = true
-	}
-	var out []string
-	for _, c := range after {
-		if !had[c] {
-			out = append(out, c)
-		}
-	}
-	return out
 }

@@ -2,7 +2,6 @@ package test
 
 import (
 	"archive/tar"
-	"bytes"
 	"encoding/json"
 	"io"
 	"os"
@@ -305,25 +304,7 @@ func e2ePluginConfig(t *testing.T, e *e2e) {
 // e2eProduction makes app-production with the guestbook, written through a
 // container the way an application would.
 func e2eProduction(t *testing.T, e *e2e) {
-	e.d.MustDocker("volume", "create", "-d", "snapvol", e2eProd)
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	names := make([]string, 0, len(Guestbook))
-	for n := range Guestbook {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		if dir := filepath.Dir(n); dir != "." {
-			_ = tw.WriteHeader(&tar.Header{Name: dir + "/", Typeflag: tar.TypeDir, Mode: 0o755})
-		}
-		_ = tw.WriteHeader(&tar.Header{Name: n, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(Guestbook[n]))})
-		_, _ = tw.Write([]byte(Guestbook[n]))
-	}
-	_ = tw.Close()
-	if _, err := e.d.DockerInput(buf.Bytes(), "run", "--rm", "-i", "--network", "none", "-v", e2eProd+":/data", dockerd.Image, "tar", "-x", "-C", "/data"); err != nil {
-		t.Fatal(err)
-	}
+	WriteProduction(t, e.d, e2eProd)
 	got := e.tree("-v", e2eProd+":/data")
 	for n, want := range Guestbook {
 		if got[n] != want {

@@ -7,14 +7,11 @@
 package clients
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -91,7 +88,7 @@ func TestTestcontainers(t *testing.T) {
 		t.Setenv("TESTCONTAINERS_RYUK_DISABLED", "true")
 		t.Setenv("DOCKER_HOST", d.Host)
 		t.Setenv("DOCKER_CONFIG", filepath.Join(d.Dir, "client"))
-		writeProduction(t, d)
+		test.WriteProduction(t, d, prod)
 		pool, err := p.Pool()
 		if err != nil {
 			t.Fatal(err)
@@ -121,7 +118,7 @@ func TestTestcontainers(t *testing.T) {
 func eachContainerItsClone(t *testing.T, d *dockerd.Daemon, pool string, clone func() testcontainers.CustomizeRequestOption) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	before := clones(t, pool)
+	before := test.PoolClones(t, pool)
 	var ctrs []*testcontainers.DockerContainer
 	for i := 0; i < 2; i++ {
 		ctr, err := startWithClone(ctx, dockerd.Image, clone())
@@ -149,7 +146,7 @@ func eachContainerItsClone(t *testing.T, d *dockerd.Daemon, pool string, clone f
 	if _, err := os.Stat(filepath.Join(pool, "volumes", prod, "owner")); !os.IsNotExist(err) {
 		t.Errorf("a clone's write reached production: %v", err)
 	}
-	made := newClones(before, clones(t, pool))
+	made := test.NewEntries(before, test.PoolClones(t, pool))
 	if len(made) != 2 {
 		t.Fatalf("two containers made clones %v (pool before %v), want two: one each", made, before)
 	}
@@ -159,7 +156,7 @@ func eachContainerItsClone(t *testing.T, d *dockerd.Daemon, pool string, clone f
 			t.Fatalf("terminating %s: %v", ctr.GetContainerID()[:12], err)
 		}
 	}
-	if left := clones(t, pool); len(newClones(before, left)) != 0 {
+	if left := test.PoolClones(t, pool); len(test.NewEntries(before, left)) != 0 {
 		t.Errorf("clones left after both containers were terminated: %v (before: %v)", left, before)
 	}
 }
@@ -180,63 +177,6 @@ func exec1(ctx context.Context, t *testing.T, ctr *testcontainers.DockerContaine
 		t.Fatalf("exec %q in %s exited %d: %s", script, ctr.GetContainerID()[:12], code, s)
 	}
 	return s
-}
-
-// writeProduction makes app-production with the guestbook, through a
-// container as an application would write it.
-func writeProduction(t *testing.T, d *dockerd.Daemon) {
-	t.Helper()
-	d.MustDocker("volume", "create", "-d", "snapvol", prod)
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	names := make([]string, 0, len(test.Guestbook))
-	for n := range test.Guestbook {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	dirs := map[string]bool{}
-	for _, n := range names {
-		if dir := filepath.Dir(n); dir != "." && !dirs[dir] {
-			dirs[dir] = true
-			_ = tw.WriteHeader(&tar.Header{Name: dir + "/", Typeflag: tar.TypeDir, Mode: 0o755})
-		}
-		_ = tw.WriteHeader(&tar.Header{Name: n, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(test.Guestbook[n]))})
-		_, _ = tw.Write([]byte(test.Guestbook[n]))
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.DockerInput(buf.Bytes(), "run", "--rm", "-i", "--network", "none", "-v", prod+":/data", dockerd.Image, "tar", "-x", "-C", "/data"); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// clones lists the clone subvolumes in the plugin's pool.
-func clones(t *testing.T, pool string) []string {
-	t.Helper()
-	ents, err := os.ReadDir(filepath.Join(pool, "clones"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range ents {
-		out = append(out, e.Name())
-	}
-	return out
-}
-
-func newClones(before, after []string) []string {
-	had := map[string]bool{}
-	for _, c := range before {
-		had[c] = true
-	}
-	var out []string
-	for _, c := range after {
-		if !had[c] {
-			out = append(out, c)
-		}
-	}
-	return out
 }
 
 // runChild runs this test for one engine in a child process and passes on

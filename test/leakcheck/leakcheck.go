@@ -22,6 +22,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/snapvol/snapvol/mountpoint"
 	"golang.org/x/sys/unix"
 )
 
@@ -181,29 +182,10 @@ func MountPoints(mountinfo string) ([]string, error) {
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		if fs := strings.Fields(sc.Text()); len(fs) > 4 {
-			out = append(out, unescape(fs[4]))
+			out = append(out, mountpoint.UnescapePath(fs[4]))
 		}
 	}
 	return out, sc.Err()
-}
-
-// unescape undoes mountinfo's octal escapes (\040 for a space).
-func unescape(p string) string {
-	if !strings.Contains(p, `\`) {
-		return p
-	}
-	var b strings.Builder
-	for i := 0; i < len(p); i++ {
-		if p[i] == '\\' && i+3 < len(p) {
-			if n, err := strconv.ParseUint(p[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(p[i])
-	}
-	return b.String()
 }
 
 // UnmountUnder lazily detaches every mount at or below dir in this

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/snapvol/snapvol/mountpoint"
 	"golang.org/x/sys/unix"
 )
 
@@ -144,7 +145,7 @@ func mountInfo(pid int) ([]mountEntry, error) {
 		}
 		id, _ := strconv.Atoi(fs[0])
 		parent, _ := strconv.Atoi(fs[1])
-		e := mountEntry{id: id, parent: parent, path: unescapeMountPath(fs[4])}
+		e := mountEntry{id: id, parent: parent, path: mountpoint.UnescapePath(fs[4])}
 		for _, opt := range fs[6:] {
 			if opt == "-" {
 				break
@@ -156,25 +157,6 @@ func mountInfo(pid int) ([]mountEntry, error) {
 		out = append(out, e)
 	}
 	return out, sc.Err()
-}
-
-// unescapeMountPath undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMountPath(p string) string {
-	if !strings.Contains(p, `\`) {
-		return p
-	}
-	var b strings.Builder
-	for i := 0; i < len(p); i++ {
-		if p[i] == '\\' && i+3 < len(p) {
-			if n, err := strconv.ParseUint(p[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(p[i])
-	}
-	return b.String()
 }
 
 func under(p, dir string) bool {
