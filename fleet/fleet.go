@@ -349,6 +349,9 @@ func (f *Fleet) pull(ctx context.Context, source string, repo Repo, tag string, 
 		if len(tags) == 0 {
 			return fmt.Errorf("%w %s: the repository has no tags: push one from the production host (snapvol push %s@REF %s:TAG)", ErrRegistry, repo, source, repo)
 		}
+		if len(tags) > MaxTags {
+			return fmt.Errorf("%w %s: the repository has %d tags, more than the %d a pull of every tag takes: name the tag (snapvol pull %s@TAG)", ErrRegistry, repo, len(tags), MaxTags, source)
+		}
 		sort.Strings(tags)
 	}
 	f.cfg.Streams.DropReplicaParts(source)
@@ -367,6 +370,12 @@ func (f *Fleet) pull(ctx context.Context, source string, repo Repo, tag string, 
 	f.cfg.Streams.DropReplicaParts(source)
 	return nil
 }
+
+// MaxTags is the most tags a pull of every tag of a repository (snapvol
+// pull SOURCE, the first @latest) takes: each is a version received and
+// kept, so a registry holder pushing thousands of tags would make the CI
+// host receive thousands within one request.
+const MaxTags = 64
 
 func named(ref string) bool { return ref != names.RefLatest && ref != names.RefNow }
 

@@ -601,3 +601,31 @@ func TestAttackFleetCredentialsInTheRepository(t *testing.T) {
 		t.Errorf("REPLICAS with credentials: %v; want a refusal that does not repeat the password", err)
 	}
 }
+
+// A pull of every tag (snapvol pull SOURCE, and the first use of
+// SOURCE@latest, within a Docker request's budget) received each tag the
+// registry lists: a registry holder pushing thousands of tags made every
+// CI host receive and keep thousands of versions. More than fleet.MaxTags
+// is refused before any is received; a pull by tag still works.
+func TestAttackFleetTagFlood(t *testing.T) {
+	reg, _ := startFleetRegistry(t, "")
+	repo := reg + "/data/evil"
+	ci := StartPlugin(t, map[string]string{"REPLICAS": "evil=" + repo, "PULL_EVERY": "0"})
+	n := fleet.MaxTags + 1
+	for i := 0; i < n; i++ {
+		u := newUUID(t)
+		publishHostile(t, repo, fmt.Sprintf("t%03d", i), []hostileLayer{{stream: newSendStream().subvol("v", u, 7).end(), uuid: uuidText(u)}})
+	}
+	start := time.Now()
+	out, err := pullOut(t, ci, "evil")
+	t.Logf("a pull of %d tags took %v", n, time.Since(start).Round(time.Millisecond))
+	if err == nil || !strings.Contains(out, "tags") {
+		t.Errorf("a repository of %d tags was pulled whole: %v", n, err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(ci.Pool(), "replicas", "evil")); len(ents) != 0 {
+		t.Errorf("%d versions received", len(ents))
+	}
+	if _, err := pullOut(t, ci, "evil@t000"); err != nil {
+		t.Errorf("a pull by tag: %v", err)
+	}
+}
