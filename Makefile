@@ -53,7 +53,8 @@ FORCE:
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) vet ./...
-	$(GO) vet -tags bench ./test/bench
+	cd test/bench && $(GO) vet -tags bench ./...
+	cd test/clients && $(GO) vet ./...
 
 # The root-free packages in seconds, as any user: grammar, store, the
 # driver on an in-memory backend, the conformance suite on that backend.
@@ -183,10 +184,12 @@ e2e: deps build
 # Get/List/Capabilities and memory at 100 to 10,000 volumes; the driver's Go
 # benchmarks. Prints the table and writes bench-out/results.md, results.json
 # and latency.png. BENCH_SIZES, BENCH_REPS, BENCH_SECTIONS ... tune it (see
-# test/bench/bench_test.go).
+# test/bench/bench_test.go). test/bench is a module of its own (its plot's
+# font, golang.org/x/image, stays out of the main go.mod), as test/clients
+# is; TestBenchModule and TestE2ETestcontainers run them from go test ./...
 .PHONY: bench
 bench: build
-	$(GO) test -tags bench -count=1 -timeout 240m -run '^TestBench$$' -v ./test/bench
+	cd test/bench && $(GO) test -tags bench -count=1 -timeout 240m -run '^TestBench$$' -v .
 
 clean:
 	rm -rf bin build

@@ -1,7 +1,6 @@
 package test
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"os/exec"
@@ -120,7 +119,8 @@ func TestE2ESwarm(t *testing.T) {
 // (testcontainers-go against the managed plugin, on both engines), after
 // checking that it holds docs/usage.md's testcontainers block word for
 // word. The module is separate so testcontainers-go stays out of the main
-// go.mod; running it from here keeps `go test ./...` running it.
+// go.mod; running it from here keeps `go test ./...` running it
+// (modules_test.go).
 func TestE2ETestcontainers(t *testing.T) {
 	dockerd.Require(t)
 	block := docBlock(t, "managed", "testcontainers-go")
@@ -132,32 +132,12 @@ func TestE2ETestcontainers(t *testing.T) {
 	if !strings.Contains(string(src), block.Text) {
 		t.Fatalf("%s is not in test/clients/testcontainers_test.go word for word: the test must run what the documentation shows", block)
 	}
-	goCmd := func(args ...string) {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, "go", args...)
-		cmd.Dir = dir
-		start := time.Now()
-		out, err := cmd.CombinedOutput()
-		t.Logf("go %s (in test/clients, %v):\n%s", strings.Join(args, " "), time.Since(start).Round(time.Second), out)
-		if err != nil {
-			hint := ""
-			if bytes.Contains(out, []byte("go.mod")) || bytes.Contains(out, []byte("go.sum")) {
-				// The module requires the main module through a replace:
-				// a dependency the main module adds or upgrades must be
-				// recorded here too.
-				hint = " (after a change to the main go.mod: cd test/clients && go mod tidy)"
-			}
-			t.Fatalf("go %s in test/clients: %v%s", strings.Join(args, " "), err, hint)
-		}
-	}
-	goCmd("vet", "./...")
+	goInModule(t, dir, 20*time.Minute, "vet", "./...")
 	args := []string{"test", "-count=1", "-v", "-timeout", "20m", "-run", "^TestTestcontainers$"}
 	if raceBuild {
 		args = append(args, "-race")
 	}
-	goCmd(append(args, ".")...)
+	goInModule(t, dir, 20*time.Minute, append(args, ".")...)
 }
 
 // clientsShell runs script (part of block) with bash against d, the way a
