@@ -184,6 +184,11 @@ func fleetManaged(t *testing.T, eng dockerd.Engine, bundle string, doc fleetDocs
 	if out := prod.sh("the README's push", doc.readmePush); !strings.Contains(out, repo+":masked") || !strings.Contains(out, "1 layers") || !strings.Contains(out, "full)") {
 		t.Fatalf("the first push says %q; want %s:masked, one full layer", out, repo)
 	}
+	// The stream was hashed in a file under STATE_DIR (the plugin's rootfs
+	// is no place for a snapshot's size), and the file went with the push.
+	if left, err := os.ReadDir(filepath.Join(prod.state, "fleet", "tmp")); err != nil || len(left) != 0 {
+		t.Fatalf("STATE_DIR/fleet/tmp after the push: %v %v; want the directory, empty", left, err)
+	}
 	step("production started, masked and pushed")
 
 	// Raw production never leaves: refused naming PUBLISH, and the
