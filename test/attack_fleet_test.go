@@ -317,6 +317,17 @@ func TestAttackFleetCloneStaysInTheChain(t *testing.T) {
 		clone("loot", 0, uint64(len(secret)), u2, 7, "s/token", 0).end()
 	publishHostile(t, repo, "symlink", []hostileLayer{{stream: full, uuid: uuidText(u2)}, {stream: steal, uuid: uuidText(u3), parent: uuidText(u2)}})
 	checkNoLoot(t, ci, "symlink", secret)
+
+	// And through a symlink the stream itself makes, cloning from the
+	// subvolume being received.
+	u4 := newUUID(t)
+	for depth := 3; depth <= 6; depth++ {
+		steal = newSendStream().subvol("v", u4, 7).symlink("s", upward(depth)+"volumes/ci-cache", 257).mkfile("loot", 258).
+			clone("loot", 0, uint64(len(secret)), u4, 7, "s/token", 0).end()
+		tag := fmt.Sprintf("own-symlink-%d", depth)
+		publishHostile(t, repo, tag, []hostileLayer{{stream: steal, uuid: uuidText(u4)}})
+		checkNoLoot(t, ci, tag, secret)
+	}
 }
 
 // checkNoLoot pulls evil@tag and fails if its file loot holds secret.
