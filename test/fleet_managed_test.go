@@ -256,6 +256,19 @@ func fleetManaged(t *testing.T, eng dockerd.Engine, bundle string, doc fleetDocs
 		time.Sleep(200 * time.Millisecond)
 	}
 	step("pulled by the CI host (PULL_EVERY)")
+	// snapvol pull through the CI plugin's admin socket: the version is
+	// here already, nothing to apply.
+	var pull struct {
+		Tags []struct {
+			Tag     string `json:"tag"`
+			Applied int    `json:"applied"`
+			New     bool   `json:"new"`
+		} `json:"tags"`
+	}
+	if out := ci.sh("snapvol pull", "snapvol pull app-production --json"); json.Unmarshal([]byte(out), &pull) != nil ||
+		len(pull.Tags) != 1 || pull.Tags[0].Tag != "masked" || pull.Tags[0].Applied != 0 || pull.Tags[0].New {
+		t.Fatalf("snapvol pull on the CI host after PULL_EVERY pulled: %s; want tag masked, nothing applied, nothing new", out)
+	}
 	// New jobs see the change: docs/fleets.md's docker run, and a service
 	// as the GitLab runner starts it (config.toml's volume as a bind, no
 	// volume driver).
