@@ -640,3 +640,45 @@ func TestAttackFleetTagFlood(t *testing.T) {
 		t.Errorf("a pull by tag: %v", err)
 	}
 }
+
+// A layer is as large as its registry says, and btrfs receive writes all
+// of it into the pool, under no clone's quota: one registry holder took
+// the space POOL_RESERVE keeps for the CI host's regular volumes (its
+// jobs' caches, the other replica sources' next versions). A stream that
+// would take the pool below the reserve is stopped there.
+func TestAttackFleetLayerFillsThePool(t *testing.T) {
+	reg, _ := startFleetRegistry(t, "")
+	repo := reg + "/data/evil"
+	ci := StartPlugin(t, map[string]string{"REPLICAS": "evil=" + repo, "PULL_EVERY": "0", "POOL_RESERVE": "85%"})
+	statfs := func() (size, free int64) {
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(ci.Pool(), &st); err != nil {
+			t.Fatal(err)
+		}
+		return int64(st.Blocks) * st.Bsize, int64(st.Bavail) * st.Bsize
+	}
+	size, free := statfs()
+	reserve := size * 85 / 100
+	over := free - reserve + 48<<20
+	if over <= 48<<20 || over > 400<<20 {
+		t.Fatalf("pool of %d bytes with %d free: the stream would be %d bytes", size, free, over)
+	}
+	u := newUUID(t)
+	s := newSendStream().subvol("v", u, 7).mkfile("fill", 257)
+	chunk := make([]byte, 48<<10)
+	seed := uint64(1)
+	for off := int64(0); off < over; off += int64(len(chunk)) {
+		for i := 0; i < len(chunk); i += 8 { // incompressible
+			seed = seed*6364136223846793005 + 1442695040888963407
+			binary.LittleEndian.PutUint64(chunk[i:], seed)
+		}
+		s.write("fill", uint64(off), chunk)
+	}
+	publishHostile(t, repo, "fill", []hostileLayer{{stream: s.end(), uuid: uuidText(u)}})
+	out, err := pullOut(t, ci, "evil@fill")
+	_, after := statfs()
+	t.Logf("pool %d MiB, reserve %d MiB, free %d MiB before, %d MiB after a %d MiB layer", size>>20, reserve>>20, free>>20, after>>20, over>>20)
+	if err == nil || after < reserve-(16<<20) {
+		t.Errorf("a %d MiB layer took the pool to %d MiB free, below POOL_RESERVE's %d MiB: %v\n%s", over>>20, after>>20, reserve>>20, err, out)
+	}
+}

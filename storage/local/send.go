@@ -137,7 +137,7 @@ func (b *Backend) ReceiveReplica(ctx context.Context, source, uuid string, r io.
 		b.dropPart(part)
 		return fmt.Errorf("receive for %q: snapshot %s was received for replica source %q already; two sources cannot share a snapshot (btrfs receive finds parents by UUID across the pool)", source, uuid, other)
 	}
-	check, err := newStreamCheck(r, uuid, dir)
+	check, err := b.newStreamCheck(r, uuid, dir)
 	if err != nil {
 		b.dropPart(part)
 		return err

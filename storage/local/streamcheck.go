@@ -22,6 +22,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/snapvol/snapvol/storage"
 )
 
 // Send stream protocol 1 (linux fs/btrfs/send.h): the commands and
@@ -57,12 +59,39 @@ type streamCheck struct {
 	subvol    bool     // the subvol or snapshot command was read
 	ended     bool     // the end command was passed on
 	pending   []byte   // checked bytes not yet read by btrfs receive
-	err       error    // why the stream was refused
+	budget    int64    // bytes it may pass on (< 0: no limit)
+	passed    int64
+	free      int64 // the pool's free space at the start, and what it keeps
+	keep      int64
+	err       error // why the stream was refused
 }
 
 func newStreamCheck(r io.Reader, uuid, replicas string) (*streamCheck, error) {
 	u, err := parseUUID(uuid)
-	return &streamCheck{r: r, uuid: u, replicas: replicas}, err
+	return &streamCheck{r: r, uuid: u, replicas: replicas, budget: -1}, err
+}
+
+// newStreamCheck is the check of a stream received into the pool: it may
+// pass on no more than the pool's free space above POOL_RESERVE (what
+// receive writes is at most the stream's bytes: data comes only as
+// literal writes, a clone shares extents), so a registry's endless or
+// huge layer stops there instead of taking the space regular volumes
+// keep.
+func (b *Backend) newStreamCheck(r io.Reader, uuid, replicas string) (*streamCheck, error) {
+	c, err := newStreamCheck(r, uuid, replicas)
+	if err != nil {
+		return nil, err
+	}
+	size, _, free, err := statPool(b.root)
+	if err != nil {
+		return nil, err
+	}
+	c.keep = b.cfg.Reserve.Of(size)
+	if c.keep == 0 {
+		c.keep = min(size/64, 64<<20) // room for btrfs's own metadata
+	}
+	c.free, c.budget = free, max(free-c.keep, 0)
+	return c, nil
 }
 
 func uuidOf(u []byte) string {
@@ -130,6 +159,9 @@ func (c *streamCheck) next() error {
 	cmd := binary.LittleEndian.Uint16(hdr[4:])
 	if n > sendMaxCommandBytes {
 		return fmt.Errorf("a command of %d bytes", n)
+	}
+	if c.passed += int64(sendCmdHeaderSize) + int64(n); c.budget >= 0 && c.passed > c.budget {
+		return fmt.Errorf("%w: the stream is larger than the pool can take (%s free, %s kept: POOL_RESERVE)", storage.ErrNoSpace, mib(c.free), mib(c.keep))
 	}
 	body := make([]byte, n)
 	if _, err := io.ReadFull(c.r, body); err != nil {
