@@ -110,18 +110,9 @@ type PushResult struct {
 // stream alone. Layers the registry has are not uploaded; the manifest is
 // pushed by digest and the tag moved last.
 func (f *Fleet) Push(ctx context.Context, source, ref, repoRef string) (PushResult, error) {
-	repo, tag, err := ParseRepo(repoRef)
+	repo, tag, err := f.pushTarget(source, ref, repoRef)
 	if err != nil {
 		return PushResult{}, err
-	}
-	if tag == "" {
-		tag = ref
-	}
-	if !f.cfg.Publish.Allows(source, ref) {
-		return PushResult{}, fmt.Errorf("%w: %s@%s may not leave this host (PUBLISH=%q; set PUBLISH to globs SOURCE@REFGLOB of the snapshots that may, e.g. %s@masked*)", ErrPublish, source, ref, f.cfg.Publish.String(), source)
-	}
-	if f.cfg.Streams == nil {
-		return PushResult{}, errors.New("push: this backend cannot send snapshots (only the local btrfs backend can)")
 	}
 	defer f.locks.Lock("push/" + source)()
 	src, snap, err := f.cfg.Driver.PublishedSnapshot(ctx, source, ref)
@@ -137,36 +128,79 @@ func (f *Fleet) Push(ctx context.Context, source, ref, repoRef string) (PushResu
 		return PushResult{}, err
 	}
 	res := PushResult{Repository: repo.String(), Tag: tag, Uploaded: []string{}}
+	if had && tipUUID(prev) == snap.Identity {
+		// The tag holds this snapshot already: nothing to send.
+		res.Digest, res.Layers = prev.desc.Digest.String(), len(prev.manifest.Layers)
+		return res, f.cfg.Driver.KeepPushed(ctx, src, snap, tag)
+	}
+	var parent storage.Object
 	var layers []ocispec.Descriptor
-	parent := storage.Object{}
 	if had {
-		last := prev.manifest.Layers[len(prev.manifest.Layers)-1]
-		if last.Annotations[AnnotationUUID] == snap.Identity {
-			// The tag holds this snapshot already: nothing to send.
-			res.Digest, res.Layers = prev.desc.Digest.String(), len(prev.manifest.Layers)
-			return res, f.cfg.Driver.KeepPushed(ctx, src, snap, tag)
-		}
-		if len(prev.manifest.Layers) < MaxChain {
-			// Only against the snapshot this host pushed to the tag: the
-			// manifest is the registry's word, and any snapshot of the
-			// source it names (one PUBLISH keeps in) would be diffed out.
-			if p, ok := f.cfg.Driver.SnapshotByIdentity(ctx, source, last.Annotations[AnnotationUUID]); ok && f.pushedTo(ctx, source, tag, p) {
-				parent, layers = p, append(layers, prev.manifest.Layers...)
-			}
-		}
+		parent, layers = f.pushBase(ctx, source, tag, prev)
 	}
 	res.Full = parent.ID == ""
 	layer, size, uploaded, err := f.pushLayer(ctx, r, repo, source, ref, snap, parent)
 	if err != nil {
 		return res, err
 	}
-	if uploaded {
-		res.Uploaded, res.Bytes = append(res.Uploaded, layer.Digest.String()), size
-	}
 	layers = append(layers, layer)
 	if uploaded {
+		res.Uploaded, res.Bytes = append(res.Uploaded, layer.Digest.String()), size
 		f.failpoint("push:uploaded")
 	}
+	desc, err := f.pushManifest(ctx, r, repo, tag, source, ref, snap, layers)
+	if err != nil {
+		return res, err
+	}
+	res.Digest, res.Layers = desc.Digest.String(), len(layers)
+	f.keepPushed(ctx, src, snap, source, ref, res)
+	return res, nil
+}
+
+// pushTarget checks a push of source@ref to repoRef may happen here and
+// names the repository and tag it goes to (tag "" in repoRef = ref).
+func (f *Fleet) pushTarget(source, ref, repoRef string) (Repo, string, error) {
+	repo, tag, err := ParseRepo(repoRef)
+	if err != nil {
+		return Repo{}, "", err
+	}
+	if tag == "" {
+		tag = ref
+	}
+	if !f.cfg.Publish.Allows(source, ref) {
+		return Repo{}, "", fmt.Errorf("%w: %s@%s may not leave this host (PUBLISH=%q; set PUBLISH to globs SOURCE@REFGLOB of the snapshots that may, e.g. %s@masked*)", ErrPublish, source, ref, f.cfg.Publish.String(), source)
+	}
+	if f.cfg.Streams == nil {
+		return Repo{}, "", errors.New("push: this backend cannot send snapshots (only the local btrfs backend can)")
+	}
+	return repo, tag, nil
+}
+
+// tipUUID is the snapshot UUID of an artifact's last layer.
+func tipUUID(a artifact) string {
+	return a.manifest.Layers[len(a.manifest.Layers)-1].Annotations[AnnotationUUID]
+}
+
+// pushBase is what the new layer of tag builds on: the snapshot the tag's
+// chain ends with and the chain's layers, when the chain is short enough
+// and that snapshot is the one this host pushed to the tag; else nothing
+// (a full stream starts a new chain).
+func (f *Fleet) pushBase(ctx context.Context, source, tag string, prev artifact) (storage.Object, []ocispec.Descriptor) {
+	if len(prev.manifest.Layers) >= MaxChain {
+		return storage.Object{}, nil
+	}
+	// Only against the snapshot this host pushed to the tag: the
+	// manifest is the registry's word, and any snapshot of the source it
+	// names (one PUBLISH keeps in) would be diffed out.
+	p, ok := f.cfg.Driver.SnapshotByIdentity(ctx, source, tipUUID(prev))
+	if !ok || !f.pushedTo(ctx, source, tag, p) {
+		return storage.Object{}, nil
+	}
+	return p, append([]ocispec.Descriptor(nil), prev.manifest.Layers...)
+}
+
+// pushManifest pushes the manifest of layers by digest, then moves tag to it.
+func (f *Fleet) pushManifest(ctx context.Context, r *remote.Repository, repo Repo, tag, source, ref string, snap storage.Object, layers []ocispec.Descriptor) (ocispec.Descriptor, error) {
 	desc, err := oras.PackManifest(ctx, r, oras.PackManifestVersion1_1, ArtifactType, oras.PackManifestOptions{
 		Layers: layers,
 		ManifestAnnotations: map[string]string{
@@ -175,22 +209,26 @@ func (f *Fleet) Push(ctx context.Context, source, ref, repoRef string) (PushResu
 		},
 	})
 	if err != nil {
-		return res, explain(repo, "pushing the manifest", err)
+		return desc, explain(repo, "pushing the manifest", err)
 	}
 	f.failpoint("push:manifest")
 	if err := r.Tag(ctx, desc, tag); err != nil {
-		return res, explain(repo, "moving tag "+tag, err)
+		return desc, explain(repo, "moving tag "+tag, err)
 	}
 	f.failpoint("push:tagged")
-	res.Digest, res.Layers = desc.Digest.String(), len(layers)
-	if err := f.cfg.Driver.KeepPushed(ctx, src, snap, tag); err != nil {
+	return desc, nil
+}
+
+// keepPushed keeps snap as SOURCE@pushed.TAG for the next incremental
+// push of the tag and logs the push.
+func (f *Fleet) keepPushed(ctx context.Context, src, snap storage.Object, source, ref string, res PushResult) {
+	if err := f.cfg.Driver.KeepPushed(ctx, src, snap, res.Tag); err != nil {
 		// The push is whole; only the next one may have to be full.
-		f.cfg.Log.WithError(err).WithFields(logrus.Fields{"source": source, "tag": tag}).Warn("keeping the pushed snapshot for the next incremental push")
+		f.cfg.Log.WithError(err).WithFields(logrus.Fields{"source": source, "tag": res.Tag}).Warn("keeping the pushed snapshot for the next incremental push")
 	}
 	f.failpoint("push:kept")
-	f.cfg.Log.WithFields(logrus.Fields{"audit": "snapshot pushed", "source": source, "ref": ref, "repository": repo.String(), "tag": tag,
+	f.cfg.Log.WithFields(logrus.Fields{"audit": "snapshot pushed", "source": source, "ref": ref, "repository": res.Repository, "tag": res.Tag,
 		"digest": res.Digest, "layers": res.Layers, "uploaded_bytes": res.Bytes, "full": res.Full}).Info("snapshot pushed")
-	return res, nil
 }
 
 // pushedTo reports whether p is the snapshot this host kept as
