@@ -31,7 +31,9 @@ import (
 const (
 	sendCmdSubvol       = 1
 	sendCmdSnapshot     = 2
+	sendCmdMkfile       = 3
 	sendCmdLink         = 10
+	sendCmdSetXattr     = 13
 	sendCmdClone        = 16
 	sendCmdEnd          = 21
 	sendCmdMax          = 22 // BTRFS_SEND_C_UPDATE_EXTENT, the last of protocol 1
@@ -160,7 +162,13 @@ func (c *streamCheck) next() error {
 	if n > sendMaxCommandBytes {
 		return fmt.Errorf("a command of %d bytes", n)
 	}
-	if c.passed += int64(sendCmdHeaderSize) + int64(n); c.budget >= 0 && c.passed > c.budget {
+	cost := int64(sendCmdHeaderSize) + int64(n)
+	if cmd >= sendCmdMkfile && cmd <= sendCmdLink || cmd == sendCmdSetXattr {
+		// A name or inode made costs btrfs metadata (items, twice with
+		// DUP) well beyond its few bytes in the stream.
+		cost = max(cost, 2<<10)
+	}
+	if c.passed += cost; c.budget >= 0 && c.passed > c.budget {
 		return fmt.Errorf("%w: the stream is larger than the pool can take (%s free, %s kept: POOL_RESERVE)", storage.ErrNoSpace, mib(c.free), mib(c.keep))
 	}
 	body := make([]byte, n)

@@ -74,3 +74,22 @@ func TestStreamCheck(t *testing.T) {
 		}
 	}
 }
+
+// Metadata counts: a flood of empty files (a few bytes each in the
+// stream, kilobytes each in btrfs) runs out of budget as data would.
+func TestStreamCheckBudgetCountsMetadata(t *testing.T) {
+	u, _ := parseUUID(testUUID)
+	s := newRawStream(1).cmd(sendCmdSubvol, attr(sendAttrPath), []byte("v"), attr(sendAttrUUID), u[:])
+	for i := 0; i < 100; i++ {
+		s.cmd(sendCmdMkfile, attr(sendAttrPath), []byte(strings.Repeat("f", i+1)))
+	}
+	stream := s.cmd(sendCmdEnd).Bytes()
+	check, err := newStreamCheck(bytes.NewReader(stream), testUUID, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	check.budget = 100 << 10 // five times the stream's size
+	if _, err := io.ReadAll(check); err == nil || !strings.Contains(err.Error(), "larger than the pool") {
+		t.Errorf("100 files against a 100 KiB budget (stream %d bytes): %v; want a refusal", len(stream), err)
+	}
+}
