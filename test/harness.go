@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -204,6 +205,10 @@ func (p *Plugin) Spawn() <-chan struct{} {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	cmd.Stdout, cmd.Stderr = p.log, p.log
+	// The daemon dies with the test process: a test binary that dies
+	// (-timeout, a kill) runs no cleanup, and a daemon left serving
+	// would keep its pool and clones mounted, and mount again, for good.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	_ = os.Remove(p.Socket)
 	p.changes.Store(0)
 	if err := cmd.Start(); err != nil {

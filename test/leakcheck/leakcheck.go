@@ -13,9 +13,11 @@ package leakcheck
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -39,13 +41,89 @@ func Track(dir, owner string) {
 }
 
 // Dir makes a fresh directory in the system temp dir, as os.MkdirTemp("",
-// pattern) does, and registers it as t's.
+// pattern) does, and registers it as t's. Its name carries this process's
+// pid (PATTERN-PID-RANDOM, pattern ending in "-"), so that a later run can
+// tell the directories of a test process that died (a -timeout panic, a
+// kill) from those of test processes still running: see SweepDead.
 func Dir(t testing.TB, pattern string) (string, error) {
-	dir, err := os.MkdirTemp("", pattern)
+	dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", pattern, os.Getpid()))
 	if err == nil {
 		Track(dir, t.Name())
 	}
 	return dir, err
+}
+
+// deadDir matches the names Dir gives: PATTERN-PID-RANDOM.
+var deadDir = regexp.MustCompile(`^((?:snapvol|osdserver)(?:-[a-z]+)*)-([0-9]+)-[0-9]+$`)
+
+// SweepDead detaches the mounts and loop devices left below directories
+// Dir made for a test process that no longer runs, and removes those
+// directories: a test binary that dies (go test's -timeout panic, a kill)
+// runs no cleanup, and what its tests had mounted stayed for good. A
+// directory some running process still uses (its working directory, or
+// named in its command line or environment: a daemon the dead run
+// started) is left alone and named. It returns what it did.
+func SweepDead() []string {
+	ents, err := os.ReadDir(os.TempDir())
+	if err != nil {
+		return nil
+	}
+	var dead []string
+	for _, e := range ents {
+		m := deadDir.FindStringSubmatch(e.Name())
+		if m == nil || !e.IsDir() {
+			continue
+		}
+		if _, err := os.Stat("/proc/" + m[2]); err == nil {
+			continue // its process runs (or the pid was reused: left for later)
+		}
+		dead = append(dead, filepath.Join(os.TempDir(), e.Name()))
+	}
+	var did []string
+	for _, dir := range dead {
+		if users := usersOf(dir); len(users) > 0 {
+			did = append(did, fmt.Sprintf("left %s: processes %s use it", dir, strings.Join(users, " ")))
+			continue
+		}
+		Track(dir, "a test process that died")
+	}
+	leaks := Leaks()
+	for _, l := range leaks {
+		if l.Owner == "a test process that died" {
+			did = append(did, "cleared "+l.String())
+		}
+	}
+	Clear(leaks)
+	mu.Lock()
+	for _, dir := range dead {
+		if dirs[dir] == "a test process that died" {
+			delete(dirs, dir)
+			if err := os.RemoveAll(dir); err != nil {
+				did = append(did, fmt.Sprintf("left %s: %v", dir, err))
+			}
+		}
+	}
+	mu.Unlock()
+	return did
+}
+
+// usersOf lists the processes whose working directory, command line or
+// environment names dir or a path below it.
+func usersOf(dir string) []string {
+	var out []string
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		cwd, _ := os.Readlink("/proc/" + e.Name() + "/cwd")
+		cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		environ, _ := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if cwd == dir || strings.HasPrefix(cwd, dir+"/") || bytes.Contains(cmdline, []byte(dir)) || bytes.Contains(environ, []byte(dir)) {
+			out = append(out, e.Name()+"("+comm(e.Name())+")")
+		}
+	}
+	return out
 }
 
 // TempDir is t.TempDir, registered: for a test that mounts below it.
@@ -227,10 +305,16 @@ func Clear(leaks []Leak) {
 	}
 }
 
-// Main runs the tests, then fails the run (exit status 1) naming every
-// mount and loop device left below a registered directory, and clears
-// what it can so the next run starts clean.
+// Main sweeps what dead test runs left (SweepDead), runs the tests, then
+// fails the run (exit status 1) naming every mount and loop device left
+// below a registered directory, and clears what it can so the next run
+// starts clean.
 func Main(m *testing.M) int {
+	if os.Geteuid() == 0 {
+		for _, l := range SweepDead() {
+			fmt.Fprintf(os.Stderr, "leakcheck: from a test run that died: %s\n", l)
+		}
+	}
 	code := m.Run()
 	leaks := Leaks()
 	if len(leaks) == 0 {
