@@ -118,6 +118,11 @@ func checkChain(layers []ocispec.Descriptor) error {
 		if l.Annotations[AnnotationUUID] == "" {
 			return fmt.Errorf("layer %d names no snapshot (%s)", i, AnnotationUUID)
 		}
+		// The registry's words reach errors, logs and terminals: only
+		// UUIDs, quoted when refused.
+		if u, p := l.Annotations[AnnotationUUID], l.Annotations[AnnotationParent]; !isUUID(u) || p != "" && !isUUID(p) {
+			return fmt.Errorf("layer %d names snapshot %q, parent %q: not btrfs UUIDs", i, u, p)
+		}
 		want := ""
 		if i > 0 {
 			want = layers[i-1].Annotations[AnnotationUUID]
@@ -151,3 +156,20 @@ func (v *verified) check() error {
 }
 
 func (v *verified) Close() error { return v.rc.Close() }
+
+// isUUID reports whether s is a UUID as btrfs prints one (lower-case).
+func isUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i, c := range s {
+		if i == 8 || i == 13 || i == 18 || i == 23 {
+			if c != '-' {
+				return false
+			}
+		} else if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}

@@ -682,3 +682,20 @@ func TestAttackFleetLayerFillsThePool(t *testing.T) {
 		t.Errorf("a %d MiB layer took the pool to %d MiB free, below POOL_RESERVE's %d MiB: %v\n%s", over>>20, after>>20, reserve>>20, err, out)
 	}
 }
+
+// Annotations are the registry's words, and a pull's errors repeat them
+// to the operator's terminal and the log: a layer UUID of escape
+// sequences (here one that retitles the terminal and one that clears
+// the screen) must be refused as not a UUID before it is printed raw.
+func TestAttackFleetAnnotationsAreNotPrinted(t *testing.T) {
+	reg, _ := startFleetRegistry(t, "")
+	repo := reg + "/data/evil"
+	ci := StartPlugin(t, map[string]string{"REPLICAS": "evil=" + repo, "PULL_EVERY": "0"})
+	u := newUUID(t)
+	evil := "\x1b]0;owned\x07\x1b[2J\x1b[H"
+	publishHostile(t, repo, "esc", []hostileLayer{{stream: newSendStream().subvol("v", u, 7).end(), uuid: evil}})
+	out, err := pullOut(t, ci, "evil@esc")
+	if err == nil || strings.ContainsRune(out, 0x1b) || strings.ContainsRune(ci.Log(), 0x1b) {
+		t.Errorf("a layer UUID of escape sequences: %v; printed raw: %v in the pull's output, %v in the log", err, strings.ContainsRune(out, 0x1b), strings.ContainsRune(ci.Log(), 0x1b))
+	}
+}
