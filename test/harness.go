@@ -208,7 +208,7 @@ func (p *Plugin) Spawn() <-chan struct{} {
 	// The daemon dies with the test process: a test binary that dies
 	// (-timeout, a kill) runs no cleanup, and a daemon left serving
 	// would keep its pool and clones mounted, and mount again, for good.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = diesWithTest()
 	_ = os.Remove(p.Socket)
 	p.changes.Store(0)
 	if err := cmd.Start(); err != nil {
@@ -220,6 +220,12 @@ func (p *Plugin) Spawn() <-chan struct{} {
 	p.cmd, p.waitCh = cmd, exited
 	p.mu.Unlock()
 	return exited
+}
+
+// diesWithTest makes a process the tests start get SIGKILL when the test
+// process dies.
+func diesWithTest() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
 
 // Stop sends SIGTERM and waits for a clean exit.
