@@ -2,10 +2,7 @@ package fleet
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"net/http"
 	"sort"
 	"time"
 
@@ -77,54 +74,40 @@ func (f *Fleet) Replicas() []admin.Replica {
 	return out
 }
 
-// Handlers are the fleet's routes on the admin socket.
-func (f *Fleet) Handlers() map[string]http.Handler {
-	return map[string]http.Handler{
-		"POST /v1/fleet/push":    http.HandlerFunc(f.servePush),
-		"POST /v1/fleet/pull":    http.HandlerFunc(f.servePull),
-		"GET /v1/fleet/replicas": http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { reply(w, f.Replicas(), nil) }),
-	}
-}
-
 // opBudget bounds one push or pull over the admin socket: streams of a
 // large source take minutes.
 const opBudget = time.Hour
 
-func (f *Fleet) servePush(w http.ResponseWriter, r *http.Request) {
-	var req admin.PushRequest
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-		reply(w, nil, fmt.Errorf("%w: %v", names.ErrInvalid, err))
-		return
-	}
+// ServePush is POST /v1/fleet/push on the admin socket (snapvol push
+// SNAPSHOT REPOSITORY); the plugin serves it with route.Handle, whose
+// wire gives each error its status from the one error table
+// (metrics/classes.go: ErrPublish 403, ErrRegistry 502).
+func (f *Fleet) ServePush(ctx context.Context, req admin.PushRequest) (admin.PushResult, error) {
 	source, ref, ok := cutRef(req.Snapshot)
 	if !ok {
-		reply(w, nil, fmt.Errorf("%w: %q: want SOURCE@REF", names.ErrInvalid, req.Snapshot))
-		return
+		return admin.PushResult{}, fmt.Errorf("%w: %q: want SOURCE@REF", names.ErrInvalid, req.Snapshot)
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), opBudget)
+	ctx, cancel := context.WithTimeout(ctx, opBudget)
 	defer cancel()
 	res, err := f.Push(ctx, source, ref, req.Repository)
-	reply(w, admin.PushResult(res), err)
+	return admin.PushResult(res), err
 }
 
-func (f *Fleet) servePull(w http.ResponseWriter, r *http.Request) {
-	var req admin.PullRequest
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-		reply(w, nil, fmt.Errorf("%w: %v", names.ErrInvalid, err))
-		return
-	}
+// ServePull is POST /v1/fleet/pull on the admin socket (snapvol pull
+// SOURCE[@TAG]; @latest or no tag: every tag).
+func (f *Fleet) ServePull(ctx context.Context, req admin.PullRequest) (admin.PullResult, error) {
 	source, tag, _ := cutRef(req.Source)
 	if tag == names.RefLatest {
 		tag = ""
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), opBudget)
+	ctx, cancel := context.WithTimeout(ctx, opBudget)
 	defer cancel()
 	res, err := f.Pull(ctx, source, tag)
 	out := admin.PullResult{Source: res.Source, Tags: []admin.PulledTag{}}
 	for _, t := range res.Tags {
 		out.Tags = append(out.Tags, admin.PulledTag(t))
 	}
-	reply(w, out, err)
+	return out, err
 }
 
 func cutRef(s string) (string, string, bool) {
@@ -139,25 +122,6 @@ func cutAt(s string) (string, string, bool) {
 		}
 	}
 	return s, "", false
-}
-
-func reply(w http.ResponseWriter, v any, err error) {
-	w.Header().Set("Content-Type", "application/json")
-	if err != nil {
-		code := http.StatusInternalServerError
-		switch {
-		case errors.Is(err, names.ErrInvalid):
-			code = http.StatusBadRequest
-		case errors.Is(err, ErrPublish):
-			code = http.StatusForbidden
-		case errors.Is(err, ErrRegistry):
-			code = http.StatusBadGateway
-		}
-		w.WriteHeader(code)
-		_ = json.NewEncoder(w).Encode(admin.Error{Error: err.Error()})
-		return
-	}
-	_ = json.NewEncoder(w).Encode(v)
 }
 
 // Checked is when the registry last answered a pull of source, and the

@@ -7,6 +7,7 @@ import (
 
 	"github.com/snapvol/snapvol/driver"
 	"github.com/snapvol/snapvol/driver/names"
+	"github.com/snapvol/snapvol/fleet"
 	"github.com/snapvol/snapvol/storage"
 )
 
@@ -36,6 +37,11 @@ var errorClasses = []errorClass{
 	{"canceled", false, true, []error{context.Canceled}},
 	{"no_space", true, true, []error{storage.ErrNoSpace, syscall.ENOSPC, syscall.EDQUOT}},
 	{"unhealthy", true, true, []error{storage.ErrUnhealthy}},
+	// The fleet's refusals and failures (a push PUBLISH refuses, a
+	// registry that fails a push or a pull), after the kinds above so a
+	// pull cut short by a full pool or a deadline keeps its outcome.
+	{"not_published", true, false, []error{fleet.ErrPublish}},
+	{"registry", true, false, []error{fleet.ErrRegistry}},
 	{"denied", false, true, []error{storage.ErrDenied}},
 	{"busy", false, true, []error{storage.ErrBusy}},
 	{"protected", false, true, []error{storage.ErrProtected}},

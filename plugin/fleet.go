@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -17,6 +16,7 @@ import (
 	"github.com/snapvol/snapvol/driver"
 	"github.com/snapvol/snapvol/driver/names"
 	"github.com/snapvol/snapvol/fleet"
+	"github.com/snapvol/snapvol/internal/route"
 	"github.com/snapvol/snapvol/storage"
 )
 
@@ -37,11 +37,8 @@ func startFleet(s Settings, d *driver.Driver, b storage.Backend, adm *server.Ser
 	rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
 	f.Reconcile(rctx)
 	rcancel()
-	for p, h := range f.Handlers() {
-		adm.Handle(p, h)
-	}
 	d.SetPusher(schedulePusher{f: f, publish: s.Publish, canSend: streams != nil})
-	adm.Handle("PUT /v1/schedules/{source}/push", pushedScheduleHandler(d))
+	adm.Routes(func(sk route.Socket) { fleetRoutes(sk, f, d.Operator()) })
 	if len(s.Replicas) == 0 {
 		return func(context.Context) {}
 	}
@@ -89,41 +86,24 @@ func (p schedulePusher) Push(ctx context.Context, source, ref, repo string) erro
 	return err
 }
 
-// pushedScheduleHandler is PUT /v1/schedules/{source}/push: snapvol
-// snapshot schedule SOURCE --every D --keep N --push REPO[:TAG].
-func pushedScheduleHandler(d *driver.Driver) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		var req admin.ScheduleRequest
-		err := json.NewDecoder(r.Body).Decode(&req)
-		every := time.Duration(0)
-		if err == nil {
-			if every, err = time.ParseDuration(req.Every); err != nil {
-				err = fmt.Errorf("every %q is not a duration like 1h or 30m", req.Every)
-			}
-		}
-		var sc admin.Schedule
+// fleetRoutes are the fleet's routes on the admin socket, served like the
+// operator's (route.Handle on the admin wire): the status of each error
+// comes from the one error table (metrics/classes.go), PUBLISH refusing a
+// push being 403 and a registry failing 502.
+func fleetRoutes(sk route.Socket, f *fleet.Fleet, op *driver.Operator) {
+	route.Handle(sk, "POST /v1/fleet/push", "push", func(r *http.Request, req *admin.PushRequest) (any, error) {
+		return f.ServePush(r.Context(), *req)
+	})
+	route.Handle(sk, "POST /v1/fleet/pull", "pull", func(r *http.Request, req *admin.PullRequest) (any, error) {
+		return f.ServePull(r.Context(), *req)
+	})
+	route.Handle(sk, "GET /v1/fleet/replicas", "replicas", func(*http.Request, *route.None) (any, error) { return f.Replicas(), nil })
+	// snapvol snapshot schedule SOURCE --every D --keep N --push REPO[:TAG]
+	route.Handle(sk, "PUT /v1/schedules/{source}/push", "schedule push", func(r *http.Request, req *admin.ScheduleRequest) (any, error) {
+		every, err := time.ParseDuration(req.Every)
 		if err != nil {
-			err = fmt.Errorf("%w: %v", names.ErrInvalid, err)
-		} else {
-			ctx, cancel := context.WithTimeout(r.Context(), 25*time.Second)
-			defer cancel()
-			sc, err = d.Operator().SetPushedSchedule(ctx, r.PathValue("source"), every, req.Keep, req.Push)
+			return nil, fmt.Errorf("%w: every %q is not a duration like 1h or 30m", names.ErrInvalid, req.Every)
 		}
-		w.Header().Set("Content-Type", "application/json")
-		if err != nil {
-			code := http.StatusInternalServerError
-			switch {
-			case errors.Is(err, names.ErrInvalid):
-				code = http.StatusBadRequest
-			case errors.Is(err, fleet.ErrPublish):
-				code = http.StatusForbidden
-			case errors.Is(err, driver.ErrNoSource), errors.Is(err, storage.ErrNotFound):
-				code = http.StatusNotFound
-			}
-			w.WriteHeader(code)
-			_ = json.NewEncoder(w).Encode(admin.Error{Error: err.Error()})
-			return
-		}
-		_ = json.NewEncoder(w).Encode(sc)
-	}
+		return op.SetPushedSchedule(r.Context(), r.PathValue("source"), every, req.Keep, req.Push)
+	})
 }

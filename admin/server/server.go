@@ -37,6 +37,8 @@ type Server struct {
 	http *http.Server
 	// Extra handlers (e.g. /metrics) by pattern.
 	extra map[string]http.Handler
+	// more adds routes on this socket's wire beside the operator's.
+	more []func(route.Socket)
 	// What snapvol version reports of the running plugin.
 	backend string
 	started time.Time
@@ -49,6 +51,11 @@ func New(d *driver.Driver, backend string) *Server {
 
 // Handle adds a handler at pattern (before Serve).
 func (s *Server) Handle(pattern string, h http.Handler) { s.extra[pattern] = h }
+
+// Routes has add register routes (route.Handle) when Serve starts, on
+// this socket's wire: the fleet's, which the plugin adds, so their bodies,
+// answers and error statuses are the operator API's.
+func (s *Server) Routes(add func(route.Socket)) { s.more = append(s.more, add) }
 
 // Listen binds the socket at path, root only, replacing a stale one.
 func Listen(path string) (net.Listener, error) {
@@ -72,7 +79,11 @@ func Listen(path string) (net.Listener, error) {
 // Serve answers on l until Shutdown.
 func (s *Server) Serve(l net.Listener) error {
 	mux := http.NewServeMux()
-	s.routes(route.Socket{Mux: mux, Wire: wire{}})
+	sk := route.Socket{Mux: mux, Wire: wire{}}
+	s.routes(sk)
+	for _, add := range s.more {
+		add(sk)
+	}
 	for p, h := range s.extra {
 		mux.Handle(p, h)
 	}
@@ -181,6 +192,10 @@ func status(err error) int {
 		return http.StatusConflict
 	case "unavailable":
 		return http.StatusServiceUnavailable
+	case "not_published":
+		return http.StatusForbidden
+	case "registry":
+		return http.StatusBadGateway
 	}
 	switch metrics.ErrorClass(err) {
 	case "not_found":
