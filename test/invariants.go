@@ -13,7 +13,8 @@ import (
 
 // CheckLocalInvariants checks what the product promises after any crash
 // and restart, on the local backend: every record's storage exists, no
-// clone exists without a record, no intent is left, mount points match
+// clone or plain volume exists without a record (but a replica source's
+// anchor, which is empty), no intent is left, mount points match
 // mount counts (and DATA_ROOT holds nothing else), and the sources'
 // checksums are unchanged.
 func CheckLocalInvariants(t testing.TB, p *Plugin, sources map[string]string) {
@@ -122,9 +123,10 @@ func checkPoolLeftovers(t testing.TB, p *Plugin, referenced map[string]bool) {
 	if pool == "" {
 		t.Fatal("empty pool path")
 	}
+	anchors := replicaAnchors(t, p)
 	for _, v := range dirNames(filepath.Join(pool, "volumes")) {
 		id := "volumes/" + v
-		if !referenced[id] && labelled(pool, id) {
+		if !referenced[id] && labelled(pool, id) && !anchors[id] {
 			t.Errorf("orphan plain volume %s: snapvol made it and no record names it", id)
 		}
 	}
@@ -157,6 +159,34 @@ func checkPoolLeftovers(t testing.TB, p *Plugin, referenced map[string]bool) {
 			checkSnapshotsCollected(t, p, src)
 		}
 	}
+}
+
+// replicaAnchors are the anchor volumes of the plugin's replica sources
+// (REPLICAS, as snapvol pull lists them): volumes/SOURCE, which the fleet
+// makes at start (driver.Operator.ReplicaSource) so the pulled snapshots
+// (made of replicas/SOURCE/UUID) have a source. An anchor has no record
+// by design, so it is no orphan; but it must be there, be snapvol's, and
+// hold nothing: nothing mounts or writes it.
+func replicaAnchors(t testing.TB, p *Plugin) map[string]bool {
+	t.Helper()
+	reps, err := admin.NewClient(admin.SocketPath(p.StateDir)).Replicas()
+	if err != nil {
+		t.Errorf("snapvol pull's replica sources: %v", err)
+		return nil
+	}
+	out := map[string]bool{}
+	for _, r := range reps {
+		id := "volumes/" + r.Source
+		out[id] = true
+		if !labelled(p.Pool(), id) {
+			t.Errorf("replica source %s: no anchor volume %s that snapvol made", r.Source, id)
+			continue
+		}
+		if ents, err := os.ReadDir(filepath.Join(p.Pool(), id)); err != nil || len(ents) > 0 {
+			t.Errorf("replica source %s: its anchor volume %s holds %d entries (%v); nothing may write it", r.Source, id, len(ents), err)
+		}
+	}
+	return out
 }
 
 // checkSnapshotsCollected asks the plugin (snapshot ls) which snapshots of
