@@ -3,17 +3,19 @@ package test
 import (
 	"archive/tar"
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/snapvol/snapvol/test/dockerd"
 )
 
-// What the client tests share (test/clients_test.go here, and the
-// test/clients module's testcontainers test, which imports this package
-// and cannot reach helpers in _test files).
+// What the client tests share (test/clients_test.go and the e2e suite
+// here, and the test/clients module's testcontainers and Go SDK tests,
+// which import this package and cannot reach helpers in _test files).
 
 // WriteProduction makes the snapvol volume name in d holding Guestbook,
 // written through a container as an application would write it.
@@ -68,6 +70,28 @@ func NewEntries(before, after []string) []string {
 	for _, c := range after {
 		if !had[c] {
 			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// PluginDataMounts lists what is mounted below DATA_ROOT (/mnt/snapvol)
+// in the managed plugin's mount namespace: one mount per mounted volume or
+// clone.
+func PluginDataMounts(t testing.TB, p *dockerd.Plugin) []string {
+	t.Helper()
+	pid, err := p.PID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], "/mnt/snapvol/") {
+			out = append(out, f[4])
 		}
 	}
 	return out

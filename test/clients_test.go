@@ -133,11 +133,7 @@ func TestE2ETestcontainers(t *testing.T) {
 		t.Fatalf("%s is not in test/clients/testcontainers_test.go word for word: the test must run what the documentation shows", block)
 	}
 	goInModule(t, dir, 20*time.Minute, "vet", "./...")
-	args := []string{"test", "-count=1", "-v", "-timeout", "20m", "-run", "^TestTestcontainers$"}
-	if raceBuild {
-		args = append(args, "-race")
-	}
-	goInModule(t, dir, 20*time.Minute, append(args, ".")...)
+	goTestInModule(t, dir, 20*time.Minute, "TestTestcontainers")
 }
 
 // clientsShell runs script (part of block) with bash against d, the way a

@@ -36,8 +36,6 @@ func TestE2ECILifecycle(t *testing.T) {
 			{"production volume", e2eProduction},
 			{"docker run -v with no volume driver", ciClaimedRun},
 			{"+each: concurrent containers get separate clones", ciEachConcurrent},
-			{"GitLab Docker executor: service and build containers", ciGitLabExecutor},
-			{"GitLab Docker executor with volume_driver", ciGitLabVolumeDriver},
 			{"SOURCES refuses other sources", ciSourcesAllowlist},
 			{"dockerd restart with --live-restore", ciLiveRestore},
 			{"container exits while dockerd is down", ciExitWhileDown},
@@ -68,26 +66,8 @@ func TestE2ECILifecycle(t *testing.T) {
 	})
 }
 
-// pluginDataMounts lists what is mounted below DATA_ROOT (/mnt/snapvol)
-// in the plugin's mount namespace: one mount per mounted volume or clone.
-func (e *e2e) pluginDataMounts() []string {
-	e.t.Helper()
-	pid, err := e.p.PID()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	var out []string
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], "/mnt/snapvol/") {
-			out = append(out, f[4])
-		}
-	}
-	return out
-}
+// pluginDataMounts lists what is mounted below DATA_ROOT in the plugin.
+func (e *e2e) pluginDataMounts() []string { return PluginDataMounts(e.t, e.p) }
 
 // reconfigure changes plugin settings the way an operator does: Docker
 // takes `docker plugin set` only on a disabled plugin, and refuses a plain

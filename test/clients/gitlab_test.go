@@ -1,4 +1,4 @@
-package test
+package clients
 
 import (
 	"bytes"
@@ -18,6 +18,7 @@ import (
 	"github.com/docker/docker/errdefs"
 	"github.com/docker/docker/pkg/stdcopy"
 
+	"github.com/snapvol/snapvol/test"
 	"github.com/snapvol/snapvol/test/dockerd"
 )
 
@@ -26,7 +27,6 @@ import (
 // job's containers and volumes.
 type runnerJob struct {
 	t      *testing.T
-	e      *e2e
 	ctx    context.Context
 	cli    *client.Client
 	job    string // CI_JOB_ID
@@ -42,8 +42,8 @@ type runnerJob struct {
 // runner-<short token>-project-<project id>-concurrent-<slot>.
 const runnerUniqueName = "runner-t3x9k2mq-project-123456789-concurrent-0"
 
-func newRunnerJob(t *testing.T, e *e2e, ctx context.Context, cli *client.Client, job, driver string) *runnerJob {
-	r := &runnerJob{t: t, e: e, ctx: ctx, cli: cli, job: job, driver: driver, prefix: runnerUniqueName + "-" + randomHex(8)}
+func newRunnerJob(t *testing.T, ctx context.Context, cli *client.Client, job, driver string) *runnerJob {
+	r := &runnerJob{t: t, ctx: ctx, cli: cli, job: job, driver: driver, prefix: runnerUniqueName + "-" + randomHex(8)}
 	t.Cleanup(func() { r.end(context.Background()) })
 	return r
 }
@@ -245,7 +245,7 @@ func (r *runnerJob) end(ctx context.Context) {
 	r.temporary = nil
 }
 
-// ciGitLabExecutor replays a job with a service for a runner whose
+// gitLabExecutor replays a job with a service for a runner whose
 // config.toml has volumes = ["app-production@latest+each:/var/lib/cassandra"]
 // and no volume_driver. The runner's volumes manager turns a "source:dest"
 // entry into a bind string as is; every container of the job (services, the
@@ -255,24 +255,24 @@ func (r *runnerJob) end(ctx context.Context) {
 // helper and build containers are each created once and started once per
 // stage; at the end every container is removed with RemoveVolumes and
 // Force, which leaves named volumes alone.
-func ciGitLabExecutor(t *testing.T, e *e2e) {
+func gitLabExecutor(t *testing.T, m *managed) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	r := newRunnerJob(t, e, ctx, e.sdk(t), "4711", "")
+	r := newRunnerJob(t, ctx, m.sdk(), "4711", "")
 
 	const dest = "/var/lib/cassandra"
-	name := e2eProd + "@latest+each"
+	name := prod + "@latest+each"
 	binds := []string{name + ":" + dest}
-	before := e.clones()
+	before := m.clones()
 
 	// The service: a stand-in for cassandra that writes to its data
 	// directory when it starts and keeps running.
 	svc := r.service("cassandra", binds, "echo service > "+dest+"/service.txt && exec sleep 600")
-	e.waitForFile(svc, dest+"/service.txt", "service\n")
-	if got := e.exec(svc, "cat "+dest+"/guestbook/0003.txt"); got != Guestbook["guestbook/0003.txt"] {
+	m.waitForFile(svc, dest+"/service.txt", "service\n")
+	if got := m.exec(svc, "cat "+dest+"/guestbook/0003.txt"); got != test.Guestbook["guestbook/0003.txt"] {
 		t.Fatalf("the service container does not see production's data: %q", got)
 	}
-	svcClones := e.newClones(before)
+	svcClones := m.newClones(before)
 	if len(svcClones) != 1 {
 		t.Fatalf("the service container made clones %v, want 1", svcClones)
 	}
@@ -284,7 +284,7 @@ func ciGitLabExecutor(t *testing.T, e *e2e) {
 	if code != 0 || out != "guestbook\nschema.sql\n" {
 		t.Fatalf("helper container exited %d with %q, want production's top level", code, out)
 	}
-	if got := e.newClones(before); len(got) != 1 || got[0] != svcClones[0] {
+	if got := m.newClones(before); len(got) != 1 || got[0] != svcClones[0] {
 		t.Errorf("after the helper stage the clones are %v, want only the service's %v", got, svcClones)
 	}
 
@@ -302,17 +302,17 @@ echo stage-one-done
 	if code != 0 || !strings.Contains(out, "guestbook/0003.txt") || !strings.Contains(out, "stage-one-done") {
 		t.Fatalf("build stage 1 exited %d: %q", code, out)
 	}
-	if got := e.newClones(before); len(got) != 1 || got[0] != svcClones[0] {
+	if got := m.newClones(before); len(got) != 1 || got[0] != svcClones[0] {
 		t.Errorf("after the first stage the clones are %v, want only the service's %v", got, svcClones)
 	}
 	// The service never saw the build's writes.
-	if got := e.exec(svc, "cat "+dest+"/guestbook/0003.txt; ls "+dest); got != Guestbook["guestbook/0003.txt"]+"guestbook\nschema.sql\nservice.txt\n" {
+	if got := m.exec(svc, "cat "+dest+"/guestbook/0003.txt; ls "+dest); got != test.Guestbook["guestbook/0003.txt"]+"guestbook\nschema.sql\nservice.txt\n" {
 		t.Errorf("the service sees %q: the build container's writes reached it", got)
 	}
 
 	// after_script: the same container started again.
 	out, code = r.stage(build, `cd `+dest+` && ls && cat guestbook/0003.txt`)
-	if want := "guestbook\nschema.sql\n" + Guestbook["guestbook/0003.txt"]; code != 0 || out != want {
+	if want := "guestbook\nschema.sql\n" + test.Guestbook["guestbook/0003.txt"]; code != 0 || out != want {
 		t.Errorf("build stage 2 (same container restarted) exited %d with %q, want a fresh clone: %q", code, out, want)
 	}
 
@@ -330,11 +330,11 @@ echo stage-one-done
 	if vol.Driver != "snapvol:latest" || vol.Status["mounts"] != float64(1) {
 		t.Errorf("volume inspect with the service running: driver %s Status %v, want snapvol:latest and 1 mount", vol.Driver, vol.Status)
 	}
-	e.checkProduction()
+	m.checkProduction()
 
 	// The end of the job: every container removed, services by force.
 	r.end(ctx)
-	if got := e.newClones(before); len(got) != 0 {
+	if got := m.newClones(before); len(got) != 0 {
 		t.Errorf("clones %v left after the job's containers were removed", got)
 	}
 	vol, err = r.cli.VolumeInspect(ctx, name)
@@ -344,16 +344,16 @@ echo stage-one-done
 	if vol.Status["state"] != "not materialized" || vol.Status["mounts"] != float64(0) {
 		t.Errorf("volume after the job: Status %v, want not materialized, 0 mounts", vol.Status)
 	}
-	if mounts := e.pluginDataMounts(); len(mounts) > 0 {
+	if mounts := m.pluginDataMounts(); len(mounts) > 0 {
 		t.Errorf("mounts left in the plugin after the job: %v", mounts)
 	}
-	e.checkProduction()
+	m.checkProduction()
 	if err := r.cli.VolumeRemove(ctx, name, false); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// ciGitLabVolumeDriver replays two jobs in a row of a runner whose
+// gitLabVolumeDriver replays two jobs in a row of a runner whose
 // config.toml has
 //
 //	volume_driver = "snapvol"
@@ -370,17 +370,17 @@ echo stage-one-done
 // temporary volume are removed; the cache volume keeps what the first job
 // wrote for the second one, and is removed at the end as the runner's
 // clear-docker-cache does.
-func ciGitLabVolumeDriver(t *testing.T, e *e2e) {
+func gitLabVolumeDriver(t *testing.T, m *managed) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cli := e.sdk(t)
+	cli := m.sdk()
 	const dest = "/var/lib/cassandra"
-	each := e2eProd + "@latest+each"
-	before := e.clones()
+	each := prod + "@latest+each"
+	before := m.clones()
 	var cacheVol string
 
 	job := func(n int) {
-		r := newRunnerJob(t, e, ctx, cli, fmt.Sprint(4800+n), "snapvol")
+		r := newRunnerJob(t, ctx, cli, fmt.Sprint(4800+n), "snapvol")
 		// createVolumes: the configured volumes in order, then the build
 		// volume (createBuildVolume).
 		cacheVol = r.cacheVolume("/cache", true)
@@ -401,8 +401,8 @@ func ciGitLabVolumeDriver(t *testing.T, e *e2e) {
 		}
 
 		svc := r.service("postgres", binds, "echo up > /tmp/up && exec sleep 600")
-		e.waitForFile(svc, "/tmp/up", "up\n")
-		if got := e.exec(svc, "cat "+dest+"/schema.sql; ls /cache /builds >/dev/null && echo mounted"); got != Guestbook["schema.sql"]+"mounted\n" {
+		m.waitForFile(svc, "/tmp/up", "up\n")
+		if got := m.exec(svc, "cat "+dest+"/schema.sql; ls /cache /builds >/dev/null && echo mounted"); got != test.Guestbook["schema.sql"]+"mounted\n" {
 			t.Errorf("job %d: the service container (no volume driver) sees %q", n, got)
 		}
 
@@ -433,16 +433,16 @@ touch %s/written
 		if code != 0 || out != want {
 			t.Fatalf("job %d: the build stage exited %d with %q, want %q", n, code, out, want)
 		}
-		e.checkProduction()
+		m.checkProduction()
 
 		r.end(ctx)
 		if _, err := cli.VolumeInspect(ctx, builds); !errdefs.IsNotFound(err) {
 			t.Errorf("job %d: the temporary volume %s after the job: %v, want not found", n, builds, err)
 		}
-		if got := e.newClones(before); len(got) != 0 {
+		if got := m.newClones(before); len(got) != 0 {
 			t.Errorf("job %d: clones %v left after the job", n, got)
 		}
-		if mounts := e.pluginDataMounts(); len(mounts) > 0 {
+		if mounts := m.pluginDataMounts(); len(mounts) > 0 {
 			t.Errorf("job %d: mounts left in the plugin after the job: %v", n, mounts)
 		}
 	}
@@ -452,27 +452,11 @@ touch %s/written
 	if err := cli.VolumeRemove(ctx, cacheVol, true); err != nil {
 		t.Fatalf("removing the runner's cache volume: %v", err)
 	}
-	if e2eHas(e.volumeNames(), cacheVol) {
+	if m.listed(ctx, cli, cacheVol) {
 		t.Errorf("the runner's cache volume is still listed after its removal")
 	}
 	if err := cli.VolumeRemove(ctx, each, false); err != nil {
 		t.Fatal(err)
 	}
-	e.checkProduction()
-}
-
-// waitForFile waits until a file in a running container holds want.
-func (e *e2e) waitForFile(id, path, want string) {
-	e.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		out, err := e.d.Docker("exec", id, "cat", path)
-		if err == nil && out == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("container %s: %s holds %q (%v) after 30s, want %q", id[:12], path, out, err, want)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	m.checkProduction()
 }
