@@ -41,8 +41,11 @@ func TestPublishDefaultsToNothing(t *testing.T) {
 }
 
 func TestCheckChain(t *testing.T) {
+	// Annotations are btrfs UUIDs (a pull refuses anything else); "a",
+	// "b", "c" name three of them.
+	id := map[string]string{"": "", "a": "1b4e28ba-2fa1-11d2-883f-0016d3cca427", "b": "6fa459ea-ee8a-3ca4-894e-db77e160355e", "c": "886313e1-3b8a-5372-9b90-0c9aee199e5d"}
 	l := func(uuid, parent string) ocispec.Descriptor {
-		return ocispec.Descriptor{MediaType: LayerType, Annotations: map[string]string{AnnotationUUID: uuid, AnnotationParent: parent}}
+		return ocispec.Descriptor{MediaType: LayerType, Annotations: map[string]string{AnnotationUUID: id[uuid], AnnotationParent: id[parent]}}
 	}
 	if err := checkChain([]ocispec.Descriptor{l("a", ""), l("b", "a"), l("c", "b")}); err != nil {
 		t.Fatal(err)
@@ -52,7 +55,8 @@ func TestCheckChain(t *testing.T) {
 		"starts incremental": {l("b", "a")},
 		"broken link":        {l("a", ""), l("c", "b")},
 		"no uuid":            {l("", "")},
-		"foreign type":       {{MediaType: "application/vnd.oci.image.layer.v1.tar", Annotations: map[string]string{AnnotationUUID: "a"}}},
+		"foreign type":       {{MediaType: "application/vnd.oci.image.layer.v1.tar", Annotations: map[string]string{AnnotationUUID: id["a"]}}},
+		"not a uuid":         {{MediaType: LayerType, Annotations: map[string]string{AnnotationUUID: "a\x1b[2J"}}},
 	} {
 		if err := checkChain(bad); err == nil {
 			t.Errorf("%s: accepted", name)
