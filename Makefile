@@ -58,7 +58,7 @@ vet:
 
 # The root-free packages in seconds, as any user: grammar, store, the
 # driver on an in-memory backend, the conformance suite on that backend.
-UNIT_PKGS := ./driver/... ./keylock ./storage ./storage/memory ./plugin ./internal/... ./metrics ./admin/... ./cmd/... ./version ./mountpoint
+UNIT_PKGS := ./driver/... ./fleet/... ./keylock ./storage ./storage/memory ./plugin ./internal/... ./metrics ./admin/... ./cmd/... ./version ./mountpoint
 unit:
 	SNAPVOL_ROOT_TESTS= $(GO) test -count=1 $(UNIT_PKGS)
 
