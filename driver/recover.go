@@ -18,7 +18,7 @@ import (
 // volume, a clone volume's from its clones (the volume name is the
 // grammar name, which says source, ref and tag), and the named snapshots'
 // registry from snapvol.registered; a clone volume's operator mark and
-// access, ref and ttl from its clones' labels (storage/clonelabels.go,
+// access, ref and ttl from its clones' labels (storage/clonevolume.go,
 // written by cloneLabels). What lives only in the store is lost: backend
 // -o options (size), schedules, and the Docker mount IDs of +each clones.
 
@@ -257,7 +257,7 @@ func (rc *recovery) cloneRecord(o storage.Object, vol string) (r *store.Record, 
 }
 
 // cloneLabels are the labels of a clone made for r: CloneLabels, and what
-// recover needs to rebuild r from them (storage/clonelabels.go): above
+// recover needs to rebuild r from them (storage/clonevolume.go): above
 // all the operator mark, without which a recovered operator volume would
 // be a Docker volume (a --secret clone of raw production listed and
 // mountable by every Docker user).
