@@ -119,7 +119,7 @@ func (f *Fleet) Push(ctx context.Context, source, ref, repoRef string) (PushResu
 	if err != nil {
 		return PushResult{}, err
 	}
-	r, err := openRepo(repo, f.cfg.RegistryConfig)
+	r, err := openRepo(ctx, repo, f.cfg.RegistryConfig)
 	if err != nil {
 		return PushResult{}, err
 	}
@@ -374,7 +374,7 @@ func (f *Fleet) pull(ctx context.Context, source string, repo Repo, tag string, 
 	if err != nil {
 		return err
 	}
-	r, err := openRepo(repo, f.cfg.RegistryConfig)
+	r, err := openRepo(ctx, repo, f.cfg.RegistryConfig)
 	if err != nil {
 		return err
 	}

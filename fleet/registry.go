@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/content"
@@ -22,13 +23,22 @@ import (
 
 // openRepo is repo with the credentials docker login stored for its
 // registry in configDir/config.json (REGISTRY_CONFIG; "" is docker's own:
-// $DOCKER_CONFIG or ~/.docker), credential helpers included.
-func openRepo(repo Repo, configDir string) (*remote.Repository, error) {
+// $DOCKER_CONFIG or ~/.docker), credential helpers included, and TLS as
+// Docker does it: the registry's certs.d directory (certsDir) adds CA
+// roots and client certificates; HTTPS, and plain HTTP only to a loopback
+// registry that answers plain HTTP (loopbackPlain).
+func openRepo(ctx context.Context, repo Repo, configDir string) (*remote.Repository, error) {
 	r, err := remote.NewRepository(repo.String())
 	if err != nil {
 		return nil, fmt.Errorf("%w %s: %w", ErrRegistry, repo, err)
 	}
-	r.PlainHTTP = repo.plainHTTP()
+	transport, _, err := registryTransport(configDir, repo.Registry)
+	if err != nil {
+		return nil, fmt.Errorf("%w %s: %w", ErrRegistry, repo, err)
+	}
+	if repo.plainHTTP() {
+		r.PlainHTTP = loopbackPlain(ctx, transport, repo.Registry)
+	}
 	var store credentials.Store
 	if configDir == "" {
 		store, err = credentials.NewStoreFromDocker(credentials.StoreOptions{})
@@ -39,7 +49,7 @@ func openRepo(repo Repo, configDir string) (*remote.Repository, error) {
 		return nil, fmt.Errorf("%w %s: reading registry credentials (REGISTRY_CONFIG %q): %w", ErrRegistry, repo, configDir, err)
 	}
 	r.Client = &auth.Client{
-		Client:     &http.Client{Transport: http.DefaultTransport},
+		Client:     &http.Client{Transport: transport},
 		Cache:      auth.NewCache(),
 		Credential: credentials.Credential(store),
 	}
@@ -47,11 +57,44 @@ func openRepo(repo Repo, configDir string) (*remote.Repository, error) {
 	return r, nil
 }
 
+// loopbackPlain reports whether the loopback registry answers plain HTTP
+// to HTTPS, as Docker finds out for an insecure registry: it asks /v2/
+// over HTTPS and only a plain HTTP answer ("server gave HTTP response to
+// HTTPS client") means plain HTTP. Anything else, a TLS registry whose
+// certificate does not verify included, stays HTTPS, and the request
+// that follows fails with what to fix. Unlike Docker, which accepts any
+// certificate from an insecure registry, a loopback registry speaking
+// TLS is verified like any other: loopback is where a local user can
+// listen too.
+func loopbackPlain(ctx context.Context, transport http.RoundTripper, registry string) bool {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+registry+"/v2/", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := transport.RoundTrip(req)
+	if err != nil {
+		var te *tlsError
+		return errors.As(err, &te) && te.kind == "plain"
+	}
+	resp.Body.Close()
+	return false
+}
+
+// probeTimeout bounds loopbackPlain: a loopback registry answers at once
+// or is not there (the request that follows then says so).
+const probeTimeout = 10 * time.Second
+
 // explain turns a registry failure into one that names the registry and
 // repository and says what to fix.
 func explain(repo Repo, what string, err error) error {
 	var resp *errcode.ErrorResponse
+	var te *tlsError
 	switch {
+	case errors.As(err, &te):
+		// Before unreachable: a TLS alert is a net.OpError too.
+		return fmt.Errorf("%w %s: %s: %w", ErrRegistry, repo, what, te)
 	case errors.As(err, &resp) && (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden):
 		return fmt.Errorf("%w %s: %s: access denied (HTTP %d): log in to %s with docker login (credentials from REGISTRY_CONFIG) and check the account may read and write %s: %w", ErrRegistry, repo, what, resp.StatusCode, repo.Registry, repo.Path, err)
 	case errors.Is(err, errdef.ErrNotFound):
