@@ -69,5 +69,6 @@ require (
 // The repository's own module, as checked out: the tests build its plugin
 // and use its test harness (test, test/dockerd). A dependency the main
 // go.mod adds or upgrades must be recorded here too: go mod tidy in this
-// directory (TestE2ETestcontainers says so when it is missing).
+// directory (TestE2ETestcontainers and TestE2EGoSDK say so when it is
+// missing).
 replace github.com/snapvol/snapvol => ../..

@@ -1,9 +1,10 @@
 // Package clients tests snapvol through clients other than Docker's CLI
-// that need modules the main module does not: testcontainers-go here. It
-// is a module of its own (test/clients/go.mod) so that testcontainers-go
-// and its dependencies stay out of the main go.mod; the main module's
-// TestE2ETestcontainers (test/clients_test.go) runs this one, so
-// `go test ./...` from the repository root still runs it.
+// that need modules the main module does not: testcontainers-go here, the
+// Docker Go SDK in sdk_test.go and gitlab_test.go. It is a module of its
+// own (test/clients/go.mod) so that they and their dependencies stay out
+// of the main go.mod; the main module's TestE2ETestcontainers
+// (test/clients_test.go) and TestE2EGoSDK (test/e2e_sdk_test.go) run these
+// tests, so `go test ./...` from the repository root still runs them.
 package clients
 
 import (
