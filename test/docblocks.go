@@ -96,7 +96,8 @@ var docRunners = map[string]string{
 	"portworx-managed": "TestE2EPortworxManagedPlugin",
 	"portworx-options": "TestE2EPortworxManagedPlugin",
 	// docs/recover.md
-	"recover-host": "TestRecoverAfterDeletingTheStore",
+	"recover-host":    "TestRecoverAfterDeletingTheStore",
+	"recover-managed": "TestRecoverManagedPlugin",
 	// docs/fleets.md
 	"fleet-production":         "TestFleetPushPull",
 	"fleet-ci":                 "TestFleetPushPull",
@@ -106,6 +107,8 @@ var docRunners = map[string]string{
 	"fleet-refresh":            "TestFleetManaged",
 	"fleet-ci-job":             "TestFleetManaged",
 	"fleet-gitlab":             "TestFleetManaged",
+	"fleet-tls-ca":             "TestFleetTLS",
+	"fleet-tls-client":         "TestFleetTLS",
 	// README.md, runner fleets
 	"readme-fleet": "TestFleetManaged",
 }
