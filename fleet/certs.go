@@ -216,6 +216,11 @@ func registryTransport(configDir, registry string) (http.RoundTripper, string, e
 			}
 			t := http.DefaultTransport.(*http.Transport).Clone()
 			t.TLSClientConfig = &tls.Config{RootCAs: roots, Certificates: certs, MinVersion: tls.VersionTLS12}
+			// HTTP/1.1, as Docker's registry client: over HTTP/2 a
+			// registry's refusal of the client certificate surfaces
+			// only as "client conn could not be established", which
+			// says nothing of what to fix.
+			t.ForceAttemptHTTP2 = false
 			c = cachedTransport{dir: dir, sum: sum, t: t}
 			if transports.m == nil {
 				transports.m = map[string]cachedTransport{}

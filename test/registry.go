@@ -125,3 +125,79 @@ func lastLines(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// RegistryTLS is how StartRegistryTLS serves: its certificate and key
+// (PEM files; the certificate for 127.0.0.1) and, when ClientCAs is set,
+// the CA certificates (a PEM file) a client certificate must be signed by,
+// which the registry then requires.
+type RegistryTLS struct {
+	Cert, Key string
+	ClientCAs string
+}
+
+// StartRegistryTLS runs an OCI registry like StartRegistry, over HTTPS
+// only (distribution's http.tls), and returns its host:port. ready is the
+// client the start waits with (it must trust the certificate, and carry a
+// client certificate when ClientCAs is set).
+func StartRegistryTLS(t testing.TB, cfg RegistryTLS, ready *http.Client) string {
+	t.Helper()
+	bin := RegistryBinary(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	dir := t.TempDir()
+	tlsConf := fmt.Sprintf("  tls:\n    certificate: %s\n    key: %s\n", cfg.Cert, cfg.Key)
+	if cfg.ClientCAs != "" {
+		tlsConf += fmt.Sprintf("    clientcas:\n      - %s\n", cfg.ClientCAs)
+	}
+	config := fmt.Sprintf("version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: %s\n  secret: snapvol-test\n%s",
+		filepath.Join(dir, "data"), addr, tlsConf)
+	if err := os.WriteFile(filepath.Join(dir, "config.yml"), []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	log, err := os.Create(filepath.Join(dir, "registry.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "serve", filepath.Join(dir, "config.yml"))
+	cmd.Env = append(os.Environ(), "OTEL_TRACES_EXPORTER=none")
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-done
+		log.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(dir, "registry.log"))
+			t.Logf("registry log:\n%s", lastLines(string(b), 40))
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	var last error
+	for time.Now().Before(deadline) {
+		resp, err := ready.Get("https://" + addr + "/v2/")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return addr
+			}
+		}
+		last = err
+		select {
+		case <-done:
+			b, _ := os.ReadFile(filepath.Join(dir, "registry.log"))
+			t.Fatalf("the registry exited: %s", b)
+		default:
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("the registry did not answer on https://%s within 30s: %v", addr, last)
+	return ""
+}
