@@ -24,9 +24,9 @@ import (
 // operator's files the docs/fleets.md blocks copy (/root/company-ca.crt,
 // /root/ci-host.cert, /root/ci-host.key).
 type tlsFiles struct {
-	dir                                             string
+	dir                                              string
 	ca, serverCert, serverKey, clientCert, clientKey string
-	client                                          *http.Client // trusts the CA, offers the client certificate
+	client                                           *http.Client // trusts the CA, offers the client certificate
 }
 
 func makeTLSFiles(t *testing.T) tlsFiles {
