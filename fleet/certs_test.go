@@ -272,3 +272,33 @@ func TestRegistryTransportTLS(t *testing.T) {
 		t.Fatalf("HTTPS to a plain HTTP server: %v; want the plain HTTP refusal", err)
 	}
 }
+
+// openRepo speaks plain HTTP only to a loopback registry that answers
+// plain HTTP; a loopback TLS registry and any other host get HTTPS (a
+// host not on loopback is never asked: registry.example.com is not
+// resolved here).
+func TestOpenRepoPlainHTTPOnlyToLoopbackThatAnswersIt(t *testing.T) {
+	config := t.TempDir()
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	t.Cleanup(plain.Close)
+	secure := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	secure.Config.ErrorLog = log.New(io.Discard, "", 0)
+	t.Cleanup(secure.Close)
+	for _, c := range []struct {
+		registry string
+		plain    bool
+	}{
+		{strings.TrimPrefix(plain.URL, "http://"), true},
+		{strings.TrimPrefix(secure.URL, "https://"), false},
+		{"registry.example.com", false},
+		{"registry.example.com:5000", false},
+	} {
+		r, err := openRepo(context.Background(), Repo{Registry: c.registry, Path: "data/app-production"}, config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.PlainHTTP != c.plain {
+			t.Errorf("%s: PlainHTTP %v, want %v", c.registry, r.PlainHTTP, c.plain)
+		}
+	}
+}
