@@ -202,7 +202,7 @@ type cachedTransport struct {
 // directory read, or the one to create.
 func registryTransport(configDir, registry string) (http.RoundTripper, string, error) {
 	dir, exists := certsDir(configDir, registry)
-	base := http.DefaultTransport
+	base := http.RoundTripper(defaultTransport())
 	if exists {
 		roots, certs, sum, err := readCertsDir(registry, dir)
 		if err != nil {
@@ -214,13 +214,8 @@ func registryTransport(configDir, registry string) (http.RoundTripper, string, e
 			if ok {
 				c.t.CloseIdleConnections()
 			}
-			t := http.DefaultTransport.(*http.Transport).Clone()
+			t := newTransport()
 			t.TLSClientConfig = &tls.Config{RootCAs: roots, Certificates: certs, MinVersion: tls.VersionTLS12}
-			// HTTP/1.1, as Docker's registry client: over HTTP/2 a
-			// registry's refusal of the client certificate surfaces
-			// only as "client conn could not be established", which
-			// says nothing of what to fix.
-			t.ForceAttemptHTTP2 = false
 			c = cachedTransport{dir: dir, sum: sum, t: t}
 			if transports.m == nil {
 				transports.m = map[string]cachedTransport{}
@@ -232,6 +227,20 @@ func registryTransport(configDir, registry string) (http.RoundTripper, string, e
 	}
 	return &tlsExplained{base: base, registry: registry, dir: dir, configDir: configDir}, dir, nil
 }
+
+// newTransport is Go's default transport (proxy settings, timeouts) on
+// HTTP/1.1, as Docker's registry client: over HTTP/2 a registry's refusal
+// of the client certificate surfaces only as "client conn could not be
+// established", which says nothing of what to fix.
+func newTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.ForceAttemptHTTP2 = false
+	return t
+}
+
+// defaultTransport is the transport of registries without a certs.d
+// directory (the system's roots), shared so connections are reused.
+var defaultTransport = sync.OnceValue(newTransport)
 
 // tlsExplained turns a TLS failure of base into a tlsError.
 type tlsExplained struct {
