@@ -11,9 +11,11 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 
 	"github.com/snapvol/snapvol/driver"
 	"github.com/snapvol/snapvol/driver/store"
+	"github.com/snapvol/snapvol/mountpoint"
 	"github.com/snapvol/snapvol/storage"
 	"github.com/snapvol/snapvol/storage/local"
 )
@@ -26,7 +28,7 @@ import (
 // rebuilt while Docker mounts and removes volumes would race with them.
 // bbolt's lock on snapvol.db keeps it from running beside a plugin that
 // serves the same STATE_DIR.
-func runRecover(out io.Writer, stateDir string, force bool) error {
+func runRecover(out io.Writer, stateDir string, force bool) (err error) {
 	s, err := LoadSettings(environ)
 	if err != nil {
 		return err
@@ -71,6 +73,19 @@ func runRecover(out io.Writer, stateDir string, force bool) error {
 		return err
 	}
 	defer st.Close()
+	// A pool recover mounts to read is unmounted again (unmountPool);
+	// registered before the backend's Close, so it runs after it.
+	poolMnt := filepath.Join(s.StateDir, "pool")
+	if !mountpoint.IsMountPoint(poolMnt) {
+		defer func() {
+			if !mountpoint.IsMountPoint(poolMnt) {
+				return
+			}
+			if uerr := unmountPool(poolMnt); err == nil {
+				err = uerr
+			}
+		}()
+	}
 	b, err := openBackend(s, st, log)
 	if err != nil {
 		return fmt.Errorf("backend %s: %w", s.Backend, err)
@@ -91,6 +106,25 @@ func runRecover(out io.Writer, stateDir string, force bool) error {
 		return err
 	}
 	printRecovered(out, rep, dbPath)
+	return nil
+}
+
+// unmountPool unmounts the pool at mnt, which recover mounted (a pool
+// file or device: it found nothing mounted there). A managed plugin's
+// pool is mounted in the plugin's own namespace only: left mounted on the
+// host after a recover, the state directory would show the whole pool (a
+// cp -a of it, as docs/settings.md moves a state, copies every volume
+// file by file) and the host's namespace would hold the pool's filesystem
+// for good. A host-mode pool the plugin left mounted is found mounted and
+// stays so. The filesystem itself lives on while containers hold clones.
+func unmountPool(mnt string) error {
+	if err := unix.Unmount(mnt, 0); err != nil {
+		// Still busy with a file of this process: gone from the host's
+		// mount table now, released when recover exits.
+		if derr := unix.Unmount(mnt, unix.MNT_DETACH); derr != nil {
+			return fmt.Errorf("unmounting the pool %s recover mounted: %w", mnt, derr)
+		}
+	}
 	return nil
 }
 

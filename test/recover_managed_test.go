@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/snapvol/snapvol/test/dockerd"
+	"github.com/snapvol/snapvol/test/leakcheck"
 )
 
 // docs/recover.md's managed-plugin block, as written, on both engines: a
@@ -126,6 +127,17 @@ func TestRecoverManagedPlugin(t *testing.T) {
 			t.Fatalf("%s: %v\n%s\nscript:\n%s\ndockerd:\n%s", block, err, recovered, script, d.LogTail(40))
 		}
 		t.Logf("%s (%v):\n%s", block, time.Since(start).Round(time.Millisecond), recovered)
+		// A managed plugin's pool is mounted in its own namespace only;
+		// recover mounts it on the host to read it, and must not leave it
+		// there: the state directory would then hold the whole pool, which
+		// a copy of it (docs/settings.md's state-move, cp -a) copies file by
+		// file, and the host's own mount namespace keeps the pool's
+		// filesystem alive for good.
+		if held, err := leakcheck.MountPoints("/proc/self/mountinfo"); err != nil {
+			t.Fatal(err)
+		} else if under := slices.DeleteFunc(held, func(m string) bool { return m != p.StateDir && !strings.HasPrefix(m, p.StateDir+"/") }); len(under) > 0 {
+			t.Errorf("after the block the host has mounts in the plugin's state directory: %v", under)
+		}
 		for _, w := range []string{"snapvol.db is refused", "recovered 3 volumes (2 clones), 1 named snapshots",
 			"  volume app-production\n", "  volume " + job + "\n", "  volume mask-work (the operator's, access none)",
 			"  snapshot app-production@masked", "in use now"} {
