@@ -114,13 +114,16 @@ func TestRecoverManagedPlugin(t *testing.T) {
 		// docs/recover.md, as written: the engine's docker, its data root
 		// for /var/lib/docker and the plugin's state.source for
 		// /var/lib/snapvol.
+		// The host's snapvol (its ls) finds the admin socket by STATE_DIR.
 		bin := t.TempDir()
-		if err := os.Symlink(dockerd.DockerCLI(), filepath.Join(bin, "docker")); err != nil {
-			t.Fatal(err)
+		for name, target := range map[string]string{"snapvol": Binary(t), "docker": dockerd.DockerCLI()} {
+			if err := os.Symlink(target, filepath.Join(bin, name)); err != nil {
+				t.Fatal(err)
+			}
 		}
 		script := strings.NewReplacer("/var/lib/docker/", filepath.Join(d.Dir, "data")+"/", "/var/lib/snapvol", p.StateDir).Replace(block.Text)
 		cmd := d.Command("bash", "-euo", "pipefail", "-c", script)
-		cmd.Env = append(d.Env(), "PATH="+bin+":"+os.Getenv("PATH"))
+		cmd.Env = append(d.Env(), "PATH="+bin+":"+os.Getenv("PATH"), "STATE_DIR="+p.StateDir)
 		start := time.Now()
 		recovered, err := cmd.CombinedOutput()
 		if err != nil {
@@ -143,6 +146,13 @@ func TestRecoverManagedPlugin(t *testing.T) {
 			"  snapshot app-production@masked", "in use now"} {
 			if !strings.Contains(string(recovered), w) {
 				t.Errorf("snapvol recover does not report %q", w)
+			}
+		}
+		// The block's last command, snapvol ls, lists the three volumes.
+		_, ls, _ := strings.Cut(string(recovered), "not in labels, so not recovered")
+		for _, v := range []string{"app-production ", job + " ", "mask-work "} {
+			if !strings.Contains(ls, "\n"+v) {
+				t.Errorf("the block's snapvol ls does not list %s:\n%s", v, ls)
 			}
 		}
 
