@@ -24,9 +24,10 @@ import (
 // by a running job. The plugin is disabled and its snapvol.db deleted; the
 // plugin enabled on that state serves only the refusal, which names the
 // host's file and snapvol recover. The doc's block then disables it, runs
-// the plugin's own binary (its rootfs /snapvol) on the host against the
-// state directory, and enables it: the records are what they were (snapvol
-// ls, docker volume ls, the named snapshot), the job's clone is the same
+// the plugin's own binary (its rootfs /snapvol) on the host with the
+// plugin's settings against the state directory, and enables it: no pool
+// mount is left on the host, the records are what they were (snapvol ls,
+// docker volume ls, the named snapshot), the job's clone is the same
 // object under the running job, production's data is untouched, and no
 // backend object is without a record nor a record without its object.
 // Then the job stops and its volume removes through Docker as usual (its
@@ -113,8 +114,8 @@ func TestRecoverManagedPlugin(t *testing.T) {
 
 		// docs/recover.md, as written: the engine's docker, its data root
 		// for /var/lib/docker and the plugin's state.source for
-		// /var/lib/snapvol.
-		// The host's snapvol (its ls) finds the admin socket by STATE_DIR.
+		// /var/lib/snapvol; the host's snapvol (the block's ls) finds the
+		// admin socket there by STATE_DIR.
 		bin := t.TempDir()
 		for name, target := range map[string]string{"snapvol": Binary(t), "docker": dockerd.DockerCLI()} {
 			if err := os.Symlink(target, filepath.Join(bin, name)); err != nil {
