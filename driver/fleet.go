@@ -70,7 +70,34 @@ func (d *Driver) replicaStatus(r *store.Record, s map[string]interface{}) {
 func (d *Driver) SetReplicas(r Replicas) { d.replicas = r }
 
 func (d *Driver) isReplica(source string) bool {
-	return d.replicas != nil && d.replicas.IsReplica(source)
+	if d.replicas == nil || !d.replicas.IsReplica(source) {
+		return false
+	}
+	// A Docker volume of that name here is a local source (a host that
+	// is production and CI at once, REPLICAS copied from a CI host's
+	// settings): it stays local, its containers mount it and its named
+	// snapshots stay its own; ReplicaSource refuses pulls into it.
+	_, local := d.st.Get(source)
+	return !local
+}
+
+// labelReceivedUUID is the label the fleet puts on a pulled version
+// (fleet.labelReceived): a volume with such snapshots is a replica
+// source's anchor, never a Docker volume.
+const labelReceivedUUID = "snapvol.received-uuid"
+
+// replicaAnchors are the volumes among owned that anchor pulled versions
+// (by their snapshots' labels, not REPLICAS: recover may run without the
+// plugin's settings). Recover makes no record of them: a record would make
+// the anchor a Docker volume, listed and mounted writable.
+func replicaAnchors(owned []storage.Object) map[string]bool {
+	out := map[string]bool{}
+	for _, o := range owned {
+		if o.Kind == storage.KindSnapshot && o.Labels[labelReceivedUUID] != "" && o.Labels[storage.LabelSource] != "" {
+			out[o.Labels[storage.LabelSource]] = true
+		}
+	}
+	return out
 }
 
 // ErrReplica: what was asked cannot be done to a replica source.
@@ -187,6 +214,9 @@ func (o *Operator) ReplicaSource(ctx context.Context, source string) (storage.Ob
 	d := o.d
 	if why := names.CheckWord(source); why != "" {
 		return storage.Object{}, fmt.Errorf("%w: replica source %q %s", names.ErrInvalid, source, why)
+	}
+	if _, local := d.st.Get(source); local {
+		return storage.Object{}, fmt.Errorf("%w: replica source %q: a Docker volume of that name is on this host, a local source; REPLICAS cannot take it over (its named snapshots would be replaced by pulled ones): name the replica source otherwise in REPLICAS, e.g. %s-replica=REGISTRY/REPO", ErrReplica, source, source)
 	}
 	src, err := d.b.Volume(ctx, source)
 	if err == nil {

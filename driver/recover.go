@@ -73,10 +73,13 @@ func (o *Operator) Recover(ctx context.Context, held Holders) (RecoverReport, er
 	if err := rc.registerSnapshots(newestNamed(owned)); err != nil {
 		return rc.rep, err
 	}
+	anchors := replicaAnchors(owned) // fleet.go
 	for _, o := range owned {
 		switch o.Kind {
 		case storage.KindVolume:
-			rc.recoverVolume(o)
+			if !anchors[o.Name] {
+				rc.recoverVolume(o)
+			}
 		case storage.KindClone:
 			rc.recoverClone(o)
 		}
