@@ -150,3 +150,231 @@ func TestAttackFleetStateReplicaNamesALocalVolume(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// readClone creates and mounts name on p, reads its marker and unmounts
+// it ("" and the error when Docker's Create or Mount fails).
+func readClone(t *testing.T, p *Plugin, name string) (string, error) {
+	t.Helper()
+	if err := p.Create(name, nil); err != nil {
+		return "", err
+	}
+	mp, err := p.Mount(name, "marker-reader")
+	if err != nil {
+		return "", err
+	}
+	if mp == "" {
+		t.Fatalf("%s: empty mount point", name)
+	}
+	got := readMarker(t, mp)
+	if err := p.Unmount(name, "marker-reader"); err != nil {
+		t.Error(err)
+	}
+	return got, nil
+}
+
+// (3) REPLICAS pointed at another repository: another production's chain
+// under the same source name. The next pull must not mix the two chains
+// (new clones get the other production's data whole), and a clone
+// running on the first chain keeps its data.
+func TestAttackFleetStateReplicaRepointed(t *testing.T) {
+	fp := newFleetPair(t, "first", nil)
+	other := StartPlugin(t, map[string]string{"PUBLISH": "app-production@masked*"})
+	SeedProduction(t, other)
+	writeMarker(t, other, "app-production", "second")
+	adminCLI(t, other, "snapshot", "create", "app-production", "masked")
+	repo2 := fp.reg + "/data/other-production"
+	if _, out, err := push(t, other, nil, "app-production@masked", repo2); err != nil {
+		t.Fatalf("push: %v\n%s", err, out)
+	}
+	ci := fp.ci
+	adminCLI(t, ci, "pull", "app-production@masked")
+	if err := ci.Create("app-production@masked+running", nil); err != nil {
+		t.Fatal(err)
+	}
+	running := ci.MustMount("app-production@masked+running", "running")
+	holdInNamespace(t, running)
+	ci.Stop()
+	ci.Env["REPLICAS"] = "app-production=" + repo2
+	ci.Start()
+	out, err := cli(t, nil, "--state-dir", ci.StateDir, "pull", "app-production@masked")
+	t.Logf("pull of the other repository: %v\n%s", err, out)
+	if err == nil {
+		if got, err := readClone(t, ci, "app-production@masked+new"); err != nil || got != "second" {
+			t.Errorf("a new clone after the repointed pull: %q %v; want the other production's data (second)", got, err)
+		}
+	}
+	if got, err := readClone(t, ci, "app-production@masked+running"); err != nil || got != "first" {
+		t.Errorf("the running clone after REPLICAS moved: %q %v; want its own data (first)", got, err)
+	}
+	// The first production pushes a change: the CI host, pointed back,
+	// pulls it whole.
+	writeMarker(t, fp.prod, "app-production", "first-v2")
+	adminCLI(t, fp.prod, "snapshot", "create", "app-production", "masked", "--replace")
+	if _, out, err := push(t, fp.prod, nil, "app-production@masked", fp.repo); err != nil {
+		t.Fatalf("push: %v\n%s", err, out)
+	}
+	ci.Stop()
+	ci.Env["REPLICAS"] = "app-production=" + fp.repo
+	ci.Start()
+	if out, err := cli(t, nil, "--state-dir", ci.StateDir, "pull", "app-production@masked"); err != nil {
+		t.Fatalf("pull after pointing back: %v\n%s", err, out)
+	}
+	if got, err := readClone(t, ci, "app-production@masked+back"); err != nil || got != "first-v2" {
+		t.Errorf("a clone after pointing back: %q %v; want first-v2", got, err)
+	}
+}
+
+// (4) The operator removes what the fleet keeps: SOURCE@pushed.TAG on the
+// production host (the next push is a full one, not a failure), the
+// pulled SOURCE@TAG and the replica source itself on the CI host (the
+// next pull brings the version back; nothing the source anchors is lost).
+func TestAttackFleetStateOperatorRemovesFleetSnapshots(t *testing.T) {
+	fp := newFleetPair(t, "v1", nil)
+	prod, ci := fp.prod, fp.ci
+	out := adminCLI(t, prod, "snapshot", "ls", "app-production")
+	if !strings.Contains(out, "pushed.masked") {
+		t.Fatalf("no pushed.masked after a push:\n%s", out)
+	}
+	if out, err := cli(t, nil, "--state-dir", prod.StateDir, "snapshot", "rm", "app-production", "pushed.masked"); err != nil {
+		t.Logf("snapshot rm of pushed.masked: %v\n%s", err, out)
+	}
+	writeMarker(t, prod, "app-production", "v2")
+	adminCLI(t, prod, "snapshot", "create", "app-production", "masked", "--replace")
+	if res, out, err := push(t, prod, nil, "app-production@masked", fp.repo); err != nil {
+		t.Errorf("push after snapshot rm of pushed.masked: %v\n%s; want a full push", err, out)
+	} else if !res.Full {
+		t.Logf("push after the rm: %+v", res)
+	}
+
+	adminCLI(t, ci, "pull", "app-production@masked")
+	if got, err := readClone(t, ci, "app-production@masked+job1"); err != nil || got != "v2" {
+		t.Fatalf("CI clone: %q %v; want v2", got, err)
+	}
+	// The pulled version removed while a clone of it exists (refused or
+	// not, the clone keeps its data and a new clone still works).
+	out, err := cli(t, nil, "--state-dir", ci.StateDir, "snapshot", "rm", "app-production", "masked")
+	t.Logf("snapshot rm of the pulled version (clone of it exists): %v\n%s", err, out)
+	if err := ci.Remove("app-production@masked+job1"); err != nil {
+		t.Fatal(err)
+	}
+	out, err = cli(t, nil, "--state-dir", ci.StateDir, "snapshot", "rm", "app-production", "masked")
+	t.Logf("snapshot rm of the pulled version: %v\n%s", err, out)
+	if got, err := readClone(t, ci, "app-production@masked+job2"); err != nil || got != "v2" {
+		t.Errorf("a clone after snapshot rm of the pulled version: %q %v; want v2 (pulled again)", got, err)
+	}
+	out, err = cli(t, nil, "--state-dir", ci.StateDir, "volume", "rm", "app-production")
+	t.Logf("volume rm of the replica source: %v\n%s", err, out)
+	if err := ci.Remove("app-production"); err == nil {
+		t.Log("docker volume rm of the replica source: accepted")
+	} else {
+		t.Logf("docker volume rm of the replica source: %v", err)
+	}
+	if got, err := readClone(t, ci, "app-production@masked+job2"); err != nil || got != "v2" {
+		t.Errorf("the existing clone after rm of the replica source: %q %v; want v2", got, err)
+	}
+	if got, err := readClone(t, ci, "app-production@masked+job3"); err != nil || got != "v2" {
+		t.Errorf("a new clone after rm of the replica source: %q %v; want v2", got, err)
+	}
+	// And the production host goes on pushing incrementally.
+	writeMarker(t, prod, "app-production", "v3")
+	adminCLI(t, prod, "snapshot", "create", "app-production", "masked", "--replace")
+	if res, out, err := push(t, prod, nil, "app-production@masked", fp.repo); err != nil || res.Full {
+		t.Errorf("the push after: %+v %v\n%s; want an incremental push", res, err, out)
+	}
+	adminCLI(t, ci, "pull", "app-production@masked")
+	if got, err := readClone(t, ci, "app-production@masked+job4"); err != nil || got != "v3" {
+		t.Errorf("a clone of v3: %q %v", got, err)
+	}
+}
+
+// (6) SOURCES narrows what CI may clone: a replica source it does not
+// allow is refused before anything is pulled.
+func TestAttackFleetStateSourcesBeforePull(t *testing.T) {
+	fp := newFleetPair(t, "v1", map[string]string{"SOURCES": "other@*"})
+	err := fp.ci.Create("app-production@masked+job", nil)
+	if err == nil {
+		t.Fatal("SOURCES=other@* let CI clone replica source app-production")
+	}
+	out := adminCLI(t, fp.ci, "replica", "ls")
+	if strings.Contains(out, "masked") {
+		t.Errorf("a refused clone pulled the replica anyway:\n%s", out)
+	}
+}
+
+// (2) REGISTRY_CONFIG's config.json garbage, empty or missing, the fleet's temp directory a
+// file: a push and a pull fail naming what to fix, and work once it is
+// fixed; nothing half made stays.
+func TestAttackFleetStateBrokenConfig(t *testing.T) {
+	cfgDir := t.TempDir()
+	fp := newFleetPair(t, "v1", map[string]string{"REGISTRY_CONFIG": cfgDir})
+	ci := fp.ci
+	cfg := filepath.Join(cfgDir, "config.json")
+	for _, c := range []struct{ what, data string }{{"garbage", "{not json"}, {"empty", ""}, {"wrong types", `{"auths":[1,2]}`}} {
+		if err := os.WriteFile(cfg, []byte(c.data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, err := cli(t, nil, "--state-dir", ci.StateDir, "pull", "app-production@masked")
+		t.Logf("pull with a config.json %s: %v\n%s", c.what, err, out)
+		if err != nil && !strings.Contains(out, cfgDir) {
+			t.Errorf("pull with a config.json %s fails without naming %s:\n%s", c.what, cfgDir, out)
+		}
+	}
+	if err := os.Remove(cfg); err != nil {
+		t.Fatal(err)
+	}
+	// The fleet's temp directory replaced by a file on the production host.
+	tmp := filepath.Join(fp.prod.StateDir, "fleet", "tmp")
+	os.RemoveAll(tmp)
+	if err := os.WriteFile(tmp, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	writeMarker(t, fp.prod, "app-production", "v2")
+	adminCLI(t, fp.prod, "snapshot", "create", "app-production", "masked", "--replace")
+	_, out, err := push(t, fp.prod, nil, "app-production@masked", fp.repo)
+	t.Logf("push with the temp directory a file: %v\n%s", err, out)
+	if err != nil && !strings.Contains(out, tmp) {
+		t.Errorf("push with %s a file fails without naming it:\n%s", tmp, out)
+	}
+	os.Remove(tmp)
+	if _, out, err := push(t, fp.prod, nil, "app-production@masked", fp.repo); err != nil {
+		t.Fatalf("push once the temp directory is gone: %v\n%s", err, out)
+	}
+	adminCLI(t, ci, "pull", "app-production@masked")
+	if got, err := readClone(t, ci, "app-production@masked+job"); err != nil || got != "v2" {
+		t.Errorf("clone after the repairs: %q %v; want v2", got, err)
+	}
+}
+
+// (2) A received version in the pool's replicas/SOURCE/UUID no longer
+// whole (an operator deleted its subvolume to free space, or left a file
+// beside it): the next pull receives it again and succeeds, instead of
+// failing at the commit's rename for good.
+func TestAttackFleetStateReceivedVersionDamaged(t *testing.T) {
+	fp := newFleetPair(t, "v1", nil)
+	ci := fp.ci
+	adminCLI(t, ci, "pull", "app-production@masked")
+	dir := filepath.Join(ci.Pool(), "replicas", "app-production")
+	ents, err := os.ReadDir(dir)
+	if err != nil || len(ents) != 1 {
+		t.Fatalf("replicas of app-production: %v %v", ents, err)
+	}
+	version := filepath.Join(dir, ents[0].Name())
+	if err := os.WriteFile(filepath.Join(version, "notes.txt"), []byte("operator was here"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Production moves on; the pull must replay the chain (its parent is
+	// no longer whole here).
+	writeMarker(t, fp.prod, "app-production", "v2")
+	adminCLI(t, fp.prod, "snapshot", "create", "app-production", "masked", "--replace")
+	if _, out, err := push(t, fp.prod, nil, "app-production@masked", fp.repo); err != nil {
+		t.Fatalf("push: %v\n%s", err, out)
+	}
+	for i := 0; i < 2; i++ {
+		if out, err := cli(t, nil, "--state-dir", ci.StateDir, "pull", "app-production@masked"); err != nil {
+			t.Errorf("pull %d with a damaged received version: %v\n%s", i, err, out)
+		}
+	}
+	if got, err := readClone(t, ci, "app-production@masked+job"); err != nil || got != "v2" {
+		t.Errorf("a clone after the pull: %q %v; want v2", got, err)
+	}
+}

@@ -188,6 +188,11 @@ func (b *Backend) CommitReplica(source, uuid string) error {
 	if replicaSubvol(part) == "" {
 		return fmt.Errorf("version %s of %q: nothing received to commit: %w", uuid, source, storage.ErrNotFound)
 	}
+	// A UUID directory that is not one whole version (its subvolume
+	// deleted to free space, a file put beside it) is no received
+	// version (HasReplica is false): it goes, or the rename would fail
+	// at every pull for good.
+	b.dropPart(final)
 	if err := os.Rename(part, final); err != nil {
 		b.dropPart(part)
 		return b.noted(err)
