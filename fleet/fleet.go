@@ -83,6 +83,24 @@ type Fleet struct {
 	mu      sync.Mutex
 	checked map[string]time.Time // source: when the registry last answered a pull
 	failed  map[string]error     // source: the last pull's error, nil once one works
+	stop    context.Context      // Run's: ends at the plugin's shutdown (nil before Run)
+}
+
+// bounded is ctx ended also when the plugin shuts down (Run's ctx): a
+// push or pull hanging on a registry would otherwise hold the shutdown
+// for as long as its request waits (45 s), past the 10 s Docker gives a
+// managed plugin before SIGKILL. A pull or push cut short leaves whole
+// versions only (crash.go); the next one completes it.
+func (f *Fleet) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	f.mu.Lock()
+	stop := f.stop
+	f.mu.Unlock()
+	if stop == nil {
+		return ctx, cancel
+	}
+	unhook := context.AfterFunc(stop, cancel)
+	return ctx, func() { unhook(); cancel() }
 }
 
 // New returns the fleet of cfg.
@@ -114,6 +132,8 @@ func (f *Fleet) Push(ctx context.Context, source, ref, repoRef string) (PushResu
 	if err != nil {
 		return PushResult{}, err
 	}
+	ctx, cancel := f.bounded(ctx)
+	defer cancel()
 	defer f.locks.Lock("push/" + source)()
 	src, snap, err := f.cfg.Driver.PublishedSnapshot(ctx, source, ref)
 	if err != nil {
@@ -356,6 +376,8 @@ func (f *Fleet) Pull(ctx context.Context, source, tag string) (PullResult, error
 	if f.cfg.Streams == nil {
 		return PullResult{}, errors.New("pull: this backend cannot receive snapshots (only the local btrfs backend can)")
 	}
+	ctx, cancel := f.bounded(ctx)
+	defer cancel()
 	defer f.locks.Lock("pull/" + source)()
 	res := PullResult{Source: source, Tags: []PulledTag{}}
 	err := f.pull(ctx, source, repo, tag, &res)

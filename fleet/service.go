@@ -15,8 +15,13 @@ import (
 
 // Run pulls every tag already pulled of each replica source every
 // PULL_EVERY, until ctx ends; with PULL_EVERY 0 it does nothing (pulls
-// then happen on first use and on snapvol pull only).
+// then happen on first use and on snapvol pull only). Pushes and pulls
+// in flight end with ctx (bounded), so the plugin's shutdown is not held
+// by a registry that hangs.
 func (f *Fleet) Run(ctx context.Context) {
+	f.mu.Lock()
+	f.stop = ctx
+	f.mu.Unlock()
 	if f.cfg.PullEvery <= 0 || len(f.cfg.Replicas) == 0 {
 		return
 	}

@@ -40,7 +40,7 @@ func startFleet(s Settings, d *driver.Driver, b storage.Backend, adm *server.Ser
 	d.SetPusher(schedulePusher{f: f, publish: s.Publish, canSend: streams != nil})
 	adm.Routes(func(sk route.Socket) { fleetRoutes(sk, f, d.Operator()) })
 	if len(s.Replicas) == 0 {
-		return func(context.Context) {}
+		return f.Run // no pulls; it ends pushes in flight at the shutdown
 	}
 	d.SetReplicas(f)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -1,10 +1,15 @@
 package test
 
 import (
+	"crypto/rand"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // Runner fleets attacked by a careless operator and broken state (not by
@@ -376,5 +381,156 @@ func TestAttackFleetStateReceivedVersionDamaged(t *testing.T) {
 	}
 	if got, err := readClone(t, ci, "app-production@masked+job"); err != nil || got != "v2" {
 		t.Errorf("a clone after the pull: %q %v; want v2", got, err)
+	}
+}
+
+// stallProxy forwards to a registry and, once armed, stops passing what
+// the registry answers after n more bytes (the connection held open, as
+// a registry or network that hangs mid-download) until released.
+type stallProxy struct {
+	Addr    string
+	armed   atomic.Int64
+	stalled chan struct{}
+	once    sync.Once
+	release chan struct{}
+}
+
+func startStallProxy(t *testing.T, back string) *stallProxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &stallProxy{Addr: l.Addr().String(), stalled: make(chan struct{}), release: make(chan struct{})}
+	t.Cleanup(func() { l.Close(); p.Release() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				b, err := net.Dial("tcp", back)
+				if err != nil {
+					return
+				}
+				defer b.Close()
+				go func() {
+					buf := make([]byte, 32<<10)
+					for {
+						n, err := c.Read(buf)
+						if n > 0 {
+							b.Write(buf[:n])
+						}
+						if err != nil {
+							b.Close()
+							return
+						}
+					}
+				}()
+				buf := make([]byte, 16<<10)
+				for {
+					n, err := b.Read(buf)
+					if n > 0 {
+						if p.armed.Load() > 0 && p.armed.Add(-int64(n)) <= 0 {
+							p.once.Do(func() { close(p.stalled) })
+							<-p.release
+						}
+						if _, werr := c.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return p
+}
+
+// Release lets held connections go on (once).
+func (p *stallProxy) Release() {
+	select {
+	case <-p.release:
+	default:
+		close(p.release)
+	}
+}
+
+// (5) SIGTERM while a pull hangs mid-download (snapvol pull on the admin
+// socket, a first-use Create on the volume socket waiting for it): the
+// shutdown is bounded (Docker kills a plugin that does not stop within
+// its timeout; systemd too), and the next start's pull completes whole.
+func TestAttackFleetStateSigtermMidPull(t *testing.T) {
+	reg, _ := startFleetRegistry(t, "")
+	px := startStallProxy(t, reg)
+	prod := StartPlugin(t, map[string]string{"PUBLISH": "app-production@masked*"})
+	SeedProduction(t, prod)
+	mp := prod.MustMount("app-production", "bulk")
+	if mp == "" {
+		t.Fatal("empty mount point")
+	}
+	bulk := make([]byte, 16<<20)
+	rand.Read(bulk)
+	if err := os.WriteFile(filepath.Join(mp, "bulk.bin"), bulk, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(mp, "marker.txt"), []byte("v1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := prod.Unmount("app-production", "bulk"); err != nil {
+		t.Fatal(err)
+	}
+	adminCLI(t, prod, "snapshot", "create", "app-production", "masked")
+	if _, out, err := push(t, prod, nil, "app-production@masked", reg+"/data/app-production"); err != nil {
+		t.Fatalf("push: %v\n%s", err, out)
+	}
+	ci := StartPlugin(t, map[string]string{"REPLICAS": "app-production=" + px.Addr + "/data/app-production", "PULL_EVERY": "0"})
+	px.armed.Store(4 << 20)
+	pulled := make(chan error, 1)
+	go func() {
+		out, err := cli(t, nil, "--state-dir", ci.StateDir, "pull", "app-production@masked")
+		if err != nil {
+			t.Logf("the pull cut by SIGTERM: %v\n%s", err, out)
+		}
+		pulled <- err
+	}()
+	select {
+	case <-px.stalled:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the pull never got 4 MiB into the layer")
+	}
+	created := make(chan error, 1)
+	go func() { created <- ci.Create("app-production@masked+job", nil) }()
+	time.Sleep(500 * time.Millisecond)
+	start := time.Now()
+	cmd, done := ci.take()
+	_ = cmd.Process.Signal(os.Interrupt) // SIGINT: as SIGTERM, the harness's Stop waits 30s only
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("snapvol did not stop within 60s of the signal with a pull hanging")
+	}
+	took := time.Since(start)
+	t.Logf("stopped %v after the signal (exit %v)", took.Round(100*time.Millisecond), cmd.ProcessState)
+	if took > 10*time.Second {
+		t.Errorf("shutdown with a pull hanging took %v; Docker kills a managed plugin that does not stop within 10s (a killed pull)", took.Round(100*time.Millisecond))
+	}
+	<-pulled
+	<-created
+	px.Release()
+	ci.Start()
+	out, err := cli(t, nil, "--state-dir", ci.StateDir, "pull", "app-production@masked")
+	if err != nil {
+		t.Fatalf("the pull after the restart: %v\n%s", err, out)
+	}
+	checkReplicas(t, ci)
+	if got, err := readClone(t, ci, "app-production@masked+job2"); err != nil || got != "v1" {
+		t.Errorf("a clone after the restart's pull: %q %v; want v1", got, err)
 	}
 }
