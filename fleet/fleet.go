@@ -193,6 +193,12 @@ func (f *Fleet) pushTarget(source, ref, repoRef string) (Repo, string, error) {
 	if f.cfg.Streams == nil {
 		return Repo{}, "", errors.New("push: this backend cannot send snapshots (only the local btrfs backend can)")
 	}
+	if f.IsReplica(source) {
+		// Its pulled versions' streams name the production snapshot,
+		// not the one pushed: every pull of the tag would refuse it
+		// until production pushed again.
+		return Repo{}, "", fmt.Errorf("%w: %s is a replica source here (REPLICAS=%s=%s): push it from its production host, or take it out of REPLICAS", ErrPublish, source, source, f.cfg.Replicas[source])
+	}
 	return repo, tag, nil
 }
 

@@ -2,6 +2,7 @@ package test
 
 import (
 	"crypto/rand"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -241,14 +242,12 @@ func TestAttackFleetStateOperatorRemovesFleetSnapshots(t *testing.T) {
 		t.Fatalf("no pushed.masked after a push:\n%s", out)
 	}
 	if out, err := cli(t, nil, "--state-dir", prod.StateDir, "snapshot", "rm", "app-production", "pushed.masked"); err != nil {
-		t.Logf("snapshot rm of pushed.masked: %v\n%s", err, out)
+		t.Fatalf("snapshot rm of pushed.masked: %v\n%s", err, out)
 	}
 	writeMarker(t, prod, "app-production", "v2")
 	adminCLI(t, prod, "snapshot", "create", "app-production", "masked", "--replace")
-	if res, out, err := push(t, prod, nil, "app-production@masked", fp.repo); err != nil {
-		t.Errorf("push after snapshot rm of pushed.masked: %v\n%s; want a full push", err, out)
-	} else if !res.Full {
-		t.Logf("push after the rm: %+v", res)
+	if res, out, err := push(t, prod, nil, "app-production@masked", fp.repo); err != nil || !res.Full {
+		t.Errorf("push after snapshot rm of pushed.masked: %+v %v\n%s; want a full push", res, err, out)
 	}
 
 	adminCLI(t, ci, "pull", "app-production@masked")
@@ -532,5 +531,118 @@ func TestAttackFleetStateSigtermMidPull(t *testing.T) {
 	checkReplicas(t, ci)
 	if got, err := readClone(t, ci, "app-production@masked+job2"); err != nil || got != "v1" {
 		t.Errorf("a clone after the restart's pull: %q %v; want v1", got, err)
+	}
+}
+
+// (5) Calls racing on one replica source: the PULL_EVERY loop (1s),
+// snapvol pull, and first-use Creates and Mounts of SOURCE@TAG+each while
+// production pushes new versions: every call answers, every clone holds
+// one whole pushed version, and the replicas are whole at the end.
+func TestAttackFleetStateRacingPulls(t *testing.T) {
+	fp := newFleetPair(t, "v0", map[string]string{"PULL_EVERY": "1s"})
+	prod, ci := fp.prod, fp.ci
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []string
+	note := func(f string, a ...any) { mu.Lock(); errs = append(errs, fmt.Sprintf(f, a...)); mu.Unlock() }
+	for w := 0; w < 2; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if out, err := cli(t, nil, "--state-dir", ci.StateDir, "pull", "app-production@masked"); err != nil {
+					note("snapvol pull: %v %s", err, out)
+				}
+			}
+		}()
+	}
+	for w := 0; w < 3; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				name := fmt.Sprintf("app-production@masked+w%d-%d", w, i)
+				if err := ci.Create(name, nil); err != nil {
+					note("create %s: %v", name, err)
+					continue
+				}
+				mp, err := ci.Mount(name, "job")
+				if err != nil {
+					note("mount %s: %v", name, err)
+					continue
+				}
+				b, err := os.ReadFile(filepath.Join(mp, "marker.txt"))
+				if err != nil || !strings.HasPrefix(string(b), "v") {
+					note("%s holds %q %v; want a whole version", name, b, err)
+				}
+				if err := ci.Unmount(name, "job"); err != nil {
+					note("unmount %s: %v", name, err)
+				}
+				if err := ci.Remove(name); err != nil {
+					note("remove %s: %v", name, err)
+				}
+			}
+		}()
+	}
+	for v := 1; v <= 5; v++ {
+		writeMarker(t, prod, "app-production", fmt.Sprintf("v%d", v))
+		adminCLI(t, prod, "snapshot", "create", "app-production", "masked", "--replace")
+		if _, out, err := push(t, prod, nil, "app-production@masked", fp.repo); err != nil {
+			t.Errorf("push v%d: %v\n%s", v, err, out)
+		}
+		time.Sleep(700 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	for _, e := range errs {
+		t.Error(e)
+	}
+	adminCLI(t, ci, "pull", "app-production@masked")
+	checkReplicas(t, ci)
+	if got, err := readClone(t, ci, "app-production@masked+last"); err != nil || got != "v5" {
+		t.Errorf("the last clone: %q %v; want v5", got, err)
+	}
+}
+
+// (3) PUBLISH and REPLICAS for the same source on one host: the CI host
+// pushes its pulled version back to the repository it pulls from. The
+// production host's next push and the CI host's next pull still work
+// (the chain may restart on a full stream), and CI clones get
+// production's newest data.
+func TestAttackFleetStatePublishAReplica(t *testing.T) {
+	fp := newFleetPair(t, "v1", map[string]string{"PUBLISH": "app-production@masked*"})
+	prod, ci := fp.prod, fp.ci
+	adminCLI(t, ci, "pull", "app-production@masked")
+	res, out, err := push(t, ci, nil, "app-production@masked", fp.repo)
+	t.Logf("the CI host pushes its replica back: %+v %v\n%s", res, err, out)
+	if err == nil {
+		t.Errorf("the CI host pushed replica source app-production: %+v; want a refusal", res)
+	} else if !strings.Contains(out, "REPLICAS") {
+		t.Errorf("the refusal does not name REPLICAS:\n%s", out)
+	}
+	if out, err := cli(t, nil, "--state-dir", ci.StateDir, "pull", "app-production@masked"); err != nil {
+		t.Errorf("the CI host's pull of its own push: %v\n%s", err, out)
+	}
+	writeMarker(t, prod, "app-production", "v2")
+	adminCLI(t, prod, "snapshot", "create", "app-production", "masked", "--replace")
+	if res, out, err := push(t, prod, nil, "app-production@masked", fp.repo); err != nil {
+		t.Errorf("production's push after the CI host's: %+v %v\n%s", res, err, out)
+	}
+	if out, err := cli(t, nil, "--state-dir", ci.StateDir, "pull", "app-production@masked"); err != nil {
+		t.Errorf("the CI host's pull after: %v\n%s", err, out)
+	}
+	if got, err := readClone(t, ci, "app-production@masked+job"); err != nil || got != "v2" {
+		t.Errorf("a CI clone: %q %v; want v2", got, err)
 	}
 }
