@@ -646,3 +646,50 @@ func TestAttackFleetStatePublishAReplica(t *testing.T) {
 		t.Errorf("a CI clone: %q %v; want v2", got, err)
 	}
 }
+
+// (3) A source taken out of REPLICAS (another replica left, so the start
+// is not refused as settings fallen back to defaults) while a clone of it
+// runs: the clone keeps its data and its record through restarts and the
+// sweep, the pulled versions are not destroyed, and REPLICAS naming it
+// again serves it as before.
+func TestAttackFleetStateReplicaRemovedFromReplicas(t *testing.T) {
+	fp := newFleetPair(t, "v1", nil)
+	ci := fp.ci
+	adminCLI(t, ci, "pull", "app-production@masked")
+	if err := ci.Create("app-production@masked+running", nil); err != nil {
+		t.Fatal(err)
+	}
+	running := ci.MustMount("app-production@masked+running", "running")
+	holdInNamespace(t, running)
+	ci.Stop()
+	ci.Env["REPLICAS"] = "other=" + fp.reg + "/data/other"
+	ci.Start()
+	ci.Stop() // a second start: the sweep collects what the first found unused
+	ci.Start()
+	t.Logf("ls without app-production in REPLICAS:\n%s", adminCLI(t, ci, "ls"))
+	if got, err := readClone(t, ci, "app-production@masked+running"); err != nil || got != "v1" {
+		t.Errorf("the running clone once its source left REPLICAS: %q %v; want v1", got, err)
+	}
+	// What a Docker user can do to the name now.
+	err := ci.Create("app-production", nil)
+	t.Logf("create of app-production once it left REPLICAS: %v", err)
+	if err == nil {
+		if mp, err := ci.Mount("app-production", "w"); err == nil && mp != "" {
+			os.WriteFile(filepath.Join(mp, "marker.txt"), []byte("written"), 0o644)
+			ci.Unmount("app-production", "w")
+		}
+		ci.Remove("app-production")
+	}
+	ci.Stop()
+	ci.Env["REPLICAS"] = "app-production=" + fp.repo
+	ci.Start()
+	fp.stopReg()
+	for _, name := range []string{"app-production@masked+again", "app-production@latest+again"} {
+		if got, err := readClone(t, ci, name); err != nil || got != "v1" {
+			t.Errorf("%s once REPLICAS names it again (registry down): %q %v; want v1 from the local copy", name, got, err)
+		}
+	}
+	if got, err := readClone(t, ci, "app-production@masked+running"); err != nil || got != "v1" {
+		t.Errorf("the running clone at the end: %q %v; want v1", got, err)
+	}
+}
