@@ -32,17 +32,18 @@ func IsMountPoint(path string) bool {
 }
 
 // inMountinfo reports whether path is a mount point listed in
-// /proc/self/mountinfo.
+// /proc/thread-self/mountinfo: the calling thread's namespace (a test
+// process may hold a thread in another).
 func inMountinfo(path string) bool {
 	_, ok := MountRoot(path)
 	return ok
 }
 
 // MountRoot returns the root field of the last mount at target in
-// /proc/self/mountinfo (the directory of its filesystem that is mounted
+// /proc/thread-self/mountinfo (the directory of its filesystem that is mounted
 // there), and whether anything is mounted there at all.
 func MountRoot(target string) (string, bool) {
-	f, err := os.Open("/proc/self/mountinfo")
+	f, err := os.Open("/proc/thread-self/mountinfo")
 	if err != nil {
 		return "", false
 	}

@@ -173,7 +173,7 @@ func setuidAndDevice(t *testing.T, a *attackBed, eng dockerd.Engine, probe strin
 	holder := "holder-" + strings.ReplaceAll(eng.Name, ".", "-")
 	a.d.MustDocker("run", "-d", "--name", holder, "--network", "none", "--volume-driver", "snapvol", "-v", plant+":/data", dockerd.Image, "sleep", "600")
 	t.Cleanup(func() { _, _ = a.d.Docker("rm", "-f", holder) })
-	hostInfo, err := os.ReadFile("/proc/self/mountinfo")
+	hostInfo, err := os.ReadFile("/proc/thread-self/mountinfo")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -223,7 +223,7 @@ func (e *e2e) volumeNames() []string {
 }
 
 func (e *e2e) hostCloneMounts() []string {
-	data, _ := os.ReadFile("/proc/self/mountinfo")
+	data, _ := os.ReadFile("/proc/thread-self/mountinfo")
 	var out []string
 	for _, line := range strings.Split(string(data), "\n") {
 		if strings.Contains(line, "/clones/") && strings.Contains(line, e.d.Dir) {

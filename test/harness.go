@@ -208,10 +208,9 @@ func (p *Plugin) Spawn() <-chan struct{} {
 	// The daemon dies with the test process: a test binary that dies
 	// (-timeout, a kill) runs no cleanup, and a daemon left serving
 	// would keep its pool and clones mounted, and mount again, for good.
-	cmd.SysProcAttr = diesWithTest()
 	_ = os.Remove(p.Socket)
 	p.changes.Store(0)
-	if err := cmd.Start(); err != nil {
+	if err := startDyingWithTest(cmd); err != nil {
 		p.t.Fatalf("starting snapvol: %v", err)
 	}
 	exited := make(chan struct{})
@@ -222,11 +221,33 @@ func (p *Plugin) Spawn() <-chan struct{} {
 	return exited
 }
 
-// diesWithTest makes a process the tests start get SIGKILL when the test
-// process dies.
-func diesWithTest() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+// startDyingWithTest starts cmd so that it gets SIGKILL when the test
+// process dies. The kernel sends the parent-death signal when the *thread*
+// that forked the child ends, not the process, and Go ends a thread when a
+// goroutine locked to it returns (test/osdserver's mount-namespace helper
+// does, by design): a daemon forked on such a thread was killed in the
+// middle of an unrelated test (TestPortworxServerDown saw EOF) and left its
+// pool mounted. So every such child is forked on one thread that is locked
+// for the life of the test binary and never ends before it.
+func startDyingWithTest(cmd *exec.Cmd) error {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	done := make(chan error, 1)
+	forkThread <- func() { done <- cmd.Start() }
+	return <-done
 }
+
+// forkThread runs the Start of every child that must die with the tests,
+// on a thread that only ends with the process.
+var forkThread = func() chan<- func() {
+	ch := make(chan func())
+	go func() {
+		runtime.LockOSThread() // never unlocked: this thread must not end
+		for start := range ch {
+			start()
+		}
+	}()
+	return ch
+}()
 
 // Stop sends SIGTERM and waits for a clean exit.
 func (p *Plugin) Stop() {

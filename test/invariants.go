@@ -48,7 +48,7 @@ func CheckLocalInvariants(t testing.TB, p *Plugin, sources map[string]string) {
 			t.Errorf("volume %q counts %v mounts but %s is not mounted", v.Name, mounts, v.Mountpoint)
 		}
 	}
-	mountinfo, _ := os.ReadFile("/proc/self/mountinfo")
+	mountinfo, _ := os.ReadFile("/proc/thread-self/mountinfo")
 	ents, _ := os.ReadDir(p.DataRoot)
 	for _, e := range ents {
 		mp := filepath.Join(p.DataRoot, e.Name())
@@ -94,7 +94,7 @@ func objects(v *volume.Volume) []string {
 }
 
 func isMountPoint(p string) bool {
-	data, err := os.ReadFile("/proc/self/mountinfo")
+	data, err := os.ReadFile("/proc/thread-self/mountinfo")
 	if err != nil {
 		return false
 	}

@@ -82,11 +82,10 @@ func (s *hostService) environment() []string {
 func (s *hostService) start() {
 	s.t.Helper()
 	s.cmd = exec.Command(s.bin)
-	s.cmd.SysProcAttr = diesWithTest()
 	s.cmd.Env = append(append(os.Environ(), s.environment()...),
 		"STATE_DIR="+s.stateDir, "DATA_ROOT="+s.dataRoot, "SOCKET="+s.socket, "POOL_SIZE=1G")
 	s.cmd.Stdout, s.cmd.Stderr = s.journal, s.journal
-	if err := s.cmd.Start(); err != nil {
+	if err := startDyingWithTest(s.cmd); err != nil {
 		s.t.Fatal(err)
 	}
 	done := make(chan struct{})
@@ -325,12 +324,11 @@ func hostBinaryBlock(t *testing.T) {
 		t.Fatalf("%s: want settings and the binary, nothing else", line)
 	}
 	cmd := exec.Command(f[0])
-	cmd.SysProcAttr = diesWithTest()
 	cmd.Dir = RepoRoot()
 	cmd.Env = env
 	log := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
+	if err := startDyingWithTest(cmd); err != nil {
 		t.Fatal(err)
 	}
 	var waitErr error

@@ -50,14 +50,13 @@ func startRaw(t *testing.T, bin string, env map[string]string, extraEnv ...strin
 	p := &rawPlugin{t: t, dir: dir, socket: filepath.Join(dir, "s.sock"), stateDir: filepath.Join(dir, "state"),
 		dataRoot: filepath.Join(dir, "data"), log: &lockedBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin)
-	p.cmd.SysProcAttr = diesWithTest()
 	p.cmd.Env = append(os.Environ(), "STATE_DIR="+p.stateDir, "DATA_ROOT="+p.dataRoot, "SOCKET="+p.socket, "POOL_SIZE=1G")
 	for k, v := range env {
 		p.cmd.Env = append(p.cmd.Env, k+"="+v)
 	}
 	p.cmd.Env = append(p.cmd.Env, extraEnv...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	if err := p.cmd.Start(); err != nil {
+	if err := startDyingWithTest(p.cmd); err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = p.cmd.Wait(); close(p.done) }()

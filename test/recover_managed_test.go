@@ -137,7 +137,7 @@ func TestRecoverManagedPlugin(t *testing.T) {
 		// a copy of it (docs/settings.md's state-move, cp -a) copies file by
 		// file, and the host's own mount namespace keeps the pool's
 		// filesystem alive for good.
-		if held, err := leakcheck.MountPoints("/proc/self/mountinfo"); err != nil {
+		if held, err := leakcheck.MountPoints("/proc/thread-self/mountinfo"); err != nil {
 			t.Fatal(err)
 		} else if under := slices.DeleteFunc(held, func(m string) bool { return m != p.StateDir && !strings.HasPrefix(m, p.StateDir+"/") }); len(under) > 0 {
 			t.Errorf("after the block the host has mounts in the plugin's state directory: %v", under)

@@ -508,7 +508,7 @@ func (d *Daemon) leftovers() []int {
 func unmountUnder(dir string) error {
 	var left []string
 	for attempt := 0; attempt < 5; attempt++ {
-		data, err := os.ReadFile("/proc/self/mountinfo")
+		data, err := os.ReadFile("/proc/thread-self/mountinfo")
 		if err != nil {
 			return err
 		}

@@ -169,7 +169,7 @@ func Leaks() []Leak {
 			out = append(out, Leak{Owner: o, What: "loop", Path: l.file + l.deleted, Where: l.dev, Dev: l.dev})
 		}
 	}
-	self, _ := os.Readlink("/proc/self/ns/mnt")
+	self, _ := os.Readlink("/proc/thread-self/ns/mnt")
 	for ns, m := range namespaces() {
 		where := fmt.Sprintf("%s, held by pids %s", ns, strings.Join(m.pids, " "))
 		if ns == self {
@@ -271,7 +271,7 @@ func MountPoints(mountinfo string) ([]string, error) {
 // daemon's clones may still be open somewhere: they go when the last user
 // does, and the path is free at once.
 func UnmountUnder(dir string) {
-	paths, err := MountPoints("/proc/self/mountinfo")
+	paths, err := MountPoints("/proc/thread-self/mountinfo")
 	if err != nil {
 		return
 	}
@@ -289,7 +289,7 @@ func UnmountUnder(dir string) {
 // itself once that namespace is gone: the pool's loop devices are set up
 // to clear automatically).
 func Clear(leaks []Leak) {
-	self, _ := os.Readlink("/proc/self/ns/mnt")
+	self, _ := os.Readlink("/proc/thread-self/ns/mnt")
 	for _, l := range leaks {
 		if l.What == "mount" && strings.HasPrefix(l.Where, self+", this process's") {
 			_ = unix.Unmount(l.Path, unix.MNT_DETACH)

@@ -42,7 +42,7 @@ type mountNS struct {
 // startMountNS starts the helper and tidies its namespace: root is the
 // shared mount root, keep the mounts it must hold on to (the pool).
 func startMountNS(root string, keep []string) (*mountNS, error) {
-	self, err := os.Readlink("/proc/self/ns/mnt")
+	self, err := os.Readlink("/proc/thread-self/ns/mnt")
 	if err != nil {
 		return nil, err
 	}
@@ -90,8 +90,20 @@ func (m *mountNS) run(fn func() error) error {
 	ch := make(chan error, 1)
 	go func() {
 		// Never unlocked: the thread leaves this process's mount
-		// namespace and so must exit with the goroutine.
+		// namespace and so must exit with the goroutine. Go cannot end
+		// the main thread, though: a locked goroutine that returns on it
+		// leaves it wedged, still the thread /proc/self names. So the
+		// thread goes back to this process's namespace before it ends,
+		// or every /proc/self/mountinfo read after it would list the
+		// server's mounts instead of the host's (the harness then missed
+		// the mounts of every later test and left them behind).
 		runtime.LockOSThread()
+		home, err := os.Open("/proc/thread-self/ns/mnt")
+		if err != nil {
+			ch <- fmt.Errorf("osdserver: %w", err)
+			return
+		}
+		defer home.Close()
 		if err := unix.Unshare(unix.CLONE_FS); err != nil {
 			ch <- fmt.Errorf("osdserver: unshare(CLONE_FS): %w", err)
 			return
@@ -100,6 +112,7 @@ func (m *mountNS) run(fn func() error) error {
 			ch <- fmt.Errorf("osdserver: joining the server's mount namespace: %w", err)
 			return
 		}
+		defer func() { _ = unix.Setns(int(home.Fd()), unix.CLONE_NEWNS) }()
 		ch <- fn()
 	}()
 	return <-ch
